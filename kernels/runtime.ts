@@ -1,0 +1,322 @@
+// The WebGPU runtime: one device per process, a pipeline cache keyed by WGSL source, a buffer pool
+// by size class, and command batching (every kernel is recorded into one pending encoder that is
+// submitted when data is read back or uploaded, or when `flush()` is called).
+
+/** Features and limits the engine detected on the adapter. */
+export interface GPUContext {
+  device: GPUDevice;
+  adapterInfo: GPUAdapterInfo;
+  /** A short human-readable adapter name, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)". */
+  adapterName: string;
+  isFallbackAdapter: boolean;
+  features: { timestampQuery: boolean; shaderF16: boolean };
+  limits: GPUSupportedLimits;
+}
+
+/** Limits the seven models need (the largest activation of `inverted` at batch 64 is 64 MiB). */
+const WANTED_LIMITS = {
+  maxStorageBufferBindingSize: 512 * 1024 * 1024,
+  maxBufferSize: 1024 * 1024 * 1024,
+  maxStorageBuffersPerShaderStage: 10,
+  maxComputeWorkgroupStorageSize: 16384,
+  maxComputeInvocationsPerWorkgroup: 256,
+  maxComputeWorkgroupSizeX: 256,
+};
+/** Below these the engine cannot run at all. */
+const REQUIRED_LIMITS = {
+  maxStorageBufferBindingSize: 64 * 1024 * 1024,
+  maxStorageBuffersPerShaderStage: 8,
+  maxComputeInvocationsPerWorkgroup: 256,
+  maxComputeWorkgroupSizeX: 256,
+};
+
+export const NO_ADAPTER_HELP = "No WebGPU adapter found. Any WebGPU adapter works (Vulkan, Metal, D3D12). " +
+  "On a machine without a GPU install Mesa's software Vulkan driver (lavapipe): " +
+  "`sudo apt-get install -y mesa-vulkan-drivers` on Debian/Ubuntu.";
+
+let ctx: GPUContext | null = null;
+let initPromise: Promise<GPUContext> | null = null;
+let lostError: Error | null = null;
+
+/** Requests the adapter and device once per process; later calls return the same context. */
+export function initGPU(): Promise<GPUContext> {
+  if (!initPromise) initPromise = createContext().then((c) => (ctx = c));
+  return initPromise;
+}
+
+async function createContext(): Promise<GPUContext> {
+  if (typeof navigator === "undefined" || !("gpu" in navigator)) {
+    throw new Error("This runtime has no WebGPU (navigator.gpu). Use Deno 2. " + NO_ADAPTER_HELP);
+  }
+  const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) throw new Error(NO_ADAPTER_HELP);
+  const lim = adapter.limits as unknown as Record<string, number>;
+  for (const [name, need] of Object.entries(REQUIRED_LIMITS)) {
+    if (lim[name] < need) {
+      throw new Error(
+        `WebGPU adapter "${adapter.info.description || adapter.info.vendor}" offers ${name} = ${
+          lim[name]
+        }, but the engine needs at least ${need}.`,
+      );
+    }
+  }
+  const requiredLimits: Record<string, number> = {};
+  for (const [name, want] of Object.entries(WANTED_LIMITS)) requiredLimits[name] = Math.min(want, lim[name]);
+  const requiredFeatures: GPUFeatureName[] = [];
+  const timestampQuery = adapter.features.has("timestamp-query");
+  const shaderF16 = adapter.features.has("shader-f16");
+  if (timestampQuery) requiredFeatures.push("timestamp-query");
+  if (shaderF16) requiredFeatures.push("shader-f16");
+  const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
+  device.lost.then((info) => {
+    lostError = new Error(`WebGPU device lost (${info.reason}): ${info.message}`);
+    if (info.reason !== "destroyed") console.error(lostError.message);
+  });
+  const info = adapter.info;
+  return {
+    device,
+    adapterInfo: info,
+    adapterName: info.description || `${info.vendor} ${info.architecture} ${info.device}`.trim(),
+    isFallbackAdapter: info.isFallbackAdapter ?? false,
+    features: { timestampQuery, shaderF16 },
+    limits: device.limits,
+  };
+}
+
+/** The initialised context; throws a clear error when `initGPU()` has not completed. */
+export function gpu(): GPUContext {
+  if (lostError) throw lostError;
+  if (!ctx) throw new Error("WebGPU is not initialised: call `await initGPU()` before using tensors.");
+  return ctx;
+}
+
+// ---------------------------------------------------------------- pipeline cache
+
+const pipelines = new Map<string, GPUComputePipeline>();
+
+/** Compiles `wgsl` once per process (keyed by its source text). */
+export function pipeline(name: string, wgsl: string): GPUComputePipeline {
+  let p = pipelines.get(wgsl);
+  if (!p) {
+    const { device } = gpu();
+    const module = device.createShaderModule({ label: name, code: wgsl });
+    p = device.createComputePipeline({
+      label: name,
+      layout: "auto",
+      compute: { module, entryPoint: "main" },
+    });
+    pipelines.set(wgsl, p);
+  }
+  return p;
+}
+
+export function pipelineCacheSize(): number {
+  return pipelines.size;
+}
+
+// ---------------------------------------------------------------- buffer pool
+
+const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+
+/** Size classes: multiples of 256 B up to 64 KiB, then steps of 1/8 of the power of two. */
+export function sizeClass(bytes: number): number {
+  const b = Math.max(256, bytes);
+  if (b <= 65536) return Math.ceil(b / 256) * 256;
+  const step = 2 ** (Math.floor(Math.log2(b)) - 3);
+  return Math.ceil(b / step) * step;
+}
+
+const free = new Map<number, GPUBuffer[]>();
+const stats = { bytesAllocated: 0, bytesInUse: 0, buffersAllocated: 0 };
+
+/** Counters tests and benchmarks can read. */
+export function poolStats(): { bytesAllocated: number; bytesInUse: number; buffersAllocated: number } {
+  return { ...stats };
+}
+
+/** A storage buffer of at least `bytes` bytes from the pool. Its content is undefined. */
+export function acquireBuffer(bytes: number): GPUBuffer {
+  const size = sizeClass(bytes);
+  const list = free.get(size);
+  stats.bytesInUse += size;
+  const reused = list?.pop();
+  if (reused) return reused;
+  const { device, limits } = gpu();
+  if (size > limits.maxStorageBufferBindingSize) {
+    throw new Error(
+      `A tensor of ${bytes} bytes exceeds this adapter's maxStorageBufferBindingSize (${limits.maxStorageBufferBindingSize}).`,
+    );
+  }
+  stats.bytesAllocated += size;
+  stats.buffersAllocated++;
+  return device.createBuffer({ size, usage: STORAGE_USAGE });
+}
+
+/** Returns a buffer to the pool. Commands already recorded that use it still see it in order. */
+export function releaseBuffer(buf: GPUBuffer): void {
+  const list = free.get(buf.size) ?? [];
+  list.push(buf);
+  free.set(buf.size, list);
+  stats.bytesInUse -= buf.size;
+}
+
+/** Destroys every free buffer (e.g. between benchmarks). */
+export function trimPool(): void {
+  for (const list of free.values()) {
+    for (const b of list) {
+      stats.bytesAllocated -= b.size;
+      stats.buffersAllocated--;
+      b.destroy();
+    }
+  }
+  free.clear();
+}
+
+// ---------------------------------------------------------------- command batching
+
+let encoder: GPUCommandEncoder | null = null;
+let pendingDispatches = 0;
+let submits = 0;
+
+/** The encoder that collects every kernel until the next submit. */
+export function currentEncoder(): GPUCommandEncoder {
+  if (!encoder) encoder = gpu().device.createCommandEncoder();
+  return encoder;
+}
+
+/** A storage binding: a whole pooled buffer or a slice of one. */
+export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
+
+/** Records one compute dispatch of `pipe` with bindings 0..n-1 of group 0. */
+export function dispatch(
+  pipe: GPUComputePipeline,
+  bindings: Binding[],
+  workgroups: [number, number?, number?],
+): void {
+  const { device, limits } = gpu();
+  const maxDim = limits.maxComputeWorkgroupsPerDimension;
+  for (const w of workgroups) {
+    if (w !== undefined && w > maxDim) {
+      throw new Error(`Kernel ${pipe.label}: ${w} workgroups exceeds the adapter's limit of ${maxDim}.`);
+    }
+  }
+  const bindGroup = device.createBindGroup({
+    layout: pipe.getBindGroupLayout(0),
+    entries: bindings.map((b, i) => ({ binding: i, resource: b instanceof GPUBuffer ? { buffer: b } : b })),
+  });
+  const pass = currentEncoder().beginComputePass({ label: pipe.label });
+  pass.setPipeline(pipe);
+  pass.setBindGroup(0, bindGroup);
+  pass.dispatchWorkgroups(workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1);
+  pass.end();
+  pendingDispatches++;
+}
+
+/** Submits the pending encoder (if any). Does not wait. */
+export function flush(): void {
+  if (!encoder) return;
+  gpu().device.queue.submit([encoder.finish()]);
+  encoder = null;
+  pendingDispatches = 0;
+  submits++;
+}
+
+/** Number of submits so far and dispatches waiting in the current encoder. */
+export function commandStats(): { submits: number; pendingDispatches: number } {
+  return { submits, pendingDispatches };
+}
+
+/** Writes `data` into `buf` at `offset` bytes, after every command recorded so far. */
+export function upload(buf: GPUBuffer, data: ArrayBufferView, offset = 0): void {
+  flush(); // queue writes run before unsubmitted commands; submitting first keeps program order
+  let bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+  if (bytes.byteLength % 4 !== 0) { // writeBuffer needs a multiple of 4 bytes
+    const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+    padded.set(bytes);
+    bytes = padded;
+  }
+  gpu().device.queue.writeBuffer(buf, offset, bytes);
+}
+
+/** Records a zero fill of `bytes` bytes (multiple of 4) of `buf` at `offset`. */
+export function clear(buf: GPUBuffer, offset = 0, bytes?: number): void {
+  currentEncoder().clearBuffer(buf, offset, bytes);
+}
+
+/** Records a copy between storage buffers. */
+export function copy(
+  src: GPUBuffer,
+  srcOffset: number,
+  dst: GPUBuffer,
+  dstOffset: number,
+  bytes: number,
+): void {
+  currentEncoder().copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
+}
+
+/** Submits everything pending and reads `bytes` bytes of `buf` back. The only call that waits on the GPU. */
+export async function readback(buf: GPUBuffer, offset: number, bytes: number): Promise<ArrayBuffer> {
+  const { device } = gpu();
+  const size = Math.ceil(bytes / 4) * 4;
+  const staging = device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  currentEncoder().copyBufferToBuffer(buf, offset, staging, 0, size);
+  flush();
+  await staging.mapAsync(GPUMapMode.READ);
+  if (lostError) throw lostError;
+  const out = staging.getMappedRange().slice(0, bytes);
+  staging.unmap();
+  staging.destroy();
+  return out;
+}
+
+/** Waits until the GPU has finished everything submitted so far. */
+export async function sync(): Promise<void> {
+  flush();
+  await gpu().device.queue.onSubmittedWorkDone();
+  if (lostError) throw lostError;
+}
+
+/**
+ * Runs `fn` inside a validation error scope and throws an error naming `label` if any WebGPU call
+ * in it was invalid (used by tests to surface shader and binding errors).
+ */
+export async function checked<T>(label: string, fn: () => T | Promise<T>): Promise<T> {
+  const { device } = gpu();
+  device.pushErrorScope("validation");
+  device.pushErrorScope("out-of-memory");
+  let result: T | undefined, thrown: unknown = null;
+  try {
+    result = await fn();
+    flush();
+  } catch (e) {
+    thrown = e;
+  }
+  const oom = await device.popErrorScope();
+  const val = await device.popErrorScope();
+  const err = val ?? oom;
+  if (err) throw new Error(`WebGPU error in ${label}: ${err.message}`);
+  if (thrown) throw thrown;
+  return result as T;
+}
+
+// ---------------------------------------------------------------- dispatch geometry helpers
+
+/** Workgroup size of the 1-D elementwise kernels. */
+export const WG = 256;
+
+/**
+ * Grid for `n` invocations of 1-D kernels with workgroup size `wg`, folded into two dimensions when
+ * it exceeds the per-dimension limit. Pair it with `linearIndex(grid)` in the WGSL.
+ */
+export function grid1D(n: number, wg = WG): [number, number] {
+  const groups = Math.max(1, Math.ceil(n / wg));
+  const maxDim = gpu().limits.maxComputeWorkgroupsPerDimension;
+  if (groups <= maxDim) return [groups, 1];
+  const y = Math.ceil(groups / maxDim);
+  return [Math.ceil(groups / y), y];
+}
+
+/** WGSL expression for the flat invocation index of a `grid1D` dispatch (uses `gid`). */
+export function linearIndex(grid: [number, number], wg = WG): string {
+  return grid[1] === 1 ? "gid.x" : `(gid.x + gid.y * ${grid[0] * wg}u)`;
+}

@@ -1,0 +1,73 @@
+import { add, mul, relu, scale, sub, tensor } from "../mod.ts";
+import { broadcastTo, checkOp, setup } from "./helpers.ts";
+import assert from "node:assert/strict";
+
+await setup();
+
+const binary =
+  (f: (a: number, b: number) => number, sa: number[], sb: number[], so: number[]) => (xs: Float64Array[]) => {
+    const a = broadcastTo(xs[0], sa, so), b = broadcastTo(xs[1], sb, so);
+    return a.map((v, i) => f(v, b[i]));
+  };
+
+const shapes: [number[], number[], number[]][] = [
+  [[3, 5, 9, 9], [3, 5, 9, 9], [3, 5, 9, 9]], // same shape
+  [[3, 5, 9, 9], [1, 5, 1, 1], [3, 5, 9, 9]], // per-channel (bias, layer scale)
+  [[1, 7], [3, 1], [3, 7]], // both sides broadcast
+  [[2, 3, 5], [5], [2, 3, 5]], // trailing vector
+];
+
+for (const [sa, sb, so] of shapes) {
+  Deno.test(`add/sub/mul ${sa} with ${sb}`, async () => {
+    await checkOp({
+      name: "add",
+      shapes: [sa, sb],
+      gpu: ([a, b]) => add(a, b),
+      cpu: binary((x, y) => x + y, sa, sb, so),
+    });
+    await checkOp({
+      name: "sub",
+      shapes: [sa, sb],
+      gpu: ([a, b]) => sub(a, b),
+      cpu: binary((x, y) => x - y, sa, sb, so),
+    });
+    await checkOp({
+      name: "mul",
+      shapes: [sa, sb],
+      gpu: ([a, b]) => mul(a, b),
+      cpu: binary((x, y) => x * y, sa, sb, so),
+    });
+  });
+}
+
+Deno.test("scale and relu on an odd shape", async () => {
+  await checkOp({
+    name: "scale",
+    shapes: [[3, 7, 9]],
+    gpu: ([x]) => scale(x, -2.5),
+    cpu: ([x]) => x.map((v) => -2.5 * v),
+  });
+  // keep inputs away from 0 where relu is not differentiable (finite differences would straddle the kink)
+  await checkOp({
+    name: "relu",
+    shapes: [[1, 5, 9, 9]],
+    gpu: ([x]) => relu(x),
+    cpu: ([x]) => x.map((v) => Math.max(v, 0)),
+    init: (rng, s) =>
+      Float64Array.from(
+        { length: s.reduce((a, b) => a * b) },
+        () => (rng.uniform() < 0.5 ? -1 : 1) * (0.1 + rng.uniform()),
+      ),
+  });
+});
+
+Deno.test("relu gradient at exactly 0 is 0 (as PyTorch)", async () => {
+  const x = tensor([-1, 0, 2], [3], { requiresGrad: true });
+  relu(x).backward(tensor([5, 5, 5]));
+  assert.deepEqual([...await x.grad!.toArray()], [0, 0, 5]);
+});
+
+Deno.test("mismatched shapes give a clear error", () => {
+  const a = tensor(new Float32Array(6), [2, 3]), b = tensor(new Float32Array(8), [2, 4]);
+  assert.throws(() => add(a, b), /add: shapes \[2, 3\] and \[2, 4\] cannot be broadcast/);
+});

@@ -1,0 +1,76 @@
+import { matmul, matmulT, tensor } from "../mod.ts";
+import { checkOp, setup } from "./helpers.ts";
+import assert from "node:assert/strict";
+
+await setup();
+
+/** CPU batched matmul with transposes; batch 0 means a 2-D operand. */
+function cpuMM(
+  a: Float64Array,
+  b: Float64Array,
+  d: { batch: number; m: number; n: number; k: number; bA: boolean; bB: boolean; tA?: boolean; tB?: boolean },
+): Float64Array {
+  const out = new Float64Array(d.batch * d.m * d.n);
+  for (let z = 0; z < d.batch; z++) {
+    for (let i = 0; i < d.m; i++) {
+      for (let j = 0; j < d.n; j++) {
+        let s = 0;
+        for (let k = 0; k < d.k; k++) {
+          const av = a[(d.bA ? z * d.m * d.k : 0) + (d.tA ? k * d.m + i : i * d.k + k)];
+          const bv = b[(d.bB ? z * d.k * d.n : 0) + (d.tB ? j * d.k + k : k * d.n + j)];
+          s += av * bv;
+        }
+        out[z * d.m * d.n + i * d.n + j] = s;
+      }
+    }
+  }
+  return out;
+}
+
+Deno.test("matmul 2-D on odd sizes", async () => {
+  for (const [m, k, n] of [[1, 1, 1], [5, 7, 3], [9, 13, 11], [17, 6, 33]]) {
+    await checkOp({
+      name: `matmul ${m}x${k}x${n}`,
+      shapes: [[m, k], [k, n]],
+      gpu: ([a, b]) => matmul(a, b),
+      cpu: ([a, b]) => cpuMM(a, b, { batch: 1, m, n, k, bA: false, bB: false }),
+    });
+  }
+});
+
+Deno.test("matmul batched, with a shared operand", async () => {
+  await checkOp({
+    name: "bmm",
+    shapes: [[3, 5, 7], [3, 7, 6]],
+    gpu: ([a, b]) => matmul(a, b),
+    cpu: ([a, b]) => cpuMM(a, b, { batch: 3, m: 5, n: 6, k: 7, bA: true, bB: true }),
+  });
+  await checkOp({
+    name: "bmm shared B",
+    shapes: [[3, 5, 7], [7, 6]],
+    gpu: ([a, b]) => matmul(a, b),
+    cpu: ([a, b]) => cpuMM(a, b, { batch: 3, m: 5, n: 6, k: 7, bA: true, bB: false }),
+  });
+  await checkOp({
+    name: "bmm shared A",
+    shapes: [[5, 7], [2, 7, 6]],
+    gpu: ([a, b]) => matmul(a, b),
+    cpu: ([a, b]) => cpuMM(a, b, { batch: 2, m: 5, n: 6, k: 7, bA: false, bB: true }),
+  });
+});
+
+Deno.test("matmul with transposed operands", async () => {
+  for (const [tA, tB] of [[true, false], [false, true], [true, true]]) {
+    await checkOp({
+      name: `matmul tA=${tA} tB=${tB}`,
+      shapes: [tA ? [7, 5] : [5, 7], tB ? [6, 7] : [7, 6]],
+      gpu: ([a, b]) => matmulT(a, b, { transA: tA, transB: tB }),
+      cpu: ([a, b]) => cpuMM(a, b, { batch: 1, m: 5, n: 6, k: 7, bA: false, bB: false, tA, tB }),
+    });
+  }
+});
+
+Deno.test("matmul rejects mismatched inner sizes", () => {
+  const a = tensor(new Float32Array(6), [2, 3]), b = tensor(new Float32Array(8), [4, 2]);
+  assert.throws(() => matmul(a, b), /matmul: shapes \[2, 3\] and \[4, 2\] do not match/);
+});
