@@ -1,0 +1,49 @@
+// Training metrics summed on the GPU, so a training step never waits on a readback:
+// sums[0] += loss · batch, sums[1] += number of correct argmax predictions, sums[2] += batch.
+
+import { type Binding, dispatch, pipeline } from "./runtime.ts";
+import { storageDecls } from "./wgsl.ts";
+
+/** Number of f32 slots `accumulateMetrics` uses. */
+export const METRIC_SLOTS = 4;
+
+/**
+ * Adds one batch into `sums`: `logits` [batch, classes], `targets` [batch] (class indices as f32),
+ * `loss` a one-element buffer holding the batch's mean loss (or null for evaluation).
+ */
+export function accumulateMetrics(
+  logits: Binding,
+  targets: Binding,
+  loss: Binding | null,
+  sums: Binding,
+  batch: number,
+  classes: number,
+): void {
+  // one invocation per row writes a 0/1 flag; a single invocation then folds them (batches are small)
+  const reads = loss ? ["logits", "targets", "loss"] : ["logits", "targets"];
+  const wgsl = `${storageDecls(reads, ["sums"])}
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_index) lid: u32) {
+  var correct = 0.0;
+  for (var row = lid; row < ${batch}u; row += 64u) {
+    var best = logits[row * ${classes}u];
+    var arg = 0u;
+    for (var c = 1u; c < ${classes}u; c++) {
+      let v = logits[row * ${classes}u + c];
+      if (v > best) { best = v; arg = c; }
+    }
+    if (f32(arg) == targets[row]) { correct += 1.0; }
+  }
+  part[lid] = correct;
+  workgroupBarrier();
+  if (lid == 0u) {
+    var total = 0.0;
+    for (var i = 0u; i < 64u; i++) { total += part[i]; }
+    ${loss ? `sums[0] += loss[0] * ${batch}.0;` : ""}
+    sums[1] += total;
+    sums[2] += ${batch}.0;
+  }
+}
+var<workgroup> part: array<f32, 64>;`;
+  dispatch(pipeline("metrics", wgsl), loss ? [logits, targets, loss, sums] : [logits, targets, sums], [1]);
+}
