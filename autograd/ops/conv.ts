@@ -1,0 +1,97 @@
+// Differentiable 2-D convolution with PyTorch semantics: NCHW input, OIHW weight, optional bias,
+// square kernel, one stride and one zero padding for both spatial dimensions, grouped channels.
+
+import {
+  convBackwardBias,
+  convBackwardInput,
+  convBackwardWeight,
+  convForward,
+  convOutSize,
+  type ConvShape,
+} from "../../kernels/conv.ts";
+import { empty, record, type Tensor } from "../tensor.ts";
+
+export interface Conv2dOptions {
+  stride?: number;
+  padding?: number;
+  groups?: number;
+}
+
+/** Checks the arguments of conv2d and returns the sizes of the convolution. */
+export function conv2dShape(
+  x: Tensor,
+  w: Tensor,
+  b: Tensor | null | undefined,
+  opts: Conv2dOptions = {},
+): ConvShape {
+  const { stride = 1, padding = 0, groups = 1 } = opts;
+  const desc = () => `input ${x.describe()}, weight ${w.describe()}${b ? `, bias ${b.describe()}` : ""}`;
+  const fail = (msg: string): never => {
+    throw new Error(`conv2d: ${msg} (${desc()})`);
+  };
+  if (x.rank !== 4) fail("input must be 4-D [N, C, H, W]");
+  if (w.rank !== 4) fail("weight must be 4-D [O, C/groups, kH, kW]");
+  if (!Number.isInteger(stride) || stride < 1) fail(`stride must be a positive integer, got ${stride}`);
+  if (!Number.isInteger(padding) || padding < 0) {
+    fail(`padding must be a non-negative integer, got ${padding}`);
+  }
+  if (!Number.isInteger(groups) || groups < 1) fail(`groups must be a positive integer, got ${groups}`);
+  const [n, c, h, W] = x.shape;
+  const [o, cg, kh, kw] = w.shape;
+  if (kh !== kw) fail(`only square kernels are supported, got ${kh}×${kw}`);
+  if (c % groups !== 0) fail(`groups = ${groups} does not divide the ${c} input channels`);
+  if (o % groups !== 0) fail(`groups = ${groups} does not divide the ${o} output channels`);
+  if (cg * groups !== c) {
+    fail(
+      `input has ${c} channels but the weight expects ${cg} in-channels × ${groups} group${
+        groups > 1 ? "s" : ""
+      } = ${cg * groups}`,
+    );
+  }
+  if (kh < 1) fail("kernel size must be at least 1");
+  if (kh > h + 2 * padding || kw > W + 2 * padding) {
+    fail(`kernel ${kh}×${kw} is larger than the padded input ${h + 2 * padding}×${W + 2 * padding}`);
+  }
+  if (b && (b.rank !== 1 || b.shape[0] !== o)) fail(`bias must have shape [${o}]`);
+  return {
+    n,
+    c,
+    h,
+    w: W,
+    o,
+    k: kh,
+    stride,
+    pad: padding,
+    groups,
+    oh: convOutSize(h, kh, stride, padding),
+    ow: convOutSize(W, kw, stride, padding),
+  };
+}
+
+/**
+ * conv2d(x, w, b?, {stride, padding, groups}) like `torch.nn.functional.conv2d`: x [N, C, H, W],
+ * w [O, C/groups, k, k], b [O]; returns [N, O, OH, OW] with OH = ⌊(H + 2·padding − k)/stride⌋ + 1.
+ */
+export function conv2d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv2dOptions = {}): Tensor {
+  const s = conv2dShape(x, w, b, opts);
+  const bias = b ?? null;
+  const y = empty([s.n, s.o, s.oh, s.ow]);
+  convForward(x.binding(), w.binding(), bias ? bias.binding() : null, y.binding(), s);
+  const inputs = bias ? [x, w, bias] : [x, w];
+  return record(y, inputs, (g) => {
+    let gx: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
+    if (x.requiresGrad) {
+      gx = empty(x.shape);
+      convBackwardInput(g.binding(), w.binding(), gx.binding(), s);
+    }
+    if (w.requiresGrad) {
+      gw = empty(w.shape);
+      convBackwardWeight(g.binding(), x.binding(), gw.binding(), s);
+    }
+    if (bias?.requiresGrad) {
+      gb = empty(bias.shape);
+      convBackwardBias(g.binding(), gb.binding(), s);
+    }
+    return bias ? [gx, gw, gb] : [gx, gw];
+  });
+}

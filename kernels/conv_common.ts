@@ -1,0 +1,82 @@
+// Shared pieces of the convolution kernels: the shape record, the dispatch grid (everything but the
+// batch flattened into x/y, the batch or the reduction chunk in z) and the split reductions used by
+// the weight gradients (partial sums over chunks, then a second pass that adds the chunks).
+
+import { acquireBuffer, type Binding, grid1D, linearIndex, releaseBuffer } from "./runtime.ts";
+import { sumAxes } from "./reduce.ts";
+
+/** Sizes of one convolution, NCHW input and OIHW weight with a square k×k kernel. */
+export interface ConvShape {
+  n: number;
+  c: number;
+  h: number;
+  w: number;
+  o: number;
+  k: number;
+  stride: number;
+  pad: number;
+  groups: number;
+  oh: number;
+  ow: number;
+}
+
+/** Output size of one spatial dimension. */
+export function convOutSize(size: number, k: number, stride: number, pad: number): number {
+  return Math.floor((size + 2 * pad - k) / stride) + 1;
+}
+
+/** Workgroup size of every convolution kernel (1-D). */
+export const WGC = 64;
+
+/** A 1-D grid of `total` invocations per z-slice and the WGSL expression of the invocation index. */
+export function convGrid(total: number, z: number): { groups: [number, number, number]; index: string } {
+  const g = grid1D(total, WGC);
+  return { groups: [g[0], g[1], z], index: `i32(${linearIndex(g, WGC)})` };
+}
+
+/** Largest partial-sum buffer (in floats) a split reduction may allocate. */
+const MAX_PARTIAL = 4 * 1024 * 1024;
+
+/**
+ * Splits a reduction of `total` steps computing `outputs` values into chunks of at least `minLen`
+ * steps, at most 64 chunks and at most MAX_PARTIAL partial values.
+ */
+export function splitReduction(
+  total: number,
+  outputs: number,
+  minLen: number,
+): { chunks: number; len: number } {
+  if (total <= 0) return { chunks: 1, len: 1 };
+  const maxChunks = Math.max(1, Math.min(64, Math.floor(MAX_PARTIAL / Math.max(1, outputs))));
+  let len = Math.max(minLen, Math.ceil(total / maxChunks), 1);
+  let chunks = Math.ceil(total / len);
+  if (chunks < 1) chunks = 1;
+  len = Math.ceil(total / chunks);
+  chunks = Math.ceil(total / len);
+  return { chunks, len };
+}
+
+/**
+ * Runs `kernel` writing `chunks` partial results of `outputs` values each, then sums them into `out`;
+ * with one chunk the kernel writes `out` directly.
+ */
+export function withPartials(
+  chunks: number,
+  outputs: number,
+  out: Binding,
+  kernel: (dst: Binding) => void,
+): void {
+  if (chunks <= 1) {
+    kernel(out);
+    return;
+  }
+  const buf = acquireBuffer(chunks * outputs * 4);
+  kernel({ buffer: buf, offset: 0, size: chunks * outputs * 4 });
+  sumAxes({ buffer: buf, offset: 0, size: chunks * outputs * 4 }, [chunks, outputs], [0], out);
+  releaseBuffer(buf); // later users of the pooled buffer are recorded after this pass
+}
+
+/** WGSL loading `arr[idx]` when `cond` holds, else 0 (the index is clamped to stay in bounds). */
+export function guarded(arr: string, idx: string, cond: string): string {
+  return `select(0.0, ${arr}[select(0, ${idx}, ${cond})], ${cond})`;
+}
