@@ -107,6 +107,20 @@ export class Tensor {
     if (--s.refs === 0 && s.pooled) releaseBuffer(s.buffer);
   }
 
+  /**
+   * Re-points this tensor at `storage` (e.g. a slice of an optimizer's flat arena) and drops its
+   * reference to the old storage. The caller copies the values first; views made earlier keep the
+   * old storage.
+   */
+  setStorage(storage: Storage): void {
+    if (this.size * 4 > storage.bytes) {
+      throw new Error(`Storage of ${storage.bytes} bytes cannot hold ${this.describe()}`);
+    }
+    const old = this.storage;
+    this._storage = storage;
+    if (--old.refs === 0 && old.pooled) releaseBuffer(old.buffer);
+  }
+
   /** Back-propagates from this tensor (a scalar, or pass the upstream gradient). */
   backward(grad?: Tensor): void {
     backward(this, grad);
