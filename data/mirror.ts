@@ -77,7 +77,7 @@ export async function downloadMirror(
   const log = opts.log ?? ((m: string) => console.error(m));
   await withStagingDir(cacheDir, async (tmp) => {
     const tgz = join(tmp, "mirror.tgz");
-    const { digests } = await downloadTo(url, tgz, { log, hashes: ["sha512"] });
+    const { digests } = await downloadTo(url, tgz, { log: opts.log, hashes: ["sha512"] });
     const integrity = `sha512-${digests.sha512}`;
     if (spec.mirrorIntegrity && integrity !== spec.mirrorIntegrity) {
       throw new Error(
