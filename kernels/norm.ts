@@ -42,15 +42,20 @@ interface Split {
 function split(shape: readonly number[], axes: readonly number[]): Split {
   const strides = stridesOf(shape);
   const kd: number[] = [], ks: number[] = [], rd: number[] = [], rs: number[] = [];
+  let last: "kept" | "reduced" | null = null;
   shape.forEach((d, k) => {
     if (d === 1) return;
-    if (axes.includes(k)) {
-      rd.push(d);
-      rs.push(strides[k]);
+    const red = axes.includes(k);
+    const [dims, strs] = red ? [rd, rs] : [kd, ks];
+    if (last === (red ? "reduced" : "kept")) {
+      // adjacent axes of the same kind in a row-major view merge into one (fewer divisions per element)
+      dims[dims.length - 1] *= d;
+      strs[strs.length - 1] = strides[k];
     } else {
-      kd.push(d);
-      ks.push(strides[k]);
+      dims.push(d);
+      strs.push(strides[k]);
     }
+    last = red ? "reduced" : "kept";
   });
   return {
     outN: kd.reduce((a, b) => a * b, 1),
