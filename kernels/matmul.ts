@@ -1,8 +1,22 @@
 // Batched matrix multiply C[b] = op(A[b]) · op(B[b]), op = optional transpose, batch broadcast when
-// A or B has a batch of 1. Each invocation keeps a 4×4 block of C in registers and reads A and B
-// directly (no workgroup memory: barriers are expensive on software adapters).
+// A or B has a batch of 1. No workgroup memory (barriers are expensive on software adapters); each
+// invocation keeps a block of C in registers and reads A and B directly.
+//
+// Versions (as in llm.c's dev/cuda, each kept for the shapes it serves):
+//   v1 `generic`: a 4×4 block of C per invocation, scalar storage-buffer loads, any sizes.
+//   v2 (removed): ROWS×4 per invocation with vec4 storage-buffer loads. No faster than v1 on lavapipe
+//                 (Mesa 22.3): there a storage-buffer load inside a loop is a per-lane, per-component
+//                 scalar loop (~10 ns per float per invocation, measured), so loads, not FMAs, set the
+//                 speed whatever the blocking. Texel fetches are vectorised gathers (~1 ns per float).
+//   v3 `texture`: both operands are copied (copyBufferToTexture, a memcpy) into cached rgba32float
+//                 textures, 2048 texels per row, and each invocation keeps ROWS×(4·COLVECS) of C
+//                 (8×8 by default) in registers, K unrolled by 4: A is fetched as vec4 along K (along
+//                 M when transposed), B as vec4 along N (along K when transposed, transposed in
+//                 registers). ROWS + 4·COLVECS fetches feed 16·ROWS·COLVECS multiply-adds. 3-10×
+//                 v1 on lavapipe. Needs K % 4 = 0, M % 4 = 0 when A is transposed and N % 4 = 0 when
+//                 B is not; otherwise v1 runs.
 
-import { type Binding, dispatch, pipeline } from "./runtime.ts";
+import { type Binding, currentEncoder, dispatch, gpu, pipeline } from "./runtime.ts";
 import { storageDecls } from "./wgsl.ts";
 
 export interface MatmulDims {
@@ -17,12 +31,228 @@ export interface MatmulDims {
   batchB: boolean;
 }
 
+/** Tuning of the vec4 kernel (exposed for the benchmarks). */
+export interface MatmulTuning {
+  /** Rows of C per invocation (multiple of 4). */
+  rows: number;
+  /** vec4 columns of C per invocation. */
+  colVecs: number;
+  /** Workgroup size along columns (x) and rows (y). */
+  wgx: number;
+  wgy: number;
+}
+
+export const DEFAULT_TUNING: MatmulTuning = { rows: 8, colVecs: 2, wgx: 8, wgy: 8 };
+
+/** Which kernel `matmul` runs for these dims. */
+export function matmulVersion(d: MatmulDims): "texture" | "generic" {
+  return d.k % 4 === 0 && (!d.transA || d.m % 4 === 0) && (d.transB || d.n % 4 === 0) ? "texture" : "generic";
+}
+
+export function matmul(
+  a: Binding,
+  b: Binding,
+  c: Binding,
+  d: MatmulDims,
+  tuning?: Partial<MatmulTuning>,
+): void {
+  if (d.batch * d.m * d.n === 0) return;
+  if (d.k === 0) throw new Error("matmul: k = 0 is not supported");
+  if (matmulVersion(d) === "texture") matmulTexture(a, b, c, d, { ...DEFAULT_TUNING, ...tuning });
+  else matmulGeneric(a, b, c, d);
+}
+
+// ---------------------------------------------------------------- v3: texture operands
+
+/** Texels per row of the operand textures (a power of two; 32 KiB rows). */
+const TW = 2048;
+const TW_LOG2 = 11;
+const textures = new Map<string, GPUTexture>();
+
+/** A cached rgba32float texture of at least `texels` texels for operand slot `role`. */
+function operandTexture(role: string, texels: number): GPUTexture {
+  const rows = Math.max(1, Math.ceil(texels / TW));
+  const { device, limits } = gpu();
+  if (rows > limits.maxTextureDimension2D) {
+    throw new Error(`matmul: an operand of ${texels * 4} floats exceeds the texture limit of this adapter`);
+  }
+  const h = Math.min(limits.maxTextureDimension2D, 2 ** Math.ceil(Math.log2(rows)));
+  const key = `${role}:${h}`;
+  let t = textures.get(key);
+  if (!t) {
+    t = device.createTexture({
+      label: `matmul operand ${role}`,
+      size: [TW, h],
+      format: "rgba32float",
+      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
+    });
+    textures.set(key, t);
+  }
+  return t;
+}
+
+/** Bytes held by the operand textures of the texture matmul (not counted by the buffer pool). */
+export function matmulTextureBytes(): number {
+  let b = 0;
+  for (const t of textures.values()) b += t.width * t.height * 16;
+  return b;
+}
+
+/** Destroys the cached operand textures. */
+export function trimMatmulTextures(): void {
+  for (const t of textures.values()) t.destroy();
+  textures.clear();
+}
+
+/** Records copies of `texels` vec4s of `src` into `tex`, row-major with TW texels per row. */
+function copyToTexture(src: Binding, tex: GPUTexture, texels: number): void {
+  const b = src instanceof GPUBuffer
+    ? { buffer: src, offset: 0 }
+    : { buffer: src.buffer, offset: src.offset ?? 0 };
+  const enc = currentEncoder();
+  const full = Math.floor(texels / TW), rem = texels % TW;
+  if (full > 0) {
+    enc.copyBufferToTexture(
+      { buffer: b.buffer, offset: b.offset, bytesPerRow: TW * 16, rowsPerImage: full },
+      { texture: tex },
+      [TW, full, 1],
+    );
+  }
+  if (rem > 0) {
+    enc.copyBufferToTexture(
+      { buffer: b.buffer, offset: b.offset + full * TW * 16 },
+      { texture: tex, origin: [0, full, 0] },
+      [rem, 1, 1],
+    );
+  }
+}
+
+function matmulTexture(a: Binding, b: Binding, c: Binding, d: MatmulDims, t: MatmulTuning): void {
+  const { batch, m, n, k, transA, transB } = d;
+  const R = t.rows, CV = t.colVecs, CW = 4 * CV;
+  if (R % 4 !== 0) throw new Error("matmul: rows per invocation must be a multiple of 4");
+  const k4 = k / 4, m4 = Math.ceil(m / 4), n4 = Math.ceil(n / 4);
+  const rowBlocks = Math.ceil(m / R), colBlocks = Math.ceil(n / CW);
+  // narrow outputs (few column blocks) get a workgroup tall rather than wide, keeping wgx·wgy invocations
+  const threads = t.wgx * t.wgy;
+  const wgx = Math.min(t.wgx, 2 ** Math.ceil(Math.log2(colBlocks))), wgy = threads / wgx;
+  const aTexels = ((d.batchA ? batch : 1) * m * k) / 4, bTexels = ((d.batchB ? batch : 1) * k * n) / 4;
+  const ta = operandTexture("A", aTexels), tb = operandTexture("B", bTexels);
+  copyToTexture(a, ta, aTexels);
+  copyToTexture(b, tb, bTexels);
+  // operand offsets in texels (all multiples of 4 floats under the vec4 conditions)
+  const sA = d.batchA ? (m * k) / 4 : 0, sB = d.batchB ? (k * n) / 4 : 0;
+  const rs = Array.from({ length: R }, (_, i) => i);
+  const cols = Array.from({ length: CW }, (_, i) => i);
+  const cvs = Array.from({ length: CV }, (_, i) => i);
+  const q4 = [0, 1, 2, 3];
+  const at = (tex: string, idx: string) => `textureLoad(${tex}, tc(${idx}), 0)`;
+  const setup: string[] = [];
+  const body: string[] = [];
+  // A values: a(r, j) = A[row0 + r, kk + j]
+  if (!transA) {
+    for (const r of rs) setup.push(`  let ar${r} = aOff + min(row0 + ${r}u, ${m - 1}u) * ${k4}u;`);
+    for (const r of rs) body.push(`    let va${r} = ${at("TA", `ar${r} + kq`)};`);
+  } else {
+    // A stored [k, m]: vec4 along M per k
+    for (let g = 0; g < R / 4; g++) setup.push(`  let ag${g} = aOff + min(row0 / 4u + ${g}u, ${m4 - 1}u);`);
+    for (const j of q4) {
+      for (let g = 0; g < R / 4; g++) {
+        body.push(`    let ta${j}_${g} = ${at("TA", `ag${g} + (kk + ${j}u) * ${m4}u`)};`);
+      }
+    }
+  }
+  // B values: vb{j}_{v} = B[kk + j, col0 + 4v .. col0 + 4v + 3]
+  if (!transB) {
+    for (const v of cvs) setup.push(`  let bc${v} = bOff + min(col0 / 4u + ${v}u, ${n4 - 1}u);`);
+    for (const j of q4) {
+      for (const v of cvs) body.push(`    let vb${j}_${v} = ${at("TB", `bc${v} + (kk + ${j}u) * ${n4}u`)};`);
+    }
+  } else {
+    // B stored [n, k]: vec4 along K per column, transposed in registers
+    for (const cc of cols) setup.push(`  let bt${cc} = bOff + min(col0 + ${cc}u, ${n - 1}u) * ${k4}u;`);
+    for (const cc of cols) body.push(`    let tb${cc} = ${at("TB", `bt${cc} + kq`)};`);
+    for (const j of q4) {
+      for (const v of cvs) {
+        body.push(`    let vb${j}_${v} = vec4<f32>(${q4.map((i) => `tb${4 * v + i}[${j}]`).join(", ")});`);
+      }
+    }
+  }
+  const aVal = (r: number, j: number) => (!transA ? `va${r}[${j}]` : `ta${j}_${Math.floor(r / 4)}[${r % 4}]`);
+  for (const j of q4) {
+    for (const r of rs) {
+      for (const v of cvs) {
+        body.push(`    acc${r}_${v} = fma(vec4<f32>(${aVal(r, j)}), vb${j}_${v}, acc${r}_${v});`);
+      }
+    }
+  }
+  const nAligned = n % 4 === 0;
+  const stores: string[] = [];
+  for (const r of rs) {
+    for (const v of cvs) {
+      const row = `row0 + ${r}u`, col = `col0 + ${4 * v}u`;
+      if (nAligned) {
+        stores.push(
+          `  if (${row} < ${m}u && ${col} < ${n}u) { C[cOff + (${row}) * ${n4}u + (${col}) / 4u] = acc${r}_${v}; }`,
+        );
+      } else {
+        for (const i of q4) {
+          stores.push(
+            `  if (${row} < ${m}u && ${col} + ${i}u < ${n}u) { C[cOff + (${row}) * ${n}u + ${col} + ${i}u] = acc${r}_${v}[${i}]; }`,
+          );
+        }
+      }
+    }
+  }
+  const wgsl = `@group(0) @binding(0) var TA: texture_2d<f32>;
+@group(0) @binding(1) var TB: texture_2d<f32>;
+@group(0) @binding(2) var<storage, read_write> C: array<${nAligned ? "vec4<f32>" : "f32"}>;
+fn tc(t: u32) -> vec2<u32> { return vec2<u32>(t & ${TW - 1}u, t >> ${TW_LOG2}u); }
+@compute @workgroup_size(${wgx}, ${wgy})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  // no early return: out-of-range invocations compute clamped blocks and store nothing
+  let bat = gid.z;
+  let row0 = min(gid.y, ${rowBlocks - 1}u) * ${R}u;
+  let col0 = min(gid.x, ${colBlocks - 1}u) * ${CW}u;
+  let live = gid.x < ${colBlocks}u && gid.y < ${rowBlocks}u;
+  let aOff = bat * ${sA}u;
+  let bOff = bat * ${sB}u;
+  let cOff = bat * ${nAligned ? (m * n) / 4 : m * n}u;
+${setup.join("\n")}
+${rs.flatMap((r) => cvs.map((v) => `  var acc${r}_${v} = vec4<f32>(0.0);`)).join("\n")}
+  for (var kq = 0u; kq < ${k4}u; kq++) {
+    let kk = kq * 4u;
+${body.join("\n")}
+  }
+  if (!live) { return; }
+${stores.join("\n")}
+}`;
+  const gx = Math.ceil(colBlocks / wgx), gy = Math.ceil(rowBlocks / wgy);
+  const { device } = gpu();
+  const pipe = pipeline("matmul_texture", wgsl);
+  // textures are not storage bindings: this one kernel builds its own bind group
+  const bind = device.createBindGroup({
+    layout: pipe.getBindGroupLayout(0),
+    entries: [
+      { binding: 0, resource: ta.createView() },
+      { binding: 1, resource: tb.createView() },
+      { binding: 2, resource: c instanceof GPUBuffer ? { buffer: c } : c },
+    ],
+  });
+  const pass = currentEncoder().beginComputePass({ label: pipe.label });
+  pass.setPipeline(pipe);
+  pass.setBindGroup(0, bind);
+  pass.dispatchWorkgroups(gx, gy, batch);
+  pass.end();
+}
+
+// ---------------------------------------------------------------- v1: generic, 4×4 per invocation
+
 const TILE = 4;
 const WGX = 8, WGY = 8;
 
-export function matmul(a: Binding, b: Binding, c: Binding, d: MatmulDims): void {
+function matmulGeneric(a: Binding, b: Binding, c: Binding, d: MatmulDims): void {
   const { batch, m, n, k } = d;
-  if (batch * m * n === 0) return;
   const sA = d.batchA ? m * k : 0, sB = d.batchB ? k * n : 0;
   const aIdx = (row: string, kk: string) => d.transA ? `${kk} * ${m}u + ${row}` : `${row} * ${k}u + ${kk}`;
   const bIdx = (kk: string, col: string) => d.transB ? `${col} * ${k}u + ${kk}` : `${kk} * ${n}u + ${col}`;

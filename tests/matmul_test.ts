@@ -74,3 +74,22 @@ Deno.test("matmul rejects mismatched inner sizes", () => {
   const a = tensor(new Float32Array(6), [2, 3]), b = tensor(new Float32Array(8), [4, 2]);
   assert.throws(() => matmul(a, b), /matmul: shapes \[2, 3\] and \[4, 2\] do not match/);
 });
+
+Deno.test("matmul texture kernel (sizes multiple of 4): every transpose, batched and shared operands", async () => {
+  // k % 4 = 0 and m, n % 4 = 0 select the texture kernel; m = 12 and n = 20 leave partial 8×8 blocks
+  for (const [tA, tB] of [[false, false], [true, false], [false, true], [true, true]]) {
+    await checkOp({
+      name: `matmul texture tA=${tA} tB=${tB}`,
+      shapes: [tA ? [3, 16, 12] : [3, 12, 16], tB ? [20, 16] : [16, 20]],
+      gpu: ([a, b]) => matmulT(a, b, { transA: tA, transB: tB }),
+      cpu: ([a, b]) => cpuMM(a, b, { batch: 3, m: 12, n: 20, k: 16, bA: true, bB: false, tA, tB }),
+    });
+  }
+  // n not a multiple of 4 with B transposed still takes the texture kernel (scalar stores)
+  await checkOp({
+    name: "matmul texture n=7",
+    shapes: [[9, 8], [7, 8]],
+    gpu: ([a, b]) => matmulT(a, b, { transB: true }),
+    cpu: ([a, b]) => cpuMM(a, b, { batch: 1, m: 9, n: 7, k: 8, bA: false, bB: false, tB: true }),
+  });
+});
