@@ -125,6 +125,31 @@ for (const shape of bnCases) {
   });
 }
 
+Deno.test("norms with only some parameters, and with an input that needs no gradient", async () => {
+  const shape = [3, 5, 9, 9], c = 5;
+  await checkOp({
+    name: "batchNorm2d_weight_only",
+    shapes: [shape, [c]],
+    gpu: ([x, w]) => batchNorm2d(x, null, null, w, null, true),
+    cpu: ([x, w]) => cpuBatchNorm(x, shape, w, null).y,
+    gradTol: { rtol: 2e-3, atol: 2e-4 },
+  });
+  await checkOp({
+    name: "groupNorm_bias_only_x_no_grad",
+    shapes: [shape, [c]],
+    noGrad: [0],
+    gpu: ([x, b]) => groupNorm(x, 5, null, b),
+    cpu: ([x, b]) => cpuGroupNorm(x, shape, 5, null, b),
+  });
+  await checkOp({
+    name: "layerNorm_params_only",
+    shapes: [[3, 7], [7], [7]],
+    noGrad: [0],
+    gpu: ([x, w, b]) => layerNorm(x, 7, w, b),
+    cpu: ([x, w, b]) => cpuGroupNorm(x, [3, 7], 1, w, b),
+  });
+});
+
 Deno.test("batchNorm2d eval uses the running statistics", async () => {
   const shape = [3, 5, 9, 9], c = 5, m = 81;
   const eps = 1e-5;
