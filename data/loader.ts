@@ -209,13 +209,10 @@ export class CifarLoader {
     let next: Batch | null = this.build(epoch, first, order);
     try {
       for (let b = first; b < n; b++) {
-        const cur: Batch = next!;
-        next = null;
-        if (b + 1 < n) {
-          if (this.prefetch) next = this.build(epoch, b + 1, order);
-        }
+        const cur: Batch = next ?? this.build(epoch, b, order);
+        // with prefetch, batch b + 1 is on its way to the GPU before batch b is handed out
+        next = this.prefetch && b + 1 < n ? this.build(epoch, b + 1, order) : null;
         yield cur;
-        if (!this.prefetch && b + 1 < n) next = this.build(epoch, b + 1, order);
       }
     } finally {
       if (next) {

@@ -9,6 +9,7 @@ import {
   findCifar10,
   loadCifar10,
   md5Hex,
+  openCifar10,
   RECORD_BYTES,
 } from "../data/cifar10.ts";
 import { mirrorBatchToBinary } from "../data/mirror.ts";
@@ -195,15 +196,18 @@ Deno.test("download: a good archive is unpacked, verified and cached; the cache 
     assert.ok(logs.some((m) => /100%|received/.test(m)));
     const data = await loadCifar10(cacheDir, { spec, stampFile: null });
     assert.equal(data.train.count, 5 * RECORDS);
-    const again = await findCifar10({
+    const again = await openCifar10({
       cacheDir,
       url: `${url}/nothing`,
       mirror: false,
       useEnv: false,
       spec,
       log,
+      stampFile: null,
     });
     assert.equal(again.source, "cache");
+    assert.deepEqual(again.train.labels, data.train.labels);
+    assert.deepEqual(again.test.images, data.test.images);
   } finally {
     await server.shutdown();
     await Deno.remove(root, { recursive: true });

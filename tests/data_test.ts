@@ -199,7 +199,7 @@ function syntheticSplit(count: number, name: CifarSplit["name"] = "train"): Cifa
 Deno.test("the loader: every image once per epoch, same seed ⇒ same batches, epochs differ", async () => {
   const split = syntheticSplit(150);
   const opts = { batchSize: 64, shuffle: true, augment: true, seed: 11 };
-  const a = new CifarLoader(split, opts), b = new CifarLoader(split, opts);
+  const a = new CifarLoader(split, opts);
   assert.equal(a.batchesPerEpoch, 3);
   const before = poolStats().bytesInUse;
   const seen: number[] = [];
@@ -223,6 +223,7 @@ Deno.test("the loader: every image once per epoch, same seed ⇒ same batches, e
   assert.deepEqual(seen.slice().sort((p, q) => p - q), Array.from({ length: 150 }, (_, i) => i));
   assert.notDeepEqual(seen, Array.from({ length: 150 }, (_, i) => i)); // shuffled
   let k = 0;
+  const b = new CifarLoader(split, { ...opts, prefetch: false });
   for (const batch of b.epoch(0)) { // a second loader with the same seed gives the same batches
     assert.deepEqual(bits(await batch.x.toArray()), bits(xa[k++]));
     batch.x.dispose();
@@ -348,11 +349,20 @@ Deno.test("a verified file is stamped and not hashed again until it changes", as
     await loadCifar10(dir, { spec, stampFile });
     const stamps = JSON.parse(await Deno.readTextFile(stampFile));
     assert.equal(Object.keys(stamps).length, 6);
-    // a stamped file whose content changes (and so its mtime) is hashed again and refused
+    // proof that a stamped file is not hashed again: damage it behind the stamp's back (same size and mtime)
+    const path = join(dir, "test_batch.bin");
+    const { mtime } = await Deno.stat(path);
     const bad = files["test_batch.bin"].slice();
     bad[7] ^= 0xff;
-    await Deno.writeFile(join(dir, "test_batch.bin"), bad);
-    await Deno.utime(join(dir, "test_batch.bin"), 1, 1);
+    await Deno.writeFile(path, bad);
+    await Deno.utime(path, mtime!, mtime!);
+    assert.equal((await loadCifar10(dir, { spec, stampFile })).test.images[6], bad[7]);
+    // "always" ignores the stamp; a changed mtime invalidates it
+    await assert.rejects(
+      () => loadCifar10(dir, { spec, stampFile, verify: "always" }),
+      /test_batch\.bin is corrupt/,
+    );
+    await Deno.utime(path, 1, 1);
     await assert.rejects(() => loadCifar10(dir, { spec, stampFile }), /test_batch\.bin is corrupt/);
   } finally {
     await Deno.remove(dir, { recursive: true });
