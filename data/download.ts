@@ -4,10 +4,12 @@
 //
 // API
 //   downloadTo(url, path, {log, hashes}) → Promise<{ bytes, digests }>   one file, with progress; refuses
-//       HTTP errors and bodies shorter than their Content-Length; `digests` are hex (md5) or base64 (others)
+//       HTTP errors, bodies shorter than their Content-Length, no answer in 60 s or no data for 120 s;
+//       `digests` are hex (md5) or base64 (others)
 //   downloadOfficial(url, cacheDir, {spec, log})   the official cifar-10-binary.tar.gz into `cacheDir`
 //   withStagingDir(cacheDir, fn)                   runs fn(tmpDir) in a fresh folder beside cacheDir, removed after
 //   installDir(src, dest)                          moves a verified folder's files into place
+//   writeMeta(dir)                                 batches.meta.txt (the class names) when absent
 
 import { createHash } from "node:crypto";
 import { basename, dirname, join, resolve } from "node:path";

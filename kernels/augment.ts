@@ -16,6 +16,7 @@
 //   drawAugmentParams(rng, count)   per image: top = rng.int(9), left = rng.int(9), flip = rng.uniform() < 0.5
 //   identityParams(count)           offsets (4, 4), no flip: plain ToTensor + Normalize (evaluation)
 //   normalizeValue(channel, byte)   (byte/255 − mean)/std in f32, exactly as PyTorch computes it
+//   normalizeTable()                the 3 × 256 table of normalizeValue the kernel reads
 //   augmentCpu(images, count, p)    the reference → Float32Array [count, 3, 32, 32]
 //   augmentGpu(images, count, p)    the kernel → Tensor [count, 3, 32, 32] (caller disposes)
 //
