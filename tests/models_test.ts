@@ -1,0 +1,213 @@
+// The seven steps: parameter counts and FLOPs against SEED.md, state-dict names against the notebook's
+// PyTorch models, PyTorch golden logits/loss/gradients (scripts/golden/models.py), and forward +
+// backward of every step at narrow widths.
+
+import assert from "node:assert/strict";
+import { poolStats } from "../kernels/runtime.ts";
+import { scope, type Tensor, tensor } from "../autograd/tensor.ts";
+import { crossEntropy } from "../autograd/ops/loss.ts";
+import { onMeta, readMany } from "../nn/module.ts";
+import { loadSafetensors } from "../nn/safetensors.ts";
+import { buildModel, type Model, type ModelOptions, STAGES } from "../experiments/models.ts";
+import { assertClose, setup } from "./helpers.ts";
+
+await setup();
+
+/** SEED.md: parameters and forward FLOPs per 32×32 image (in millions, one decimal). */
+const SEED: Record<string, [number, number]> = {
+  base: [1_485_258, 155.6],
+  stage_ratio: [1_678_666, 173.4],
+  patchify: [1_677_130, 170.3],
+  resnextify: [878_362, 87.4],
+  inverted: [11_837_194, 1321.6],
+  kernel7: [11_256_970, 1213.6],
+  final: [8_531_978, 886.5],
+};
+const CPU_VARIANT: ModelOptions = { widths: [16, 32, 64, 128], depths: [1, 1, 3, 1], stemFeatures: 16 };
+
+Deno.test("parameter counts and FLOPs of the seven steps equal SEED.md (PyTorch's numbers)", () => {
+  for (const stage of STAGES) {
+    const m = onMeta(() => buildModel(stage));
+    const [params, mflops] = SEED[stage];
+    assert.equal(m.numParameters(), params, `${stage} parameters`);
+    const f = m.flops() / 1e6;
+    assert.ok(Math.abs(f - mflops) / mflops < 1e-3, `${stage}: ${f.toFixed(2)} MFLOPs vs ${mflops}`);
+  }
+  const cpu = onMeta(() => buildModel("final", CPU_VARIANT));
+  assert.equal(cpu.numParameters(), 305_690);
+  assert.ok(Math.abs(cpu.flops() / 1e6 - 32.2) / 32.2 < 1e-3, `CPU variant ${cpu.flops()}`);
+  // exact values from scripts/golden/models.py --counts
+  assert.equal(onMeta(() => buildModel("final")).flops(), 886_548_480);
+  assert.equal(onMeta(() => buildModel("base")).flops(), 155_592_704);
+  assert.equal(cpu.flops(), 32_225_792);
+});
+
+Deno.test("state-dict names, shapes and dtypes are the notebook's for every step", async () => {
+  const spec: Record<string, string[]> = JSON.parse(
+    await Deno.readTextFile(new URL("./fixtures/models_spec.json", import.meta.url)),
+  );
+  for (const stage of STAGES) {
+    const m = onMeta(() => buildModel(stage, { depths: [2, 2, 2, 2] }));
+    const ours = Object.entries(m.stateSpec()).map(([n, s]) =>
+      `${n}:${s.shape.join("x")}:${s.dtype === "F32" ? "float32" : "int64"}`
+    );
+    assert.deepEqual(ours, spec[stage], stage);
+  }
+  const names = (stage: string) => Object.keys(onMeta(() => buildModel(stage)).stateSpec());
+  assert.ok(names("final").includes("encoder.stem.0.weight"));
+  assert.ok(names("final").includes("encoder.stages.2.3.layer_scaler.gamma"));
+  assert.ok(names("final").includes("head.3.weight"));
+  assert.ok(names("base").includes("encoder.stages.1.0.block.0.0.weight"));
+  assert.ok(names("kernel7").includes("decoder.decoder.weight"));
+});
+
+Deno.test("unknown stage and bad overrides give clear errors", () => {
+  assert.throws(() => buildModel("resnet"), /Unknown stage "resnet". Valid stages: base, stage_ratio/);
+  assert.throws(() => onMeta(() => buildModel("final", { depths: [1, 1] })), /depths/);
+  assert.throws(() => onMeta(() => buildModel("base", { widths: [6, 8, 12, 16] })), /multiples of 4/);
+  assert.throws(() => onMeta(() => buildModel("kernel7", { widths: [8, 16, 16, 32] })), /differ/);
+});
+
+Deno.test("a model initialises like PyTorch: kaiming-uniform bounds, ones/zeros, γ = 1e-6; seeds reproduce", async () => {
+  const opts = { widths: [8, 16, 16, 32], depths: [1, 1, 1, 1], stemFeatures: 8, seed: 5 };
+  const a = buildModel("final", opts),
+    b = buildModel("final", opts),
+    c = buildModel("final", { ...opts, seed: 6 });
+  const [sa, sb, sc] = [await a.stateDict(), await b.stateDict(), await c.stateDict()];
+  const w = sa["encoder.stages.1.1.block.2.weight"]; // 1×1 conv 16 → 64: bound 1/√16
+  assert.ok(w.every((v) => Math.abs(v) <= 0.25) && Math.max(...w.map(Math.abs)) > 0.2);
+  const bias = sa["encoder.stages.1.1.block.2.bias"];
+  assert.ok(bias.every((v) => Math.abs(v) <= 0.25));
+  assert.ok(sa["encoder.stages.1.1.layer_scaler.gamma"].every((v) => v === Math.fround(1e-6)));
+  assert.ok(
+    sa["encoder.stem.1.weight"].every((v) => v === 1) &&
+      sa["encoder.stem.1.running_var"].every((v) => v === 1),
+  );
+  assert.ok(sa["head.2.bias"].every((v) => v === 0));
+  assert.deepEqual(sa["encoder.stem.1.num_batches_tracked"], Float32Array.of(0));
+  assert.deepEqual(sa["head.3.weight"], sb["head.3.weight"]);
+  assert.notDeepEqual(sa["head.3.weight"], sc["head.3.weight"]);
+  [a, b, c].forEach((m) => m.dispose());
+});
+
+// ---------------------------------------------------------------- PyTorch golden values
+
+interface GoldenMeta {
+  stage: string;
+  widths: number[];
+  depths: number[];
+  stemFeatures: number;
+}
+
+async function goldenCase(stage: string): Promise<void> {
+  const file = await loadSafetensors(
+    new URL(`./fixtures/models_${stage}.safetensors`, import.meta.url).pathname,
+  );
+  const meta: GoldenMeta = JSON.parse(file.metadata.golden);
+  const model = buildModel(stage, {
+    widths: meta.widths,
+    depths: meta.depths,
+    stemFeatures: meta.stemFeatures,
+  });
+  const spec = model.stateSpec();
+  const init: Record<string, Float32Array> = {};
+  for (const n of Object.keys(spec)) init[n] = file.tensors[n].data;
+  const x = file.tensors.input, target = Array.from(file.tensors.target.data);
+  const params = model.namedParameters();
+  const worst: Record<string, number> = {};
+  for (const mode of ["train", "eval"] as const) {
+    model.loadStateDict(init);
+    model.train(mode === "train");
+    for (const [, p] of params) {
+      p.grad?.dispose();
+      p.grad = null;
+    }
+    const [y, loss] = scope(() => {
+      const input = tensor(x.data, x.shape);
+      const out = model.forward(input);
+      const l = crossEntropy(out, target);
+      l.backward();
+      return [out, l];
+    });
+    const g = (k: string) => file.tensors[`${mode}/${k}`].data;
+    worst[`${mode} output`] = assertClose(
+      await y.toArray(),
+      g("output"),
+      { rtol: 1e-3, atol: 1e-5 },
+      `${mode} output`,
+    );
+    worst[`${mode} loss`] = assertClose(
+      await loss.toArray(),
+      g("loss"),
+      { rtol: 1e-4, atol: 1e-6 },
+      `${mode} loss`,
+    );
+    y.dispose();
+    loss.dispose();
+    const grads = await readMany(params.map(([n, p]) => {
+      if (!p.grad) throw new Error(`${stage} ${mode}: ${n} got no gradient`);
+      return p.grad;
+    }));
+    let wg = 0;
+    const maxAbs = (a: Float32Array) => a.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    const overall = Math.max(...params.map(([n]) => maxAbs(g(`grad/${n}`))));
+    params.forEach(([n], i) => {
+      const ref = g(`grad/${n}`);
+      // compared relative to the tensor's scale (sums of many terms lose f32 bits), and to the largest
+      // gradient of the model for tensors whose true gradient is ~0 (the stem bias before BatchNorm)
+      const atol = Math.max(2e-3 * maxAbs(ref), 1e-5 * overall);
+      wg = Math.max(wg, assertClose(grads[i], ref, { rtol: 2e-3, atol }, `${stage} ${mode} grad ${n}`));
+    });
+    worst[`${mode} grads`] = wg;
+    if (mode === "train") {
+      const state = await model.stateDict();
+      for (const [n, s] of Object.entries(spec)) {
+        if (s.kind !== "buffer") continue;
+        assertClose(state[n], g(`buffer/${n}`), { rtol: 1e-4, atol: 1e-6 }, `${stage} buffer ${n}`);
+      }
+    }
+  }
+  console.log(`${stage} golden worst relative errors:`, JSON.stringify(worst));
+  model.dispose();
+}
+
+Deno.test("final (ConvNeXt) matches PyTorch: logits, loss, gradients, running stats (train and eval)", async () => {
+  await goldenCase("final");
+});
+
+Deno.test("kernel7 (softmax head) matches PyTorch: probabilities, loss, gradients, running stats", async () => {
+  await goldenCase("kernel7");
+});
+
+// ---------------------------------------------------------------- every step runs forward + backward
+
+const NARROW: ModelOptions = { widths: [8, 16, 32, 64], depths: [1, 1, 1, 1], stemFeatures: 8 };
+
+for (const stage of STAGES) {
+  Deno.test(`${stage}: forward + backward at batch 2 (narrow) gives a finite loss and every gradient`, async () => {
+    const before = poolStats().bytesInUse;
+    const model: Model = buildModel(stage, { ...NARROW, seed: 1 });
+    const params = model.namedParameters();
+    const xs = new Float32Array(2 * 3 * 32 * 32).map((_, i) => Math.sin(i * 0.37));
+    const loss = scope(() => {
+      const l = crossEntropy(model.forward(tensor(xs, [2, 3, 32, 32])), [1, 8]);
+      l.backward();
+      return l;
+    });
+    const value = await loss.item();
+    assert.ok(Number.isFinite(value), `${stage}: loss ${value}`);
+    if (stage !== "final") {
+      assert.ok(value >= Math.log(1 + 9 / Math.E) - 1e-4, "double softmax bounds the loss");
+    }
+    const grads = await readMany(params.map(([n, p]: [string, Tensor]) => {
+      if (!p.grad) throw new Error(`${stage}: ${n} got no gradient`);
+      return p.grad;
+    }));
+    grads.forEach((g, i) =>
+      assert.ok(g.every(Number.isFinite), `${stage}: ${params[i][0]} has a non-finite gradient`)
+    );
+    loss.dispose();
+    model.dispose();
+    assert.equal(poolStats().bytesInUse, before, `${stage}: buffers leaked`);
+  });
+}
