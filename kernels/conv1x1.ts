@@ -2,14 +2,207 @@
 //   forward       y[n] (O×P) = w (O×C) · x[n] (C×P) + b
 //   input grad   dx[n] (C×P) = wᵀ (C×O) · dy[n] (O×P)
 //   weight grad  dw (O×C)    = Σ_n dy[n] (O×P) · x[n]ᵀ (P×C), split over chunks of the N·P pixels
-// Each invocation keeps a 4×4 block of the result in registers and reads its operands directly from
-// global memory (no workgroup memory: barriers are expensive on software adapters).
+// Each invocation keeps a block of the result in registers and reads its operands directly from global
+// memory (no workgroup memory: barriers are expensive on software adapters). When C and H·W are
+// multiples of 4 the operands are read as vec4 and the block is large (16×16 on a software adapter,
+// where every load is a gather and spilled accumulators are cheap; 8×8 elsewhere); otherwise a
+// scalar 4×4 kernel is used.
 
-import { type Binding, dispatch, pipeline } from "./runtime.ts";
+import { type Binding, dispatch, gpu, pipeline } from "./runtime.ts";
 import { storageDecls } from "./wgsl.ts";
 import { convGrid, type ConvShape, splitReduction, WGC, withPartials } from "./conv_common.ts";
 
 const R4 = [0, 1, 2, 3];
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+/** Whether the vec4 kernels apply (C and H·W multiples of 4). */
+function vec4Path(s: ConvShape): boolean {
+  return s.c % 4 === 0 && (s.h * s.w) % 4 === 0;
+}
+
+/** Register block edge (a multiple of 4) for a dimension of size `size`. */
+function blockEdge(size: number): number {
+  const max = gpu().isFallbackAdapter || /llvmpipe|lavapipe|swiftshader/i.test(gpu().adapterName) ? 16 : 8;
+  return Math.min(max, Math.ceil(size / 4) * 4);
+}
+
+/** Binding of a buffer whose length is a multiple of 4 floats, read as vec4. */
+const V4 = "array<vec4<f32>>";
+
+/** Forward, vec4 path: a block of RB output channels × CB pixels per invocation, K unrolled by 4. */
+function forwardVec4(x: Binding, w: Binding, b: Binding | null, y: Binding, s: ConvShape): void {
+  const { n, c, o } = s;
+  const p4 = (s.h * s.w) / 4, c4 = c / 4;
+  const rb = blockEdge(o), cb4 = blockEdge(p4 * 4) / 4;
+  const rowBlocks = Math.ceil(o / rb), colBlocks = Math.ceil(p4 / cb4);
+  const total = rowBlocks * colBlocks;
+  const { groups, index } = convGrid(total, n);
+  const I = range(rb), J = range(cb4);
+  const wgsl = `@group(0) @binding(0) var<storage, read> x: ${V4};
+@group(0) @binding(1) var<storage, read> w: ${V4};
+${b ? "@group(0) @binding(2) var<storage, read> b: array<f32>;\n" : ""}@group(0) @binding(${
+    b ? 3 : 2
+  }) var<storage, read_write> y: ${V4};
+@compute @workgroup_size(${WGC})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let t = ${index};
+  if (t >= ${total}) { return; }
+  let nn = i32(gid.z);
+  let row0 = (t / ${colBlocks}) * ${rb};
+  let col0 = (t % ${colBlocks}) * ${cb4};
+${I.map((i) => `  let r${i} = min(row0 + ${i}, ${o - 1}) * ${c4};`).join("\n")}
+${J.map((j) => `  let c${j} = min(col0 + ${j}, ${p4 - 1});`).join("\n")}
+${I.map((i) => J.map((j) => `  var acc${i}_${j} = vec4<f32>(0.0);`).join("\n")).join("\n")}
+  let xb = nn * ${c * p4};
+  for (var k4 = 0; k4 < ${c4}; k4++) {
+    let xo = xb + k4 * ${4 * p4};
+${J.map((j) => R4.map((q) => `    let b${q}_${j} = x[xo + ${q * p4} + c${j}];`).join("\n")).join("\n")}
+${
+    I.map((i) =>
+      `    let a${i} = w[r${i} + k4];\n` +
+      J.map((j) =>
+        `    acc${i}_${j} += a${i}.x * b0_${j} + a${i}.y * b1_${j} + a${i}.z * b2_${j} + a${i}.w * b3_${j};`
+      )
+        .join("\n")
+    ).join("\n")
+  }
+  }
+  let yb = nn * ${o * p4};
+${
+    I.map((i) =>
+      J.map((j) =>
+        `  if (row0 + ${i} < ${o} && col0 + ${j} < ${p4}) { y[yb + (row0 + ${i}) * ${p4} + c${j}] = acc${i}_${j}${
+          b ? ` + b[row0 + ${i}]` : ""
+        }; }`
+      ).join("\n")
+    ).join("\n")
+  }
+}`;
+  dispatch(pipeline("conv1x1_forward_v4", wgsl), b ? [x, w, b, y] : [x, w, y], groups);
+}
+
+/** Input gradient, vec4 path: dx[n] = wᵀ · dy[n]; wᵀ is read as vec4 over 4 input channels. */
+function backwardInputVec4(dy: Binding, w: Binding, dx: Binding, s: ConvShape): void {
+  const { n, c, o } = s;
+  const p4 = (s.h * s.w) / 4, c4 = c / 4;
+  const rb4 = blockEdge(c) / 4, cb4 = blockEdge(p4 * 4) / 4;
+  const rowBlocks = Math.ceil(c4 / rb4), colBlocks = Math.ceil(p4 / cb4);
+  const total = rowBlocks * colBlocks;
+  const { groups, index } = convGrid(total, n);
+  const I = range(rb4), J = range(cb4);
+  const wgsl = `@group(0) @binding(0) var<storage, read> dy: ${V4};
+@group(0) @binding(1) var<storage, read> w: ${V4};
+@group(0) @binding(2) var<storage, read_write> dx: ${V4};
+@compute @workgroup_size(${WGC})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let t = ${index};
+  if (t >= ${total}) { return; }
+  let nn = i32(gid.z);
+  let row0 = (t / ${colBlocks}) * ${rb4};
+  let col0 = (t % ${colBlocks}) * ${cb4};
+${I.map((i) => `  let r${i} = min(row0 + ${i}, ${c4 - 1});`).join("\n")}
+${J.map((j) => `  let c${j} = min(col0 + ${j}, ${p4 - 1});`).join("\n")}
+${
+    I.map((i) =>
+      R4.map((q) => J.map((j) => `  var acc${i}_${q}_${j} = vec4<f32>(0.0);`).join("\n")).join("\n")
+    ).join("\n")
+  }
+  var dyo = nn * ${o * p4};
+  var wo = 0;
+  for (var k = 0; k < ${o}; k++) {
+${J.map((j) => `    let b${j} = dy[dyo + c${j}];`).join("\n")}
+${
+    I.map((i) =>
+      `    let a${i} = w[wo + r${i}];\n` +
+      R4.map((q) => J.map((j) => `    acc${i}_${q}_${j} += a${i}.${"xyzw"[q]} * b${j};`).join("\n")).join(
+        "\n",
+      )
+    ).join("\n")
+  }
+    dyo += ${p4};
+    wo += ${c4};
+  }
+  let xb = nn * ${c * p4};
+${
+    I.map((i) =>
+      R4.map((q) =>
+        J.map((j) =>
+          `  if (row0 + ${i} < ${c4} && col0 + ${j} < ${p4}) { dx[xb + (r${i} * 4 + ${q}) * ${p4} + c${j}] = acc${i}_${q}_${j}; }`
+        ).join("\n")
+      ).join("\n")
+    ).join("\n")
+  }
+}`;
+  dispatch(pipeline("conv1x1_backward_input_v4", wgsl), [dy, w, dx], groups);
+}
+
+/** Weight gradient, vec4 path: both operands are contiguous along the pixels, read as vec4. */
+function backwardWeightVec4(dy: Binding, x: Binding, dw: Binding, s: ConvShape): void {
+  const { n, c, o } = s;
+  const p4 = (s.h * s.w) / 4;
+  const steps = n * p4;
+  const { chunks, len } = splitReduction(steps, o * c, 32);
+  const rb = blockEdge(o), cb = blockEdge(c);
+  const rowBlocks = Math.ceil(o / rb), colBlocks = Math.ceil(c / cb);
+  const total = rowBlocks * colBlocks;
+  const { groups, index } = convGrid(total, chunks);
+  const I = range(rb), J4 = range(cb / 4), J = range(cb);
+  const wgsl = `@group(0) @binding(0) var<storage, read> dy: ${V4};
+@group(0) @binding(1) var<storage, read> x: ${V4};
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@compute @workgroup_size(${WGC})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let t = ${index};
+  if (t >= ${total}) { return; }
+  let chunk = i32(gid.z);
+  let row0 = (t / ${colBlocks}) * ${rb};
+  let col0 = (t % ${colBlocks}) * ${cb};
+${I.map((i) => `  let r${i} = min(row0 + ${i}, ${o - 1}) * ${p4};`).join("\n")}
+${J.map((j) => `  let c${j} = min(col0 + ${j}, ${c - 1}) * ${p4};`).join("\n")}
+${I.map((i) => J4.map((j) => `  var acc${i}_${j} = vec4<f32>(0.0);`).join("\n")).join("\n")}
+  let start = chunk * ${len};
+  let end = min(start + ${len}, ${steps});
+  var q = start % ${p4};
+  let n0 = start / ${p4};
+  var a = n0 * ${o * p4} + q;
+  var b = n0 * ${c * p4} + q;
+  for (var i = start; i < end; i++) {
+${J.map((j) => `    let b${j} = x[b + c${j}];`).join("\n")}
+${
+    I.map((i) =>
+      `    let a${i} = dy[a + r${i}];\n` +
+      J4.map((j) =>
+        `    acc${i}_${j} += vec4<f32>(${R4.map((k) => `dot(a${i}, b${j * 4 + k})`).join(", ")});`
+      ).join("\n")
+    ).join("\n")
+  }
+    q++;
+    a++;
+    b++;
+    if (q == ${p4}) {
+      q = 0;
+      a += ${(o - 1) * p4};
+      b += ${(c - 1) * p4};
+    }
+  }
+  let ob = chunk * ${o * c};
+${
+    I.map((i) =>
+      J.map((j) =>
+        `  if (row0 + ${i} < ${o} && col0 + ${j} < ${c}) { out[ob + (row0 + ${i}) * ${c} + col0 + ${j}] = acc${i}_${
+          Math.floor(j / 4)
+        }[${j % 4}]; }`
+      ).join("\n")
+    ).join("\n")
+  }
+}`;
+  withPartials(
+    chunks,
+    o * c,
+    dw,
+    (dst) => dispatch(pipeline("conv1x1_backward_weight_v4", wgsl), [dy, x, dst], groups),
+  );
+}
 
 /**
  * out[n] (M×P) = A (M×K) · B[n] (K×P) (+ bias[row]); `aIdx(row, k)` is A's flat index, B[n] and
@@ -62,6 +255,7 @@ ${
 
 /** y = conv1x1(x, w) + b. */
 export function conv1x1Forward(x: Binding, w: Binding, b: Binding | null, y: Binding, s: ConvShape): void {
+  if (vec4Path(s)) return forwardVec4(x, w, b, y, s);
   const p = s.h * s.w;
   gemmPixels("conv1x1_forward", s.o, s.c, p, s.n, (r, k) => `${r} * ${s.c} + ${k}`, {
     a: w,
@@ -73,6 +267,7 @@ export function conv1x1Forward(x: Binding, w: Binding, b: Binding | null, y: Bin
 
 /** dx = wᵀ · dy per image. */
 export function conv1x1BackwardInput(dy: Binding, w: Binding, dx: Binding, s: ConvShape): void {
+  if (vec4Path(s)) return backwardInputVec4(dy, w, dx, s);
   const p = s.h * s.w;
   gemmPixels("conv1x1_backward_input", s.c, s.o, p, s.n, (r, k) => `${k} * ${s.c} + ${r}`, {
     a: w,
@@ -84,6 +279,7 @@ export function conv1x1BackwardInput(dy: Binding, w: Binding, dx: Binding, s: Co
 
 /** dw = Σ_n dy[n] · x[n]ᵀ, as partial sums over chunks of the N·P pixels plus a second pass. */
 export function conv1x1BackwardWeight(dy: Binding, x: Binding, dw: Binding, s: ConvShape): void {
+  if (vec4Path(s)) return backwardWeightVec4(dy, x, dw, s);
   const { n, c, o } = s;
   const p = s.h * s.w;
   const steps = n * p;

@@ -63,6 +63,8 @@ function check(name: string, cfg: Cfg) {
 const cases: [string, Cfg][] = [
   ["1x1 (GEMM)", { x: [3, 5, 9, 9], o: 6, k: 1 }],
   ["1x1 stem, 3 channels, split weight gradient", { x: [1, 3, 17, 17], o: 7, k: 1 }],
+  ["1x1 vec4 path (C, H·W multiples of 4), partial blocks", { x: [3, 8, 6, 6], o: 20, k: 1 }],
+  ["1x1 vec4 path, split weight gradient", { x: [2, 8, 12, 12], o: 6, k: 1, bias: false }],
   ["1x1 stride 2", { x: [3, 5, 9, 9], o: 6, k: 1, stride: 2, bias: false }],
   ["3x3 stem", { x: [1, 3, 9, 9], o: 7, k: 3, padding: 1 }],
   ["3x3 dense stride 1", { x: [3, 5, 9, 9], o: 6, k: 3, padding: 1, bias: false }],
