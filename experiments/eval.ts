@@ -1,0 +1,90 @@
+// `deno task eval --checkpoint FILE`: test accuracy (overall and per class) of a saved checkpoint.
+
+import { parseArgs } from "node:util";
+import { initGPU } from "../kernels/runtime.ts";
+import { noGrad, scope } from "../autograd/tensor.ts";
+import { openCifar10 } from "../data/cifar10.ts";
+import { CIFAR10_CLASSES } from "../data/cifar10.ts";
+import { CifarLoader, makeSplits } from "../data/loader.ts";
+import { checkpointConfig, loadCheckpointModel } from "./checkpoint.ts";
+import { buildRunModel } from "./trainer.ts";
+
+const HELP =
+  `deno task eval --checkpoint FILE [--data-dir DIR] [--eval-limit N] [--batch-size N] [--train-mode] [--json]
+
+Evaluates a checkpoint written by \`deno task train\` (run*.last.safetensors or run*.best.safetensors)
+on the CIFAR-10 test set: overall and per-class accuracy. The model is rebuilt from the configuration
+stored in the checkpoint. By default it runs in eval mode (BatchNorm running statistics);
+--train-mode uses batch statistics as the notebook's evaluation does.
+`;
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      checkpoint: { type: "string" },
+      "data-dir": { type: "string" },
+      "eval-limit": { type: "string" },
+      "batch-size": { type: "string" },
+      "train-mode": { type: "boolean" },
+      json: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) return console.log(HELP);
+  if (!values.checkpoint) throw new Error("--checkpoint FILE is required (see --help)");
+  const cfg = await checkpointConfig(values.checkpoint);
+  await initGPU();
+  const data = await openCifar10({ dataDir: values["data-dir"], log: (m) => console.error(m) });
+  const limit = values["eval-limit"] ? Number(values["eval-limit"]) : undefined;
+  const split = makeSplits(data, { testLimit: limit }).test;
+  const loader = new CifarLoader(split, { batchSize: Number(values["batch-size"] ?? 100) });
+  const model = buildRunModel(cfg, cfg.seed);
+  await loadCheckpointModel(values.checkpoint, model);
+  if (values["train-mode"]) model.train();
+  else model.eval();
+  const correct = new Array(10).fill(0), total = new Array(10).fill(0);
+  for (const batch of loader.epoch(0)) {
+    const probs = noGrad(() => scope(() => model.forward(batch.x)));
+    const out = await probs.toArray();
+    probs.dispose();
+    const classes = probs.shape[1];
+    batch.labels.forEach((label, i) => {
+      let best = 0;
+      for (let c = 1; c < classes; c++) if (out[i * classes + c] > out[i * classes + best]) best = c;
+      total[label]++;
+      if (best === label) correct[label]++;
+    });
+    batch.x.dispose();
+    batch.y.dispose();
+  }
+  const n = total.reduce((a, b) => a + b, 0), k = correct.reduce((a, b) => a + b, 0);
+  const perClass = Object.fromEntries(
+    CIFAR10_CLASSES.map((c, i) => [c, total[i] ? correct[i] / total[i] : NaN]),
+  );
+  if (values.json) {
+    console.log(
+      JSON.stringify({
+        checkpoint: values.checkpoint,
+        stage: cfg.stage,
+        images: n,
+        accuracy: k / n,
+        perClass,
+      }),
+    );
+    return;
+  }
+  console.log(
+    `${values.checkpoint} (${cfg.stage}): test accuracy ${(100 * k / n).toFixed(2)}% on ${n} images`,
+  );
+  for (const [c, a] of Object.entries(perClass)) console.log(`  ${c.padEnd(10)} ${(100 * a).toFixed(2)}%`);
+}
+
+if (import.meta.main) {
+  try {
+    await main();
+  } catch (e) {
+    console.error(`eval: ${(e as Error).message}`);
+    Deno.exit(1);
+  }
+}
