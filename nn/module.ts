@@ -89,7 +89,7 @@ export abstract class Module {
   readonly #buffers = new Map<string, BufferSlot>();
   readonly #children = new Map<string, Module>();
   /** Whether this module was built on meta (shapes only). */
-  readonly meta = isMeta();
+  readonly meta: boolean = isMeta();
 
   /** The module's computation. */
   abstract forward(x: Tensor): Tensor;
