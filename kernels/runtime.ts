@@ -204,7 +204,10 @@ export function dispatch(
     layout: pipe.getBindGroupLayout(0),
     entries: bindings.map((b, i) => ({ binding: i, resource: b instanceof GPUBuffer ? { buffer: b } : b })),
   });
-  const pass = currentEncoder().beginComputePass({ label: pipe.label });
+  const pass = currentEncoder().beginComputePass({
+    label: pipe.label,
+    timestampWrites: profileSlot(pipe.label),
+  });
   pass.setPipeline(pipe);
   pass.setBindGroup(0, bindGroup);
   pass.dispatchWorkgroups(workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1);
@@ -297,6 +300,51 @@ export async function checked<T>(label: string, fn: () => T | Promise<T>): Promi
   if (err) throw new Error(`WebGPU error in ${label}: ${err.message}`);
   if (thrown) throw thrown;
   return result as T;
+}
+
+// ---------------------------------------------------------------- profiling
+
+let profile: { set: GPUQuerySet; labels: string[]; capacity: number } | null = null;
+
+/**
+ * Starts timing every dispatch with GPU timestamp queries (needs the `timestamp-query` feature;
+ * returns false without it). `stopProfile()` returns the per-dispatch times.
+ */
+export function startProfile(capacity = 4096): boolean {
+  const { device, features } = gpu();
+  if (!features.timestampQuery) return false;
+  flush();
+  profile?.set.destroy();
+  profile = { set: device.createQuerySet({ type: "timestamp", count: 2 * capacity }), labels: [], capacity };
+  return true;
+}
+
+function profileSlot(label: string): GPUComputePassTimestampWrites | undefined {
+  if (!profile || profile.labels.length >= profile.capacity) return undefined;
+  const i = profile.labels.push(label) - 1;
+  return { querySet: profile.set, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 };
+}
+
+/** Stops profiling and returns each timed dispatch's kernel name and GPU time in milliseconds. */
+export async function stopProfile(): Promise<{ label: string; ms: number }[]> {
+  const p = profile;
+  if (!p) return [];
+  profile = null;
+  const n = p.labels.length;
+  if (n === 0) {
+    p.set.destroy();
+    return [];
+  }
+  const { device } = gpu();
+  const resolved = device.createBuffer({
+    size: 16 * n,
+    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+  });
+  currentEncoder().resolveQuerySet(p.set, 0, 2 * n, resolved, 0);
+  const ticks = new BigUint64Array(await readback(resolved, 0, 16 * n));
+  resolved.destroy();
+  p.set.destroy();
+  return p.labels.map((label, i) => ({ label, ms: Number(ticks[2 * i + 1] - ticks[2 * i]) / 1e6 }));
 }
 
 // ---------------------------------------------------------------- dispatch geometry helpers
