@@ -12,10 +12,10 @@ export function fanIn(shape: readonly number[]): number {
   return shape.slice(1).reduce((a, b) => a * b, 1);
 }
 
-/** The bound of kaiming_uniform_(a) for `fanIn` inputs: gain(a) · √(3 / fan_in). */
+/** The bound of kaiming_uniform_(a) for `fanIn` inputs: √3 · gain(a) / √fan_in. */
 export function kaimingUniformBound(fanIn: number, a = Math.sqrt(5)): number {
-  const gain = Math.sqrt(2 / (1 + a * a));
-  return gain * Math.sqrt(3 / fanIn);
+  const gain = Math.sqrt(2 / (1 + a * a)); // calculate_gain("leaky_relu", a)
+  return Math.sqrt(3) * (gain / Math.sqrt(fanIn)); // PyTorch's order of operations
 }
 
 /** `n` values uniform in [-bound, bound). */

@@ -1,0 +1,213 @@
+// nn: Module (names, modes, state dicts, meta modules), the layers and PyTorch's default initialisation.
+
+import assert from "node:assert/strict";
+import { poolStats } from "../kernels/runtime.ts";
+import { Rng } from "../autograd/random.ts";
+import { scope, tensor } from "../autograd/tensor.ts";
+import { sum } from "../autograd/ops/reduce.ts";
+import {
+  AdaptiveAvgPool2d,
+  BatchNorm2d,
+  Conv2d,
+  Flatten,
+  GELU,
+  GroupNorm,
+  Identity,
+  LayerNorm,
+  LayerScaler,
+  Linear,
+  ReLU,
+  Sequential,
+  StochasticDepth,
+} from "../nn/layers.ts";
+import { kaimingUniformBound } from "../nn/init.ts";
+import { onMeta } from "../nn/module.ts";
+import { main as infoMain, modelInfo } from "../experiments/info.ts";
+import { assertClose, setup } from "./helpers.ts";
+
+await setup();
+
+function tinyNet(rng = new Rng(3)): Sequential {
+  return new Sequential(
+    new Conv2d(3, 4, 3, { padding: 1, rng }),
+    new BatchNorm2d(4),
+    new ReLU(),
+    new Sequential(
+      new Conv2d(4, 4, 3, { padding: 1, groups: 4, bias: false, rng }),
+      new GroupNorm(1, 4),
+      new GELU(),
+    ),
+    new LayerScaler(0.5, 4),
+    new StochasticDepth(0.3, new Rng(1)),
+    new AdaptiveAvgPool2d(1),
+    new Flatten(1),
+    new LayerNorm(4),
+    new Linear(4, 2, { rng }),
+    new Identity(),
+  );
+}
+
+Deno.test("Module: PyTorch's dotted names and order, parameters, buffers, state spec", () => {
+  const net = onMeta(() => tinyNet());
+  assert.deepEqual(Object.keys(net.stateSpec()), [
+    "0.weight",
+    "0.bias",
+    "1.weight",
+    "1.bias",
+    "1.running_mean",
+    "1.running_var",
+    "1.num_batches_tracked",
+    "3.0.weight",
+    "3.1.weight",
+    "3.1.bias",
+    "4.gamma",
+    "8.weight",
+    "8.bias",
+    "9.weight",
+    "9.bias",
+  ]);
+  assert.deepEqual(net.stateSpec()["1.num_batches_tracked"], { shape: [], dtype: "I64", kind: "buffer" });
+  assert.deepEqual(net.stateSpec()["3.0.weight"].shape, [4, 1, 3, 3]);
+  assert.equal(net.numParameters(), 4 * 27 + 4 + 8 + 36 + 8 + 4 + 8 + 8 + 2);
+});
+
+Deno.test("Module: train()/eval() reach every descendant; BatchNorm counts training batches only", async () => {
+  const net = tinyNet();
+  assert.ok(net.namedModules().every(([, m]) => m.training));
+  net.eval();
+  assert.ok(net.namedModules().every(([, m]) => !m.training));
+  const x = tensor(new Float32Array(2 * 3 * 5 * 5).map((_, i) => Math.sin(i)), [2, 3, 5, 5]);
+  scope(() => net.forward(x));
+  assert.equal((await net.stateDict())["1.num_batches_tracked"][0], 0);
+  net.train();
+  scope(() => net.forward(x));
+  scope(() => net.forward(x));
+  const sd = await net.stateDict();
+  assert.equal(sd["1.num_batches_tracked"][0], 2);
+  assert.ok(sd["1.running_mean"].some((v) => v !== 0), "running mean moved");
+  x.dispose();
+  net.dispose();
+});
+
+Deno.test("Module: parameters survive scopes, get gradients, and names are set", async () => {
+  const inner: Sequential[] = [];
+  const net = scope(() => {
+    inner.push(tinyNet()); // built inside a scope and not returned: its parameters are still kept
+    return tinyNet();
+  });
+  assert.ok(inner[0].parameters().every((p) => !p.disposed));
+  inner[0].dispose();
+  const params = net.namedParameters();
+  assert.equal(params.length, 12);
+  assert.ok(params.every(([n, p]) => p.name === n && p.requiresGrad && !p.disposed));
+  net.eval(); // deterministic (no drop path)
+  const x = tensor(new Float32Array(2 * 3 * 6 * 6).map((_, i) => Math.cos(i * 0.3)), [2, 3, 6, 6]);
+  scope(() => sum(net.forward(x)).backward());
+  for (const [n, p] of params) assert.ok(p.grad && (await p.grad.toArray()).every(Number.isFinite), n);
+  x.dispose();
+  net.dispose();
+});
+
+Deno.test("Module: stateDict → loadStateDict round trip, and clear errors", async () => {
+  const a = tinyNet(new Rng(1)), b = tinyNet(new Rng(2));
+  const sa = await a.stateDict();
+  sa["1.num_batches_tracked"] = Float32Array.of(7);
+  b.loadStateDict(sa);
+  const sb = await b.stateDict();
+  for (const n of Object.keys(sa)) assert.deepEqual(sb[n], sa[n], n);
+  const missing = { ...sa };
+  delete missing["4.gamma"];
+  assert.throws(() => b.loadStateDict(missing), /missing tensor "4.gamma" \(shape \[4\]\)/);
+  assert.throws(
+    () => b.loadStateDict({ ...sa, "9.weight": new Float32Array(3) }),
+    /"9.weight" has 3 values, the model expects shape \[2, 4\] \(8 values\)/,
+  );
+  assert.throws(
+    () => b.loadStateDict({ ...sa, "extra.weight": new Float32Array(1) }),
+    /unexpected tensor "extra.weight"/,
+  );
+  b.loadStateDict(missing, { strict: false }); // non-strict skips absent entries
+  a.dispose();
+  b.dispose();
+});
+
+Deno.test("onMeta: shapes only, no GPU memory, forward refuses clearly", () => {
+  const before = poolStats();
+  const net = onMeta(() => tinyNet());
+  assert.deepEqual(poolStats(), before);
+  assert.ok(net.meta);
+  assert.throws(() => net.namedParameters(), /built on meta/);
+  const rows = net.summary([1, 3, 8, 8]);
+  assert.equal(rows[0].flops, 2 * 4 * 8 * 8 * 27);
+  assert.equal(rows[3].flops, 2 * 4 * 8 * 8 * 9); // depthwise: 9 MACs per output
+  assert.deepEqual(rows[rows.length - 1].outShape, [1, 2]);
+});
+
+Deno.test("PyTorch default initialisation: kaiming_uniform(a=√5) weights, ±1/√fan_in biases", async () => {
+  assert.ok(Math.abs(kaimingUniformBound(288) * Math.sqrt(288) - 1) < 1e-15);
+  const conv = new Conv2d(32, 64, 3, { rng: new Rng(9) });
+  const lin = new Linear(100, 50, { rng: new Rng(9) });
+  const sd = {
+    ...(await conv.stateDict()),
+    ...Object.fromEntries(Object.entries(await lin.stateDict()).map(([k, v]) => [`l.${k}`, v])),
+  };
+  const check = (a: Float32Array, bound: number, what: string) => {
+    const max = a.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    assert.ok(max <= bound && max > 0.95 * bound, `${what}: max ${max} vs bound ${bound}`);
+    const mean = a.reduce((s, v) => s + v, 0) / a.length;
+    const variance = a.reduce((s, v) => s + (v - mean) ** 2, 0) / a.length;
+    assert.ok(Math.abs(mean) < 0.1 * bound, `${what}: mean ${mean}`);
+    if (a.length > 1000) {
+      assert.ok(Math.abs(variance / (bound * bound / 3) - 1) < 0.05, `${what}: variance ${variance}`);
+    }
+  };
+  check(sd.weight, 1 / Math.sqrt(288), "conv weight");
+  check(sd.bias, 1 / Math.sqrt(288), "conv bias");
+  check(sd["l.weight"], 0.1, "linear weight");
+  check(sd["l.bias"], 0.1, "linear bias");
+  conv.dispose();
+  lin.dispose();
+});
+
+Deno.test("LayerScaler is gamma[:, None, None] · x; StochasticDepth is the identity in eval and at p = 0", async () => {
+  const ls = new LayerScaler(1e-6, 3);
+  ls.loadStateDict({ gamma: Float32Array.of(1, 2, 3) });
+  const x = tensor(new Float32Array(2 * 3 * 2 * 2).map((_, i) => i), [2, 3, 2, 2]);
+  const y = scope(() => ls.forward(x));
+  const expect = Array.from({ length: 24 }, (_, i) => i * (1 + (Math.floor(i / 4) % 3)));
+  assertClose(await y.toArray(), expect);
+  const sdp = new StochasticDepth(0.5).eval();
+  assert.equal(sdp.forward(x), x);
+  assert.equal(new StochasticDepth(0).forward(x), x);
+  [x, y].forEach((t) => t.dispose());
+  ls.dispose();
+});
+
+Deno.test("deno task info: parameters and FLOPs, JSON, clear errors", () => {
+  const info = modelInfo("final", { widths: [16, 32, 64, 128], depths: [1, 1, 3, 1], stemFeatures: 16 });
+  assert.equal(info.parameters, 305_690);
+  assert.equal(info.flops, 32_225_792);
+  assert.ok(info.layers.some((l) => l.name === "encoder.stages.2.3.layer_scaler"));
+  const out: string[] = [], err: string[] = [];
+  const [log, error] = [console.log, console.error];
+  console.log = (s: string) => out.push(s);
+  console.error = (s: string) => err.push(s);
+  try {
+    assert.equal(infoMain(["--stage", "kernel7", "--json"]), 0);
+    assert.equal(infoMain(["--stage", "resnet50"]), 1);
+    assert.equal(infoMain(["--stage", "final", "--widths", "a,b"]), 1);
+    assert.equal(infoMain(["--nope"]), 2);
+  } finally {
+    [console.log, console.error] = [log, error];
+  }
+  const j = JSON.parse(out[0]);
+  assert.equal(j.stage, "kernel7");
+  assert.equal(j.parameters, 11_256_970);
+  assert.equal(j.flops, 1_213_564_928);
+  assert.match(
+    err[0],
+    /Unknown stage "resnet50". Valid stages: base, stage_ratio, patchify, resnextify, inverted, kernel7, final/,
+  );
+  assert.match(err[1], /--widths expects comma-separated positive integers/);
+  assert.match(err[2], /Unknown option '--nope'/);
+});
