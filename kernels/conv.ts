@@ -3,12 +3,21 @@
 //   * 1×1 stride 1 without padding or groups: batched GEMMs (kernels/conv1x1.ts);
 //   * depthwise (groups = C = O): its own family (kernels/depthwise.ts);
 //   * everything else (dense or grouped k×k, 1×1 stride 2, 2×2 stride 2, stems): the direct kernels
-//     below, where each invocation keeps 4 channels × 4 pixels of the result in registers.
+//     below, where each invocation keeps a block of channels × pixels of the result in registers.
 
 import { type Binding, dispatch, pipeline } from "./runtime.ts";
 import { sumAxes } from "./reduce.ts";
 import { storageDecls } from "./wgsl.ts";
-import { convGrid, type ConvShape, guarded, splitReduction, WGC, withPartials } from "./conv_common.ts";
+import {
+  blockEdge,
+  convGrid,
+  type ConvShape,
+  guarded,
+  range,
+  splitReduction,
+  WGC,
+  withPartials,
+} from "./conv_common.ts";
 import { conv1x1BackwardInput, conv1x1BackwardWeight, conv1x1Forward } from "./conv1x1.ts";
 import { depthwiseBackwardInput, depthwiseBackwardWeight, depthwiseForward } from "./depthwise.ts";
 
@@ -40,6 +49,7 @@ export function convBackwardInput(dy: Binding, w: Binding, dx: Binding, s: ConvS
   const kind = convKind(s);
   if (kind === "gemm1x1") return conv1x1BackwardInput(dy, w, dx, s);
   if (kind === "depthwise") return depthwiseBackwardInput(dy, w, dx, s);
+  if (s.stride === 1 && s.pad <= s.k - 1) return directBackwardInputStride1(dy, w, dx, s);
   directBackwardInput(dy, w, dx, s);
 }
 
@@ -58,69 +68,160 @@ export function convBackwardBias(dy: Binding, db: Binding, s: ConvShape): void {
 
 // ---------------------------------------------------------------- direct kernels
 
-/** Forward: 4 output channels (of one group) × 4 output pixels per invocation. */
-function directForward(x: Binding, w: Binding, b: Binding | null, y: Binding, s: ConvShape): void {
-  const { n, c, h, w: W, o, k, stride, pad, groups, oh: OH, ow: OW } = s;
-  const cg = c / groups, og = o / groups, P = OH * OW, kk = k * k;
-  const ocBlocks = Math.ceil(og / 4), pxBlocks = Math.ceil(P / 4);
-  const total = groups * ocBlocks * pxBlocks;
+/** Sizes of a direct convolution pass: input `cin`×`h`×`w`, output `cout`×`oh`×`ow`. */
+interface DirectDims {
+  n: number;
+  cin: number;
+  h: number;
+  w: number;
+  cout: number;
+  oh: number;
+  ow: number;
+  k: number;
+  stride: number;
+  pad: number;
+  groups: number;
+}
+
+/**
+ * A direct convolution out = conv(inp, weights) (+ bias). Each invocation computes RB output
+ * channels (of one group) × RH output rows × PX output columns; per input channel and kernel row it
+ * loads the RH input row segments once and reuses each loaded value for RB·K multiply-adds.
+ * `widx(g, ol, il, kh, kw)` is the WGSL flat index of the weight joining output channel `ol` and
+ * input channel `il` (both local to group `g`) at tap (kh, kw); kw is a constant.
+ */
+function directConv(
+  name: string,
+  inp: Binding,
+  wgt: Binding,
+  bias: Binding | null,
+  out: Binding,
+  d: DirectDims,
+  widx: (g: string, ol: string, il: string, kh: string, kw: number) => string,
+): void {
+  const { n, cin, h, w: W, cout, oh: OH, ow: OW, k, stride, pad, groups } = d;
+  const cig = cin / groups, cog = cout / groups;
+  const rb = blockEdge(cog);
+  const px = Math.min(8, OW), rh = Math.min(OH, Math.max(1, Math.floor(8 / px)));
+  const ocBlocks = Math.ceil(cog / rb), rowBlocks = Math.ceil(OH / rh), colBlocks = Math.ceil(OW / px);
+  const total = groups * ocBlocks * rowBlocks * colBlocks;
+  const seg = (px - 1) * stride + k;
   const { groups: grid, index } = convGrid(total, n);
-  const load = (i: number) => {
-    const idx = `xc + ih${i} * ${W} + iw${i}`;
-    return pad === 0 ? `x[${idx}]` : guarded("x", idx, `rv${i} && iw${i} >= 0 && iw${i} < ${W}`);
-  };
-  const wgsl = `${storageDecls(b ? ["x", "w", "b"] : ["x", "w"], ["y"])}
+  const I = range(rb), R = range(rh), J = range(px), M = range(seg);
+  const wgsl = `${storageDecls(bias ? ["x", "w", "b"] : ["x", "w"], ["y"])}
 @compute @workgroup_size(${WGC})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
   if (t >= ${total}) { return; }
   let nn = i32(gid.z);
-  let p0 = (t % ${pxBlocks}) * 4;
-  let ob = t / ${pxBlocks};
-  let g = ob / ${ocBlocks};
-  let o0 = (ob % ${ocBlocks}) * 4;
-${R4.map((j) => `  let oc${j} = g * ${og} + min(o0 + ${j}, ${og - 1});`).join("\n")}
-${
-    R4.map((i) =>
-      `  let q${i} = min(p0 + ${i}, ${
-        P - 1
-      });\n  let hb${i} = (q${i} / ${OW}) * ${stride} - ${pad};\n  let wb${i} = (q${i} % ${OW}) * ${stride} - ${pad};`
-    ).join("\n")
-  }
-  let xg = (nn * ${c} + g * ${cg}) * ${h * W};
-${R4.map((i) => `  var a${i} = vec4<f32>(0.0);`).join("\n")}
-  for (var ci = 0; ci < ${cg}; ci++) {
-    let xc = xg + ci * ${h * W};
-${R4.map((j) => `    let wo${j} = (oc${j} * ${cg} + ci) * ${kk};`).join("\n")}
+  let ow0 = (t % ${colBlocks}) * ${px};
+  var r = t / ${colBlocks};
+  let oh0 = (r % ${rowBlocks}) * ${rh};
+  r = r / ${rowBlocks};
+  let o0 = (r % ${ocBlocks}) * ${rb};
+  let g = r / ${ocBlocks};
+${I.map((i) => `  let ol${i} = min(o0 + ${i}, ${cog - 1});`).join("\n")}
+  let iwb = ow0 * ${stride} - ${pad};
+${M.map((m) => `  let cv${m} = iwb + ${m} >= 0 && iwb + ${m} < ${W};`).join("\n")}
+${I.map((i) => R.map((q) => J.map((j) => `  var a${i}_${q}_${j} = 0.0;`).join("\n")).join("\n")).join("\n")}
+  let xg = (nn * ${cin} + g * ${cig}) * ${h * W};
+  for (var ci = 0; ci < ${cig}; ci++) {
+    let xc = xg + ci * ${h * W} + iwb;
     for (var kh = 0; kh < ${k}; kh++) {
 ${
-    R4.map((i) =>
-      `      let ih${i} = hb${i} + kh;${
-        pad === 0 ? "" : `\n      let rv${i} = ih${i} >= 0 && ih${i} < ${h};`
-      }`
+    R.map((q) =>
+      `      let ih${q} = (oh0 + ${q}) * ${stride} - ${pad} + kh;\n      let rv${q} = ih${q} >= 0 && ih${q} < ${h};\n` +
+      `      let row${q} = xc + ih${q} * ${W};\n` +
+      M.map((m) => `      let s${q}_${m} = ${guarded("x", `row${q} + ${m}`, `rv${q} && cv${m}`)};`).join("\n")
     ).join("\n")
   }
-      for (var kw = 0; kw < ${k}; kw++) {
-        let kx = kh * ${k} + kw;
-        let wv = vec4<f32>(${R4.map((j) => `w[wo${j} + kx]`).join(", ")});
-${R4.map((i) => `        let iw${i} = wb${i} + kw;\n        a${i} += ${load(i)} * wv;`).join("\n")}
-      }
+${
+    range(k).map((kw) =>
+      I.map((i) => `      let w${kw}_${i} = w[${widx("g", `ol${i}`, "ci", "kh", kw)}];`).join("\n") + "\n" +
+      I.map((i) =>
+        R.map((q) =>
+          J.map((j) => `      a${i}_${q}_${j} += s${q}_${j * stride + kw} * w${kw}_${i};`).join("\n")
+        ).join(
+          "\n",
+        )
+      ).join("\n")
+    ).join("\n")
+  }
     }
   }
 ${
-    R4.map((i) =>
-      R4.map((j) =>
-        `  if (p0 + ${i} < ${P} && o0 + ${j} < ${og}) { y[(nn * ${o} + oc${j}) * ${P} + q${i}] = a${i}[${j}]${
-          b ? ` + b[oc${j}]` : ""
-        }; }`
+    I.map((i) =>
+      R.map((q) =>
+        J.map((j) =>
+          `  if (o0 + ${i} < ${cog} && oh0 + ${q} < ${OH} && ow0 + ${j} < ${OW}) { y[((nn * ${cout} + g * ${cog} + ol${i}) * ${OH} + oh0 + ${q}) * ${OW} + ow0 + ${j}] = a${i}_${q}_${j}${
+            bias ? ` + b[g * ${cog} + ol${i}]` : ""
+          }; }`
+        ).join("\n")
       ).join("\n")
     ).join("\n")
   }
 }`;
-  dispatch(pipeline("conv_forward", wgsl), b ? [x, w, b, y] : [x, w, y], grid);
+  dispatch(pipeline(name, wgsl), bias ? [inp, wgt, bias, out] : [inp, wgt, out], grid);
 }
 
-/** Input gradient: 4 input channels (of one group) × 4 input pixels per invocation. */
+/** Forward of a dense or grouped convolution. */
+function directForward(x: Binding, w: Binding, b: Binding | null, y: Binding, s: ConvShape): void {
+  const { k } = s, cg = s.c / s.groups;
+  directConv(
+    "conv_forward",
+    x,
+    w,
+    b,
+    y,
+    {
+      n: s.n,
+      cin: s.c,
+      h: s.h,
+      w: s.w,
+      cout: s.o,
+      oh: s.oh,
+      ow: s.ow,
+      k,
+      stride: s.stride,
+      pad: s.pad,
+      groups: s.groups,
+    },
+    (g, ol, il, kh, kw) =>
+      `((${g} * ${s.o / s.groups} + ${ol}) * ${cg} + ${il}) * ${k * k} + ${kh} * ${k} + ${kw}`,
+  );
+}
+
+/**
+ * Input gradient of a stride-1 convolution as a forward convolution of dy with the flipped,
+ * transposed weights and padding k−1−p.
+ */
+function directBackwardInputStride1(dy: Binding, w: Binding, dx: Binding, s: ConvShape): void {
+  const { k } = s, cg = s.c / s.groups, og = s.o / s.groups;
+  directConv(
+    "conv_backward_input_s1",
+    dy,
+    w,
+    null,
+    dx,
+    {
+      n: s.n,
+      cin: s.o,
+      h: s.oh,
+      w: s.ow,
+      cout: s.c,
+      oh: s.h,
+      ow: s.w,
+      k,
+      stride: 1,
+      pad: k - 1 - s.pad,
+      groups: s.groups,
+    },
+    (g, ol, il, kh, kw) =>
+      `((${g} * ${og} + ${il}) * ${cg} + ${ol}) * ${k * k} + (${k - 1} - ${kh}) * ${k} + ${k - 1 - kw}`,
+  );
+}
+
+/** Input gradient (any stride): 4 input channels (of one group) × 4 input pixels per invocation. */
 function directBackwardInput(dy: Binding, w: Binding, dx: Binding, s: ConvShape): void {
   const { n, c, h, w: W, o, k, stride, pad, groups, oh: OH, ow: OW } = s;
   const cg = c / groups, og = o / groups, P = OH * OW, HW = h * W, kk = k * k;

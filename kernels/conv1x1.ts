@@ -8,9 +8,9 @@
 // where every load is a gather and spilled accumulators are cheap; 8×8 elsewhere); otherwise a
 // scalar 4×4 kernel is used.
 
-import { type Binding, dispatch, gpu, pipeline } from "./runtime.ts";
+import { type Binding, dispatch, pipeline } from "./runtime.ts";
 import { storageDecls } from "./wgsl.ts";
-import { convGrid, type ConvShape, splitReduction, WGC, withPartials } from "./conv_common.ts";
+import { blockEdge, convGrid, type ConvShape, splitReduction, WGC, withPartials } from "./conv_common.ts";
 
 const R4 = [0, 1, 2, 3];
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -18,12 +18,6 @@ const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 /** Whether the vec4 kernels apply (C and H·W multiples of 4). */
 function vec4Path(s: ConvShape): boolean {
   return s.c % 4 === 0 && (s.h * s.w) % 4 === 0;
-}
-
-/** Register block edge (a multiple of 4) for a dimension of size `size`. */
-function blockEdge(size: number): number {
-  const max = gpu().isFallbackAdapter || /llvmpipe|lavapipe|swiftshader/i.test(gpu().adapterName) ? 16 : 8;
-  return Math.min(max, Math.ceil(size / 4) * 4);
 }
 
 /** Binding of a buffer whose length is a multiple of 4 floats, read as vec4. */

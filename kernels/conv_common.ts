@@ -2,7 +2,7 @@
 // batch flattened into x/y, the batch or the reduction chunk in z) and the split reductions used by
 // the weight gradients (partial sums over chunks, then a second pass that adds the chunks).
 
-import { acquireBuffer, type Binding, grid1D, linearIndex, releaseBuffer } from "./runtime.ts";
+import { acquireBuffer, type Binding, gpu, grid1D, linearIndex, releaseBuffer } from "./runtime.ts";
 import { sumAxes } from "./reduce.ts";
 
 /** Sizes of one convolution, NCHW input and OIHW weight with a square k×k kernel. */
@@ -80,3 +80,19 @@ export function withPartials(
 export function guarded(arr: string, idx: string, cond: string): string {
   return `select(0.0, ${arr}[select(0, ${idx}, ${cond})], ${cond})`;
 }
+
+/**
+ * Whether the adapter runs WGSL on the CPU (lavapipe, SwiftShader): every per-invocation load is a
+ * gather there while spilled registers are cheap, so register blocks are made large.
+ */
+export function softwareAdapter(): boolean {
+  const c = gpu();
+  return c.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader/i.test(c.adapterName);
+}
+
+/** Register block edge (a multiple of 4, at most 16 on software adapters and 8 elsewhere) for `size`. */
+export function blockEdge(size: number): number {
+  return Math.min(softwareAdapter() ? 16 : 8, Math.ceil(size / 4) * 4);
+}
+
+export const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);

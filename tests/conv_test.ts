@@ -69,6 +69,7 @@ const cases: [string, Cfg][] = [
   ["3x3 stem", { x: [1, 3, 9, 9], o: 7, k: 3, padding: 1 }],
   ["3x3 dense stride 1", { x: [3, 5, 9, 9], o: 6, k: 3, padding: 1, bias: false }],
   ["3x3 dense stride 2", { x: [1, 5, 9, 9], o: 7, k: 3, stride: 2, padding: 1 }],
+  ["3x3 dense stride 2 on 5x5 (partial row blocks)", { x: [3, 5, 5, 5], o: 6, k: 3, stride: 2, padding: 1 }],
   ["3x3 grouped, group size 4", { x: [3, 8, 7, 7], o: 6, k: 3, padding: 1, groups: 2 }],
   ["3x3 grouped, group size 8, stride 2", {
     x: [1, 16, 7, 7],
