@@ -288,66 +288,80 @@ ${
 }
 
 /**
- * Weight gradient: 4 output channels × 4 input channels (of one group) at one kernel tap per
- * invocation, reduced over a chunk of the N·OH·OW output pixels; chunks are summed in a second pass.
+ * Weight gradient: RB output channels × 4 input channels (of one group) × one kernel row (all k
+ * columns) per invocation, reduced over a chunk of the N·OH output rows in runs of 4 output columns
+ * (each loaded dy value feeds 4·k multiply-adds, each loaded x value up to RB·k); the chunks are
+ * summed in a second pass.
  */
 function directBackwardWeight(dy: Binding, x: Binding, dw: Binding, s: ConvShape): void {
   const { n, c, h, w: W, o, k, stride, pad, groups, oh: OH, ow: OW } = s;
   const cg = c / groups, og = o / groups, P = OH * OW, HW = h * W, kk = k * k;
-  const ocBlocks = Math.ceil(og / 4), icBlocks = Math.ceil(cg / 4);
-  const total = groups * ocBlocks * icBlocks * kk;
-  const steps = n * P;
+  const rb = blockEdge(og), cb = 4, px = Math.min(4, OW);
+  const ocBlocks = Math.ceil(og / rb), icBlocks = Math.ceil(cg / cb), owBlocks = Math.ceil(OW / px);
+  const total = groups * ocBlocks * icBlocks * k;
+  const rows = n * OH;
   const outputs = o * cg * kk;
-  const { chunks, len } = splitReduction(steps, outputs, 128);
+  const { chunks, len } = splitReduction(rows, outputs, Math.ceil(128 / OW));
   const { groups: grid, index } = convGrid(total, chunks);
-  const xload = (i: number) => pad === 0 ? `x[xp + xc${i}]` : guarded("x", `xp + xc${i}`, "v");
+  const seg = (px - 1) * stride + k;
+  const I = range(rb), C = range(cb), J = range(px), M = range(seg), KW = range(k);
+  const dyLoad = (i: number, j: number) =>
+    OW % px === 0 ? `dy[dp + dc${i} + ${j}]` : guarded("dy", `dp + dc${i} + ${j}`, `ow0 + ${j} < ${OW}`);
   const wgsl = `${storageDecls(["dy", "x"], ["out"])}
 @compute @workgroup_size(${WGC})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
   if (t >= ${total}) { return; }
   let chunk = i32(gid.z);
-  let kx = t % ${kk};
-  let kh = kx / ${k};
-  let kw = kx % ${k};
-  var r = t / ${kk};
-  let c0 = (r % ${icBlocks}) * 4;
+  let kh = t % ${k};
+  var r = t / ${k};
+  let c0 = (r % ${icBlocks}) * ${cb};
   r = r / ${icBlocks};
-  let o0 = (r % ${ocBlocks}) * 4;
+  let o0 = (r % ${ocBlocks}) * ${rb};
   let g = r / ${ocBlocks};
-${R4.map((j) => `  let oc${j} = g * ${og} + min(o0 + ${j}, ${og - 1});`).join("\n")}
-${R4.map((i) => `  let ci${i} = min(c0 + ${i}, ${cg - 1});`).join("\n")}
-${R4.map((j) => `  let dc${j} = oc${j} * ${P};`).join("\n")}
-${R4.map((i) => `  let xc${i} = (g * ${cg} + ci${i}) * ${HW};`).join("\n")}
+${I.map((i) => `  let dc${i} = (g * ${og} + min(o0 + ${i}, ${og - 1})) * ${P};`).join("\n")}
+${C.map((q) => `  let xc${q} = (g * ${cg} + min(c0 + ${q}, ${cg - 1})) * ${HW};`).join("\n")}
+${
+    I.map((i) => C.map((q) => KW.map((kw) => `  var a${i}_${q}_${kw} = 0.0;`).join("\n")).join("\n")).join(
+      "\n",
+    )
+  }
   let start = chunk * ${len};
-  let end = min(start + ${len}, ${steps});
-  var nn = start / ${P};
-  var oh = (start % ${P}) / ${OW};
-  var ow = start % ${OW};
-${R4.map((j) => `  var a${j} = vec4<f32>(0.0);`).join("\n")}
-  for (var i = start; i < end; i++) {
+  let end = min(start + ${len}, ${rows});
+  for (var rr = start; rr < end; rr++) {
+    let nn = rr / ${OH};
+    let oh = rr % ${OH};
     let ih = oh * ${stride} - ${pad} + kh;
-    let iw = ow * ${stride} - ${pad} + kw;
-    let v = ih >= 0 && ih < ${h} && iw >= 0 && iw < ${W};
-    let xp = nn * ${c * HW} + ih * ${W} + iw;
-    let dp = nn * ${o * P} + oh * ${OW} + ow;
-    let xv = vec4<f32>(${R4.map(xload).join(", ")});
-${R4.map((j) => `    a${j} += dy[dp + dc${j}] * xv;`).join("\n")}
-    ow++;
-    if (ow == ${OW}) {
-      ow = 0;
-      oh++;
-      if (oh == ${OH}) {
-        oh = 0;
-        nn++;
-      }
+    if (ih < 0 || ih >= ${h}) { continue; }
+    let xrow = nn * ${c * HW} + ih * ${W};
+    let dyrow = nn * ${o * P} + oh * ${OW};
+    for (var ob = 0; ob < ${owBlocks}; ob++) {
+      let ow0 = ob * ${px};
+      let iwb = ow0 * ${stride} - ${pad};
+      let dp = dyrow + ow0;
+      let xp = xrow + iwb;
+${M.map((m) => `      let cv${m} = iwb + ${m} >= 0 && iwb + ${m} < ${W};`).join("\n")}
+${I.map((i) => J.map((j) => `      let d${i}_${j} = ${dyLoad(i, j)};`).join("\n")).join("\n")}
+${
+    C.map((q) =>
+      M.map((m) => `      let s${q}_${m} = ${guarded("x", `xp + xc${q} + ${m}`, `cv${m}`)};`).join("\n") +
+      "\n" +
+      I.map((i) =>
+        KW.map((kw) =>
+          `      a${i}_${q}_${kw} += ${J.map((j) => `d${i}_${j} * s${q}_${j * stride + kw}`).join(" + ")};`
+        ).join("\n")
+      ).join("\n")
+    ).join("\n")
+  }
     }
   }
-  let ob = chunk * ${outputs};
+  let base = chunk * ${outputs};
 ${
-    R4.map((j) =>
-      R4.map((i) =>
-        `  if (o0 + ${j} < ${og} && c0 + ${i} < ${cg}) { out[ob + (oc${j} * ${cg} + ci${i}) * ${kk} + kx] = a${j}[${i}]; }`
+    I.map((i) =>
+      C.map((q) =>
+        `  if (o0 + ${i} < ${og} && c0 + ${q} < ${cg}) {\n` +
+        `    let wo = base + ((g * ${og} + o0 + ${i}) * ${cg} + c0 + ${q}) * ${kk} + kh * ${k};\n` +
+        KW.map((kw) => `    out[wo + ${kw}] = a${i}_${q}_${kw};`).join("\n") + "\n  }"
       ).join("\n")
     ).join("\n")
   }
