@@ -364,14 +364,16 @@ function convNextEncoder(cfg: ModelConfig, rng: Rng, dropRng: Rng): Encoder {
   return new Encoder(stemModule, stages);
 }
 
-/** torch.linspace(start, end, steps) in float32, as Python floats (`.item()`). */
+/** torch.linspace(start, end, steps) in float32 (PyTorch's CPU kernel), as Python floats (`.item()`). */
 export function linspaceF32(start: number, end: number, steps: number): number[] {
-  if (steps === 1) return [Math.fround(start)];
-  const step = (end - start) / (steps - 1);
+  const f = Math.fround;
+  const [s, e] = [f(start), f(end)];
+  if (steps === 1) return [s];
+  const step = f(f(e - s) / (steps - 1));
   const half = Math.floor(steps / 2);
   return Array.from(
     { length: steps },
-    (_, i) => Math.fround(i < half ? start + i * step : end - (steps - 1 - i) * step),
+    (_, i) => (i < half ? f(s + f(step * i)) : f(e - f(step * (steps - 1 - i)))),
   );
 }
 

@@ -213,3 +213,21 @@ for (const stage of STAGES) {
     assert.equal(poolStats().bytesInUse, before, `${stage}: buffers leaked`);
   });
 }
+
+Deno.test("final: the notebook's drop-path rule, stage i takes linspace(0, dropPath, sum(depths))[i]", async () => {
+  const { linspaceF32 } = await import("../experiments/models.ts");
+  // torch.linspace(0, 0.3, 12) as Python floats
+  const torchValues = [
+    0.0,
+    0.027272729203104973,
+    0.054545458406209946,
+    0.08181818574666977,
+    0.10909091681241989,
+  ];
+  assert.deepEqual(linspaceF32(0, 0.3, 12).slice(0, 5), torchValues);
+  const m = onMeta(() => buildModel("final", { dropPath: 0.3 }));
+  const ps = m.namedModules().filter(([n]) => n.endsWith("drop_path"))
+    .map(([n, mod]) => [n.split(".")[2], (mod as unknown as { p: number }).p] as const);
+  assert.equal(ps.length, 12);
+  for (const [stage, p] of ps) assert.equal(p, torchValues[Number(stage)], `stage ${stage}`);
+});
