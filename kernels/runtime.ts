@@ -204,15 +204,18 @@ export function dispatch(
     layout: pipe.getBindGroupLayout(0),
     entries: bindings.map((b, i) => ({ binding: i, resource: b instanceof GPUBuffer ? { buffer: b } : b })),
   });
-  const pass = currentEncoder().beginComputePass({
-    label: pipe.label,
-    timestampWrites: profileSlot(pipe.label),
-  });
+  const pass = currentEncoder().beginComputePass({ label: pipe.label });
   pass.setPipeline(pipe);
   pass.setBindGroup(0, bindGroup);
   pass.dispatchWorkgroups(workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1);
   pass.end();
   pendingDispatches++;
+  captured?.push({
+    label: pipe.label,
+    pipe,
+    bindGroup,
+    workgroups: [workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1],
+  });
 }
 
 /** Submits the pending encoder (if any). Does not wait. */
@@ -304,47 +307,58 @@ export async function checked<T>(label: string, fn: () => T | Promise<T>): Promi
 
 // ---------------------------------------------------------------- profiling
 
-let profile: { set: GPUQuerySet; labels: string[]; capacity: number } | null = null;
+// Profiling captures the dispatches recorded while it is on, then replays each on its own (submit,
+// wait) to time it. Replaying re-runs kernels on their current buffers, so state updated in place
+// (optimizer, running statistics) moves on: profile on throwaway state. (Timestamp queries would be
+// cheaper, but software adapters such as lavapipe return zeros for them.)
 
-/**
- * Starts timing every dispatch with GPU timestamp queries (needs the `timestamp-query` feature;
- * returns false without it). `stopProfile()` returns the per-dispatch times.
- */
-export function startProfile(capacity = 4096): boolean {
-  const { device, features } = gpu();
-  if (!features.timestampQuery) return false;
-  flush();
-  profile?.set.destroy();
-  profile = { set: device.createQuerySet({ type: "timestamp", count: 2 * capacity }), labels: [], capacity };
-  return true;
+export interface CapturedDispatch {
+  label: string;
+  pipe: GPUComputePipeline;
+  bindGroup: GPUBindGroup;
+  workgroups: [number, number, number];
 }
 
-function profileSlot(label: string): GPUComputePassTimestampWrites | undefined {
-  if (!profile || profile.labels.length >= profile.capacity) return undefined;
-  const i = profile.labels.push(label) - 1;
-  return { querySet: profile.set, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 };
+let captured: CapturedDispatch[] | null = null;
+
+/** Starts capturing every dispatch (they still run normally). */
+export function startCapture(): void {
+  captured = [];
 }
 
-/** Stops profiling and returns each timed dispatch's kernel name and GPU time in milliseconds. */
-export async function stopProfile(): Promise<{ label: string; ms: number }[]> {
-  const p = profile;
-  if (!p) return [];
-  profile = null;
-  const n = p.labels.length;
-  if (n === 0) {
-    p.set.destroy();
-    return [];
-  }
+/** Stops capturing and returns the dispatches recorded since `startCapture()`. */
+export function stopCapture(): CapturedDispatch[] {
+  const c = captured ?? [];
+  captured = null;
+  return c;
+}
+
+/** Times each captured dispatch alone: the median of `reps` submit-and-wait runs, in milliseconds. */
+export async function timeDispatches(
+  list: CapturedDispatch[],
+  reps = 3,
+): Promise<{ label: string; ms: number }[]> {
   const { device } = gpu();
-  const resolved = device.createBuffer({
-    size: 16 * n,
-    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-  });
-  currentEncoder().resolveQuerySet(p.set, 0, 2 * n, resolved, 0);
-  const ticks = new BigUint64Array(await readback(resolved, 0, 16 * n));
-  resolved.destroy();
-  p.set.destroy();
-  return p.labels.map((label, i) => ({ label, ms: Number(ticks[2 * i + 1] - ticks[2 * i]) / 1e6 }));
+  await sync();
+  const out: { label: string; ms: number }[] = [];
+  for (const d of list) {
+    const times: number[] = [];
+    for (let r = 0; r < reps; r++) {
+      const enc = device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      pass.setPipeline(d.pipe);
+      pass.setBindGroup(0, d.bindGroup);
+      pass.dispatchWorkgroups(...d.workgroups);
+      pass.end();
+      const t0 = performance.now();
+      device.queue.submit([enc.finish()]);
+      await device.queue.onSubmittedWorkDone();
+      times.push(performance.now() - t0);
+    }
+    times.sort((a, b) => a - b);
+    out.push({ label: d.label, ms: times[Math.floor(times.length / 2)] });
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------- dispatch geometry helpers
