@@ -17,6 +17,7 @@ import {
   copy,
   currentEncoder,
   dispatch,
+  flush,
   gpu,
   grid1D,
   linearIndex,
@@ -208,6 +209,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     staging.unmap();
     currentEncoder().copyBufferToBuffer(staging, 0, this.#hyper, 0, values.byteLength);
     this.#staging.push({ buffer: staging, submit: submits });
+  }
+
+  /**
+   * Frees the four arenas. The parameters live in the parameter arena, so they are disposed too (the
+   * model cannot be used afterwards): call it when a run is over, e.g. before building the next model.
+   */
+  dispose(): void {
+    flush(); // commands already recorded still see the buffers
+    for (const p of this.params) p.dispose();
+    for (const b of [this.#arena, this.#grads, this.#m, this.#v, this.#hyper]) b.destroy();
+    for (const s of this.#staging) s.buffer.destroy();
+    this.#staging = [];
   }
 
   /** The moments and the step count, for a checkpoint (reads the GPU back). */

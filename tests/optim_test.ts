@@ -73,7 +73,7 @@ Deno.test("AdamW follows PyTorch's trajectory (lr changing every step, gradients
       `exp_avg_sq ${i}`,
     );
   }
-  params.forEach((p) => p.dispose());
+  opt.dispose();
 });
 
 Deno.test("AdamW: zeroGrad clears, state round-trips into a fresh optimizer and the trajectory continues", async () => {
@@ -115,7 +115,8 @@ Deno.test("AdamW: zeroGrad clears, state round-trips into a fresh optimizer and 
     () => optB.loadStateDict({ ...saved, tensors: { ...saved.tensors, "0.exp_avg": new Float32Array(2) } }),
     /"0.exp_avg" has 2 values/,
   );
-  [...a, ...b].forEach((p) => p.dispose());
+  optA.dispose();
+  optB.dispose();
   await sync();
 });
 
@@ -132,7 +133,7 @@ Deno.test("AdamW: a gradient replaced outside the arena is still used", async ()
   const after = await p.toArray();
   // first Adam step with g = 1 moves every value by lr (m̂ / √v̂ = 1)
   assertClose(after, before.map((v) => v - 0.1), { rtol: 1e-5, atol: 1e-5 });
-  p.dispose();
+  opt.dispose();
 });
 
 Deno.test("CosineAnnealingLR matches PyTorch, past T_max too", () => {
@@ -155,7 +156,8 @@ Deno.test("CosineAnnealingLR drives AdamW's lr", () => {
   for (let e = 0; e < 50; e++) sched.step();
   assert.ok(Math.abs(opt.lr - 0.002) < 1e-15);
   assert.throws(() => new CosineAnnealingLR(opt, { tMax: 0 }), /tMax must be positive/);
-  p.dispose();
+  opt.dispose();
+  assert.ok(p.disposed, "the parameters lived in the freed arena");
 });
 
 /** Overwrites a tensor's values, in command order (test helper). */
