@@ -1,0 +1,163 @@
+// `deno task bench`: kernel and training-step throughput against the adapter's measured ceilings, and
+// optionally against TensorFlow.js's WebGPU backend. Run with --help for the options.
+
+import { parseArgs } from "node:util";
+import { STAGES } from "../experiments/models.ts";
+import { type BenchOptions, defaultSteps, formatReport, runBench, type Section } from "./run.ts";
+
+const HELP = `deno task bench [options]
+
+Measures, on the WebGPU adapter Deno finds (lavapipe on a machine without a GPU):
+  * the adapter's ceilings: an FMA-bound micro-kernel (GFLOP/s) and a copy kernel (GB/s);
+  * every distinct layer of the models on its real shape: forward and each backward pass, time per
+    call (median and spread of several runs after a warm-up), GFLOP/s or GB/s, % of the roofline;
+    the 1×1 convolutions also as GEMMs through kernels/matmul.ts; the fused AdamW step;
+  * whole training steps (forward + cross-entropy + backward + AdamW): ms/step, images/s, GPU memory,
+    and the sum of the step's kernel times (per-pass timestamps) to show the overhead;
+  * with --compare tfjs, TensorFlow.js's WebGPU backend on the same shapes (GEMMs, depthwise 7×7 and
+    dense 3×3 convolutions, forward and both backward passes) and the speed-up ours/theirs.
+Timing uses GPU timestamp queries when the adapter has 'timestamp-query', else wall time around a
+batch of calls with one onSubmittedWorkDone.
+
+Defaults are sized to finish in a few minutes on lavapipe: kernels at batch 8 (the real channel and
+spatial sizes, fewer images), every layer of 'final' plus the other convolutions and BatchNorm of
+steps 1-6, training steps of the narrow 'final' at batch 64 and of 'final' at batch 4, 3 runs each.
+--full measures everything at batch 64 as the notebook trains (tens of minutes on lavapipe).
+
+Options:
+  --filter RE         only rows whose name matches the regular expression (case-insensitive),
+                      e.g. "dwconv|GroupNorm", "gemm", "step final"
+  --compare tfjs      add the TensorFlow.js WebGPU comparison (npm:@tensorflow/tfjs-backend-webgpu)
+  --only LIST         sections to run: kernels,steps,tfjs (ceilings always run)
+  --json              print the report as JSON on stdout (progress goes to stderr)
+  --out FILE          also write the JSON report to FILE
+  --quick             a smoke run: batch 2, 'final' only, narrow step at batch 16, 2 runs
+  --full              batch 64 everywhere; every layer of all seven steps; a step of each model
+  --batch N           batch of the kernel benchmarks and the comparison (default 8; --full 64)
+  --stages LIST       stages whose every layer is measured (default final)
+  --extra-stages LIST stages adding only their other convolutions and BatchNorm (default: the rest)
+  --steps LIST        stages whose full-size training step is timed (default final)
+  --step-batch N      batch of those steps (default 4; --full 64; the narrow model uses 64)
+  --runs N            samples per measurement after warm-up (default 3)
+  -h, --help          this text
+
+Stages: ${STAGES.join(", ")}.
+`;
+
+function list(s: string | undefined, fallback: string[]): string[] {
+  if (s === undefined) return fallback;
+  const xs = s.split(",").map((x) => x.trim()).filter(Boolean);
+  for (const x of xs) {
+    if (!(STAGES as readonly string[]).includes(x)) {
+      throw new Error(`unknown stage "${x}" (stages: ${STAGES.join(", ")})`);
+    }
+  }
+  return xs;
+}
+
+function int(s: string | undefined, name: string): number | null {
+  if (s === undefined) return null;
+  const n = Number(s);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} needs a positive integer, got "${s}"`);
+  return n;
+}
+
+export function parseBenchArgs(
+  args: string[],
+): { opts: BenchOptions; json: boolean; out: string | null; help: boolean } {
+  const { values } = parseArgs({
+    args,
+    options: {
+      help: { type: "boolean", short: "h" },
+      filter: { type: "string" },
+      compare: { type: "string" },
+      only: { type: "string" },
+      json: { type: "boolean" },
+      out: { type: "string" },
+      quick: { type: "boolean" },
+      full: { type: "boolean" },
+      batch: { type: "string" },
+      stages: { type: "string" },
+      "extra-stages": { type: "string" },
+      steps: { type: "string" },
+      "step-batch": { type: "string" },
+      runs: { type: "string" },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.compare !== undefined && values.compare !== "tfjs") {
+    throw new Error(`--compare supports only "tfjs", got "${values.compare}"`);
+  }
+  if (values.quick && values.full) throw new Error("--quick and --full exclude each other");
+  const quick = !!values.quick, full = !!values.full;
+  const sections: Section[] = values.only
+    ? values.only.split(",").map((s) => {
+      if (!["kernels", "steps", "tfjs"].includes(s)) throw new Error(`--only: unknown section "${s}"`);
+      return s as Section;
+    })
+    : ["kernels", "steps"];
+  if (values.compare === "tfjs" && !sections.includes("tfjs")) sections.push("tfjs");
+  const batch = int(values.batch, "batch") ?? (quick ? 2 : full ? 64 : 8);
+  const stages = list(values.stages, full ? [...STAGES] : ["final"]);
+  const extraStages = list(values["extra-stages"], quick || full ? [] : STAGES.filter((s) => s !== "final"));
+  const stepBatch = int(values["step-batch"], "step-batch");
+  const stepStages = list(values.steps, full ? [...STAGES] : quick ? [] : ["final"]);
+  const steps = quick
+    ? defaultSteps(false, stepBatch ?? 16, []).map((s) => ({ ...s, batch: stepBatch ?? 16 }))
+    : defaultSteps(full, stepBatch, stepStages);
+  const runs = int(values.runs, "runs") ?? (quick ? 2 : 3);
+  const notes: string[] = [];
+  if (!full) {
+    notes.push(
+      `kernels at batch ${batch} instead of the notebook's 64 (same channels and spatial sizes); --full or --batch 64 for the real size`,
+    );
+    const small = steps.filter((s) => !s.model && s.batch < 64);
+    if (small.length) {
+      notes.push(
+        `training steps of ${small.map((s) => s.name).join(", ")} at batch ${
+          small[0].batch
+        } (--full or --step-batch 64 for the real size)`,
+      );
+    }
+  }
+  return {
+    opts: {
+      sections,
+      batch,
+      stages,
+      extraStages,
+      steps,
+      adamwStage: "final",
+      runs,
+      minSampleMs: 20,
+      stepRuns: quick ? 1 : 2,
+      filter: values.filter,
+      notes,
+    },
+    json: !!values.json,
+    out: values.out ?? null,
+    help: !!values.help,
+  };
+}
+
+if (import.meta.main) {
+  let parsed;
+  try {
+    parsed = parseBenchArgs(Deno.args);
+  } catch (e) {
+    console.error(`bench: ${e instanceof Error ? e.message : e}\n\n${HELP}`);
+    Deno.exit(2);
+  }
+  if (parsed.help) {
+    console.log(HELP);
+    Deno.exit(0);
+  }
+  const { opts, json, out } = parsed;
+  opts.log = (line) => console.error(line);
+  const report = await runBench(opts);
+  if (out) await Deno.writeTextFile(out, JSON.stringify(report, null, 2) + "\n");
+  if (json) console.log(JSON.stringify(report, null, 2));
+  else console.log("\n" + formatReport(report));
+  Deno.exit(0);
+}

@@ -1,0 +1,117 @@
+// The real layer shapes of the seven models: every leaf layer of `buildModel(stage)` traced on an input
+// [batch, 3, 32, 32], grouped into distinct cases (same layer type, configuration and input shape).
+
+import { buildModel, type ModelOptions, STAGES } from "../experiments/models.ts";
+import { Conv2d } from "../nn/layers.ts";
+import { type Module, onMeta } from "../nn/module.ts";
+
+export { STAGES };
+
+/** Layers that do no work of their own (views, identities, stochastic depth at p = 0). */
+const SKIP = new Set(["Flatten", "Identity", "StochasticDepth", "Sequential"]);
+
+/** One distinct layer of the models at a batch size. */
+export interface LayerCase {
+  /** Short human-readable name, e.g. "conv 1×1 64→256 @32×32". */
+  label: string;
+  /** Kind used by --filter and the report: conv1x1, dwconv, conv, groupconv, norm, act, other. */
+  kind: string;
+  type: string;
+  inShape: number[];
+  outShape: number[];
+  /** Forward FLOPs (2 × multiply-adds; 0 for non-conv/linear layers). */
+  flops: number;
+  /** Dotted module name of the first occurrence, and where it occurs: "final ×4, kernel7 ×3". */
+  firstName: string;
+  stage: string;
+  uses: Record<string, number>;
+  /** Whether the layer sees the network input (its input gradient is never computed in training). */
+  isStem: boolean;
+  conv?: {
+    cin: number;
+    cout: number;
+    k: number;
+    stride: number;
+    padding: number;
+    groups: number;
+    bias: boolean;
+  };
+}
+
+function convKind(c: Conv2d): string {
+  if (c.groups === 1) return c.kernelSize === 1 ? "conv1x1" : "conv";
+  return c.groups === c.inChannels && c.groups === c.outChannels ? "dwconv" : "groupconv";
+}
+
+function describe(
+  type: string,
+  m: Module,
+  inShape: number[],
+  outShape: number[],
+): { label: string; kind: string } {
+  const sp = (s: number[]) => (s.length === 4 ? `${s[2]}×${s[3]}` : `[${s.slice(1).join("×")}]`);
+  if (m instanceof Conv2d) {
+    const kind = convKind(m);
+    const k = `${m.kernelSize}×${m.kernelSize}${m.stride > 1 ? `/${m.stride}` : ""}`;
+    const name = kind === "dwconv" ? "dwconv" : kind === "groupconv" ? `gconv(g${m.groups})` : "conv";
+    const ch = kind === "dwconv" ? `${m.inChannels}` : `${m.inChannels}→${m.outChannels}`;
+    return { label: `${name} ${k} ${ch} @${sp(inShape)}`, kind };
+  }
+  const kind = /Norm/.test(type) ? "norm" : /ReLU|GELU|Softmax/.test(type) ? "act" : "other";
+  const ch = inShape.length > 1 ? ` ${inShape[1]}` : "";
+  return {
+    label: `${type}${ch} @${sp(inShape)}${outShape.length !== inShape.length ? "→" + sp(outShape) : ""}`,
+    kind,
+  };
+}
+
+/** Distinct layer cases of `stages` at `batch`, in order of first appearance. */
+export function layerCases(stages: readonly string[], batch: number, opts: ModelOptions = {}): LayerCase[] {
+  const byKey = new Map<string, LayerCase>();
+  for (const stage of stages) {
+    const model = onMeta(() => buildModel(stage, opts));
+    const mods = new Map(model.namedModules());
+    const rows = model.summary([batch, opts.inChannels ?? 3, 32, 32]);
+    rows.forEach((r, i) => {
+      if (SKIP.has(r.type)) return;
+      const m = mods.get(r.name);
+      if (!m) return;
+      const conv = m instanceof Conv2d
+        ? {
+          cin: m.inChannels,
+          cout: m.outChannels,
+          k: m.kernelSize,
+          stride: m.stride,
+          padding: m.padding,
+          groups: m.groups,
+          bias: m.hasBias,
+        }
+        : undefined;
+      const paramShapes = Object.entries(m.stateSpec()).map(([n, t]) => `${n}:${t.shape.join("x")}`).join(
+        ",",
+      );
+      const key = `${r.type}|${r.inShape.join("x")}|${r.outShape.join("x")}|${
+        JSON.stringify(conv)
+      }|${paramShapes}`;
+      let c = byKey.get(key);
+      if (!c) {
+        const d = describe(r.type, m, r.inShape, r.outShape);
+        c = {
+          ...d,
+          type: r.type,
+          inShape: r.inShape,
+          outShape: r.outShape,
+          flops: r.flops,
+          firstName: r.name,
+          stage,
+          uses: {},
+          isStem: i === 0,
+          conv,
+        };
+        byKey.set(key, c);
+      }
+      c.uses[stage] = (c.uses[stage] ?? 0) + 1;
+    });
+  }
+  return [...byKey.values()];
+}

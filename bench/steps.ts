@@ -1,0 +1,122 @@
+// Whole training steps: forward + cross-entropy + backward + AdamW on a random batch, per stage.
+// Wall time per step (recorded, submitted and waited for), images/s, GPU memory, and, with
+// timestamp queries, the sum of the step's kernel times from a per-pass profile: the difference is
+// the overhead of recording, dispatch, allocation and synchronisation.
+
+import { crossEntropy } from "../autograd/ops/loss.ts";
+import { Rng } from "../autograd/random.ts";
+import { randn, scope } from "../autograd/tensor.ts";
+import { buildModel, type ModelOptions } from "../experiments/models.ts";
+import { matmulTextureBytes } from "../kernels/matmul.ts";
+import { poolStats, sync, trimPool } from "../kernels/runtime.ts";
+import { AdamW } from "../nn/optim.ts";
+import { measureAsync, type PassProfile, PassProfiler, type Stats } from "./timing.ts";
+
+export interface StepCase {
+  /** Label, e.g. "final" or "final narrow". */
+  name: string;
+  stage: string;
+  batch: number;
+  model?: ModelOptions;
+}
+
+export interface StepRow {
+  name: string;
+  stage: string;
+  batch: number;
+  params: number;
+  /** Forward FLOPs per image (convolutions and linear layers); a step is about 3× this. */
+  forwardFlopsPerImage: number;
+  timing: Stats;
+  imagesPerSec: number;
+  /** Achieved GFLOP/s over the step, counting 3 × forward FLOPs. */
+  gflops: number;
+  /** GPU memory: pooled buffers the step allocated (activations, gradients, temporaries, the input
+   * batch), and parameters + gradients + AdamW moments (four f32 arenas). */
+  poolBytes: number;
+  paramBytes: number;
+  /** Operand textures of the texture matmul (allocated once, reused). */
+  textureBytes: number;
+  /** Sum of the step's kernel GPU times (timestamp per pass), ms; null without timestamp queries. */
+  kernelMs: number | null;
+  /** (wall − kernels) / kernels, percent. */
+  overheadPct: number | null;
+  passes: number | null;
+  /** The slowest kernels of the profiled step. */
+  topKernels: PassProfile["byKernel"];
+}
+
+/** The narrow `final` variant of the seed (305,690 parameters). */
+export const NARROW: ModelOptions = { widths: [16, 32, 64, 128], depths: [1, 1, 3, 1], stemFeatures: 16 };
+
+export interface StepBenchOptions {
+  warmup: number;
+  runs: number;
+  log?: (line: string) => void;
+}
+
+export async function benchStep(c: StepCase, opts: StepBenchOptions): Promise<StepRow> {
+  const model = buildModel(c.stage, { seed: 1, ...c.model });
+  model.train();
+  const params = model.parameters();
+  const nParams = params.reduce((a, p) => a + p.size, 0);
+  const fwdFlops = model.flops([1, 3, 32, 32]);
+  const opt = new AdamW(params, { lr: 0.004, weightDecay: 0.05 });
+  trimPool(); // count only what this step allocates from here on
+  const poolBefore = poolStats().bytesAllocated;
+  const rng = new Rng(7);
+  const x = randn([c.batch, 3, 32, 32], rng);
+  const labels = Array.from({ length: c.batch }, (_, i) => i % 10);
+  const step = () =>
+    scope(() => {
+      const out = model.forward(x);
+      const loss = crossEntropy(out, labels);
+      opt.zeroGrad();
+      loss.backward();
+      opt.step();
+    });
+  const timing = await measureAsync(async () => {
+    step();
+    await sync();
+  }, { warmup: opts.warmup, runs: opts.runs });
+  const pool = poolStats();
+  let kernelMs: number | null = null, overheadPct: number | null = null, passes: number | null = null;
+  let top: PassProfile["byKernel"] = [];
+  if (PassProfiler.available()) {
+    const prof = new PassProfiler();
+    prof.start();
+    step();
+    const p = await prof.stop();
+    kernelMs = p.totalMs;
+    passes = p.passes;
+    overheadPct = ((timing.medianMs - kernelMs) / kernelMs) * 100;
+    top = p.byKernel.slice(0, 8);
+  }
+  x.dispose();
+  model.dispose();
+  const s = timing.medianMs / 1e3;
+  const row: StepRow = {
+    name: c.name,
+    stage: c.stage,
+    batch: c.batch,
+    params: nParams,
+    forwardFlopsPerImage: fwdFlops,
+    timing,
+    imagesPerSec: c.batch / s,
+    gflops: (3 * fwdFlops * c.batch) / s / 1e9,
+    poolBytes: pool.bytesAllocated - poolBefore,
+    paramBytes: 4 * 4 * nParams,
+    textureBytes: matmulTextureBytes(),
+    kernelMs,
+    overheadPct,
+    passes,
+    topKernels: top,
+  };
+  opts.log?.(
+    `  ${c.name} batch ${c.batch}: ${timing.medianMs.toFixed(1)} ms/step, ${
+      row.imagesPerSec.toFixed(1)
+    } img/s` +
+      (kernelMs !== null ? `, kernels ${kernelMs.toFixed(1)} ms (${passes} passes)` : ""),
+  );
+  return row;
+}
