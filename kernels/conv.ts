@@ -32,8 +32,6 @@ export function convKind(s: ConvShape): ConvKind {
   return "direct";
 }
 
-const R4 = [0, 1, 2, 3];
-
 /** y = conv(x, w) + b. */
 export function convForward(x: Binding, w: Binding, b: Binding | null, y: Binding, s: ConvShape): void {
   if (s.n * s.o * s.oh * s.ow === 0) return;
@@ -49,7 +47,6 @@ export function convBackwardInput(dy: Binding, w: Binding, dx: Binding, s: ConvS
   const kind = convKind(s);
   if (kind === "gemm1x1") return conv1x1BackwardInput(dy, w, dx, s);
   if (kind === "depthwise") return depthwiseBackwardInput(dy, w, dx, s);
-  if (s.stride === 1 && s.pad <= s.k - 1) return directBackwardInputStride1(dy, w, dx, s);
   directBackwardInput(dy, w, dx, s);
 }
 
@@ -68,27 +65,37 @@ export function convBackwardBias(dy: Binding, db: Binding, s: ConvShape): void {
 
 // ---------------------------------------------------------------- direct kernels
 
-/** Sizes of a direct convolution pass: input `cin`×`h`×`w`, output `cout`×`oh`×`ow`. */
-interface DirectDims {
+/**
+ * One spatial axis of a direct pass: output position `o` (0 ≤ o < outSub) reads input position
+ * o·stride + off + step·u at tap u (0 ≤ u < taps, step ±1; positions outside 0..inSize−1 read 0)
+ * and is written at outA + outS·o of an axis of outFull positions.
+ */
+interface Axis {
+  inSize: number;
+  outSub: number;
+  stride: number;
+  off: number;
+  step: number;
+  taps: number;
+  outFull: number;
+  outA: number;
+  outS: number;
+}
+
+/** Channels of a direct pass: input `cin`, output `cout`, in `groups` groups, over a batch of `n`. */
+interface Channels {
   n: number;
   cin: number;
-  h: number;
-  w: number;
   cout: number;
-  oh: number;
-  ow: number;
-  k: number;
-  stride: number;
-  pad: number;
   groups: number;
 }
 
 /**
- * A direct convolution out = conv(inp, weights) (+ bias). Each invocation computes RB output
- * channels (of one group) × RH output rows × PX output columns; per input channel and kernel row it
- * loads the RH input row segments once and reuses each loaded value for RB·K multiply-adds.
- * `widx(g, ol, il, kh, kw)` is the WGSL flat index of the weight joining output channel `ol` and
- * input channel `il` (both local to group `g`) at tap (kh, kw); kw is a constant.
+ * A direct convolution pass out = conv(inp, weights) (+ bias). Each invocation computes RB output
+ * channels (of one group) × RH output rows × PX output columns; per input channel and row tap it
+ * loads the RH input row segments once and reuses each loaded value for up to RB·(column taps)
+ * multiply-adds. `widx(g, ol, il, u, v)` is the WGSL flat weight index joining output channel `ol`
+ * and input channel `il` (local to group `g`) at row tap `u` (a WGSL expression) and column tap `v`.
  */
 function directConv(
   name: string,
@@ -96,18 +103,54 @@ function directConv(
   wgt: Binding,
   bias: Binding | null,
   out: Binding,
-  d: DirectDims,
-  widx: (g: string, ol: string, il: string, kh: string, kw: number) => string,
+  ch: Channels,
+  rows: Axis,
+  cols: Axis,
+  widx: (g: string, ol: string, il: string, u: string, v: number) => string,
 ): void {
-  const { n, cin, h, w: W, cout, oh: OH, ow: OW, k, stride, pad, groups } = d;
+  const { n, cin, cout, groups } = ch;
+  const h = rows.inSize, W = cols.inSize;
   const cig = cin / groups, cog = cout / groups;
   const rb = blockEdge(cog);
-  const px = Math.min(8, OW), rh = Math.min(OH, Math.max(1, Math.floor(8 / px)));
-  const ocBlocks = Math.ceil(cog / rb), rowBlocks = Math.ceil(OH / rh), colBlocks = Math.ceil(OW / px);
+  const px = Math.min(8, cols.outSub), rh = Math.min(rows.outSub, Math.max(1, Math.floor(8 / px)));
+  const ocBlocks = Math.ceil(cog / rb), rowBlocks = Math.ceil(rows.outSub / rh);
+  const colBlocks = Math.ceil(cols.outSub / px);
   const total = groups * ocBlocks * rowBlocks * colBlocks;
-  const seg = (px - 1) * stride + k;
+  const minV = Math.min(0, cols.step * (cols.taps - 1));
+  const seg = cols.taps > 0 ? (px - 1) * cols.stride + cols.taps : 0;
+  const segIdx = (j: number, v: number) => j * cols.stride + cols.step * v - minV;
   const { groups: grid, index } = convGrid(total, n);
-  const I = range(rb), R = range(rh), J = range(px), M = range(seg);
+  const I = range(rb), R = range(rh), J = range(px), M = range(seg), V = range(cols.taps);
+  const loop = rows.taps > 0 && cols.taps > 0
+    ? `  let xg = (nn * ${cin} + g * ${cig}) * ${h * W};
+  for (var ci = 0; ci < ${cig}; ci++) {
+    let xc = xg + ci * ${h * W} + iwb;
+    for (var u = 0; u < ${rows.taps}; u++) {
+${
+      R.map((q) =>
+        `      let ih${q} = (oh0 + ${q}) * ${rows.stride} + ${rows.off} + ${rows.step} * u;\n` +
+        `      let rv${q} = ih${q} >= 0 && ih${q} < ${h};\n` +
+        `      let row${q} = xc + ih${q} * ${W};\n` +
+        M.map((m) => `      let s${q}_${m} = ${guarded("x", `row${q} + ${m}`, `rv${q} && cv${m}`)};`).join(
+          "\n",
+        )
+      ).join("\n")
+    }
+${
+      V.map((v) =>
+        I.map((i) => `      let w${v}_${i} = w[${widx("g", `ol${i}`, "ci", "u", v)}];`).join("\n") + "\n" +
+        I.map((i) =>
+          R.map((q) =>
+            J.map((j) => `      a${i}_${q}_${j} += s${q}_${segIdx(j, v)} * w${v}_${i};`).join("\n")
+          )
+            .join("\n")
+        ).join("\n")
+      ).join("\n")
+    }
+    }
+  }`
+    // no taps reach these outputs (they are zero); the never-taken branch keeps every binding in the layout
+    : "  if (t < 0) { y[0] = x[0] + w[0]; }";
   const wgsl = `${storageDecls(bias ? ["x", "w", "b"] : ["x", "w"], ["y"])}
 @compute @workgroup_size(${WGC})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -121,39 +164,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let o0 = (r % ${ocBlocks}) * ${rb};
   let g = r / ${ocBlocks};
 ${I.map((i) => `  let ol${i} = min(o0 + ${i}, ${cog - 1});`).join("\n")}
-  let iwb = ow0 * ${stride} - ${pad};
+  let iwb = ow0 * ${cols.stride} + ${cols.off + minV};
 ${M.map((m) => `  let cv${m} = iwb + ${m} >= 0 && iwb + ${m} < ${W};`).join("\n")}
 ${I.map((i) => R.map((q) => J.map((j) => `  var a${i}_${q}_${j} = 0.0;`).join("\n")).join("\n")).join("\n")}
-  let xg = (nn * ${cin} + g * ${cig}) * ${h * W};
-  for (var ci = 0; ci < ${cig}; ci++) {
-    let xc = xg + ci * ${h * W} + iwb;
-    for (var kh = 0; kh < ${k}; kh++) {
-${
-    R.map((q) =>
-      `      let ih${q} = (oh0 + ${q}) * ${stride} - ${pad} + kh;\n      let rv${q} = ih${q} >= 0 && ih${q} < ${h};\n` +
-      `      let row${q} = xc + ih${q} * ${W};\n` +
-      M.map((m) => `      let s${q}_${m} = ${guarded("x", `row${q} + ${m}`, `rv${q} && cv${m}`)};`).join("\n")
-    ).join("\n")
-  }
-${
-    range(k).map((kw) =>
-      I.map((i) => `      let w${kw}_${i} = w[${widx("g", `ol${i}`, "ci", "kh", kw)}];`).join("\n") + "\n" +
-      I.map((i) =>
-        R.map((q) =>
-          J.map((j) => `      a${i}_${q}_${j} += s${q}_${j * stride + kw} * w${kw}_${i};`).join("\n")
-        ).join(
-          "\n",
-        )
-      ).join("\n")
-    ).join("\n")
-  }
-    }
-  }
+${loop}
 ${
     I.map((i) =>
       R.map((q) =>
         J.map((j) =>
-          `  if (o0 + ${i} < ${cog} && oh0 + ${q} < ${OH} && ow0 + ${j} < ${OW}) { y[((nn * ${cout} + g * ${cog} + ol${i}) * ${OH} + oh0 + ${q}) * ${OW} + ow0 + ${j}] = a${i}_${q}_${j}${
+          `  if (o0 + ${i} < ${cog} && oh0 + ${q} < ${rows.outSub} && ow0 + ${j} < ${cols.outSub}) { y[((nn * ${cout} + g * ${cog} + ol${i}) * ${rows.outFull} + ${rows.outA} + ${rows.outS} * (oh0 + ${q})) * ${cols.outFull} + ${cols.outA} + ${cols.outS} * (ow0 + ${j})] = a${i}_${q}_${j}${
             bias ? ` + b[g * ${cog} + ol${i}]` : ""
           }; }`
         ).join("\n")
@@ -166,125 +185,73 @@ ${
 
 /** Forward of a dense or grouped convolution. */
 function directForward(x: Binding, w: Binding, b: Binding | null, y: Binding, s: ConvShape): void {
-  const { k } = s, cg = s.c / s.groups;
+  const { k, stride, pad } = s, cg = s.c / s.groups, og = s.o / s.groups;
+  const axis = (inSize: number, out: number): Axis => ({
+    inSize,
+    outSub: out,
+    stride,
+    off: -pad,
+    step: 1,
+    taps: k,
+    outFull: out,
+    outA: 0,
+    outS: 1,
+  });
   directConv(
     "conv_forward",
     x,
     w,
     b,
     y,
-    {
-      n: s.n,
-      cin: s.c,
-      h: s.h,
-      w: s.w,
-      cout: s.o,
-      oh: s.oh,
-      ow: s.ow,
-      k,
-      stride: s.stride,
-      pad: s.pad,
-      groups: s.groups,
-    },
-    (g, ol, il, kh, kw) =>
-      `((${g} * ${s.o / s.groups} + ${ol}) * ${cg} + ${il}) * ${k * k} + ${kh} * ${k} + ${kw}`,
+    { n: s.n, cin: s.c, cout: s.o, groups: s.groups },
+    axis(s.h, s.oh),
+    axis(s.w, s.ow),
+    (g, ol, il, u, v) => `((${g} * ${og} + ${ol}) * ${cg} + ${il}) * ${k * k} + ${u} * ${k} + ${v}`,
   );
 }
 
 /**
- * Input gradient of a stride-1 convolution as a forward convolution of dy with the flipped,
- * transposed weights and padding k−1−p.
+ * Input gradient, split by the position of the input pixel modulo the stride: for input positions
+ * a + s·i only the kernel taps kh ≡ a + p (mod s) contribute, each from output position i + const,
+ * so every class is a stride-1 convolution of dy with a sub-filter (one class when s = 1).
  */
-function directBackwardInputStride1(dy: Binding, w: Binding, dx: Binding, s: ConvShape): void {
-  const { k } = s, cg = s.c / s.groups, og = s.o / s.groups;
-  directConv(
-    "conv_backward_input_s1",
-    dy,
-    w,
-    null,
-    dx,
-    {
-      n: s.n,
-      cin: s.o,
-      h: s.oh,
-      w: s.ow,
-      cout: s.c,
-      oh: s.h,
-      ow: s.w,
-      k,
-      stride: 1,
-      pad: k - 1 - s.pad,
-      groups: s.groups,
-    },
-    (g, ol, il, kh, kw) =>
-      `((${g} * ${og} + ${il}) * ${cg} + ${ol}) * ${k * k} + (${k - 1} - ${kh}) * ${k} + ${k - 1 - kw}`,
-  );
-}
-
-/** Input gradient (any stride): 4 input channels (of one group) × 4 input pixels per invocation. */
 function directBackwardInput(dy: Binding, w: Binding, dx: Binding, s: ConvShape): void {
-  const { n, c, h, w: W, o, k, stride, pad, groups, oh: OH, ow: OW } = s;
-  const cg = c / groups, og = o / groups, P = OH * OW, HW = h * W, kk = k * k;
-  const icBlocks = Math.ceil(cg / 4), pxBlocks = Math.ceil(HW / 4);
-  const total = groups * icBlocks * pxBlocks;
-  const { groups: grid, index } = convGrid(total, n);
-  const valid = (i: number) =>
-    stride === 1
-      ? `th${i} >= 0 && th${i} < ${OH} && tw${i} >= 0 && tw${i} < ${OW}`
-      : `th${i} >= 0 && tw${i} >= 0 && th${i} % ${stride} == 0 && tw${i} % ${stride} == 0 && th${i} < ${
-        OH * stride
-      } && tw${i} < ${OW * stride}`;
-  const idx = (i: number) =>
-    stride === 1
-      ? `dyc + th${i} * ${OW} + tw${i}`
-      : `dyc + (th${i} / ${stride}) * ${OW} + tw${i} / ${stride}`;
-  const wgsl = `${storageDecls(["dy", "w"], ["dx"])}
-@compute @workgroup_size(${WGC})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let t = ${index};
-  if (t >= ${total}) { return; }
-  let nn = i32(gid.z);
-  let p0 = (t % ${pxBlocks}) * 4;
-  let cb = t / ${pxBlocks};
-  let g = cb / ${icBlocks};
-  let c0 = (cb % ${icBlocks}) * 4;
-${R4.map((j) => `  let ci${j} = min(c0 + ${j}, ${cg - 1});`).join("\n")}
-${
-    R4.map((i) =>
-      `  let q${i} = min(p0 + ${i}, ${
-        HW - 1
-      });\n  let hb${i} = q${i} / ${W} + ${pad};\n  let wb${i} = q${i} % ${W} + ${pad};`
-    ).join("\n")
-  }
-${R4.map((i) => `  var a${i} = vec4<f32>(0.0);`).join("\n")}
-  for (var oc = g * ${og}; oc < (g + 1) * ${og}; oc++) {
-    let dyc = (nn * ${o} + oc) * ${P};
-${R4.map((j) => `    let wo${j} = (oc * ${cg} + ci${j}) * ${kk};`).join("\n")}
-    for (var kh = 0; kh < ${k}; kh++) {
-${R4.map((i) => `      let th${i} = hb${i} - kh;`).join("\n")}
-      for (var kw = 0; kw < ${k}; kw++) {
-        let kx = kh * ${k} + kw;
-        let wv = vec4<f32>(${R4.map((j) => `w[wo${j} + kx]`).join(", ")});
-${
-    R4.map((i) =>
-      `        let tw${i} = wb${i} - kw;\n        let v${i} = ${valid(i)};\n        a${i} += ${
-        guarded("dy", idx(i), `v${i}`)
-      } * wv;`
-    ).join("\n")
-  }
-      }
+  const { k, stride, pad } = s, cg = s.c / s.groups, og = s.o / s.groups;
+  const axis = (inSize: number, full: number, a: number) => {
+    const t0 = (a + pad) % stride;
+    const axis: Axis = {
+      inSize,
+      outSub: Math.ceil((full - a) / stride),
+      stride: 1,
+      off: (a + pad - t0) / stride,
+      step: -1,
+      taps: t0 < k ? Math.ceil((k - t0) / stride) : 0,
+      outFull: full,
+      outA: a,
+      outS: stride,
+    };
+    return { axis, t0 };
+  };
+  for (let a = 0; a < stride; a++) {
+    for (let b = 0; b < stride; b++) {
+      const rows = axis(s.oh, s.h, a), cols = axis(s.ow, s.w, b);
+      if (rows.axis.outSub <= 0 || cols.axis.outSub <= 0) continue;
+      directConv(
+        "conv_backward_input",
+        dy,
+        w,
+        null,
+        dx,
+        { n: s.n, cin: s.o, cout: s.c, groups: s.groups },
+        rows.axis,
+        cols.axis,
+        (g, ol, il, u, v) =>
+          `((${g} * ${og} + ${il}) * ${cg} + ${ol}) * ${k * k} + (${rows.t0} + ${stride} * ${u}) * ${k} + ${
+            cols.t0 + stride * v
+          }`,
+      );
     }
   }
-  let xg = (nn * ${c} + g * ${cg}) * ${HW};
-${
-    R4.map((i) =>
-      R4.map((j) =>
-        `  if (p0 + ${i} < ${HW} && c0 + ${j} < ${cg}) { dx[xg + ci${j} * ${HW} + q${i}] = a${i}[${j}]; }`
-      ).join("\n")
-    ).join("\n")
-  }
-}`;
-  dispatch(pipeline("conv_backward_input", wgsl), [dy, w, dx], grid);
 }
 
 /**
