@@ -9,10 +9,13 @@ import { type Binding, dispatch, pipeline } from "./runtime.ts";
 import { sumAxes } from "./reduce.ts";
 import { storageDecls } from "./wgsl.ts";
 import {
+  type Axis,
   blockEdge,
   convGrid,
   type ConvShape,
+  forwardAxis,
   guarded,
+  parityAxis,
   range,
   splitReduction,
   WGC,
@@ -64,23 +67,6 @@ export function convBackwardBias(dy: Binding, db: Binding, s: ConvShape): void {
 }
 
 // ---------------------------------------------------------------- direct kernels
-
-/**
- * One spatial axis of a direct pass: output position `o` (0 ≤ o < outSub) reads input position
- * o·stride + off + step·u at tap u (0 ≤ u < taps, step ±1; positions outside 0..inSize−1 read 0)
- * and is written at outA + outS·o of an axis of outFull positions.
- */
-interface Axis {
-  inSize: number;
-  outSub: number;
-  stride: number;
-  off: number;
-  step: number;
-  taps: number;
-  outFull: number;
-  outA: number;
-  outS: number;
-}
 
 /** Channels of a direct pass: input `cin`, output `cout`, in `groups` groups, over a batch of `n`. */
 interface Channels {
@@ -186,17 +172,6 @@ ${
 /** Forward of a dense or grouped convolution. */
 function directForward(x: Binding, w: Binding, b: Binding | null, y: Binding, s: ConvShape): void {
   const { k, stride, pad } = s, cg = s.c / s.groups, og = s.o / s.groups;
-  const axis = (inSize: number, out: number): Axis => ({
-    inSize,
-    outSub: out,
-    stride,
-    off: -pad,
-    step: 1,
-    taps: k,
-    outFull: out,
-    outA: 0,
-    outS: 1,
-  });
   directConv(
     "conv_forward",
     x,
@@ -204,8 +179,8 @@ function directForward(x: Binding, w: Binding, b: Binding | null, y: Binding, s:
     b,
     y,
     { n: s.n, cin: s.c, cout: s.o, groups: s.groups },
-    axis(s.h, s.oh),
-    axis(s.w, s.ow),
+    forwardAxis(s.h, s.oh, k, stride, pad),
+    forwardAxis(s.w, s.ow, k, stride, pad),
     (g, ol, il, u, v) => `((${g} * ${og} + ${ol}) * ${cg} + ${il}) * ${k * k} + ${u} * ${k} + ${v}`,
   );
 }
@@ -217,24 +192,9 @@ function directForward(x: Binding, w: Binding, b: Binding | null, y: Binding, s:
  */
 function directBackwardInput(dy: Binding, w: Binding, dx: Binding, s: ConvShape): void {
   const { k, stride, pad } = s, cg = s.c / s.groups, og = s.o / s.groups;
-  const axis = (inSize: number, full: number, a: number) => {
-    const t0 = (a + pad) % stride;
-    const axis: Axis = {
-      inSize,
-      outSub: Math.ceil((full - a) / stride),
-      stride: 1,
-      off: (a + pad - t0) / stride,
-      step: -1,
-      taps: t0 < k ? Math.ceil((k - t0) / stride) : 0,
-      outFull: full,
-      outA: a,
-      outS: stride,
-    };
-    return { axis, t0 };
-  };
   for (let a = 0; a < stride; a++) {
     for (let b = 0; b < stride; b++) {
-      const rows = axis(s.oh, s.h, a), cols = axis(s.ow, s.w, b);
+      const rows = parityAxis(s.h, s.oh, a, k, stride, pad), cols = parityAxis(s.w, s.ow, b, k, stride, pad);
       if (rows.axis.outSub <= 0 || cols.axis.outSub <= 0) continue;
       directConv(
         "conv_backward_input",

@@ -96,3 +96,55 @@ export function blockEdge(size: number): number {
 }
 
 export const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+
+/**
+ * One spatial axis of a direct or depthwise pass: output position `o` (0 ≤ o < outSub) reads input position
+ * o·stride + off + step·u at tap u (0 ≤ u < taps, step ±1; positions outside 0..inSize−1 read 0)
+ * and is written at outA + outS·o of an axis of outFull positions.
+ */
+export interface Axis {
+  inSize: number;
+  outSub: number;
+  stride: number;
+  off: number;
+  step: number;
+  taps: number;
+  outFull: number;
+  outA: number;
+  outS: number;
+}
+
+/** The axis of a forward pass: output o reads input o·stride − pad + u. */
+export function forwardAxis(inSize: number, out: number, k: number, stride: number, pad: number): Axis {
+  return { inSize, outSub: out, stride, off: -pad, step: 1, taps: k, outFull: out, outA: 0, outS: 1 };
+}
+
+/**
+ * The axis of an input-gradient pass for the input positions a + s·i (s = stride): only the taps
+ * t0 + s·u with t0 ≡ a + pad (mod s) reach them, from output position i + (a + pad − t0)/s − u.
+ * Returns the axis (over the output-gradient extent `outSize`) and t0.
+ */
+export function parityAxis(
+  inSize: number,
+  outSize: number,
+  a: number,
+  k: number,
+  stride: number,
+  pad: number,
+): { axis: Axis; t0: number } {
+  const t0 = (a + pad) % stride;
+  return {
+    axis: {
+      inSize: outSize,
+      outSub: Math.ceil((inSize - a) / stride),
+      stride: 1,
+      off: (a + pad - t0) / stride,
+      step: -1,
+      taps: t0 < k ? Math.ceil((k - t0) / stride) : 0,
+      outFull: inSize,
+      outA: a,
+      outS: stride,
+    },
+    t0,
+  };
+}

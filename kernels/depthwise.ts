@@ -11,72 +11,73 @@
 import { type Binding, dispatch, pipeline } from "./runtime.ts";
 import { storageDecls } from "./wgsl.ts";
 import {
+  type Axis,
   convGrid,
   type ConvShape,
+  forwardAxis,
   guarded,
+  parityAxis,
   range,
   splitReduction,
   WGC,
   withPartials,
 } from "./conv_common.ts";
 
-const PX = 4;
-
-interface DwDims {
-  n: number;
-  c: number;
-  h: number;
-  w: number;
-  oh: number;
-  ow: number;
-  k: number;
-  stride: number;
-  pad: number;
+/** Output block of one invocation: up to 4 rows × 8 columns. */
+function block(outRows: number, outCols: number): { rh: number; px: number } {
+  return { rh: Math.min(4, outRows), px: Math.min(8, outCols) };
 }
 
-/** Output block of one invocation: rows × columns. */
-function block(d: DwDims): { rh: number; px: number } {
-  return { rh: Math.min(4, d.oh), px: Math.min(8, d.ow) };
-}
-
-/** out = depthwise(inp, w) (+ b); with `flip` the filter is read rotated by 180°. */
+/**
+ * A depthwise pass out = depthwise(inp, w) (+ b) over the axes `rows` and `cols` (see Axis);
+ * `widx(u, v)` is the offset of the weight of row tap u and column tap v in a channel's filter.
+ */
 function depthwiseConv(
   name: string,
   inp: Binding,
   w: Binding,
   b: Binding | null,
   out: Binding,
-  d: DwDims,
-  flip: boolean,
+  n: number,
+  c: number,
+  k: number,
+  rows: Axis,
+  cols: Axis,
+  widx: (u: number, v: number) => number,
 ): void {
-  const { n, c, h, w: W, oh: OH, ow: OW, k, stride, pad } = d;
-  const { rh, px } = block(d);
-  const rowBlocks = Math.ceil(OH / rh), colBlocks = Math.ceil(OW / px);
+  const h = rows.inSize, W = cols.inSize;
+  const { rh, px } = block(rows.outSub, cols.outSub);
+  const rowBlocks = Math.ceil(rows.outSub / rh), colBlocks = Math.ceil(cols.outSub / px);
   const total = c * rowBlocks * colBlocks;
-  const seg = (px - 1) * stride + k, rowsIn = (rh - 1) * stride + k;
+  const minV = Math.min(0, cols.step * (cols.taps - 1));
+  const seg = cols.taps > 0 ? (px - 1) * cols.stride + cols.taps : 0;
+  const segIdx = (j: number, v: number) => j * cols.stride + cols.step * v - minV;
   const { groups, index } = convGrid(total, n);
-  const R = range(rh), J = range(px), K = range(k);
-  const widx = (kh: number, kw: number) => (flip ? (k - 1 - kh) * k + (k - 1 - kw) : kh * k + kw);
-  const rowCode = (u: number) => {
-    const uses = R.filter((r) => u - r * stride >= 0 && u - r * stride < k);
-    if (!uses.length) return "";
-    return `  {
-    let ih = ihb + ${u};
+  const R = range(rh), J = range(px), U = range(rows.taps), V = range(cols.taps);
+  // input rows (relative to oh0·stride + off) and the (output row, row tap) pairs that read each
+  const uses = new Map<number, [number, number][]>();
+  if (cols.taps > 0) {
+    for (const r of R) {
+      for (const u of U) {
+        const rel = r * rows.stride + rows.step * u;
+        uses.set(rel, [...(uses.get(rel) ?? []), [r, u]]);
+      }
+    }
+  }
+  const rowCode = ([rel, pairs]: [number, [number, number][]]) =>
+    `  {
+    let ih = ihb + ${rel};
     if (ih >= 0 && ih < ${h}) {
       let row = xc + ih * ${W};
 ${range(seg).map((m) => `      let s${m} = ${guarded("x", `row + ${m}`, `cv${m}`)};`).join("\n")}
 ${
-      uses.map((r) => {
-        const kh = u - r * stride;
-        return J.map((j) =>
-          `      a${r}_${j} += ${K.map((kw) => `s${j * stride + kw} * w${kh}_${kw}`).join(" + ")};`
-        )
-          .join("\n");
-      }).join("\n")
+      pairs.map(([r, u]) =>
+        J.map((j) => `      a${r}_${j} += ${V.map((v) => `s${segIdx(j, v)} * w${u}_${v}`).join(" + ")};`)
+          .join("\n")
+      ).join("\n")
     }
     }
   }`;
-  };
   const wgsl = `${storageDecls(b ? ["x", "w", "b"] : ["x", "w"], ["y"])}
 @compute @workgroup_size(${WGC})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -87,19 +88,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let r = t / ${colBlocks};
   let oh0 = (r % ${rowBlocks}) * ${rh};
   let ch = r / ${rowBlocks};
-  let ihb = oh0 * ${stride} - ${pad};
-  let iwb = ow0 * ${stride} - ${pad};
+  let ihb = oh0 * ${rows.stride} + ${rows.off};
+  let iwb = ow0 * ${cols.stride} + ${cols.off + minV};
   let xc = (nn * ${c} + ch) * ${h * W} + iwb;
   let wc = ch * ${k * k};
-${K.map((kh) => K.map((kw) => `  let w${kh}_${kw} = w[wc + ${widx(kh, kw)}];`).join("\n")).join("\n")}
+  if (t < 0) { y[0] = x[0] + w[0]; } // keeps every binding in the layout when no tap reaches the block
+${U.map((u) => V.map((v) => `  let w${u}_${v} = w[wc + ${widx(u, v)}];`).join("\n")).join("\n")}
 ${range(seg).map((m) => `  let cv${m} = iwb + ${m} >= 0 && iwb + ${m} < ${W};`).join("\n")}
 ${R.map((r) => J.map((j) => `  var a${r}_${j} = 0.0;`).join("\n")).join("\n")}
-${range(rowsIn).map(rowCode).filter((l) => l).join("\n")}
-  let yb = (nn * ${c} + ch) * ${OH * OW} + oh0 * ${OW} + ow0;
+${[...uses.entries()].sort((p, q) => p[0] - q[0]).map(rowCode).join("\n")}
+  let yb = (nn * ${c} + ch) * ${rows.outFull * cols.outFull};
 ${
     R.map((r) =>
       J.map((j) =>
-        `  if (oh0 + ${r} < ${OH} && ow0 + ${j} < ${OW}) { y[yb + ${r * OW + j}] = a${r}_${j}${
+        `  if (oh0 + ${r} < ${rows.outSub} && ow0 + ${j} < ${cols.outSub}) { y[yb + (${rows.outA} + ${rows.outS} * (oh0 + ${r})) * ${cols.outFull} + ${cols.outA} + ${cols.outS} * (ow0 + ${j})] = a${r}_${j}${
           b ? " + b[ch]" : ""
         }; }`
       ).join("\n")
@@ -111,79 +113,42 @@ ${
 
 /** y = depthwise(x, w) + b. */
 export function depthwiseForward(x: Binding, w: Binding, b: Binding | null, y: Binding, s: ConvShape): void {
-  const { n, c, h, w: W, oh, ow, k, stride, pad } = s;
-  depthwiseConv("depthwise_forward", x, w, b, y, { n, c, h, w: W, oh, ow, k, stride, pad }, false);
+  const { k, stride, pad } = s;
+  const rows = forwardAxis(s.h, s.oh, k, stride, pad), cols = forwardAxis(s.w, s.ow, k, stride, pad);
+  depthwiseConv("depthwise_forward", x, w, b, y, s.n, s.c, k, rows, cols, (u, v) => u * k + v);
 }
 
-/** dx of a depthwise convolution. */
+/**
+ * dx of a depthwise convolution, split by the input position modulo the stride into stride-1
+ * passes over dy with sub-filters (see `parityAxis`).
+ */
 export function depthwiseBackwardInput(dy: Binding, w: Binding, dx: Binding, s: ConvShape): void {
-  const { n, c, h, w: W, k, stride, pad, oh: OH, ow: OW } = s;
-  if (stride === 1 && pad <= k - 1) {
-    const d = { n, c, h: OH, w: OW, oh: h, ow: W, k, stride: 1, pad: k - 1 - pad };
-    return depthwiseConv("depthwise_backward_input_s1", dy, w, null, dx, d, true);
-  }
-  // a run of input columns that starts at a multiple of the stride: which (column, kw) pairs meet an
-  // output column is then known when generating the kernel
-  const run = Math.ceil(PX / stride) * stride;
-  const iwBlocks = Math.ceil(W / run);
-  const total = c * h * iwBlocks;
-  const pairs: { j: number; kw: number; e: number }[] = [];
-  for (let j = 0; j < run; j++) {
-    for (let kw = 0; kw < k; kw++) {
-      const d = j + pad - kw;
-      if (((d % stride) + stride) % stride === 0) pairs.push({ j, kw, e: d / stride });
+  const { k, stride, pad } = s;
+  for (let a = 0; a < stride; a++) {
+    for (let b = 0; b < stride; b++) {
+      const rows = parityAxis(s.h, s.oh, a, k, stride, pad), cols = parityAxis(s.w, s.ow, b, k, stride, pad);
+      if (rows.axis.outSub <= 0 || cols.axis.outSub <= 0) continue;
+      depthwiseConv(
+        "depthwise_backward_input",
+        dy,
+        w,
+        null,
+        dx,
+        s.n,
+        s.c,
+        k,
+        rows.axis,
+        cols.axis,
+        (u, v) => (rows.t0 + stride * u) * k + cols.t0 + stride * v,
+      );
     }
   }
-  const es = [...new Set(pairs.map((q) => q.e))].sort((a, b) => a - b);
-  const ename = (e: number) => (e < 0 ? `m${-e}` : `p${e}`);
-  const { groups, index } = convGrid(total, n);
-  const wgsl = `${storageDecls(["dy", "w"], ["dx"])}
-@compute @workgroup_size(${WGC})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let t = ${index};
-  if (t >= ${total}) { return; }
-  let nn = i32(gid.z);
-  let iw0 = (t % ${iwBlocks}) * ${run};
-  let r = t / ${iwBlocks};
-  let ih = r % ${h};
-  let ch = r / ${h};
-  let ow0 = iw0 / ${stride};
-  let dyc = (nn * ${c} + ch) * ${OH * OW};
-  let wc = ch * ${k * k};
-${range(run).map((j) => `  var a${j} = 0.0;`).join("\n")}
-  for (var kh = 0; kh < ${k}; kh++) {
-    let th = ih + ${pad} - kh;
-    if (th < 0${stride > 1 ? ` || th % ${stride} != 0` : ""}) { continue; }
-    let oh = th / ${stride};
-    if (oh >= ${OH}) { continue; }
-    let row = dyc + oh * ${OW};
-    let wr = wc + kh * ${k};
-${range(k).map((kw) => `    let w${kw} = w[wr + ${kw}];`).join("\n")}
-${
-    es.map((e) => {
-      const v = ename(e);
-      return `    let o${v} = ow0 + ${e};\n    let d${v} = ${
-        guarded("dy", `row + o${v}`, `o${v} >= 0 && o${v} < ${OW}`)
-      };`;
-    }).join("\n")
-  }
-${
-    range(run).map((j) => {
-      const terms = pairs.filter((q) => q.j === j).map((q) => `d${ename(q.e)} * w${q.kw}`);
-      return terms.length ? `    a${j} += ${terms.join(" + ")};` : "";
-    }).filter((l) => l).join("\n")
-  }
-  }
-  let xb = (nn * ${c} + ch) * ${h * W} + ih * ${W} + iw0;
-${range(run).map((j) => `  if (iw0 + ${j} < ${W}) { dx[xb + ${j}] = a${j}; }`).join("\n")}
-}`;
-  dispatch(pipeline("depthwise_backward_input", wgsl), [dy, w, dx], groups);
 }
 
 /** dw of a depthwise convolution: partial sums over chunks of output blocks, then their sum. */
 export function depthwiseBackwardWeight(dy: Binding, x: Binding, dw: Binding, s: ConvShape): void {
   const { n, c, h, w: W, k, stride, pad, oh: OH, ow: OW } = s;
-  const { rh, px } = block(s);
+  const { rh, px } = block(OH, OW);
   const rowBlocks = Math.ceil(OH / rh), colBlocks = Math.ceil(OW / px);
   const steps = n * rowBlocks * colBlocks;
   const outputs = c * k * k;
