@@ -68,6 +68,8 @@ const cases: [string, Cfg][] = [
   ["1x1 stride 2", { x: [3, 5, 9, 9], o: 6, k: 1, stride: 2, bias: false }],
   ["3x3 stem", { x: [1, 3, 9, 9], o: 7, k: 3, padding: 1 }],
   ["3x3 dense stride 1", { x: [3, 5, 9, 9], o: 6, k: 3, padding: 1, bias: false }],
+  ["3x3 without padding on a 3x3 input (1x1 output)", { x: [3, 5, 3, 3], o: 6, k: 3 }],
+  ["3x3 channel multiplier 2 (groups = C, O = 2C)", { x: [1, 3, 7, 7], o: 6, k: 3, padding: 1, groups: 3 }],
   ["3x3 dense stride 2", { x: [1, 5, 9, 9], o: 7, k: 3, stride: 2, padding: 1 }],
   ["3x3 dense stride 2 on 5x5 (partial row blocks)", { x: [3, 5, 5, 5], o: 6, k: 3, stride: 2, padding: 1 }],
   ["3x3 grouped, group size 4", { x: [3, 8, 7, 7], o: 6, k: 3, padding: 1, groups: 2 }],
@@ -85,6 +87,17 @@ const cases: [string, Cfg][] = [
   ["7x7 depthwise stride 2", { x: [1, 5, 9, 9], o: 5, k: 7, stride: 2, padding: 3, groups: 5, bias: false }],
   ["2x2 stride 2 (downsampling)", { x: [3, 5, 9, 9], o: 6, k: 2, stride: 2 }],
 ];
+
+Deno.test("conv2d stem on an input without gradient (only weight and bias gradients)", async () => {
+  const cfg: Cfg = { x: [3, 3, 9, 9], o: 7, k: 3, padding: 1 };
+  await checkOp({
+    name: "stem, x without grad",
+    shapes: [cfg.x, [7, 3, 3, 3], [7]],
+    noGrad: [0],
+    gpu: ([x, w, b]) => conv2d(x, w, b, { padding: 1 }),
+    cpu: ([x, w, b]) => cpuConv(x, w, b, cfg),
+  });
+});
 
 for (const [name, cfg] of cases) {
   Deno.test(`conv2d ${name}: forward = CPU, gradients = finite differences`, async () => {
