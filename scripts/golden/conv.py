@@ -18,13 +18,14 @@ torch.manual_seed(20240611)
 # name, x shape [N, C, H, W], out channels, kernel, stride, padding, groups, bias
 CONFIGS = [
     ("1x1", [2, 5, 7, 7], 6, 1, 1, 0, 1, True),
+    ("1x1, vec4 GEMM path", [1, 8, 6, 6], 12, 1, 1, 0, 1, True),
     ("1x1 stride 2", [2, 5, 7, 7], 6, 1, 2, 0, 1, False),
     ("3x3 stem", [2, 3, 7, 7], 6, 3, 1, 1, 1, True),
     ("3x3 dense stride 2", [2, 5, 7, 7], 6, 3, 2, 1, 1, True),
     ("3x3 grouped, group size 4", [2, 8, 7, 7], 8, 3, 1, 1, 2, False),
     ("3x3 grouped, group size 8, stride 2", [1, 16, 7, 7], 8, 3, 2, 1, 2, True),
     ("3x3 depthwise", [2, 5, 7, 7], 5, 3, 1, 1, 5, False),
-    ("7x7 depthwise", [2, 5, 7, 7], 5, 7, 1, 3, 5, True),
+    ("7x7 depthwise", [1, 5, 7, 7], 5, 7, 1, 3, 5, True),
     ("7x7 depthwise stride 2", [1, 5, 9, 9], 5, 7, 2, 3, 5, True),
     ("2x2 stride 2", [2, 5, 7, 7], 6, 2, 2, 0, 1, True),
 ]
