@@ -8,7 +8,7 @@
 import { keep, noGrad, scope, type Tensor, zeros } from "../autograd/tensor.ts";
 import { crossEntropy } from "../autograd/ops/loss.ts";
 import { accumulateMetrics, METRIC_SLOTS } from "../kernels/metrics.ts";
-import { clear, gpu, sync } from "../kernels/runtime.ts";
+import { clear, gpu, sync, upload } from "../kernels/runtime.ts";
 import { StochasticDepth } from "../nn/layers.ts";
 import { AdamW, CosineAnnealingLR } from "../nn/optim.ts";
 import type { CifarLoader } from "../data/loader.ts";
@@ -55,6 +55,11 @@ class GpuMetrics {
   reset(): void {
     const b = this.sums.binding() as { buffer: GPUBuffer; offset: number };
     clear(b.buffer, b.offset, METRIC_SLOTS * 4);
+  }
+  /** Restores sums read back earlier (exact f32 values, so accumulation continues bit for bit). */
+  load(m: { lossSum: number; correct: number; count: number }): void {
+    const s = this.sums.storage;
+    upload(s.buffer, Float32Array.of(m.lossSum, m.correct, m.count, 0), s.offset);
   }
   add(out: Tensor, y: Tensor, loss: Tensor | null): void {
     accumulateMetrics(
@@ -157,9 +162,10 @@ export async function trainRun(cfg: TrainConfig, opts: RunOptions): Promise<RunR
     const t0 = performance.now();
     const lr = optimizer.lr;
     model.train();
-    metrics.reset();
     const firstBatch = epoch === startEpoch ? startBatch : 0;
-    const base = epoch === startEpoch ? carried : { lossSum: 0, correct: 0, count: 0, seconds: 0 };
+    const carriedSeconds = epoch === startEpoch ? carried.seconds : 0;
+    if (firstBatch > 0) metrics.load(carried);
+    else metrics.reset();
     const bar = opts.progress === false
       ? null
       : new Progress(`epoch ${epoch + 1}/${cfg.epochs}`, train.batchesPerEpoch);
@@ -183,7 +189,7 @@ export async function trainRun(cfg: TrainConfig, opts: RunOptions): Promise<RunR
       inFlight = done;
       if (bar && (steps % cfg.progressEvery === 0 || steps === train.batchesPerEpoch)) {
         const m = await metrics.read();
-        const l = (base.lossSum + m.lossSum) / Math.max(base.count + m.count, 1);
+        const l = m.lossSum / Math.max(m.count, 1);
         if (!Number.isFinite(m.lossSum)) break;
         bar.update(steps, images, `loss ${l.toFixed(4)}`);
       }
@@ -194,11 +200,8 @@ export async function trainRun(cfg: TrainConfig, opts: RunOptions): Promise<RunR
     }
     if (inFlight) await inFlight;
     bar?.done();
-    const m = await metrics.read();
-    const lossSum = base.lossSum + m.lossSum,
-      count = base.count + m.count,
-      correct = base.correct + m.correct;
-    const seconds = base.seconds + (performance.now() - t0) / 1000;
+    const { lossSum, count, correct } = await metrics.read();
+    const seconds = carriedSeconds + (performance.now() - t0) / 1000;
     if (!Number.isFinite(lossSum)) {
       throw new Error(
         `Training diverged: the loss became ${lossSum} in epoch ${
@@ -228,7 +231,7 @@ export async function trainRun(cfg: TrainConfig, opts: RunOptions): Promise<RunR
     const trainAcc = cfg.rescoreTrain ? await evaluate(model, train, metrics, epoch) : correct / count;
     const valAcc = await evaluate(model, validation, metrics, epoch);
     const testAcc = await evaluate(model, test, metrics, epoch);
-    const evalSeconds = (performance.now() - t0) / 1000 + base.seconds;
+    const evalSeconds = (performance.now() - t0) / 1000 + carriedSeconds;
     scheduler.step();
     const row: EpochRow = {
       epoch: epoch + 1,
@@ -277,7 +280,7 @@ export async function trainRun(cfg: TrainConfig, opts: RunOptions): Promise<RunR
   metrics.dispose();
   const summary = JSON.parse(await Deno.readTextFile(paths.summary).catch(() => "null")) as RunSummary | null;
   model.dispose();
-
+  optimizer.dispose();
   return { summary: summary!, rows, complete: !stopped };
 }
 
