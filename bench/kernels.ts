@@ -200,31 +200,83 @@ async function benchGemms(
     const key = `${n * h * w}:${cin}:${c.conv!.cout}`;
     if (seen.has(key)) continue;
     seen.add(key);
-    const name = `gemm ${c.label.replace(/^conv /, "")}`;
-    if (opts.filter && !opts.filter(name)) continue;
-    for (const g of conv1x1Gemms(n * h * w, cin, c.conv!.cout)) {
-      const a = acquireBuffer(g.aN * 4), b = acquireBuffer(g.bN * 4), out = acquireBuffer(g.d.m * g.d.n * 4);
-      const timing = await measure(() => matmul(a, b, out, g.d), opts.timing);
-      releaseBuffer(a);
-      releaseBuffer(b);
-      releaseBuffer(out);
-      const row = finish(ceil, {
-        name,
-        kind: "gemm",
-        pass: g.pass,
-        shape: `${g.d.m}×${g.d.k}×${g.d.n}${g.d.transA ? " Aᵀ" : ""}${g.d.transB ? " Bᵀ" : ""} (${
-          matmulVersion(g.d)
-        })`,
-        uses: usesText(c.uses),
-        timing,
-        flops: 2 * g.d.m * g.d.n * g.d.k,
-        bytes: 4 * (g.aN + g.bN + g.d.m * g.d.n),
-      });
-      rows.push(row);
-      opts.log?.(rowLine(row));
+    const layouts = [
+      { tag: "NCHW", gemms: conv1x1GemmsNCHW(n, h * w, cin, c.conv!.cout) },
+      { tag: "NHWC", gemms: conv1x1Gemms(n * h * w, cin, c.conv!.cout) },
+    ];
+    for (const { tag, gemms } of layouts) {
+      const name = `gemm ${tag} ${c.label.replace(/^conv /, "")}`;
+      if (opts.filter && !opts.filter(name)) continue;
+      for (const g of gemms) {
+        const outN = (g.d.sumBatch ? 1 : g.d.batch) * g.d.m * g.d.n;
+        const a = acquireBuffer(g.aN * 4), b = acquireBuffer(g.bN * 4), out = acquireBuffer(outN * 4);
+        const timing = await measure(() => matmul(a, b, out, g.d), opts.timing);
+        releaseBuffer(a);
+        releaseBuffer(b);
+        releaseBuffer(out);
+        const row = finish(ceil, {
+          name,
+          kind: "gemm",
+          pass: g.pass,
+          shape: `${
+            g.d.batch > 1 ? `${g.d.batch}${g.d.sumBatch ? "Σ" : "×"}` : ""
+          }${g.d.m}×${g.d.k}×${g.d.n}${g.d.transA ? " Aᵀ" : ""}${g.d.transB ? " Bᵀ" : ""} (${
+            matmulVersion(g.d)
+          })`,
+          uses: usesText(c.uses),
+          timing,
+          flops: 2 * g.d.batch * g.d.m * g.d.n * g.d.k,
+          bytes: 4 * (g.aN + g.bN + outN),
+        });
+        rows.push(row);
+        opts.log?.(rowLine(row));
+      }
     }
   }
   return rows;
+}
+
+/**
+ * The GEMMs of a 1×1 convolution in NCHW, per image (P = H·W pixels), as kernels/conv1x1.ts computes
+ * them: y[n] = w · x[n]; dx[n] = wᵀ · dy[n]; dw = Σ_n dy[n] · x[n]ᵀ (one summed-batch GEMM).
+ */
+export function conv1x1GemmsNCHW(
+  batch: number,
+  pixels: number,
+  cin: number,
+  cout: number,
+): { pass: string; d: MatmulDims; aN: number; bN: number }[] {
+  const x = batch * cin * pixels, y = batch * cout * pixels, w = cout * cin;
+  return [
+    {
+      pass: "forward",
+      d: { batch, m: cout, k: cin, n: pixels, transA: false, transB: false, batchA: false, batchB: true },
+      aN: w,
+      bN: x,
+    },
+    {
+      pass: "backward (input)",
+      d: { batch, m: cin, k: cout, n: pixels, transA: true, transB: false, batchA: false, batchB: true },
+      aN: w,
+      bN: y,
+    },
+    {
+      pass: "backward (weight)",
+      d: {
+        batch,
+        m: cout,
+        k: pixels,
+        n: cin,
+        transA: false,
+        transB: true,
+        batchA: true,
+        batchB: true,
+        sumBatch: true,
+      },
+      aN: y,
+      bN: x,
+    },
+  ];
 }
 
 /** The fused AdamW step over every parameter of `stage`'s model. */
@@ -234,6 +286,7 @@ async function benchAdamW(stage: string, ceil: Ceilings, opts: KernelBenchOption
   const n = params.reduce((a, p) => a + p.size, 0);
   const opt = new AdamW(params, { lr: 0.004, weightDecay: 0.05 });
   const timing = await measure(() => opt.step(), opts.timing);
+  opt.dispose();
   model.dispose();
   const row = finish(ceil, {
     name: `AdamW ${stage} (${(n / 1e6).toFixed(2)} M params)`,

@@ -29,6 +29,8 @@ export interface MatmulDims {
   /** Whether A / B have a batch dimension of `batch` (false: one matrix shared by all). */
   batchA: boolean;
   batchB: boolean;
+  /** C = Σ_b op(A[b])·op(B[b]), one [m, n] result (e.g. a weight gradient summed over images). */
+  sumBatch?: boolean;
 }
 
 /** Tuning of the vec4 kernel (exposed for the benchmarks). */
@@ -130,6 +132,7 @@ function copyToTexture(src: Binding, tex: GPUTexture, texels: number): void {
 function matmulTexture(a: Binding, b: Binding, c: Binding, d: MatmulDims, t: MatmulTuning): void {
   const { batch, m, n, k, transA, transB } = d;
   const R = t.rows, CV = t.colVecs, CW = 4 * CV;
+  const sum = !!d.sumBatch;
   if (R % 4 !== 0) throw new Error("matmul: rows per invocation must be a multiple of 4");
   const k4 = k / 4, m4 = Math.ceil(m / 4), n4 = Math.ceil(n / 4);
   const rowBlocks = Math.ceil(m / R), colBlocks = Math.ceil(n / CW);
@@ -211,18 +214,19 @@ fn tc(t: u32) -> vec2<u32> { return vec2<u32>(t & ${TW - 1}u, t >> ${TW_LOG2}u);
 @compute @workgroup_size(${wgx}, ${wgy})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   // no early return: out-of-range invocations compute clamped blocks and store nothing
-  let bat = gid.z;
   let row0 = min(gid.y, ${rowBlocks - 1}u) * ${R}u;
   let col0 = min(gid.x, ${colBlocks - 1}u) * ${CW}u;
   let live = gid.x < ${colBlocks}u && gid.y < ${rowBlocks}u;
+  let cOff = ${sum ? "0u" : "gid.z"} * ${nAligned ? (m * n) / 4 : m * n}u;
+${rs.flatMap((r) => cvs.map((v) => `  var acc${r}_${v} = vec4<f32>(0.0);`)).join("\n")}
+  for (var bat = ${sum ? "0u" : "gid.z"}; bat < ${sum ? `${batch}u` : "gid.z + 1u"}; bat++) {
   let aOff = bat * ${sA}u;
   let bOff = bat * ${sB}u;
-  let cOff = bat * ${nAligned ? (m * n) / 4 : m * n}u;
 ${setup.join("\n")}
-${rs.flatMap((r) => cvs.map((v) => `  var acc${r}_${v} = vec4<f32>(0.0);`)).join("\n")}
   for (var kq = 0u; kq < ${k4}u; kq++) {
     let kk = kq * 4u;
 ${body.join("\n")}
+  }
   }
   if (!live) { return; }
 ${stores.join("\n")}
@@ -242,7 +246,7 @@ ${stores.join("\n")}
   const pass = currentEncoder().beginComputePass({ label: pipe.label });
   pass.setPipeline(pipe);
   pass.setBindGroup(0, bind);
-  pass.dispatchWorkgroups(gx, gy, batch);
+  pass.dispatchWorkgroups(gx, gy, sum ? 1 : batch);
   pass.end();
 }
 
@@ -253,6 +257,7 @@ const WGX = 8, WGY = 8;
 
 function matmulGeneric(a: Binding, b: Binding, c: Binding, d: MatmulDims): void {
   const { batch, m, n, k } = d;
+  const sum = !!d.sumBatch;
   const sA = d.batchA ? m * k : 0, sB = d.batchB ? k * n : 0;
   const aIdx = (row: string, kk: string) => d.transA ? `${kk} * ${m}u + ${row}` : `${row} * ${k}u + ${kk}`;
   const bIdx = (kk: string, col: string) => d.transB ? `${col} * ${k}u + ${kk}` : `${kk} * ${n}u + ${col}`;
@@ -263,17 +268,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let row0 = gid.y * ${TILE}u;
   let col0 = gid.x * ${TILE}u;
   if (row0 >= ${m}u || col0 >= ${n}u) { return; }
-  let bat = gid.z;
-  let aOff = bat * ${sA}u;
-  let bOff = bat * ${sB}u;
-  let cOff = bat * ${m * n}u;
+  let cOff = ${sum ? "0u" : "gid.z"} * ${m * n}u;
   // clamped indices keep the inner loop free of branches; stores are guarded
 ${rows.map((r, i) => `  let ${r} = min(row0 + ${i}u, ${m - 1}u);`).join("\n")}
 ${cols.map((c, j) => `  let ${c} = min(col0 + ${j}u, ${n - 1}u);`).join("\n")}
   var acc: array<vec4<f32>, 4>;
+  for (var bat = ${sum ? "0u" : "gid.z"}; bat < ${sum ? `${batch}u` : "gid.z + 1u"}; bat++) {
+  let aOff = bat * ${sA}u;
+  let bOff = bat * ${sB}u;
   for (var kk = 0u; kk < ${k}u; kk++) {
     let bv = vec4<f32>(${cols.map((c) => `B[bOff + ${bIdx("kk", c)}]`).join(", ")});
 ${rows.map((r, i) => `    acc[${i}] += A[aOff + ${aIdx(r, "kk")}] * bv;`).join("\n")}
+  }
   }
   for (var i = 0u; i < 4u; i++) {
     let row = row0 + i;
@@ -284,5 +290,5 @@ ${rows.map((r, i) => `    acc[${i}] += A[aOff + ${aIdx(r, "kk")}] * bv;`).join("
   }
 }`;
   const gx = Math.ceil(n / TILE / WGX), gy = Math.ceil(m / TILE / WGY);
-  dispatch(pipeline("matmul", wgsl), [a, b, c], [gx, gy, batch]);
+  dispatch(pipeline("matmul", wgsl), [a, b, c], [gx, gy, sum ? 1 : batch]);
 }

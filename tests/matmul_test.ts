@@ -1,5 +1,6 @@
-import { matmul, matmulT, tensor } from "../mod.ts";
-import { checkOp, setup } from "./helpers.ts";
+import { empty, matmul, matmulT, Rng, tensor } from "../mod.ts";
+import { matmul as matmulKernel, matmulVersion } from "../kernels/matmul.ts";
+import { assertClose, checkOp, setup } from "./helpers.ts";
 import assert from "node:assert/strict";
 
 await setup();
@@ -92,4 +93,46 @@ Deno.test("matmul texture kernel (sizes multiple of 4): every transpose, batched
     gpu: ([a, b]) => matmulT(a, b, { transB: true }),
     cpu: ([a, b]) => cpuMM(a, b, { batch: 1, m: 9, n: 7, k: 8, bA: false, bB: false, tB: true }),
   });
+});
+
+Deno.test("matmul kernel with sumBatch: C = Σ_b op(A[b])·op(B[b]) on both kernels", async () => {
+  const rng = new Rng(5);
+  // [m, n, k, transA, transB]: k % 4 = 0 takes the texture kernel, k = 7 the generic one
+  for (
+    const [m, n, k, tA, tB] of [[12, 8, 16, false, true], [8, 12, 8, true, false], [
+      5,
+      6,
+      7,
+      false,
+      true,
+    ]] as const
+  ) {
+    const batch = 3;
+    const a = Float64Array.from({ length: batch * m * k }, () => rng.uniform() - 0.5);
+    const b = Float64Array.from({ length: batch * k * n }, () => rng.uniform() - 0.5);
+    const per = cpuMM(a, b, { batch, m, n, k, bA: true, bB: true, tA, tB });
+    const want = new Float64Array(m * n);
+    for (let z = 0; z < batch; z++) for (let i = 0; i < m * n; i++) want[i] += per[z * m * n + i];
+    const ta = tensor(Float32Array.from(a)), tb = tensor(Float32Array.from(b)), tc = empty([m, n]);
+    matmulKernel(ta.binding(), tb.binding(), tc.binding(), {
+      batch,
+      m,
+      n,
+      k,
+      transA: tA,
+      transB: tB,
+      batchA: true,
+      batchB: true,
+      sumBatch: true,
+    });
+    assertClose(
+      await tc.toArray(),
+      want,
+      {},
+      `sumBatch ${m}x${n}x${k} (${
+        matmulVersion({ batch, m, n, k, transA: tA, transB: tB, batchA: true, batchB: true })
+      })`,
+    );
+    [ta, tb, tc].forEach((t) => t.dispose());
+  }
 });
