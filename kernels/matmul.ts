@@ -10,11 +10,15 @@
 //                 speed whatever the blocking. Texel fetches are vectorised gathers (~1 ns per float).
 //   v3 `texture`: both operands are copied (copyBufferToTexture, a memcpy) into cached rgba32float
 //                 textures, 2048 texels per row, and each invocation keeps ROWS×(4·COLVECS) of C
-//                 (8×8 by default) in registers, K unrolled by 4: A is fetched as vec4 along K (along
+//                 (16×8 by default) in registers, K unrolled by 4: A is fetched as vec4 along K (along
 //                 M when transposed), B as vec4 along N (along K when transposed, transposed in
 //                 registers). ROWS + 4·COLVECS fetches feed 16·ROWS·COLVECS multiply-adds. 3-10×
 //                 v1 on lavapipe. Needs K % 4 = 0, M % 4 = 0 when A is transposed and N % 4 = 0 when
-//                 B is not; otherwise v1 runs.
+//                 B is not; otherwise v1 runs. `sumBatch` loops over the batch inside the kernel.
+//                 Measured limits on lavapipe: the same loop with the fetches replaced by arithmetic
+//                 runs at 45-70 GFLOP/s; with them 6-10: each texel fetch costs ~4 ns per invocation,
+//                 so the fetches per multiply-add, not the FMAs, bound this kernel. (16×16 blocks
+//                 spill registers and are no faster; no subgroup operations on this adapter.)
 
 import { type Binding, currentEncoder, dispatch, gpu, pipeline } from "./runtime.ts";
 import { storageDecls } from "./wgsl.ts";
@@ -44,7 +48,7 @@ export interface MatmulTuning {
   wgy: number;
 }
 
-export const DEFAULT_TUNING: MatmulTuning = { rows: 8, colVecs: 2, wgx: 8, wgy: 8 };
+export const DEFAULT_TUNING: MatmulTuning = { rows: 16, colVecs: 2, wgx: 8, wgy: 8 };
 
 /** Which kernel `matmul` runs for these dims. */
 export function matmulVersion(d: MatmulDims): "texture" | "generic" {
