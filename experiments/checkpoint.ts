@@ -5,7 +5,7 @@
 
 import type { Model } from "./models.ts";
 import type { AdamW } from "../nn/optim.ts";
-import { checkStateFits, loadSafetensors, saveSafetensors, type TensorEntry } from "../nn/safetensors.ts";
+import { checkStateFits, loadSafetensors, moduleTensors, saveSafetensors } from "../nn/safetensors.ts";
 import type { TrainConfig } from "./config.ts";
 import type { EpochRow } from "./results.ts";
 
@@ -48,12 +48,7 @@ export async function saveTrainingCheckpoint(
   cfg: TrainConfig,
   state: TrainingState,
 ): Promise<void> {
-  const spec = model.stateSpec();
-  const sd = await model.stateDict();
-  const tensors: Record<string, TensorEntry> = {};
-  for (const [name, s] of Object.entries(spec)) {
-    tensors[name] = { shape: s.shape, dtype: s.dtype, data: sd[name] };
-  }
+  const tensors = await moduleTensors(model);
   const metadata: Record<string, string> = {
     format: CHECKPOINT_FORMAT,
     stage: cfg.stage,

@@ -255,22 +255,9 @@ export async function trainRun(cfg: TrainConfig, opts: RunOptions): Promise<RunR
     );
     const rep = reportedAccuracy(rows, cfg.protocol);
     await writeAtomic(paths.csv, csvText(rows));
-    await saveTrainingCheckpoint(
-      paths.checkpoint,
-      model,
-      optimizer,
-      cfg,
-      state(epoch + 1, 0, { lossSum: 0, correct: 0, count: 0, seconds: 0 }),
-    );
-    if (rep.epoch === row.epoch) {
-      await saveTrainingCheckpoint(
-        paths.best,
-        model,
-        null,
-        cfg,
-        state(epoch + 1, 0, { lossSum: 0, correct: 0, count: 0, seconds: 0 }),
-      );
-    }
+    const endOfEpoch = state(epoch + 1, 0, { lossSum: 0, correct: 0, count: 0, seconds: 0 });
+    await saveTrainingCheckpoint(paths.checkpoint, model, optimizer, cfg, endOfEpoch);
+    if (rep.epoch === row.epoch) await saveTrainingCheckpoint(paths.best, model, null, cfg, endOfEpoch);
     await writeSummary(cfg, opts.run, seed, rows, model, epoch + 1 === cfg.epochs, imgPerSec);
     if (opts.stopRequested?.()) {
       stopped = epoch + 1 < cfg.epochs;

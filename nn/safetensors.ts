@@ -207,19 +207,24 @@ export async function loadSafetensors(path: string): Promise<SafetensorsFile> {
   return decodeSafetensors(await Deno.readFile(path), path);
 }
 
-/** Saves a module's state dict with PyTorch's names, shapes and dtypes (atomically). */
-export async function saveModel(
-  path: string,
-  model: Module,
-  metadata: Record<string, string> = {},
-): Promise<void> {
+/** A module's state dict as safetensors entries (PyTorch's names, shapes and dtypes); reads the GPU. */
+export async function moduleTensors(model: Module): Promise<Record<string, TensorEntry>> {
   const spec = model.stateSpec();
   const state = await model.stateDict();
   const tensors: Record<string, TensorEntry> = {};
   for (const [name, s] of Object.entries(spec)) {
     tensors[name] = { shape: s.shape, dtype: s.dtype, data: state[name] };
   }
-  await saveSafetensors(path, tensors, metadata);
+  return tensors;
+}
+
+/** Saves a module's state dict with PyTorch's names, shapes and dtypes (atomically). */
+export async function saveModel(
+  path: string,
+  model: Module,
+  metadata: Record<string, string> = {},
+): Promise<void> {
+  await saveSafetensors(path, await moduleTensors(model), metadata);
 }
 
 /**
