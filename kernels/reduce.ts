@@ -1,22 +1,141 @@
-// Sum reduction over any set of axes: out[kept coords] = sum over reduced coords of x * scale.
-// Few long reductions use one workgroup per output (tree in workgroup memory); otherwise one
-// invocation per output loops over its elements.
+// Sum reductions over any set of axes, of one or several WGSL expressions at once, with inputs
+// broadcast like the elementwise kernels (norm backward sums, bias gradients, broadcast gradients).
+// Long reductions use one workgroup per output (tree in workgroup memory); otherwise one invocation
+// per output loops over its elements.
 
+import type { EwInput } from "./elementwise.ts";
 import { type Binding, dispatch, grid1D, linearIndex, pipeline, WG } from "./runtime.ts";
-import { f32, storageDecls, stridesOf } from "./wgsl.ts";
+import { broadcastIndex, f32, storageDecls, stridesOf } from "./wgsl.ts";
 
-/** WGSL computing the flat offset of coordinate `idx` over `dims` (sizes) with `strides` in memory. */
+export const WG_RED = 64;
+/** Reductions at least this long use a workgroup (tree) per output. */
+export const TREE_MIN = 256;
+
+/** WGSL for the flat offset of coordinate `idx` over `dims` (sizes) with memory `strides`. */
 function offsetExpr(idx: string, dims: number[], strides: number[]): string {
   if (dims.length === 0) return "0u";
   const inner = stridesOf(dims);
-  return dims.map((d, k) => {
+  const terms = dims.map((d, k) => {
     const coord = k === 0 ? `(${idx} / ${inner[k]}u)` : `((${idx} / ${inner[k]}u) % ${d}u)`;
-    return `${coord} * ${strides[k]}u`;
-  }).join(" + ");
+    return strides[k] === 1 ? coord : `${coord} * ${strides[k]}u`;
+  });
+  return terms.join(" + ");
 }
 
-const WG_REDUCE = 64;
+interface Split {
+  outN: number;
+  R: number;
+  base: string;
+  inner: string;
+}
 
+/** Splits `shape` into kept and reduced axes: the output index `o` and the reduction index `r`. */
+export function split(shape: readonly number[], axes: readonly number[]): Split {
+  const strides = stridesOf(shape);
+  const kd: number[] = [], ks: number[] = [], rd: number[] = [], rs: number[] = [];
+  let last: "kept" | "reduced" | null = null;
+  shape.forEach((d, k) => {
+    if (d === 1) return;
+    const red = axes.includes(k);
+    const [dims, strs] = red ? [rd, rs] : [kd, ks];
+    if (last === (red ? "reduced" : "kept")) {
+      // adjacent axes of the same kind in a row-major view merge into one (fewer divisions per element)
+      dims[dims.length - 1] *= d;
+      strs[strs.length - 1] = strides[k];
+    } else {
+      dims.push(d);
+      strs.push(strides[k]);
+    }
+    last = red ? "reduced" : "kept";
+  });
+  return {
+    outN: kd.reduce((a, b) => a * b, 1),
+    R: rd.reduce((a, b) => a * b, 1),
+    base: offsetExpr("o", kd, ks),
+    inner: offsetExpr("r", rd, rs),
+  };
+}
+
+export interface ReduceExprsSpec {
+  /** The index space (a view of the full-size tensor). */
+  shape: readonly number[];
+  /** Axes of `shape` that are summed. */
+  axes: readonly number[];
+  /** Inputs, broadcast to `shape`, read as `v0..vn` in the expressions. */
+  inputs: EwInput[];
+  /** One WGSL f32 expression per output. */
+  exprs: string[];
+  /** One output per expression, laid out as `shape` with the reduced axes removed. */
+  outs: Binding[];
+  /** Factor applied to every sum (e.g. 1/count for a mean). */
+  scale?: number;
+}
+
+/** out_k[kept] = scale · Σ_reduced expr_k. */
+export function reduceExprs(name: string, s: ReduceExprsSpec): void {
+  const { outN, R, base, inner } = split(s.shape, s.axes);
+  if (outN === 0) return;
+  const K = s.exprs.length;
+  const names = s.inputs.map((_, k) => `in${k}`);
+  const outNames = s.exprs.map((_, k) => `out${k}`);
+  const loads = s.inputs.map((inp, k) => `let v${k} = in${k}[${broadcastIndex(s.shape, inp.shape, "i")}];`)
+    .join(" ");
+  const sc = s.scale === undefined || s.scale === 1 ? "" : ` * ${f32(s.scale)}`;
+  const accs = s.exprs.map((_, k) => `var acc${k} = 0.0;`).join(" ");
+  const adds = s.exprs.map((e, k) => `acc${k} += ${e};`).join(" ");
+  const decls = storageDecls(names, outNames);
+  const bindings = [...s.inputs.map((x) => x.binding), ...s.outs];
+  if (R >= TREE_MIN) {
+    const grid = grid1D(outN, 1);
+    const wgsl = `${decls}
+var<workgroup> part: array<f32, ${WG_RED * K}>;
+@compute @workgroup_size(${WG_RED})
+fn main(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let o = ${linearIndex(grid, 1)};
+  let valid = o < ${outN}u;
+  ${accs}
+  if (valid) {
+    let b = ${base};
+    for (var r = lid; r < ${R}u; r += ${WG_RED}u) {
+      let i = b + ${inner};
+      ${loads}
+      ${adds}
+    }
+  }
+${s.exprs.map((_, k) => `  part[${k * WG_RED}u + lid] = acc${k};`).join("\n")}
+  workgroupBarrier();
+  for (var w = ${WG_RED / 2}u; w > 0u; w = w / 2u) {
+    if (lid < w) {
+${s.exprs.map((_, k) => `      part[${k * WG_RED}u + lid] += part[${k * WG_RED}u + lid + w];`).join("\n")}
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u && valid) {
+${s.exprs.map((_, k) => `    out${k}[o] = part[${k * WG_RED}u]${sc};`).join("\n")}
+  }
+}`;
+    dispatch(pipeline(`${name}_wg`, wgsl), bindings, grid);
+    return;
+  }
+  const grid = grid1D(outN);
+  const wgsl = `${decls}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let o = ${linearIndex(grid)};
+  if (o >= ${outN}u) { return; }
+  let b = ${base};
+  ${accs}
+  for (var r = 0u; r < ${R}u; r++) {
+    let i = b + ${inner};
+    ${loads}
+    ${adds}
+  }
+${s.exprs.map((_, k) => `  out${k}[o] = acc${k}${sc};`).join("\n")}
+}`;
+  dispatch(pipeline(name, wgsl), bindings, grid);
+}
+
+/** out[kept coords] = scale · Σ over `axes` of x (shape `shape`). */
 export function sumAxes(
   x: Binding,
   shape: readonly number[],
@@ -24,60 +143,5 @@ export function sumAxes(
   out: Binding,
   scale = 1,
 ): void {
-  const strides = stridesOf(shape);
-  const keptDims: number[] = [],
-    keptStrides: number[] = [],
-    redDims: number[] = [],
-    redStrides: number[] = [];
-  shape.forEach((d, k) => {
-    if (axes.includes(k)) {
-      redDims.push(d);
-      redStrides.push(strides[k]);
-    } else {
-      keptDims.push(d);
-      keptStrides.push(strides[k]);
-    }
-  });
-  const outN = keptDims.reduce((a, b) => a * b, 1);
-  const R = redDims.reduce((a, b) => a * b, 1);
-  if (outN === 0) return;
-  const base = offsetExpr("o", keptDims, keptStrides);
-  const inner = offsetExpr("r", redDims, redStrides);
-  const s = scale === 1 ? "" : ` * ${f32(scale)}`;
-  if (R >= 512 && outN < 4096) {
-    const grid = grid1D(outN, 1);
-    const wgsl = `${storageDecls(["x"], ["out"])}
-var<workgroup> part: array<f32, ${WG_REDUCE}>;
-@compute @workgroup_size(${WG_REDUCE})
-fn main(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let o = ${linearIndex(grid, 1)};
-  let valid = o < ${outN}u;
-  var acc = 0.0;
-  if (valid) {
-    let b = ${base};
-    for (var r = lid; r < ${R}u; r += ${WG_REDUCE}u) { acc += x[b + ${inner}]; }
-  }
-  part[lid] = acc;
-  workgroupBarrier();
-  for (var w = ${WG_REDUCE / 2}u; w > 0u; w = w / 2u) {
-    if (lid < w) { part[lid] += part[lid + w]; }
-    workgroupBarrier();
-  }
-  if (lid == 0u && valid) { out[o] = part[0]${s}; }
-}`;
-    dispatch(pipeline("sum_wg", wgsl), [x, out], grid);
-    return;
-  }
-  const grid = grid1D(outN);
-  const wgsl = `${storageDecls(["x"], ["out"])}
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let o = ${linearIndex(grid)};
-  if (o >= ${outN}u) { return; }
-  let b = ${base};
-  var acc = 0.0;
-  for (var r = 0u; r < ${R}u; r++) { acc += x[b + ${inner}]; }
-  out[o] = acc${s};
-}`;
-  dispatch(pipeline("sum", wgsl), [x, out], grid);
+  reduceExprs("sum", { shape, axes, inputs: [{ binding: x, shape }], exprs: ["v0"], outs: [out], scale });
 }

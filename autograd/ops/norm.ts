@@ -12,7 +12,8 @@
 // In BatchNorm's eval mode the statistics are constants and dx = g·w·rstd.
 
 import { elementwise, type EwInput } from "../../kernels/elementwise.ts";
-import { normStats, reduceExprs } from "../../kernels/norm.ts";
+import { normStats } from "../../kernels/norm.ts";
+import { reduceExprs } from "../../kernels/reduce.ts";
 import { f32 } from "../../kernels/wgsl.ts";
 import { empty, numel, record, type Tensor } from "../tensor.ts";
 
