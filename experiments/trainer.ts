@@ -11,7 +11,7 @@ import { accumulateMetrics, METRIC_SLOTS } from "../kernels/metrics.ts";
 import { clear, gpu, sync, upload } from "../kernels/runtime.ts";
 import { StochasticDepth } from "../nn/layers.ts";
 import { AdamW, CosineAnnealingLR } from "../nn/optim.ts";
-import type { CifarLoader } from "../data/loader.ts";
+import type { Batch } from "../data/loader.ts";
 import { buildModel, type Model } from "./models.ts";
 import type { TrainConfig } from "./config.ts";
 import { Progress } from "./progress.ts";
@@ -25,10 +25,17 @@ import {
 } from "./results.ts";
 import { loadTrainingCheckpoint, saveTrainingCheckpoint, type TrainingState } from "./checkpoint.ts";
 
+/** What the trainer needs of a data loader (CifarLoader is one). */
+export interface BatchSource {
+  readonly count: number;
+  readonly batchesPerEpoch: number;
+  epoch(e: number, opts?: { startBatch?: number }): Iterable<Batch>;
+}
+
 export interface Loaders {
-  train: CifarLoader;
-  validation: CifarLoader;
-  test: CifarLoader;
+  train: BatchSource;
+  validation: BatchSource;
+  test: BatchSource;
 }
 
 export interface RunOptions {
@@ -83,7 +90,7 @@ class GpuMetrics {
 /** Accuracy of `model` over every batch of `loader`, with one readback at the end. */
 export async function evaluate(
   model: Model,
-  loader: CifarLoader,
+  loader: BatchSource,
   metrics: GpuMetrics,
   epoch = 0,
 ): Promise<number> {
@@ -158,116 +165,119 @@ export async function trainRun(cfg: TrainConfig, opts: RunOptions): Promise<RunR
   });
 
   let stopped = false;
-  for (let epoch = startEpoch; epoch < cfg.epochs && !stopped; epoch++) {
-    const t0 = performance.now();
-    const lr = optimizer.lr;
-    model.train();
-    const firstBatch = epoch === startEpoch ? startBatch : 0;
-    const carriedSeconds = epoch === startEpoch ? carried.seconds : 0;
-    if (firstBatch > 0) metrics.load(carried);
-    else metrics.reset();
-    const bar = opts.progress === false
-      ? null
-      : new Progress(`epoch ${epoch + 1}/${cfg.epochs}`, train.batchesPerEpoch);
-    let steps = firstBatch, images = 0, inFlight: Promise<void> | null = null;
-    for (const batch of train.epoch(epoch, { startBatch: firstBatch })) {
-      scope(() => {
-        const out = model.forward(batch.x);
-        const loss = crossEntropy(out, batch.y);
-        optimizer.zeroGrad();
-        loss.backward();
-        optimizer.step();
-        metrics.add(out, batch.y, loss);
-      });
-      batch.x.dispose();
-      batch.y.dispose();
-      steps++;
-      images += batch.size;
-      // keep at most one step queued behind the one running, so the host never runs far ahead
-      const done = sync();
-      if (inFlight) await inFlight;
-      inFlight = done;
-      if (bar && (steps % cfg.progressEvery === 0 || steps === train.batchesPerEpoch)) {
-        const m = await metrics.read();
-        const l = m.lossSum / Math.max(m.count, 1);
-        if (!Number.isFinite(m.lossSum)) break;
-        bar.update(steps, images, `loss ${l.toFixed(4)}`);
+  try {
+    for (let epoch = startEpoch; epoch < cfg.epochs && !stopped; epoch++) {
+      const t0 = performance.now();
+      const lr = optimizer.lr;
+      model.train();
+      const firstBatch = epoch === startEpoch ? startBatch : 0;
+      const carriedSeconds = epoch === startEpoch ? carried.seconds : 0;
+      if (firstBatch > 0) metrics.load(carried);
+      else metrics.reset();
+      const bar = opts.progress === false
+        ? null
+        : new Progress(`epoch ${epoch + 1}/${cfg.epochs}`, train.batchesPerEpoch);
+      let steps = firstBatch, images = 0, inFlight: Promise<void> | null = null;
+      for (const batch of train.epoch(epoch, { startBatch: firstBatch })) {
+        scope(() => {
+          const out = model.forward(batch.x);
+          const loss = crossEntropy(out, batch.y);
+          optimizer.zeroGrad();
+          loss.backward();
+          optimizer.step();
+          metrics.add(out, batch.y, loss);
+        });
+        batch.x.dispose();
+        batch.y.dispose();
+        steps++;
+        images += batch.size;
+        // keep at most one step queued behind the one running, so the host never runs far ahead
+        const done = sync();
+        if (inFlight) await inFlight;
+        inFlight = done;
+        if (bar && (steps % cfg.progressEvery === 0 || steps === train.batchesPerEpoch)) {
+          const m = await metrics.read();
+          const l = m.lossSum / Math.max(m.count, 1);
+          if (!Number.isFinite(m.lossSum)) break;
+          bar.update(steps, images, `loss ${l.toFixed(4)}`);
+        }
+        if (opts.stopRequested?.() && steps < train.batchesPerEpoch) {
+          stopped = true;
+          break;
+        }
       }
-      if (opts.stopRequested?.() && steps < train.batchesPerEpoch) {
-        stopped = true;
+      if (inFlight) await inFlight;
+      bar?.done();
+      const { lossSum, count, correct } = await metrics.read();
+      const seconds = carriedSeconds + (performance.now() - t0) / 1000;
+      if (!Number.isFinite(lossSum)) {
+        throw new Error(
+          `Training diverged: the loss became ${lossSum} in epoch ${
+            epoch + 1
+          } of run ${opts.run} (${cfg.stage}). ` +
+            `The last good checkpoint (end of epoch ${epoch}) is kept at ${paths.checkpoint}; ` +
+            `try a lower --lr.`,
+        );
+      }
+      if (stopped) {
+        await saveTrainingCheckpoint(
+          paths.checkpoint,
+          model,
+          optimizer,
+          cfg,
+          state(epoch, steps, { lossSum, correct, count, seconds }),
+        );
+        log(
+          `stopped at epoch ${
+            epoch + 1
+          }, step ${steps}: checkpoint written to ${paths.checkpoint}; continue with --resume`,
+        );
         break;
       }
-    }
-    if (inFlight) await inFlight;
-    bar?.done();
-    const { lossSum, count, correct } = await metrics.read();
-    const seconds = carriedSeconds + (performance.now() - t0) / 1000;
-    if (!Number.isFinite(lossSum)) {
-      throw new Error(
-        `Training diverged: the loss became ${lossSum} in epoch ${
-          epoch + 1
-        } of run ${opts.run} (${cfg.stage}). ` +
-          `The last good checkpoint (end of epoch ${epoch}) is kept at ${paths.checkpoint}; ` +
-          `try a lower --lr.`,
-      );
-    }
-    if (stopped) {
-      await saveTrainingCheckpoint(
-        paths.checkpoint,
-        model,
-        optimizer,
-        cfg,
-        state(epoch, steps, { lossSum, correct, count, seconds }),
-      );
+      // notebook: evaluation in training mode (batch statistics); clean: eval mode
+      if (cfg.protocol === "clean") model.eval();
+      const trainAcc = cfg.rescoreTrain ? await evaluate(model, train, metrics, epoch) : correct / count;
+      const valAcc = await evaluate(model, validation, metrics, epoch);
+      const testAcc = await evaluate(model, test, metrics, epoch);
+      const evalSeconds = (performance.now() - t0) / 1000 + carriedSeconds;
+      scheduler.step();
+      const row: EpochRow = {
+        epoch: epoch + 1,
+        loss: lossSum / count,
+        Train: trainAcc,
+        Validation: valAcc,
+        Test: testAcc,
+        lr,
+        seconds: evalSeconds,
+      };
+      rows.push(row);
+      const imgPerSec = count / seconds;
       log(
-        `stopped at epoch ${
-          epoch + 1
-        }, step ${steps}: checkpoint written to ${paths.checkpoint}; continue with --resume`,
+        `epoch ${row.epoch}/${cfg.epochs}  loss ${row.loss.toFixed(4)}  train ${
+          (trainAcc * 100).toFixed(2)
+        }%  ` +
+          `val ${(valAcc * 100).toFixed(2)}%  test ${(testAcc * 100).toFixed(2)}%  lr ${
+            lr.toExponential(3)
+          }  ` +
+          `${evalSeconds.toFixed(1)} s  ${imgPerSec.toFixed(1)} img/s`,
       );
-      break;
+      const rep = reportedAccuracy(rows, cfg.protocol);
+      await writeAtomic(paths.csv, csvText(rows));
+      const endOfEpoch = state(epoch + 1, 0, { lossSum: 0, correct: 0, count: 0, seconds: 0 });
+      await saveTrainingCheckpoint(paths.checkpoint, model, optimizer, cfg, endOfEpoch);
+      if (rep.epoch === row.epoch) await saveTrainingCheckpoint(paths.best, model, null, cfg, endOfEpoch);
+      await writeSummary(cfg, opts.run, seed, rows, model, epoch + 1 === cfg.epochs, imgPerSec);
+      if (opts.stopRequested?.()) {
+        stopped = epoch + 1 < cfg.epochs;
+        if (stopped) log(`stopped after epoch ${epoch + 1}: continue with --resume`);
+      }
     }
-    // notebook: evaluation in training mode (batch statistics); clean: eval mode
-    if (cfg.protocol === "clean") model.eval();
-    const trainAcc = cfg.rescoreTrain ? await evaluate(model, train, metrics, epoch) : correct / count;
-    const valAcc = await evaluate(model, validation, metrics, epoch);
-    const testAcc = await evaluate(model, test, metrics, epoch);
-    const evalSeconds = (performance.now() - t0) / 1000 + carriedSeconds;
-    scheduler.step();
-    const row: EpochRow = {
-      epoch: epoch + 1,
-      loss: lossSum / count,
-      Train: trainAcc,
-      Validation: valAcc,
-      Test: testAcc,
-      lr,
-      seconds: evalSeconds,
-    };
-    rows.push(row);
-    const imgPerSec = count / seconds;
-    log(
-      `epoch ${row.epoch}/${cfg.epochs}  loss ${row.loss.toFixed(4)}  train ${
-        (trainAcc * 100).toFixed(2)
-      }%  ` +
-        `val ${(valAcc * 100).toFixed(2)}%  test ${(testAcc * 100).toFixed(2)}%  lr ${
-          lr.toExponential(3)
-        }  ` +
-        `${evalSeconds.toFixed(1)} s  ${imgPerSec.toFixed(1)} img/s`,
-    );
-    const rep = reportedAccuracy(rows, cfg.protocol);
-    await writeAtomic(paths.csv, csvText(rows));
-    const endOfEpoch = state(epoch + 1, 0, { lossSum: 0, correct: 0, count: 0, seconds: 0 });
-    await saveTrainingCheckpoint(paths.checkpoint, model, optimizer, cfg, endOfEpoch);
-    if (rep.epoch === row.epoch) await saveTrainingCheckpoint(paths.best, model, null, cfg, endOfEpoch);
-    await writeSummary(cfg, opts.run, seed, rows, model, epoch + 1 === cfg.epochs, imgPerSec);
-    if (opts.stopRequested?.()) {
-      stopped = epoch + 1 < cfg.epochs;
-      if (stopped) log(`stopped after epoch ${epoch + 1}: continue with --resume`);
-    }
+  } finally {
+    metrics.dispose();
+    model.dispose();
+    optimizer.dispose();
   }
-  metrics.dispose();
   const summary = JSON.parse(await Deno.readTextFile(paths.summary).catch(() => "null")) as RunSummary | null;
-  model.dispose();
-  optimizer.dispose();
   return { summary: summary!, rows, complete: !stopped };
 }
 

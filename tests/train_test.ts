@@ -2,7 +2,7 @@
 // checkpoints, resume after an interrupt reproduces an uninterrupted run, and memory stays flat.
 
 import assert from "node:assert/strict";
-import { crossEntropy, poolStats, scope } from "../mod.ts";
+import { crossEntropy, poolStats, scope, tensor } from "../mod.ts";
 import { openCifar10 } from "../data/cifar10.ts";
 import { makeLoaders } from "../data/loader.ts";
 import { NARROW, parseTrainArgs, type TrainConfig } from "../experiments/config.ts";
@@ -135,5 +135,42 @@ Deno.test("a run writes its CSV, summary and checkpoints; resume after an interr
   } finally {
     await Deno.remove(dirA, { recursive: true });
     await Deno.remove(dirB, { recursive: true });
+  }
+});
+
+Deno.test("a NaN loss stops the run with a clear error and keeps the last good checkpoint", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const cfg = config(dir);
+    const real = loaders(cfg);
+    // epoch 2's third batch is poisoned with NaN inputs
+    const poisoned = {
+      ...real,
+      train: {
+        count: real.train.count,
+        batchesPerEpoch: real.train.batchesPerEpoch,
+        *epoch(e: number, opts?: { startBatch?: number }) {
+          for (const b of real.train.epoch(e, opts)) {
+            if (e === 1 && b.index === 2) {
+              b.x.dispose();
+              yield { ...b, x: tensor(new Float32Array(b.size * 3072).fill(NaN), [b.size, 3, 32, 32]) };
+            } else yield b;
+          }
+        },
+      },
+    };
+    await assert.rejects(
+      trainRun(cfg, { run: 0, loaders: poisoned, resume: false, log: () => {}, progress: false }),
+      /Training diverged: the loss became NaN in epoch 2 .*end of epoch 1/,
+    );
+    const csv = (await Deno.readTextFile(`${dir}/run0.csv`)).trim().split("\n");
+    assert.equal(csv.length, 2, "only epoch 1 was written");
+    const ckpt = await loadSafetensors(`${dir}/run0.last.safetensors`);
+    assert.equal(JSON.parse(ckpt.metadata.state).epoch, 1);
+    for (const t of Object.values(ckpt.tensors)) {
+      assert.ok(t.data.every(Number.isFinite), "checkpoint is finite");
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
