@@ -1,0 +1,62 @@
+import assert from "node:assert/strict";
+import { parseTrainArgs, STAGES } from "../experiments/config.ts";
+
+async function run(script: string, args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const cmd = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-read", "--allow-write", "--allow-env", "--allow-net", script, ...args],
+    cwd: new URL("..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const r = await cmd.output();
+  const dec = new TextDecoder();
+  return { code: r.code, out: dec.decode(r.stdout), err: dec.decode(r.stderr) };
+}
+
+Deno.test("train flags: the notebook's recipe by default, --quick preset, overrides", () => {
+  const d = parseTrainArgs([]);
+  assert.deepEqual(
+    [
+      d.config.stage,
+      d.config.epochs,
+      d.config.batchSize,
+      d.config.lr,
+      d.config.weightDecay,
+      d.config.protocol,
+    ],
+    ["final", 100, 64, 0.004, 0.05, "notebook"],
+  );
+  assert.equal(d.config.widths, undefined);
+  const q = parseTrainArgs(["--quick", "--epochs", "3"]);
+  assert.deepEqual([q.config.epochs, q.config.trainLimit, q.config.widths], [3, 2000, [16, 32, 64, 128]]);
+  assert.deepEqual(parseTrainArgs(["--stage", "all"]).stages, [...STAGES]);
+  assert.equal(parseTrainArgs(["--protocol", "clean", "--runs", "3"]).runs, 3);
+});
+
+Deno.test("train flags: bad values give clear errors", () => {
+  assert.throws(
+    () => parseTrainArgs(["--stage", "convnext"]),
+    /Unknown stage "convnext". Valid stages: base, /,
+  );
+  assert.throws(() => parseTrainArgs(["--widths", "16,32"]), /--widths needs four positive integers/);
+  assert.throws(() => parseTrainArgs(["--epochs", "0"]), /--epochs needs an integer ≥ 1/);
+  assert.throws(() => parseTrainArgs(["--protocol", "paper"]), /--protocol must be "notebook" or "clean"/);
+  assert.throws(() => parseTrainArgs(["--drop-path", "1.5"]), /--drop-path must be below 1/);
+  assert.throws(() => parseTrainArgs(["--bogus"]), /Unknown option '--bogus'/);
+});
+
+Deno.test("the commands answer --help and fail cleanly on bad input", async () => {
+  const help = await run("experiments/train.ts", ["--help"]);
+  assert.equal(help.code, 0);
+  assert.match(help.out, /--protocol NAME/);
+  const bad = await run("experiments/train.ts", ["--stage", "nope"]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.err, /train: Unknown stage "nope"/);
+  const ev = await run("experiments/eval.ts", []);
+  assert.equal(ev.code, 1);
+  assert.match(ev.err, /--checkpoint FILE is required/);
+  const missing = await run("experiments/eval.ts", ["--checkpoint", "/nonexistent/x.safetensors"]);
+  assert.equal(missing.code, 1);
+  assert.match(missing.err, /eval: .*No such file|eval: .*not found/i);
+  assert.equal((await run("experiments/report.ts", ["--help"])).code, 0);
+});
