@@ -64,7 +64,9 @@ export function matmul(
 ): void {
   if (d.batch * d.m * d.n === 0) return;
   if (d.k === 0) throw new Error("matmul: k = 0 is not supported");
-  if (matmulVersion(d) === "texture") matmulTexture(a, b, c, d, { ...DEFAULT_TUNING, ...tuning });
+  // texture copies need 16-byte aligned sources (always true for pooled tensors and arena slices)
+  const aligned = [a, b].every((x) => x instanceof GPUBuffer || (x.offset ?? 0) % 16 === 0);
+  if (aligned && matmulVersion(d) === "texture") matmulTexture(a, b, c, d, { ...DEFAULT_TUNING, ...tuning });
   else matmulGeneric(a, b, c, d);
 }
 

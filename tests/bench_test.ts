@@ -5,6 +5,10 @@ import assert from "node:assert/strict";
 import { parseBenchArgs } from "../bench/main.ts";
 import { formatReport, runBench } from "../bench/run.ts";
 import { NARROW } from "../bench/steps.ts";
+import { measure, PassProfiler } from "../bench/timing.ts";
+import { tensor } from "../mod.ts";
+import { relu } from "../autograd/ops/elementwise.ts";
+import { scope } from "../autograd/tensor.ts";
 import { setup } from "./helpers.ts";
 
 await setup();
@@ -81,4 +85,26 @@ Deno.test("bench harness on a tiny shape: finite, positive numbers in the docume
     assert.ok(text.includes(h), h);
   }
   console.log(text);
+});
+
+Deno.test("bench timing: wall-clock fallback, GPU timestamps and the per-pass profiler agree on what they time", async () => {
+  const x = tensor(new Float32Array(1 << 16).fill(-1));
+  const op = () => scope(() => void relu(x));
+  const wall = await measure(op, { method: "wall", runs: 2, minSampleMs: 1 });
+  assert.equal(wall.method, "wall");
+  finitePositive(wall.medianMs, "wall ms");
+  assert.ok(wall.inner >= 1 && wall.runs === 2);
+  if (PassProfiler.available()) {
+    const ts = await measure(op, { method: "gpu-timestamp", runs: 2, minSampleMs: 1 });
+    finitePositive(ts.medianMs, "timestamp ms");
+    const prof = new PassProfiler();
+    prof.start();
+    op();
+    op();
+    const p = await prof.stop();
+    assert.equal(p.passes, 2);
+    assert.deepEqual(p.byKernel.map((k) => [k.label, k.calls]), [["relu", 2]]);
+    finitePositive(p.totalMs, "profiled ms");
+  }
+  x.dispose();
 });
