@@ -1,7 +1,15 @@
 // The adapter's ceilings, measured: an FMA-bound micro-kernel (GFLOP/s) and a copy kernel (GB/s).
 // Every kernel figure is then shown as a fraction of the roofline min(peak, intensity × bandwidth).
 
-import { acquireBuffer, clear, dispatch, pipeline, releaseBuffer } from "../kernels/runtime.ts";
+import {
+  acquireBuffer,
+  clear,
+  currentEncoder,
+  dispatch,
+  gpu,
+  pipeline,
+  releaseBuffer,
+} from "../kernels/runtime.ts";
 import { measure, type MeasureOptions, type Stats } from "./timing.ts";
 
 export interface Ceilings {
@@ -46,6 +54,8 @@ export interface CeilingOptions {
   fmaInvocations?: number;
   copyMiB?: number;
   timing?: MeasureOptions;
+  /** Also measure the cost of a load by memory path (default true). */
+  loadPaths?: boolean;
 }
 
 /** Measures the FMA peak (best of a few variants) and the copy bandwidth. */
@@ -76,7 +86,128 @@ export async function measureCeilings(opts: CeilingOptions = {}): Promise<Ceilin
   detail.push({ name: `copy ${copyMiB} MiB (vec4)`, value: gbs, unit: "GB/s", stats: cs });
   releaseBuffer(src);
   releaseBuffer(dst);
+  if (opts.loadPaths !== false) detail.push(...await measureLoadPaths(timing));
   return { fmaGflops: best, copyGBs: gbs, ridge: best / gbs, detail };
+}
+
+// ---------------------------------------------------------------- load paths
+
+const LP_INV = 4096, LP_IT = 32, LP_L = 8;
+
+/**
+ * What one load costs on this adapter, by memory path (ns per float per invocation; lower is better):
+ * storage buffers, uniform buffers, sampled textures and workgroup memory, each read inside a loop
+ * with per-invocation ("per-lane") or workgroup-uniform addresses. On lavapipe (Mesa 22.3) these
+ * differ by 20×, which decides how kernels should read their operands there.
+ */
+export async function measureLoadPaths(timing: MeasureOptions = {}): Promise<Ceilings["detail"]> {
+  const { device } = gpu();
+  const out = acquireBuffer(LP_INV * 16);
+  const sbuf = acquireBuffer(66048 * 16);
+  clear(sbuf);
+  const ubo = device.createBuffer({ size: 65536, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+  const tex = device.createTexture({
+    size: [1024, 256],
+    format: "rgba32float",
+    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
+  });
+  const SS = "@group(0) @binding(0) var<storage, read> A: array<vec4<f32>>;";
+  const SF = "@group(0) @binding(0) var<storage, read> A: array<f32>;";
+  const UB = "@group(0) @binding(0) var<uniform> A: array<vec4<f32>, 4096>;";
+  const TX = "@group(0) @binding(0) var A: texture_2d<f32>;";
+  const WG = "var<workgroup> A: array<vec4<f32>, 512>;";
+  const cases: {
+    name: string;
+    decl: string;
+    load: string;
+    floats: number;
+    res: GPUBindingResource | null;
+  }[] = [
+    {
+      name: "storage vec4, per-lane",
+      decl: SS,
+      load: "A[(i & 4095u) * 16u + it * 8u + R]",
+      floats: 4,
+      res: { buffer: sbuf },
+    },
+    {
+      name: "storage f32, per-lane",
+      decl: SF,
+      load: "vec4<f32>(A[(i & 4095u) * 16u + it * 8u + R])",
+      floats: 1,
+      res: { buffer: sbuf },
+    },
+    {
+      name: "storage vec4, uniform",
+      decl: SS,
+      load: "A[(wid.x & 255u) * 16u + it * 8u + R]",
+      floats: 4,
+      res: { buffer: sbuf },
+    },
+    {
+      name: "uniform vec4, uniform",
+      decl: UB,
+      load: "A[(it * 8u + R) & 4095u]",
+      floats: 4,
+      res: { buffer: ubo },
+    },
+    {
+      name: "uniform vec4, per-lane",
+      decl: UB,
+      load: "A[(i * 7u + it * 8u + R) & 4095u]",
+      floats: 4,
+      res: { buffer: ubo },
+    },
+    {
+      name: "texture rgba32f, per-lane",
+      decl: TX,
+      load: "textureLoad(A, vec2<u32>((it * 8u + R) & 1023u, i & 255u), 0)",
+      floats: 4,
+      res: tex.createView(),
+    },
+    {
+      name: "workgroup vec4, per-lane",
+      decl: WG,
+      load: "A[(li * 8u + it + R) & 511u]",
+      floats: 4,
+      res: null,
+    },
+  ];
+  const rows: Ceilings["detail"] = [];
+  for (const c of cases) {
+    const loads = Array.from({ length: LP_L }, (_, r) => `    acc += ${c.load.replaceAll("R", `${r}u`)};`);
+    const wgsl = `${c.decl}
+@group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation_index) li: u32,
+        @builtin(workgroup_id) wid: vec3<u32>) {
+  let i = gid.x;
+  var acc = vec4<f32>(0.0);
+  for (var it = 0u; it < ${LP_IT}u; it++) {
+${loads.join("\n")}
+  }
+  out[i] = acc;
+}`;
+    const pipe = pipeline(`load_${c.name}`, wgsl);
+    const entries: GPUBindGroupEntry[] = [{ binding: 1, resource: { buffer: out } }];
+    if (c.res) entries.push({ binding: 0, resource: c.res });
+    const bind = device.createBindGroup({ layout: pipe.getBindGroupLayout(0), entries });
+    const run = () => {
+      const pass = currentEncoder().beginComputePass({ label: pipe.label });
+      pass.setPipeline(pipe);
+      pass.setBindGroup(0, bind);
+      pass.dispatchWorkgroups(LP_INV / 64);
+      pass.end();
+    };
+    const st = await measure(run, { runs: 3, ...timing });
+    const ns = (st.medianMs * 1e6) / (LP_INV * LP_IT * LP_L * c.floats);
+    rows.push({ name: `load: ${c.name}`, value: ns, unit: "ns/float/invocation", stats: st });
+  }
+  releaseBuffer(out);
+  releaseBuffer(sbuf);
+  ubo.destroy();
+  tex.destroy();
+  return rows;
 }
 
 /** Roofline bound (GFLOP/s) of a kernel with `flops` and `bytes` of compulsory traffic. */

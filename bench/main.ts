@@ -8,7 +8,8 @@ import { type BenchOptions, defaultSteps, formatReport, runBench, type Section }
 const HELP = `deno task bench [options]
 
 Measures, on the WebGPU adapter Deno finds (lavapipe on a machine without a GPU):
-  * the adapter's ceilings: an FMA-bound micro-kernel (GFLOP/s) and a copy kernel (GB/s);
+  * the adapter's ceilings: an FMA-bound micro-kernel (GFLOP/s), a copy kernel (GB/s), and the cost
+    of a load by memory path (storage, uniform, texture, workgroup; ns per float per invocation);
   * every distinct layer of the models on its real shape: forward and each backward pass, time per
     call (median and spread of several runs after a warm-up), GFLOP/s or GB/s, % of the roofline;
     the 1×1 convolutions also as GEMMs through kernels/matmul.ts; the fused AdamW step;

@@ -241,6 +241,9 @@ export function formatReport(r: BenchReport): string {
     [false, true, false, true, true],
   ));
   out.push(
+    "load rows: cost of one load inside a loop, ns per float per invocation, by memory path (lower is better)",
+  );
+  out.push(
     `roofline: min(${r.ceilings.fmaGflops.toFixed(1)} GFLOP/s, intensity × ${
       r.ceilings.copyGBs.toFixed(2)
     } GB/s); ridge at ${r.ceilings.ridge.toFixed(1)} FLOP/byte`,
