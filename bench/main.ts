@@ -22,7 +22,8 @@ batch of calls with one onSubmittedWorkDone.
 
 Defaults are sized to finish in a few minutes on lavapipe: kernels at batch 8 (the real channel and
 spatial sizes, fewer images), every layer of 'final' plus the other convolutions and BatchNorm of
-steps 1-6, training steps of the narrow 'final' at batch 64 and of 'final' at batch 4, 3 runs each.
+steps 1-6, training steps of the narrow 'final' at batch 64 and of 'final' at batch 4; 3 timed runs
+per kernel and 2 timed steps per model, each after a warm-up.
 --full measures everything at batch 64 as the notebook trains (tens of minutes on lavapipe).
 
 Options:
@@ -32,7 +33,8 @@ Options:
   --only LIST         sections to run: kernels,steps,tfjs (ceilings always run)
   --json              print the report as JSON on stdout (progress goes to stderr)
   --out FILE          also write the JSON report to FILE
-  --quick             a smoke run: batch 2, 'final' only, narrow step at batch 16, 2 runs
+  --quick             a smoke run: batch 2, 'final' only, narrow step at batch 16, 2 runs per
+                      kernel, 1 timed step
   --full              batch 64 everywhere; every layer of all seven steps; a step of each model
   --batch N           batch of the kernel benchmarks and the comparison (default 8; --full 64)
   --stages LIST       stages whose every layer is measured (default final)
