@@ -143,8 +143,11 @@ function matmulTexture(a: Binding, b: Binding, c: Binding, d: MatmulDims, t: Mat
   const k4 = k / 4, m4 = Math.ceil(m / 4), n4 = Math.ceil(n / 4);
   const rowBlocks = Math.ceil(m / R), colBlocks = Math.ceil(n / CW);
   // narrow outputs (few column blocks) get a workgroup tall rather than wide, keeping wgx·wgy invocations
-  const threads = t.wgx * t.wgy;
-  const wgx = Math.min(t.wgx, 2 ** Math.ceil(Math.log2(colBlocks))), wgy = threads / wgx;
+  // few blocks (e.g. a weight gradient: small M·N, long K) get smaller workgroups, at least 8 of them
+  // where possible, so every core (or compute unit) has work; 8 invocations fill a lavapipe SIMD row
+  const blocks = rowBlocks * colBlocks * (sum ? 1 : batch);
+  const threads = Math.max(8, Math.min(t.wgx * t.wgy, 2 ** Math.floor(Math.log2(Math.max(1, blocks / 8)))));
+  const wgx = Math.min(t.wgx, threads, 2 ** Math.ceil(Math.log2(colBlocks))), wgy = threads / wgx;
   const aTexels = ((d.batchA ? batch : 1) * m * k) / 4, bTexels = ((d.batchB ? batch : 1) * k * n) / 4;
   const ta = operandTexture("A", aTexels), tb = operandTexture("B", bTexels);
   copyToTexture(a, ta, aTexels);
@@ -238,22 +241,11 @@ ${body.join("\n")}
 ${stores.join("\n")}
 }`;
   const gx = Math.ceil(colBlocks / wgx), gy = Math.ceil(rowBlocks / wgy);
-  const { device } = gpu();
-  const pipe = pipeline("matmul_texture", wgsl);
-  // textures are not storage bindings: this one kernel builds its own bind group
-  const bind = device.createBindGroup({
-    layout: pipe.getBindGroupLayout(0),
-    entries: [
-      { binding: 0, resource: ta.createView() },
-      { binding: 1, resource: tb.createView() },
-      { binding: 2, resource: c instanceof GPUBuffer ? { buffer: c } : c },
-    ],
-  });
-  const pass = currentEncoder().beginComputePass({ label: pipe.label });
-  pass.setPipeline(pipe);
-  pass.setBindGroup(0, bind);
-  pass.dispatchWorkgroups(gx, gy, sum ? 1 : batch);
-  pass.end();
+  dispatch(pipeline("matmul_texture", wgsl), [ta.createView(), tb.createView(), c], [
+    gx,
+    gy,
+    sum ? 1 : batch,
+  ]);
 }
 
 // ---------------------------------------------------------------- v1: generic, 4×4 per invocation
