@@ -9,6 +9,8 @@
 // scalar 4×4 kernel is used.
 
 import { type Binding, dispatch, pipeline } from "./runtime.ts";
+import { elementwise } from "./elementwise.ts";
+import { matmul, type MatmulDims, matmulVersion } from "./matmul.ts";
 import { storageDecls } from "./wgsl.ts";
 import { blockEdge, convGrid, type ConvShape, splitReduction, WGC, withPartials } from "./conv_common.ts";
 
@@ -248,9 +250,30 @@ ${
 }
 
 /** y = conv1x1(x, w) + b. */
+// The texture GEMM of matmul.ts is 2-6× faster on large operands but slower when a side of the
+// result is small; these rules come from timing both on every 1×1 conv of the models at batch 64
+// (bench/ and the closing notes of the kernels work have the numbers).
+const textureGemm = (d: MatmulDims, minM: number, minN: number) =>
+  d.m >= minM && d.n >= minN && matmulVersion(d) === "texture";
+
 export function conv1x1Forward(x: Binding, w: Binding, b: Binding | null, y: Binding, s: ConvShape): void {
-  if (vec4Path(s)) return forwardVec4(x, w, b, y, s);
   const p = s.h * s.w;
+  const d: MatmulDims = {
+    batch: s.n,
+    m: s.o,
+    n: p,
+    k: s.c,
+    transA: false,
+    transB: false,
+    batchA: false,
+    batchB: true,
+  };
+  if (textureGemm(d, 64, 64)) {
+    matmul(w, x, y, d);
+    if (b) elementwise("conv1x1_bias", "o + v0", [{ binding: b, shape: [s.o, 1] }], y, [s.n, s.o, p], true);
+    return;
+  }
+  if (vec4Path(s)) return forwardVec4(x, w, b, y, s);
   gemmPixels("conv1x1_forward", s.o, s.c, p, s.n, (r, k) => `${r} * ${s.c} + ${k}`, {
     a: w,
     b: x,
@@ -261,6 +284,17 @@ export function conv1x1Forward(x: Binding, w: Binding, b: Binding | null, y: Bin
 
 /** dx = wᵀ · dy per image. */
 export function conv1x1BackwardInput(dy: Binding, w: Binding, dx: Binding, s: ConvShape): void {
+  const d: MatmulDims = {
+    batch: s.n,
+    m: s.c,
+    n: s.h * s.w,
+    k: s.o,
+    transA: true,
+    transB: false,
+    batchA: false,
+    batchB: true,
+  };
+  if (textureGemm(d, 64, 64)) return matmul(w, dy, dx, d);
   if (vec4Path(s)) return backwardInputVec4(dy, w, dx, s);
   const p = s.h * s.w;
   gemmPixels("conv1x1_backward_input", s.c, s.o, p, s.n, (r, k) => `${k} * ${s.c} + ${r}`, {
@@ -273,6 +307,18 @@ export function conv1x1BackwardInput(dy: Binding, w: Binding, dx: Binding, s: Co
 
 /** dw = Σ_n dy[n] · x[n]ᵀ, as partial sums over chunks of the N·P pixels plus a second pass. */
 export function conv1x1BackwardWeight(dy: Binding, x: Binding, dw: Binding, s: ConvShape): void {
+  const d: MatmulDims = {
+    batch: s.n,
+    m: s.o,
+    n: s.c,
+    k: s.h * s.w,
+    transA: false,
+    transB: true,
+    batchA: true,
+    batchB: true,
+    sumBatch: true,
+  };
+  if (textureGemm(d, 32, 32)) return matmul(dy, x, dw, d);
   if (vec4Path(s)) return backwardWeightVec4(dy, x, dw, s);
   const { n, c, o } = s;
   const p = s.h * s.w;
