@@ -37,9 +37,10 @@ Options:
                       kernel, 1 timed step
   --full              batch 64 everywhere; every layer of all seven steps; a step of each model
   --batch N           batch of the kernel benchmarks and the comparison (default 8; --full 64)
-  --stages LIST       stages whose every layer is measured (default final)
+  --stages LIST       stages whose every layer is measured (default final; "all" for the seven)
   --extra-stages LIST stages adding only their other convolutions and BatchNorm (default: the rest)
-  --steps LIST        stages whose full-size training step is timed (default final)
+  --steps LIST        stages whose full-size training step is timed (default final; "all": each
+                      stage, about 2.5 min more at --step-batch 2 on lavapipe)
   --step-batch N      batch of those steps (default 4; --full 64; the narrow model uses 64)
   --runs N            samples per measurement after warm-up (default 3)
   -h, --help          this text
@@ -49,6 +50,7 @@ Stages: ${STAGES.join(", ")}.
 
 function list(s: string | undefined, fallback: string[]): string[] {
   if (s === undefined) return fallback;
+  if (s === "all") return [...STAGES];
   const xs = s.split(",").map((x) => x.trim()).filter(Boolean);
   for (const x of xs) {
     if (!(STAGES as readonly string[]).includes(x)) {
