@@ -84,18 +84,22 @@ function operandTexture(role: string, texels: number): GPUTexture {
   if (rows > limits.maxTextureDimension2D) {
     throw new Error(`matmul: an operand of ${texels * 4} floats exceeds the texture limit of this adapter`);
   }
-  const h = Math.min(limits.maxTextureDimension2D, 2 ** Math.ceil(Math.log2(rows)));
-  const key = `${role}:${h}`;
-  let t = textures.get(key);
-  if (!t) {
-    t = device.createTexture({
-      label: `matmul operand ${role}`,
-      size: [TW, h],
-      format: "rgba32float",
-      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
-    });
-    textures.set(key, t);
+  // any cached texture of this role that is tall enough serves (calls recorded in order reuse it
+  // safely); a new one is rounded up to 1/8 of a power of two so later, slightly larger operands fit
+  let best: GPUTexture | null = null;
+  for (const [key, t] of textures) {
+    if (key.startsWith(`${role}:`) && t.height >= rows && (!best || t.height < best.height)) best = t;
   }
+  if (best) return best;
+  const step = Math.max(1, 2 ** (Math.ceil(Math.log2(rows)) - 3));
+  const h = Math.min(limits.maxTextureDimension2D, Math.ceil(rows / step) * step);
+  const t = device.createTexture({
+    label: `matmul operand ${role}`,
+    size: [TW, h],
+    format: "rgba32float",
+    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
+  });
+  textures.set(`${role}:${h}`, t);
   return t;
 }
 
