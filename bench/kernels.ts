@@ -50,6 +50,8 @@ export interface KernelBenchOptions {
   gemm?: boolean;
   /** Measure the fused AdamW step over this stage's parameters (null: skip). */
   adamwStage?: string | null;
+  /** Failures are appended here (the run goes on). */
+  errors?: string[];
   /** Model overrides (e.g. narrow widths for a quick test); default the notebook's models. */
   model?: ModelOptions;
   log?: (line: string) => void;
@@ -330,7 +332,14 @@ export async function benchKernels(ceil: Ceilings, opts: KernelBenchOptions): Pr
     for (const c of list) {
       const m = mods.get(c.firstName);
       if (!m) continue;
-      rows.push(...await benchLayer(m, c, ceil, opts, rng));
+      try {
+        rows.push(...await benchLayer(m, c, ceil, opts, rng));
+      } catch (e) {
+        // one failing kernel must not hide the others: report it and go on
+        const msg = `${c.label}: ${e instanceof Error ? e.message : e}`;
+        opts.errors?.push(msg);
+        opts.log?.(`  ERROR ${msg}`);
+      }
     }
     model.dispose();
   }

@@ -164,5 +164,5 @@ if (import.meta.main) {
   if (out) await Deno.writeTextFile(out, JSON.stringify(report, null, 2) + "\n");
   if (json) console.log(JSON.stringify(report, null, 2));
   else console.log("\n" + formatReport(report));
-  Deno.exit(0);
+  Deno.exit(report.errors.length ? 1 : 0);
 }

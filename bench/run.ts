@@ -53,6 +53,8 @@ export interface BenchReport {
   /** Issue targets, evaluated on the rows above. */
   targets: { name: string; value: number | null; goal: string; met: boolean | null; detail: string }[];
   notes: string[];
+  /** Measurements that failed (the run went on without them). */
+  errors: string[];
   seconds: number;
 }
 
@@ -69,6 +71,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const log = o.log ?? (() => {});
   const timing: MeasureOptions = { runs: o.runs, minSampleMs: o.minSampleMs, warmup: 1 };
   const filter = filterFn(o.filter);
+  const errors: string[] = [];
   log(
     `adapter: ${ctx.adapterName}${ctx.isFallbackAdapter ? " (fallback)" : ""}; timing by ${
       ctx.features.timestampQuery ? "GPU timestamp queries" : "wall clock + onSubmittedWorkDone"
@@ -89,6 +92,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       timing,
       adamwStage: o.adamwStage,
       model: o.model,
+      errors,
       log,
     });
   }
@@ -97,7 +101,13 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     log("training steps ...");
     for (const s of o.steps) {
       if (filter && !filter(`step ${s.name}`) && !filter(s.name)) continue;
-      steps.push(await benchStep(s, { warmup: 1, runs: o.stepRuns, log }));
+      try {
+        steps.push(await benchStep(s, { warmup: 1, runs: o.stepRuns, log }));
+      } catch (e) {
+        const msg = `step ${s.name}: ${e instanceof Error ? e.message : e}`;
+        errors.push(msg);
+        log(`  ERROR ${msg}`);
+      }
     }
   }
   let tfjs: BenchReport["tfjs"] = null;
@@ -130,6 +140,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     tfjs,
     targets: evaluateTargets(c, kernels, steps, tfjs?.rows ?? []),
     notes: o.notes ?? [],
+    errors,
     seconds: (performance.now() - t0) / 1e3,
   };
 }
@@ -365,6 +376,7 @@ export function formatReport(r: BenchReport): string {
     ]),
     [false, true, false, false, false],
   ));
+  for (const e of r.errors) out.push(`ERROR: ${e}`);
   out.push("");
   out.push(`total ${r.seconds.toFixed(0)} s`);
   return out.join("\n");

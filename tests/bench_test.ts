@@ -78,6 +78,7 @@ Deno.test("bench harness on a tiny shape: finite, positive numbers in the docume
     assert.ok(s.passes! > 10 && s.topKernels.length > 0);
   }
   assert.ok(report.targets.length >= 5);
+  assert.deepEqual(report.errors, []);
   const json = JSON.parse(JSON.stringify(report));
   assert.equal(json.kernels.length, report.kernels.length);
   const text = formatReport(report);
