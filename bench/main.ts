@@ -46,6 +46,8 @@ Options:
   -h, --help          this text
 
 Stages: ${STAGES.join(", ")}.
+A measurement that fails is reported (ERROR lines, "errors" in the JSON) and the run goes on; the
+exit status is then 1.
 `;
 
 function list(s: string | undefined, fallback: string[]): string[] {
