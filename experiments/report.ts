@@ -99,7 +99,7 @@ export function curveSpec(r: StageRuns): TopLevelSpec {
     data: { values },
     mark: { type: "line", point: values.length < 60 },
     encoding: {
-      x: { field: "epoch", type: "quantitative" },
+      x: { field: "epoch", type: "quantitative", axis: { format: "d", tickMinStep: 1 } },
       y: { field: "accuracy", type: "quantitative", scale: { zero: false } },
       color: { field: "split", type: "nominal" },
       strokeDash: { field: "run", type: "nominal" },
@@ -123,7 +123,7 @@ export function ablationSpec(results: StageRuns[]): TopLevelSpec {
     data: { values },
     mark: "bar",
     encoding: {
-      x: { field: "stage", type: "nominal", sort: [...STAGES] },
+      x: { field: "stage", type: "nominal", sort: [...STAGES], axis: { labelAngle: 0 } },
       xOffset: { field: "source" },
       y: { field: "accuracy", type: "quantitative", scale: { domain: [0, 1] } },
       color: { field: "source", type: "nominal" },
