@@ -37,6 +37,12 @@ async function main(args: string[]): Promise<number> {
 
   const ctx = await initGPU();
   console.log(`WebGPU adapter: ${ctx.adapterName}${ctx.isFallbackAdapter ? " (software)" : ""}`);
+  if (ctx.isFallbackAdapter && !cli.config.widths && cli.config.epochs >= 10) {
+    console.log(
+      "note: this is the full-size recipe on a software adapter, which runs WGSL on the CPU: expect days " +
+        "per run. `--quick` trains a narrow model in minutes; the full study is meant for a real GPU.",
+    );
+  }
   const data = await openCifar10({ dataDir: cli.config.dataDir, log: (m) => console.log(m) });
 
   for (const stage of cli.stages) {
