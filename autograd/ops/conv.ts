@@ -9,7 +9,9 @@ import {
   convOutSize,
   type ConvShape,
 } from "../../kernels/conv.ts";
+import { gatherPatches, scatterPatches } from "../../kernels/patches.ts";
 import { empty, record, type Tensor } from "../tensor.ts";
+import { reshape } from "./shape.ts";
 
 export interface Conv2dOptions {
   stride?: number;
@@ -74,6 +76,13 @@ export function conv2dShape(
  */
 export function conv2d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv2dOptions = {}): Tensor {
   const s = conv2dShape(x, w, b, opts);
+  // Windows that do not overlap and need no padding (ConvNeXt's 2×2 stride-2 downsampling, the
+  // ResNet 1×1 stride-2 convs) make a 1×1 conv over gathered patches: one GEMM instead of a direct
+  // convolution (4× faster on the full-size downsampling layers on lavapipe).
+  if (s.pad === 0 && s.groups === 1 && s.k <= s.stride && s.stride > 1) {
+    const p = patches(x, s);
+    return conv2d(p, reshape(w, [s.o, s.c * s.k * s.k, 1, 1]), b);
+  }
   const bias = b ?? null;
   const y = empty([s.n, s.o, s.oh, s.ow]);
   convForward(x.binding(), w.binding(), bias ? bias.binding() : null, y.binding(), s);
@@ -93,5 +102,17 @@ export function conv2d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv2dOpti
       convBackwardBias(g.binding(), gb.binding(), s);
     }
     return bias ? [gx, gw, gb] : [gx, gw];
+  });
+}
+
+/** x [N, C, H, W] → [N, C·k·k, OH, OW], the non-overlapping k×k windows of a stride-`stride` conv. */
+function patches(x: Tensor, s: ConvShape): Tensor {
+  const ps = { n: s.n, c: s.c, h: s.h, w: s.w, k: s.k, stride: s.stride, oh: s.oh, ow: s.ow };
+  const y = empty([s.n, s.c * s.k * s.k, s.oh, s.ow]);
+  gatherPatches(x.binding(), y.binding(), ps);
+  return record(y, [x], (g) => {
+    const gx = empty(x.shape);
+    scatterPatches(g.binding(), gx.binding(), ps);
+    return [gx];
   });
 }
