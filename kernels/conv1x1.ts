@@ -8,7 +8,15 @@
 // where every load is a gather and spilled accumulators are cheap; 8×8 elsewhere); otherwise a
 // scalar 4×4 kernel is used.
 
-import { type Binding, dispatch, pipeline } from "./runtime.ts";
+import {
+  acquireBuffer,
+  type Binding,
+  dispatch,
+  grid1D,
+  linearIndex,
+  pipeline,
+  releaseBuffer,
+} from "./runtime.ts";
 import { elementwise } from "./elementwise.ts";
 import { matmul, type MatmulDims, matmulVersion } from "./matmul.ts";
 import { storageDecls } from "./wgsl.ts";
@@ -256,8 +264,64 @@ ${
 const textureGemm = (d: MatmulDims, minM: number, minN: number) =>
   d.m >= minM && d.n >= minN && matmulVersion(d) === "texture";
 
+/** dst [b, a, inner] = src [a, b, inner] with the two leading axes swapped. */
+function swapLeading(src: Binding, dst: Binding, a: number, b: number, inner: number): void {
+  const total = a * b * inner;
+  const grid = grid1D(total);
+  const wgsl = `${storageDecls(["src"], ["dst"])}
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let t = ${linearIndex(grid)};
+  if (t >= ${total}u) { return; }
+  let r = t % ${inner}u;
+  let i = (t / ${inner}u) % ${a}u;
+  let j = t / ${a * inner}u;
+  dst[t] = src[(i * ${b}u + j) * ${inner}u + r];
+}`;
+  dispatch(pipeline("swap_leading", wgsl), [src, dst], grid);
+}
+
+/**
+ * On small images (H·W < 64) a per-image GEMM has too few columns: transpose to [C, N, H·W] so all
+ * images form one GEMM with N·H·W columns, then transpose the result back. `mm` gets the transposed
+ * operand and result buffers. Returns false when the texture GEMM cannot take the shape.
+ */
+function imagesAsColumns(
+  d: MatmulDims,
+  input: Binding,
+  inCh: number,
+  output: Binding,
+  outCh: number,
+  s: ConvShape,
+  mm: (inT: GPUBuffer, outT: GPUBuffer) => void,
+): boolean {
+  const p = s.h * s.w;
+  if (p >= 64 || d.m < 64 || d.k < 64 || matmulVersion(d) !== "texture") return false;
+  const inT = acquireBuffer(s.n * inCh * p * 4), outT = acquireBuffer(s.n * outCh * p * 4);
+  swapLeading(input, inT, s.n, inCh, p);
+  mm(inT, outT);
+  swapLeading(outT, output, outCh, s.n, p);
+  releaseBuffer(inT);
+  releaseBuffer(outT);
+  return true;
+}
+
 export function conv1x1Forward(x: Binding, w: Binding, b: Binding | null, y: Binding, s: ConvShape): void {
   const p = s.h * s.w;
+  const addBias = () => {
+    if (b) elementwise("conv1x1_bias", "o + v0", [{ binding: b, shape: [s.o, 1] }], y, [s.n, s.o, p], true);
+  };
+  const all: MatmulDims = {
+    batch: 1,
+    m: s.o,
+    n: s.n * p,
+    k: s.c,
+    transA: false,
+    transB: false,
+    batchA: false,
+    batchB: false,
+  };
+  if (imagesAsColumns(all, x, s.c, y, s.o, s, (xt, yt) => matmul(w, xt, yt, all))) return addBias();
   const d: MatmulDims = {
     batch: s.n,
     m: s.o,
@@ -270,8 +334,7 @@ export function conv1x1Forward(x: Binding, w: Binding, b: Binding | null, y: Bin
   };
   if (textureGemm(d, 64, 64)) {
     matmul(w, x, y, d);
-    if (b) elementwise("conv1x1_bias", "o + v0", [{ binding: b, shape: [s.o, 1] }], y, [s.n, s.o, p], true);
-    return;
+    return addBias();
   }
   if (vec4Path(s)) return forwardVec4(x, w, b, y, s);
   gemmPixels("conv1x1_forward", s.o, s.c, p, s.n, (r, k) => `${r} * ${s.c} + ${k}`, {
@@ -284,6 +347,17 @@ export function conv1x1Forward(x: Binding, w: Binding, b: Binding | null, y: Bin
 
 /** dx = wᵀ · dy per image. */
 export function conv1x1BackwardInput(dy: Binding, w: Binding, dx: Binding, s: ConvShape): void {
+  const all: MatmulDims = {
+    batch: 1,
+    m: s.c,
+    n: s.n * s.h * s.w,
+    k: s.o,
+    transA: true,
+    transB: false,
+    batchA: false,
+    batchB: false,
+  };
+  if (imagesAsColumns(all, dy, s.o, dx, s.c, s, (dyt, dxt) => matmul(w, dyt, dxt, all))) return;
   const d: MatmulDims = {
     batch: s.n,
     m: s.c,

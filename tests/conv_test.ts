@@ -188,43 +188,46 @@ Deno.test("conv2d rejects bad shapes with clear errors", () => {
   );
 });
 
-Deno.test("1×1 conv on large operands (the texture GEMM route) matches the CPU reference and gradients", async () => {
-  // big enough that every pass takes the texture GEMM (C, O, H·W ≥ 64); gradients checked against
-  // the analytic CPU backward (finite differences over 9,000 inputs would be slow)
-  const [n, c, o, hw] = [2, 64, 68, 8];
-  const p = hw * hw;
-  const rand = (len: number, seed: number) =>
-    Float32Array.from({ length: len }, (_, i) => Math.sin(seed * 1000 + i * 1.7));
-  const xs = rand(n * c * p, 1), ws = rand(o * c, 2), bs = rand(o, 3), gs = rand(n * o * p, 4);
-  const x = tensor(xs, [n, c, hw, hw], { requiresGrad: true });
-  const w = tensor(ws, [o, c, 1, 1], { requiresGrad: true });
-  const b = tensor(bs, [o], { requiresGrad: true });
-  startCapture();
-  const y = conv2d(x, w, b);
-  y.backward(tensor(gs, [n, o, hw, hw]));
-  const kernels = stopCapture().map((d) => d.label);
-  assert.equal(kernels.filter((k) => k === "matmul_texture").length, 3, `kernels: ${kernels}`);
-  const ey = new Float64Array(n * o * p), ex = new Float64Array(n * c * p), ew = new Float64Array(o * c);
-  const eb = new Float64Array(o);
-  for (let i = 0; i < n; i++) {
-    for (let oo = 0; oo < o; oo++) {
-      for (let q = 0; q < p; q++) {
-        const g = gs[(i * o + oo) * p + q];
-        let acc = bs[oo];
-        for (let cc = 0; cc < c; cc++) {
-          acc += ws[oo * c + cc] * xs[(i * c + cc) * p + q];
-          ex[(i * c + cc) * p + q] += ws[oo * c + cc] * g;
-          ew[oo * c + cc] += g * xs[(i * c + cc) * p + q];
+for (const [n, c, o, hw, swaps] of [[2, 64, 68, 8, 0], [3, 64, 68, 4, 4]]) {
+  Deno.test(`1×1 conv through the texture GEMM (${n}×${c}→${o} on ${hw}×${hw}) = CPU reference and gradients`, async () => {
+    // big enough that every pass takes the texture GEMM (C, O ≥ 64); on 4×4 images the forward and
+    // input gradient run as one GEMM over all images (transposed in and out). Gradients are checked
+    // against the analytic CPU backward (finite differences over 9,000 inputs would be slow).
+    const p = hw * hw;
+    const rand = (len: number, seed: number) =>
+      Float32Array.from({ length: len }, (_, i) => Math.sin(seed * 1000 + i * 1.7));
+    const xs = rand(n * c * p, 1), ws = rand(o * c, 2), bs = rand(o, 3), gs = rand(n * o * p, 4);
+    const x = tensor(xs, [n, c, hw, hw], { requiresGrad: true });
+    const w = tensor(ws, [o, c, 1, 1], { requiresGrad: true });
+    const b = tensor(bs, [o], { requiresGrad: true });
+    startCapture();
+    const y = conv2d(x, w, b);
+    y.backward(tensor(gs, [n, o, hw, hw]));
+    const kernels = stopCapture().map((d) => d.label);
+    assert.equal(kernels.filter((k) => k === "matmul_texture").length, 3, `kernels: ${kernels}`);
+    assert.equal(kernels.filter((k) => k === "swap_leading").length, swaps, `kernels: ${kernels}`);
+    const ey = new Float64Array(n * o * p), ex = new Float64Array(n * c * p), ew = new Float64Array(o * c);
+    const eb = new Float64Array(o);
+    for (let i = 0; i < n; i++) {
+      for (let oo = 0; oo < o; oo++) {
+        for (let q = 0; q < p; q++) {
+          const g = gs[(i * o + oo) * p + q];
+          let acc = bs[oo];
+          for (let cc = 0; cc < c; cc++) {
+            acc += ws[oo * c + cc] * xs[(i * c + cc) * p + q];
+            ex[(i * c + cc) * p + q] += ws[oo * c + cc] * g;
+            ew[oo * c + cc] += g * xs[(i * c + cc) * p + q];
+          }
+          ey[(i * o + oo) * p + q] = acc;
+          eb[oo] += g;
         }
-        ey[(i * o + oo) * p + q] = acc;
-        eb[oo] += g;
       }
     }
-  }
-  const tol = { rtol: 1e-4, atol: 1e-4 };
-  assertClose(await y.toArray(), ey, tol, "forward");
-  assertClose(await x.grad!.toArray(), ex, tol, "input gradient");
-  assertClose(await w.grad!.toArray(), ew, tol, "weight gradient");
-  assertClose(await b.grad!.toArray(), eb, tol, "bias gradient");
-  for (const t of [x, w, b, y]) t.dispose();
-});
+    const tol = { rtol: 1e-4, atol: 1e-4 };
+    assertClose(await y.toArray(), ey, tol, "forward");
+    assertClose(await x.grad!.toArray(), ex, tol, "input gradient");
+    assertClose(await w.grad!.toArray(), ew, tol, "weight gradient");
+    assertClose(await b.grad!.toArray(), eb, tol, "bias gradient");
+    for (const t of [x, w, b, y]) t.dispose();
+  });
+}
