@@ -17,7 +17,6 @@ import {
   pipeline,
   releaseBuffer,
 } from "./runtime.ts";
-import { elementwise } from "./elementwise.ts";
 import { matmul, type MatmulDims, matmulVersion } from "./matmul.ts";
 import { storageDecls } from "./wgsl.ts";
 import { blockEdge, convGrid, type ConvShape, splitReduction, WGC, withPartials } from "./conv_common.ts";
@@ -308,9 +307,6 @@ function imagesAsColumns(
 
 export function conv1x1Forward(x: Binding, w: Binding, b: Binding | null, y: Binding, s: ConvShape): void {
   const p = s.h * s.w;
-  const addBias = () => {
-    if (b) elementwise("conv1x1_bias", "o + v0", [{ binding: b, shape: [s.o, 1] }], y, [s.n, s.o, p], true);
-  };
   const all: MatmulDims = {
     batch: 1,
     m: s.o,
@@ -321,7 +317,8 @@ export function conv1x1Forward(x: Binding, w: Binding, b: Binding | null, y: Bin
     batchA: false,
     batchB: false,
   };
-  if (imagesAsColumns(all, x, s.c, y, s.o, s, (xt, yt) => matmul(w, xt, yt, all))) return addBias();
+  // the bias is added in the GEMM's store (rows of the result are output channels in both routes)
+  if (imagesAsColumns(all, x, s.c, y, s.o, s, (xt, yt) => matmul(w, xt, yt, all, {}, b ?? undefined))) return;
   const d: MatmulDims = {
     batch: s.n,
     m: s.o,
@@ -332,10 +329,7 @@ export function conv1x1Forward(x: Binding, w: Binding, b: Binding | null, y: Bin
     batchA: false,
     batchB: true,
   };
-  if (textureGemm(d, 64, 64)) {
-    matmul(w, x, y, d);
-    return addBias();
-  }
+  if (textureGemm(d, 64, 64)) return matmul(w, x, y, d, {}, b ?? undefined);
   if (vec4Path(s)) return forwardVec4(x, w, b, y, s);
   gemmPixels("conv1x1_forward", s.o, s.c, p, s.n, (r, k) => `${r} * ${s.c} + ${k}`, {
     a: w,

@@ -55,19 +55,26 @@ export function matmulVersion(d: MatmulDims): "texture" | "generic" {
   return d.k % 4 === 0 && (!d.transA || d.m % 4 === 0) && (d.transB || d.n % 4 === 0) ? "texture" : "generic";
 }
 
+/** C = op(A)·op(B), plus rowBias[i] on every row i of C when given (a conv bias, fused into the store). */
 export function matmul(
   a: Binding,
   b: Binding,
   c: Binding,
   d: MatmulDims,
   tuning?: Partial<MatmulTuning>,
+  rowBias?: Binding,
 ): void {
   if (d.batch * d.m * d.n === 0) return;
   if (d.k === 0) throw new Error("matmul: k = 0 is not supported");
   // texture copies need 16-byte aligned sources (always true for pooled tensors and arena slices)
   const aligned = [a, b].every((x) => x instanceof GPUBuffer || (x.offset ?? 0) % 16 === 0);
-  if (aligned && matmulVersion(d) === "texture") matmulTexture(a, b, c, d, { ...DEFAULT_TUNING, ...tuning });
-  else matmulGeneric(a, b, c, d);
+  if (aligned && matmulVersion(d) === "texture") {
+    matmulTexture(a, b, c, d, { ...DEFAULT_TUNING, ...tuning }, rowBias);
+  } else if (rowBias) {
+    throw new Error(
+      "matmul: a row bias needs the texture kernel (16-byte aligned operands, sizes multiples of 4)",
+    );
+  } else matmulGeneric(a, b, c, d);
 }
 
 // ---------------------------------------------------------------- v3: texture operands
@@ -139,7 +146,14 @@ function copyToTexture(src: Binding, tex: GPUTexture, texels: number): void {
   }
 }
 
-function matmulTexture(a: Binding, b: Binding, c: Binding, d: MatmulDims, t: MatmulTuning): void {
+function matmulTexture(
+  a: Binding,
+  b: Binding,
+  c: Binding,
+  d: MatmulDims,
+  t: MatmulTuning,
+  rowBias?: Binding,
+): void {
   const { batch, m, n, k, transA, transB } = d;
   const R = t.rows, CV = t.colVecs, CW = 4 * CV;
   const sum = !!d.sumBatch;
@@ -209,12 +223,16 @@ function matmulTexture(a: Binding, b: Binding, c: Binding, d: MatmulDims, t: Mat
       const row = `row0 + ${r}u`, col = `col0 + ${4 * v}u`;
       if (nAligned) {
         stores.push(
-          `  if (${row} < ${m}u && ${col} < ${n}u) { C[cOff + (${row}) * ${n4}u + (${col}) / 4u] = acc${r}_${v}; }`,
+          `  if (${row} < ${m}u && ${col} < ${n}u) { C[cOff + (${row}) * ${n4}u + (${col}) / 4u] = acc${r}_${v}${
+            rowBias ? ` + Bias[${row}]` : ""
+          }; }`,
         );
       } else {
         for (const i of q4) {
           stores.push(
-            `  if (${row} < ${m}u && ${col} + ${i}u < ${n}u) { C[cOff + (${row}) * ${n}u + ${col} + ${i}u] = acc${r}_${v}[${i}]; }`,
+            `  if (${row} < ${m}u && ${col} + ${i}u < ${n}u) { C[cOff + (${row}) * ${n}u + ${col} + ${i}u] = acc${r}_${v}[${i}]${
+              rowBias ? ` + Bias[${row}]` : ""
+            }; }`,
           );
         }
       }
@@ -223,6 +241,7 @@ function matmulTexture(a: Binding, b: Binding, c: Binding, d: MatmulDims, t: Mat
   const wgsl = `@group(0) @binding(0) var TA: texture_2d<f32>;
 @group(0) @binding(1) var TB: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read_write> C: array<${nAligned ? "vec4<f32>" : "f32"}>;
+${rowBias ? "@group(0) @binding(3) var<storage, read> Bias: array<f32>;" : ""}
 fn tc(t: u32) -> vec2<u32> { return vec2<u32>(t & ${TW - 1}u, t >> ${TW_LOG2}u); }
 @compute @workgroup_size(${wgx}, ${wgy})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -245,11 +264,8 @@ ${body.join("\n")}
 ${stores.join("\n")}
 }`;
   const gx = Math.ceil(colBlocks / wgx), gy = Math.ceil(rowBlocks / wgy);
-  dispatch(pipeline("matmul_texture", wgsl), [ta.createView(), tb.createView(), c], [
-    gx,
-    gy,
-    sum ? 1 : batch,
-  ]);
+  const bindings = [ta.createView(), tb.createView(), c, ...(rowBias ? [rowBias] : [])];
+  dispatch(pipeline("matmul_texture", wgsl), bindings, [gx, gy, sum ? 1 : batch]);
 }
 
 // ---------------------------------------------------------------- v1: generic, 4×4 per invocation
