@@ -291,6 +291,7 @@ export function formatReport(r: BenchReport): string {
         "spread",
         "img/s",
         "GFLOP/s",
+        "profiled ms",
         "kernels ms",
         "overhead",
         "pool MiB",
