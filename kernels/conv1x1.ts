@@ -24,6 +24,18 @@ import { blockEdge, convGrid, type ConvShape, splitReduction, WGC, withPartials 
 const R4 = [0, 1, 2, 3];
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
+/** WGSL stepping a weight-gradient walk over pixels to the next one (and to the next image). */
+function nextPixel(p: number, o: number, c: number): string {
+  return `    q++;
+    a++;
+    b++;
+    if (q == ${p}) {
+      q = 0;
+      a += ${(o - 1) * p};
+      b += ${(c - 1) * p};
+    }`;
+}
+
 /** Whether the vec4 kernels apply (C and H·W multiples of 4). */
 function vec4Path(s: ConvShape): boolean {
   return s.c % 4 === 0 && (s.h * s.w) % 4 === 0;
@@ -179,14 +191,7 @@ ${
       ).join("\n")
     ).join("\n")
   }
-    q++;
-    a++;
-    b++;
-    if (q == ${p4}) {
-      q = 0;
-      a += ${(o - 1) * p4};
-      b += ${(c - 1) * p4};
-    }
+${nextPixel(p4, o, c)}
   }
   let ob = chunk * ${o * c};
 ${
@@ -415,14 +420,7 @@ ${R4.map((i) => `  var acc${i} = vec4<f32>(0.0);`).join("\n")}
   for (var i = start; i < end; i++) {
     let xv = vec4<f32>(${R4.map((j) => `x[b + c${j}]`).join(", ")});
 ${R4.map((i) => `    acc${i} += dy[a + r${i}] * xv;`).join("\n")}
-    q++;
-    a++;
-    b++;
-    if (q == ${p}) {
-      q = 0;
-      a += ${(o - 1) * p};
-      b += ${(c - 1) * p};
-    }
+${nextPixel(p, o, c)}
   }
   let oBase = chunk * ${o * c};
 ${
