@@ -123,6 +123,11 @@ export async function measure(fn: () => void, opts: MeasureOptions = {}): Promis
   const inner = Math.max(1, Math.min(maxInner, Math.ceil(minSampleMs / Math.max(single, 1e-3))));
   const per: number[] = [];
   for (let r = 0; r < Math.max(1, runs); r++) per.push((await sample(fn, inner, method)) / inner);
+  return summarize(per, inner, method);
+}
+
+/** Median, extremes and spread of per-call times. */
+function summarize(per: number[], inner: number, method: TimingMethod): Stats {
   const med = median(per), lo = Math.min(...per), hi = Math.max(...per);
   return {
     medianMs: med,
@@ -153,16 +158,7 @@ export async function measureAsync(
     await sync();
     per.push(performance.now() - t0);
   }
-  const med = median(per), lo = Math.min(...per), hi = Math.max(...per);
-  return {
-    medianMs: med,
-    minMs: lo,
-    maxMs: hi,
-    spreadPct: med > 0 ? ((hi - lo) / med) * 100 : 0,
-    runs: per.length,
-    inner: 1,
-    method: "wall",
-  };
+  return summarize(per, 1, "wall");
 }
 
 // ---------------------------------------------------------------- per-pass profiler
