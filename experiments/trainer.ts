@@ -60,8 +60,8 @@ export interface RunResult {
 class GpuMetrics {
   readonly sums = keep(zeros([METRIC_SLOTS]));
   reset(): void {
-    const b = this.sums.binding() as { buffer: GPUBuffer; offset: number };
-    clear(b.buffer, b.offset, METRIC_SLOTS * 4);
+    const s = this.sums.storage;
+    clear(s.buffer, s.offset, METRIC_SLOTS * 4);
   }
   /** Restores sums read back earlier (exact f32 values, so accumulation continues bit for bit). */
   load(m: { lossSum: number; correct: number; count: number }): void {
