@@ -68,6 +68,7 @@ Trains the study's models on CIFAR-10 with the notebook's recipe and writes resu
   --stage NAME         base|stage_ratio|patchify|resnextify|inverted|kernel7|final|all (default final);
                        "all" runs the seven in order, skipping runs already complete
   --runs N             independent runs, seeds seed, seed+1, ... (default 1)
+  --run K              train only run K (0-based, seed seed+K): one task of a job array
   --epochs N           default 100
   --batch-size N       default 64
   --lr X               AdamW learning rate, default 0.004 (cosine annealing, T_max = epochs)
@@ -99,6 +100,8 @@ export interface TrainCli {
   config: TrainConfig;
   stages: Stage[];
   runs: number;
+  /** The run indices to train: 0..runs-1, or only --run K. */
+  runIndices: number[];
   resume: boolean;
   help: boolean;
 }
@@ -128,6 +131,7 @@ export function parseTrainArgs(args: string[]): TrainCli {
     options: {
       stage: { type: "string" },
       runs: { type: "string" },
+      run: { type: "string" },
       epochs: { type: "string" },
       "batch-size": { type: "string" },
       lr: { type: "string" },
@@ -179,10 +183,16 @@ export function parseTrainArgs(args: string[]): TrainCli {
     out: v.out ?? "",
     progressEvery: num("progress-every", v["progress-every"], 10, true, 1),
   };
+  const runs = num("runs", v.runs, 1, true, 1);
+  const one = v.run === undefined ? undefined : num("run", v.run, 0);
+  if (one !== undefined && v.runs !== undefined && one >= runs) {
+    throw new Error(`--run ${one} is not one of the ${runs} runs (--runs ${runs}): runs are 0..${runs - 1}`);
+  }
   return {
     config,
     stages,
-    runs: num("runs", v.runs, 1, true, 1),
+    runs,
+    runIndices: one !== undefined ? [one] : Array.from({ length: runs }, (_, i) => i),
     resume: v.resume ?? false,
     help: v.help ?? false,
   };

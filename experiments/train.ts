@@ -49,7 +49,7 @@ async function main(args: string[]): Promise<number> {
     const cfg: TrainConfig = { ...cli.config, stage, out: cli.config.out || `results/${stage}` };
     if (cli.stages.length > 1 && cli.config.out) cfg.out = `${cli.config.out}/${stage}`;
     await Deno.mkdir(cfg.out, { recursive: true });
-    for (let run = 0; run < cli.runs; run++) {
+    for (const run of cli.runIndices) {
       const paths = runPaths(cfg.out, run);
       const summary = await readSummary(paths.summary);
       if (summary?.complete) {
