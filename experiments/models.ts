@@ -34,7 +34,7 @@ import {
   StochasticDepth,
 } from "../nn/layers.ts";
 import { type LayerInfo, Module } from "../nn/module.ts";
-import { checkStage, type Stage, STAGES } from "./config.ts";
+import { checkStage, type Stage, STAGES } from "./stages.ts";
 
 export { STAGES };
 export type { Stage };
