@@ -1,17 +1,9 @@
 // Training configuration: the notebook's recipe as defaults, the --quick preset, and CLI parsing.
 
 import { parseArgs } from "node:util";
+import { checkStage, NARROW, type Stage, STAGES } from "./stages.ts";
 
-export const STAGES = [
-  "base",
-  "stage_ratio",
-  "patchify",
-  "resnextify",
-  "inverted",
-  "kernel7",
-  "final",
-] as const;
-export type Stage = typeof STAGES[number];
+export { checkStage, isStage, NARROW, type Stage, STAGES } from "./stages.ts";
 
 /** Best test accuracy published by the notebook (mean of 3 runs). */
 export const PUBLISHED: Record<Stage, number> = {
@@ -48,18 +40,6 @@ export interface TrainConfig {
   /** Progress refresh (and the only mid-epoch readback) every this many steps. */
   progressEvery: number;
 }
-
-export function isStage(s: string): s is Stage {
-  return (STAGES as readonly string[]).includes(s);
-}
-
-export function checkStage(s: string): Stage {
-  if (!isStage(s)) throw new Error(`Unknown stage "${s}". Valid stages: ${STAGES.join(", ")}`);
-  return s;
-}
-
-/** The CPU-sized variant of the models (not in the notebook). */
-export const NARROW = { widths: [16, 32, 64, 128], depths: [1, 1, 3, 1], stemFeatures: 16 };
 
 export const TRAIN_HELP = `deno task train [options]
 
