@@ -1,6 +1,6 @@
-// The WebGPU runtime: one device per process, a pipeline cache keyed by WGSL source, a buffer pool
-// by size class, and command batching (every kernel is recorded into one pending encoder that is
-// submitted when data is read back or uploaded, or when `flush()` is called).
+// The WebGPU runtime: one device per process, a pipeline cache keyed by the kernels' short keys, a
+// buffer pool by size class, cached bind groups, and command batching (every kernel is recorded into one
+// pending encoder that is submitted when data is read back or uploaded, or when `flush()` is called).
 
 /** Features and limits the engine detected on the adapter. */
 export interface GPUContext {
@@ -86,30 +86,57 @@ async function createContext(): Promise<GPUContext> {
 /** The initialised context; throws a clear error when `initGPU()` has not completed. */
 export function gpu(): GPUContext {
   if (lostError) throw lostError;
+  if (!ctx && dryDepth > 0) return NOMINAL;
   if (!ctx) throw new Error("WebGPU is not initialised: call `await initGPU()` before using tensors.");
   return ctx;
 }
 
 // ---------------------------------------------------------------- pipeline cache
 
-const pipelines = new Map<string, GPUComputePipeline>();
+// Pipelines are cached by a short key that the kernel family builds from its spec (the sizes and
+// options its source depends on); the WGSL is generated only on a miss. With `setKeyCheck(true)`
+// (the tests) every hit regenerates the source and throws when it differs from the cached one, so a
+// key that forgets a parameter cannot hide.
 
-/** Compiles `wgsl` once per process (keyed by its source text). */
-export function pipeline(name: string, wgsl: string): GPUComputePipeline {
-  let p = pipelines.get(wgsl);
-  if (!p) {
-    const { device } = gpu();
-    const module = device.createShaderModule({ label: name, code: wgsl });
-    p = device.createComputePipeline({
-      label: name,
-      layout: "auto",
-      compute: { module, entryPoint: "main" },
-    });
-    pipelines.set(wgsl, p);
+const pipelines = new Map<string, GPUComputePipeline>();
+const layouts = new WeakMap<GPUComputePipeline, GPUBindGroupLayout>();
+const cachedSources = new Map<string, string>();
+let keyCheck = false;
+
+/** Makes every pipeline-cache hit regenerate its WGSL and compare it with the cached source. */
+export function setKeyCheck(on: boolean): void {
+  keyCheck = on;
+  if (!on) cachedSources.clear();
+}
+
+/**
+ * The compute pipeline for `key`, compiled from `source()` on the first call. `label` names the kernel
+ * variant (it appears in profiles and validation errors).
+ */
+export function kernel(key: string, label: string, source: () => string): GPUComputePipeline {
+  if (dryDepth > 0) return PLACEHOLDER_PIPELINE;
+  let p = pipelines.get(key);
+  if (p) {
+    if (keyCheck && cachedSources.get(key) !== source()) {
+      throw new Error(`Pipeline key "${key}" (${label}) maps to two different WGSL sources`);
+    }
+    return p;
   }
+  const code = source();
+  if (keyCheck) cachedSources.set(key, code);
+  const { device } = gpu();
+  const module = device.createShaderModule({ label, code });
+  p = device.createComputePipeline({ label, layout: "auto", compute: { module, entryPoint: "main" } });
+  pipelines.set(key, p);
   return p;
 }
 
+/** Transitional: a pipeline keyed by its whole source (families move to `kernel` with short keys). */
+export function pipeline(name: string, wgsl: string): GPUComputePipeline {
+  return kernel(wgsl, name, () => wgsl);
+}
+
+/** Number of compiled pipelines. */
 export function pipelineCacheSize(): number {
   return pipelines.size;
 }
@@ -136,6 +163,7 @@ export function poolStats(): { bytesAllocated: number; bytesInUse: number; buffe
 
 /** A storage buffer of at least `bytes` bytes from the pool. Its content is undefined. */
 export function acquireBuffer(bytes: number): GPUBuffer {
+  if (dryDepth > 0) return PLACEHOLDER;
   const size = sizeClass(bytes);
   const list = free.get(size);
   stats.bytesInUse += size;
@@ -154,6 +182,7 @@ export function acquireBuffer(bytes: number): GPUBuffer {
 
 /** Returns a buffer to the pool. Commands already recorded that use it still see it in order. */
 export function releaseBuffer(buf: GPUBuffer): void {
+  if (buf === PLACEHOLDER) return;
   const list = free.get(buf.size) ?? [];
   list.push(buf);
   free.set(buf.size, list);
@@ -170,18 +199,37 @@ export function trimPool(): void {
     }
   }
   free.clear();
+  bindGroups.clear();
 }
 
 // ---------------------------------------------------------------- command batching
 
+// Dispatches go into one open compute pass of the pending encoder (WebGPU orders the storage accesses of
+// successive dispatches in a pass); copies and clears end it. Bind groups are cached by the identities
+// of what they bind, so a training step that meets the same pooled buffers again binds at no cost.
+
 let encoder: GPUCommandEncoder | null = null;
+let pass: GPUComputePassEncoder | null = null;
+let passPerDispatch = false;
 let pendingDispatches = 0;
 let submits = 0;
 
-/** The encoder that collects every kernel until the next submit. */
+/** The encoder that collects every kernel until the next submit (ends an open compute pass). */
 export function currentEncoder(): GPUCommandEncoder {
+  if (pass) {
+    pass.end();
+    pass = null;
+  }
   if (!encoder) encoder = gpu().device.createCommandEncoder();
   return encoder;
+}
+
+/**
+ * Gives every dispatch a compute pass of its own, labelled with its kernel (for profilers that time
+ * passes with timestamp queries); off by default, since one pass for many dispatches costs less.
+ */
+export function setPassPerDispatch(on: boolean): void {
+  passPerDispatch = on;
 }
 
 /** A storage binding: a whole pooled buffer or a slice of one. */
@@ -189,41 +237,107 @@ export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: n
 /** What a dispatch binds: storage buffers, or texture views for kernels that sample textures. */
 export type Resource = Binding | GPUTextureView;
 
+const ids = new WeakMap<object, number>();
+let nextId = 1;
+const idOf = (o: object): number => {
+  let id = ids.get(o);
+  if (id === undefined) ids.set(o, id = nextId++);
+  return id;
+};
+const bindGroups = new Map<string, GPUBindGroup>();
+/** Bind groups kept before the cache starts afresh (a step of the full model binds ~1,500). */
+const MAX_BIND_GROUPS = 16384;
+
+function bindGroupFor(pipe: GPUComputePipeline, bindings: Resource[]): GPUBindGroup {
+  let key = String(idOf(pipe));
+  for (const b of bindings) {
+    if (b instanceof GPUBuffer || b instanceof GPUTextureView) key += `,${idOf(b)}`;
+    else key += `,${idOf(b.buffer)}:${b.offset ?? 0}:${b.size ?? -1}`;
+  }
+  let group = bindGroups.get(key);
+  if (group) return group;
+  let layout = layouts.get(pipe);
+  if (!layout) layouts.set(pipe, layout = pipe.getBindGroupLayout(0));
+  group = gpu().device.createBindGroup({
+    layout,
+    entries: bindings.map((b, i) => ({ binding: i, resource: b instanceof GPUBuffer ? { buffer: b } : b })),
+  });
+  if (bindGroups.size >= MAX_BIND_GROUPS) bindGroups.clear();
+  bindGroups.set(key, group);
+  return group;
+}
+
 /** Records one compute dispatch of `pipe` with bindings 0..n-1 of group 0. */
 export function dispatch(
   pipe: GPUComputePipeline,
   bindings: Resource[],
   workgroups: [number, number?, number?],
 ): void {
-  const { device, limits } = gpu();
-  const maxDim = limits.maxComputeWorkgroupsPerDimension;
-  for (const w of workgroups) {
-    if (w !== undefined && w > maxDim) {
-      throw new Error(`Kernel ${pipe.label}: ${w} workgroups exceeds the adapter's limit of ${maxDim}.`);
-    }
+  if (dryDepth > 0) return;
+  const x = workgroups[0], y = workgroups[1] ?? 1, z = workgroups[2] ?? 1;
+  const maxDim = gpu().limits.maxComputeWorkgroupsPerDimension;
+  if (x > maxDim || y > maxDim || z > maxDim) {
+    throw new Error(
+      `Kernel ${pipe.label}: ${Math.max(x, y, z)} workgroups exceeds the adapter's limit of ${maxDim}.`,
+    );
   }
-  const bindGroup = device.createBindGroup({
-    layout: pipe.getBindGroupLayout(0),
-    entries: bindings.map((b, i) => ({ binding: i, resource: b instanceof GPUBuffer ? { buffer: b } : b })),
-  });
-  const pass = currentEncoder().beginComputePass({ label: pipe.label });
+  const bindGroup = bindGroupFor(pipe, bindings);
+  if (!pass) pass = currentEncoder().beginComputePass(passPerDispatch ? { label: pipe.label } : undefined);
   pass.setPipeline(pipe);
   pass.setBindGroup(0, bindGroup);
-  pass.dispatchWorkgroups(workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1);
-  pass.end();
+  pass.dispatchWorkgroups(x, y, z);
+  if (passPerDispatch) currentEncoder();
   pendingDispatches++;
-  captured?.push({
-    label: pipe.label,
-    pipe,
-    bindGroup,
-    workgroups: [workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1],
-  });
+  captured?.push({ label: pipe.label, pipe, bindGroup, workgroups: [x, y, z] });
+}
+
+// ---------------------------------------------------------------- dry runs
+
+// A dry run executes code that records kernels (a model's forward and backward on shape-only tensors)
+// without touching the GPU: dispatches, copies, clears and uploads are dropped, and pooled buffers are
+// placeholders. The planner still answers, which is how a model's plan is listed.
+
+let dryDepth = 0;
+const PLACEHOLDER = { size: 0, label: "dry-run placeholder" } as unknown as GPUBuffer;
+const PLACEHOLDER_PIPELINE = { label: "dry-run placeholder" } as unknown as GPUComputePipeline;
+/** The context a dry run sees when no adapter was initialised: WebGPU's default limits, no device. */
+const NOMINAL: GPUContext = {
+  device: null as unknown as GPUDevice,
+  adapterInfo: { vendor: "", architecture: "", device: "", description: "none" } as GPUAdapterInfo,
+  adapterName: "none (dry run)",
+  isFallbackAdapter: false,
+  features: { timestampQuery: false, shaderF16: false },
+  limits: {
+    maxComputeWorkgroupsPerDimension: 65535,
+    maxStorageBufferBindingSize: 134217728,
+    maxBufferSize: 268435456,
+    maxComputeWorkgroupStorageSize: 16384,
+    maxComputeInvocationsPerWorkgroup: 256,
+    maxTextureDimension2D: 8192,
+  } as GPUSupportedLimits,
+};
+
+/** Runs `fn` with every GPU command dropped. */
+export function dryRun<T>(fn: () => T): T {
+  dryDepth++;
+  try {
+    return fn();
+  } finally {
+    dryDepth--;
+  }
+}
+
+/** Whether a dry run is in progress. */
+export function isDryRun(): boolean {
+  return dryDepth > 0;
 }
 
 /** Submits the pending encoder (if any). Does not wait. */
 export function flush(): void {
   if (!encoder) return;
-  gpu().device.queue.submit([encoder.finish()]);
+  const enc = currentEncoder(); // ends the open pass
+  encoder = null;
+  gpu().device.queue.submit([enc.finish()]);
   encoder = null;
   pendingDispatches = 0;
   submits++;
@@ -236,6 +350,7 @@ export function commandStats(): { submits: number; pendingDispatches: number } {
 
 /** Writes `data` into `buf` at `offset` bytes, after every command recorded so far. */
 export function upload(buf: GPUBuffer, data: ArrayBufferView, offset = 0): void {
+  if (dryDepth > 0) return;
   flush(); // queue writes run before unsubmitted commands; submitting first keeps program order
   let bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
   if (bytes.byteLength % 4 !== 0) { // writeBuffer needs a multiple of 4 bytes
@@ -248,6 +363,7 @@ export function upload(buf: GPUBuffer, data: ArrayBufferView, offset = 0): void 
 
 /** Records a zero fill of `bytes` bytes (multiple of 4) of `buf` at `offset`. */
 export function clear(buf: GPUBuffer, offset = 0, bytes?: number): void {
+  if (dryDepth > 0) return;
   currentEncoder().clearBuffer(buf, offset, bytes);
 }
 
@@ -259,11 +375,13 @@ export function copy(
   dstOffset: number,
   bytes: number,
 ): void {
+  if (dryDepth > 0) return;
   currentEncoder().copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
 }
 
 /** Submits everything pending and reads `bytes` bytes of `buf` back. The only call that waits on the GPU. */
 export async function readback(buf: GPUBuffer, offset: number, bytes: number): Promise<ArrayBuffer> {
+  if (dryDepth > 0) throw new Error("readback: a dry run has no data to read");
   const { device } = gpu();
   const size = Math.ceil(bytes / 4) * 4;
   const staging = device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
@@ -333,39 +451,6 @@ export function stopCapture(): CapturedDispatch[] {
   const c = captured ?? [];
   captured = null;
   return c;
-}
-
-/**
- * Times each captured dispatch alone, in milliseconds: (time of 1 + reps copies − time of 1 copy) /
- * reps, each a submit-and-wait, which cancels the fixed cost of a submit and of waiting for it.
- */
-export async function timeDispatches(
-  list: CapturedDispatch[],
-  reps = 2,
-): Promise<{ label: string; ms: number }[]> {
-  const { device } = gpu();
-  await sync();
-  const run = async (d: CapturedDispatch, copies: number) => {
-    const enc = device.createCommandEncoder();
-    for (let i = 0; i < copies; i++) {
-      const pass = enc.beginComputePass();
-      pass.setPipeline(d.pipe);
-      pass.setBindGroup(0, d.bindGroup);
-      pass.dispatchWorkgroups(...d.workgroups);
-      pass.end();
-    }
-    const t0 = performance.now();
-    device.queue.submit([enc.finish()]);
-    await device.queue.onSubmittedWorkDone();
-    return performance.now() - t0;
-  };
-  const out: { label: string; ms: number }[] = [];
-  for (const d of list) {
-    const one = await run(d, 1);
-    const many = await run(d, 1 + reps);
-    out.push({ label: d.label, ms: Math.max(0, (many - one) / reps) });
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------- dispatch geometry helpers

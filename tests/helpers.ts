@@ -3,10 +3,12 @@
 // reference in f64.
 
 import { initGPU, poolStats, Rng, scope, type Tensor, tensor } from "../mod.ts";
+import { setKeyCheck } from "../kernels/runtime.ts";
 
 /** Initialises WebGPU once (every test file calls this first). */
 export async function setup(): Promise<void> {
   await initGPU();
+  setKeyCheck(true); // a pipeline key that misses a parameter fails the test that meets it
 }
 
 export interface Tol {
