@@ -3,6 +3,7 @@
 // recorded graph in reverse topological order, accumulates `.grad` on leaves and frees everything
 // the graph held. `scope()` disposes every tensor created inside it except what it returns.
 
+import { elementwise } from "../kernels/elementwise.ts";
 import { acquireBuffer, type Binding, copy, readback, releaseBuffer, upload } from "../kernels/runtime.ts";
 import type { Rng } from "./random.ts";
 
@@ -303,13 +304,16 @@ function releaseNode(t: Tensor): void {
   for (const s of n.saved) s.dispose();
 }
 
-/** Hook that adds `src` into `dst` in place (set by the elementwise ops, which live above this file). */
-let accumulateInto: (dst: Tensor, src: Tensor) => void = () => {
-  throw new Error("autograd ops not loaded");
-};
-/** Installs the in-place add used to accumulate gradients. */
-export function setAccumulator(fn: (dst: Tensor, src: Tensor) => void): void {
-  accumulateInto = fn;
+/** dst += src for gradients of the same shape: one in-place elementwise kernel, recorded on no tape. */
+function accumulateInto(dst: Tensor, src: Tensor): void {
+  elementwise(
+    "grad_accumulate",
+    "o + v0",
+    [{ binding: src.binding(), shape: src.shape }],
+    dst.binding(),
+    dst.shape,
+    true,
+  );
 }
 
 function topoOrder(root: Tensor): Tensor[] {

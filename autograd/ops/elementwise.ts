@@ -2,7 +2,7 @@
 
 import { elementwise } from "../../kernels/elementwise.ts";
 import { broadcastShapes, f32 } from "../../kernels/wgsl.ts";
-import { empty, record, sameShape, setAccumulator, type Tensor } from "../tensor.ts";
+import { empty, record, sameShape, type Tensor } from "../tensor.ts";
 import { sumTo } from "./reduce.ts";
 
 /** Runs an elementwise kernel over `inputs` (broadcast together) into a new tensor. */
@@ -36,7 +36,6 @@ export function addInPlace(dst: Tensor, src: Tensor): void {
     true,
   );
 }
-setAccumulator(addInPlace);
 
 /** The gradient of a broadcast input: `g` summed down to `shape`. */
 function unbroadcast(g: Tensor, shape: readonly number[]): Tensor {
