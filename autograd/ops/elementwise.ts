@@ -2,27 +2,9 @@
 
 import { elementwise } from "../../kernels/elementwise.ts";
 import { broadcastShapes, f32 } from "../../kernels/wgsl.ts";
-import { empty, record, sameShape, type Tensor } from "../tensor.ts";
+import { record, sameShape, type Tensor } from "../tensor.ts";
+import { mapTensors } from "./map.ts";
 import { sumTo } from "./reduce.ts";
-
-/** Runs an elementwise kernel over `inputs` (broadcast together) into a new tensor. */
-export function mapTensors(
-  name: string,
-  expr: string,
-  inputs: Tensor[],
-  outShape?: readonly number[],
-): Tensor {
-  const shape = outShape ?? inputs.map((t) => t.shape).reduce((a, b) => broadcastShapes(name, a, b));
-  const out = empty(shape);
-  elementwise(
-    name,
-    expr,
-    inputs.map((t) => ({ binding: t.binding(), shape: t.shape })),
-    out.binding(),
-    shape,
-  );
-  return out;
-}
 
 /** dst += src (src broadcast to dst), recorded on no tape. */
 export function addInPlace(dst: Tensor, src: Tensor): void {

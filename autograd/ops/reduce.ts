@@ -3,7 +3,7 @@
 import { sumAxes } from "../../kernels/reduce.ts";
 import { f32 } from "../../kernels/wgsl.ts";
 import { empty, numel, record, type Tensor, view } from "../tensor.ts";
-import { mapTensors } from "./elementwise.ts";
+import { mapTensors } from "./map.ts";
 import { reshape } from "./shape.ts";
 
 export interface ReduceOptions {
