@@ -3,6 +3,13 @@ import { conv2d } from "../autograd/ops/conv.ts";
 import { assertClose, checkOp, setup } from "./helpers.ts";
 import assert from "node:assert/strict";
 import { startCapture, stopCapture } from "../kernels/runtime.ts";
+import {
+  convBackwardBiasRef,
+  convBackwardInputRef,
+  convBackwardWeightRef,
+  convForwardRef,
+  convShape,
+} from "../kernels/reference/conv.ts";
 
 await setup();
 
@@ -16,38 +23,9 @@ interface Cfg {
   bias?: boolean;
 }
 
-/** CPU reference convolution in f64 (PyTorch semantics). */
+/** CPU reference convolution of a test case (kernels/reference/conv.ts). */
 function cpuConv(x: Float64Array, w: Float64Array, b: Float64Array | null, cfg: Cfg): Float64Array {
-  const [n, c, h, W] = cfg.x;
-  const { o, k, stride = 1, padding: p = 0, groups = 1 } = cfg;
-  const cg = c / groups, og = o / groups;
-  const oh = Math.floor((h + 2 * p - k) / stride) + 1, ow = Math.floor((W + 2 * p - k) / stride) + 1;
-  const y = new Float64Array(n * o * oh * ow);
-  for (let b0 = 0; b0 < n; b0++) {
-    for (let oc = 0; oc < o; oc++) {
-      const g = Math.floor(oc / og);
-      for (let i = 0; i < oh; i++) {
-        for (let j = 0; j < ow; j++) {
-          let s = b ? b[oc] : 0;
-          for (let ci = 0; ci < cg; ci++) {
-            const xc = (b0 * c + g * cg + ci) * h * W;
-            const wc = (oc * cg + ci) * k * k;
-            for (let kh = 0; kh < k; kh++) {
-              const ih = i * stride - p + kh;
-              if (ih < 0 || ih >= h) continue;
-              for (let kw = 0; kw < k; kw++) {
-                const iw = j * stride - p + kw;
-                if (iw < 0 || iw >= W) continue;
-                s += x[xc + ih * W + iw] * w[wc + kh * k + kw];
-              }
-            }
-          }
-          y[((b0 * o + oc) * oh + i) * ow + j] = s;
-        }
-      }
-    }
-  }
-  return y;
+  return convForwardRef(x, w, b, convShape(cfg.x, cfg.o, cfg.k, cfg.stride, cfg.padding, cfg.groups));
 }
 
 function check(name: string, cfg: Cfg) {
@@ -206,23 +184,10 @@ for (const [n, c, o, hw, swaps] of [[2, 64, 68, 8, 0], [3, 64, 68, 4, 4]]) {
     const kernels = stopCapture().map((d) => d.label);
     assert.equal(kernels.filter((k) => k === "matmul_texture").length, 3, `kernels: ${kernels}`);
     assert.equal(kernels.filter((k) => k === "swap_leading").length, swaps, `kernels: ${kernels}`);
-    const ey = new Float64Array(n * o * p), ex = new Float64Array(n * c * p), ew = new Float64Array(o * c);
-    const eb = new Float64Array(o);
-    for (let i = 0; i < n; i++) {
-      for (let oo = 0; oo < o; oo++) {
-        for (let q = 0; q < p; q++) {
-          const g = gs[(i * o + oo) * p + q];
-          let acc = bs[oo];
-          for (let cc = 0; cc < c; cc++) {
-            acc += ws[oo * c + cc] * xs[(i * c + cc) * p + q];
-            ex[(i * c + cc) * p + q] += ws[oo * c + cc] * g;
-            ew[oo * c + cc] += g * xs[(i * c + cc) * p + q];
-          }
-          ey[(i * o + oo) * p + q] = acc;
-          eb[oo] += g;
-        }
-      }
-    }
+    const s = convShape([n, c, hw, hw], o, 1);
+    const [x64, w64, g64] = [xs, ws, gs].map((a) => Float64Array.from(a));
+    const ey = convForwardRef(x64, w64, Float64Array.from(bs), s), ex = convBackwardInputRef(g64, w64, s);
+    const ew = convBackwardWeightRef(g64, x64, s), eb = convBackwardBiasRef(g64, s);
     const tol = { rtol: 1e-4, atol: 1e-4 };
     assertClose(await y.toArray(), ey, tol, "forward");
     assertClose(await x.grad!.toArray(), ex, tol, "input gradient");

@@ -1,31 +1,19 @@
 import { empty, matmul, matmulT, Rng, tensor } from "../mod.ts";
 import { matmul as matmulKernel, matmulVersion } from "../kernels/matmul.ts";
 import { assertClose, checkOp, setup } from "./helpers.ts";
+import { gemmRef } from "../kernels/reference/gemm.ts";
 import assert from "node:assert/strict";
 
 await setup();
 
-/** CPU batched matmul with transposes; batch 0 means a 2-D operand. */
+/** CPU batched matmul with transposes (kernels/reference/gemm.ts). */
 function cpuMM(
   a: Float64Array,
   b: Float64Array,
   d: { batch: number; m: number; n: number; k: number; bA: boolean; bB: boolean; tA?: boolean; tB?: boolean },
 ): Float64Array {
-  const out = new Float64Array(d.batch * d.m * d.n);
-  for (let z = 0; z < d.batch; z++) {
-    for (let i = 0; i < d.m; i++) {
-      for (let j = 0; j < d.n; j++) {
-        let s = 0;
-        for (let k = 0; k < d.k; k++) {
-          const av = a[(d.bA ? z * d.m * d.k : 0) + (d.tA ? k * d.m + i : i * d.k + k)];
-          const bv = b[(d.bB ? z * d.k * d.n : 0) + (d.tB ? j * d.k + k : k * d.n + j)];
-          s += av * bv;
-        }
-        out[z * d.m * d.n + i * d.n + j] = s;
-      }
-    }
-  }
-  return out;
+  const { batch, m, n, k } = d;
+  return gemmRef(a, b, { batch, m, n, k, transA: !!d.tA, transB: !!d.tB, batchA: d.bA, batchB: d.bB });
 }
 
 Deno.test("matmul 2-D on odd sizes", async () => {
@@ -110,9 +98,17 @@ Deno.test("matmul kernel with sumBatch: C = Σ_b op(A[b])·op(B[b]) on both kern
     const batch = 3;
     const a = Float64Array.from({ length: batch * m * k }, () => rng.uniform() - 0.5);
     const b = Float64Array.from({ length: batch * k * n }, () => rng.uniform() - 0.5);
-    const per = cpuMM(a, b, { batch, m, n, k, bA: true, bB: true, tA, tB });
-    const want = new Float64Array(m * n);
-    for (let z = 0; z < batch; z++) for (let i = 0; i < m * n; i++) want[i] += per[z * m * n + i];
+    const want = gemmRef(a, b, {
+      batch,
+      m,
+      n,
+      k,
+      transA: tA,
+      transB: tB,
+      batchA: true,
+      batchB: true,
+      sumBatch: true,
+    });
     const ta = tensor(Float32Array.from(a)), tb = tensor(Float32Array.from(b)), tc = empty([m, n]);
     matmulKernel(ta.binding(), tb.binding(), tc.binding(), {
       batch,
