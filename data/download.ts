@@ -13,7 +13,8 @@
 
 import { createHash } from "node:crypto";
 import { basename, dirname, join, resolve } from "node:path";
-import { CIFAR10, CIFAR10_CLASSES, type Cifar10Spec, verifyCifar10Dir } from "./cifar10.ts";
+import { CIFAR10, CIFAR10_CLASSES, type Cifar10Spec } from "./cifar10_spec.ts";
+import { verifyCifar10Dir } from "./cifar10_verify.ts";
 import { gunzip, readTar } from "./tar.ts";
 
 export type Log = (msg: string) => void;

@@ -33,14 +33,8 @@
 
 import { Rng } from "../autograd/random.ts";
 import { keep, type Tensor, tensor } from "../autograd/tensor.ts";
-import {
-  augmentGpu,
-  type AugmentParams,
-  drawAugmentParams,
-  identityParams,
-  IMAGE_BYTES,
-} from "../kernels/augment.ts";
-import type { CifarSet } from "./cifar10.ts";
+import { augmentGpu, type AugmentParams, drawAugmentParams, identityParams, IMAGE_BYTES } from "./augment.ts";
+import type { CifarSet } from "./cifar10_spec.ts";
 
 export const VALIDATION_SIZE = 5000;
 

@@ -11,7 +11,8 @@
 
 import { decode } from "fast-png";
 import { join } from "node:path";
-import { CIFAR10, type Cifar10Spec, RECORD_BYTES, verifyCifar10Dir } from "./cifar10.ts";
+import { CIFAR10, type Cifar10Spec, RECORD_BYTES } from "./cifar10_spec.ts";
+import { verifyCifar10Dir } from "./cifar10_verify.ts";
 import { downloadTo, installDir, type Log, withStagingDir, writeMeta } from "./download.ts";
 import { gunzip, readTar } from "./tar.ts";
 

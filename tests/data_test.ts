@@ -11,7 +11,7 @@ import {
   identityParams,
   IMAGE_BYTES,
   normalizeValue,
-} from "../kernels/augment.ts";
+} from "../data/augment.ts";
 import {
   CIFAR10,
   type Cifar10Data,
