@@ -6,7 +6,8 @@
 import { noGrad, numel, randn, scope } from "../autograd/tensor.ts";
 import { Rng } from "../autograd/random.ts";
 import { buildModel, type ModelOptions } from "../experiments/models.ts";
-import { matmul, type MatmulDims, matmulVersion } from "../kernels/matmul.ts";
+import { matmul, type MatmulDims } from "../kernels/matmul.ts";
+import { planMatmul } from "../kernels/planner.ts";
 import { acquireBuffer, releaseBuffer } from "../kernels/runtime.ts";
 import type { Module } from "../nn/module.ts";
 import { AdamW } from "../nn/optim.ts";
@@ -223,7 +224,7 @@ async function benchGemms(
           shape: `${
             g.d.batch > 1 ? `${g.d.batch}${g.d.sumBatch ? "Σ" : "×"}` : ""
           }${g.d.m}×${g.d.k}×${g.d.n}${g.d.transA ? " Aᵀ" : ""}${g.d.transB ? " Bᵀ" : ""} (${
-            matmulVersion(g.d)
+            planMatmul(g.d).variant
           })`,
           uses: usesText(c.uses),
           timing,

@@ -1,11 +1,13 @@
 // 2-D convolution kernels (NCHW input, OIHW weight, zero padding, square kernels). `convForward`,
-// `convBackwardInput`, `convBackwardWeight` and `convBackwardBias` pick the kernel family:
-//   * 1×1 stride 1 without padding or groups: batched GEMMs (kernels/conv1x1.ts);
-//   * depthwise (groups = C = O): its own family (kernels/depthwise.ts);
-//   * everything else (dense or grouped k×k, 1×1 stride 2, 2×2 stride 2, stems): the direct kernels
-//     below, where each invocation keeps a block of channels × pixels of the result in registers.
+// `convBackwardInput` and `convBackwardWeight` run the variant the planner (kernels/planner.ts) picks,
+// or the one they are given:
+//   * gemm1x1/*: 1×1 stride 1 without padding or groups, as GEMMs (kernels/conv1x1.ts);
+//   * depthwise/* (groups = C = O): kernels/depthwise.ts and kernels/depthwise_tiled.ts;
+//   * direct/blocked, everything else (dense or grouped k×k, stems): the kernels below, where each
+//     invocation keeps a block of channels × pixels of the result in registers.
+// (`patches` is a rewrite of the graph, done by autograd/ops/conv.ts.)
 
-import { type Binding, dispatch, pipeline } from "./runtime.ts";
+import { type Binding, dispatch, kernel } from "./runtime.ts";
 import { sumAxes } from "./reduce.ts";
 import { storageDecls } from "./wgsl.ts";
 import {
@@ -17,48 +19,65 @@ import {
   guarded,
   parityAxis,
   range,
+  specKey,
   splitReduction,
   WGC,
   withPartials,
 } from "./conv_common.ts";
+import { convKey } from "./shapes.ts";
 import { conv1x1BackwardInput, conv1x1BackwardWeight, conv1x1Forward } from "./conv1x1.ts";
 import { depthwiseBackwardInput, depthwiseBackwardWeight, depthwiseForward } from "./depthwise.ts";
+import { planConv } from "./planner.ts";
 
 export { convOutSize, type ConvShape } from "./conv_common.ts";
 
-export type ConvKind = "gemm1x1" | "depthwise" | "direct";
-
-/** The kernel family used for a convolution of shape `s`. */
-export function convKind(s: ConvShape): ConvKind {
-  if (s.k === 1 && s.stride === 1 && s.pad === 0 && s.groups === 1) return "gemm1x1";
-  if (s.groups === s.c && s.o === s.c && s.c > 1) return "depthwise";
-  return "direct";
-}
+const unsupported = (variant: string, pass: string): never => {
+  throw new Error(`conv ${pass}: variant "${variant}" does not run here (see kernels/planner.ts)`);
+};
 
 /** y = conv(x, w) + b. */
-export function convForward(x: Binding, w: Binding, b: Binding | null, y: Binding, s: ConvShape): void {
+export function convForward(
+  x: Binding,
+  w: Binding,
+  b: Binding | null,
+  y: Binding,
+  s: ConvShape,
+  variant = planConv(s, "forward").variant,
+): void {
   if (s.n * s.o * s.oh * s.ow === 0) return;
-  const kind = convKind(s);
-  if (kind === "gemm1x1") return conv1x1Forward(x, w, b, y, s);
-  if (kind === "depthwise") return depthwiseForward(x, w, b, y, s);
-  directForward(x, w, b, y, s);
+  if (variant.startsWith("gemm1x1/")) return conv1x1Forward(x, w, b, y, s, variant);
+  if (variant === "depthwise/direct") return depthwiseForward(x, w, b, y, s);
+  if (variant === "direct/blocked") return directForward(x, w, b, y, s);
+  unsupported(variant, "forward");
 }
 
 /** dx from dy. */
-export function convBackwardInput(dy: Binding, w: Binding, dx: Binding, s: ConvShape): void {
+export function convBackwardInput(
+  dy: Binding,
+  w: Binding,
+  dx: Binding,
+  s: ConvShape,
+  variant = planConv(s, "inputGrad").variant,
+): void {
   if (s.n * s.c * s.h * s.w === 0) return;
-  const kind = convKind(s);
-  if (kind === "gemm1x1") return conv1x1BackwardInput(dy, w, dx, s);
-  if (kind === "depthwise") return depthwiseBackwardInput(dy, w, dx, s);
-  directBackwardInput(dy, w, dx, s);
+  if (variant.startsWith("gemm1x1/")) return conv1x1BackwardInput(dy, w, dx, s, variant);
+  if (variant === "depthwise/direct") return depthwiseBackwardInput(dy, w, dx, s);
+  if (variant === "direct/blocked") return directBackwardInput(dy, w, dx, s);
+  unsupported(variant, "input gradient");
 }
 
 /** dw from dy and x. */
-export function convBackwardWeight(dy: Binding, x: Binding, dw: Binding, s: ConvShape): void {
-  const kind = convKind(s);
-  if (kind === "gemm1x1") return conv1x1BackwardWeight(dy, x, dw, s);
-  if (kind === "depthwise") return depthwiseBackwardWeight(dy, x, dw, s);
-  directBackwardWeight(dy, x, dw, s);
+export function convBackwardWeight(
+  dy: Binding,
+  x: Binding,
+  dw: Binding,
+  s: ConvShape,
+  variant = planConv(s, "weightGrad").variant,
+): void {
+  if (variant.startsWith("gemm1x1/")) return conv1x1BackwardWeight(dy, x, dw, s, variant);
+  if (variant === "depthwise/direct") return depthwiseBackwardWeight(dy, x, dw, s);
+  if (variant === "direct/blocked") return directBackwardWeight(dy, x, dw, s);
+  unsupported(variant, "weight gradient");
 }
 
 /** db = Σ_{n,oh,ow} dy. */
@@ -93,6 +112,7 @@ function directConv(
   rows: Axis,
   cols: Axis,
   widx: (g: string, ol: string, il: string, u: string, v: number) => string,
+  widxKey: string,
 ): void {
   const { n, cin, cout, groups } = ch;
   const h = rows.inSize, W = cols.inSize;
@@ -106,38 +126,40 @@ function directConv(
   const seg = cols.taps > 0 ? (px - 1) * cols.stride + cols.taps : 0;
   const segIdx = (j: number, v: number) => j * cols.stride + cols.step * v - minV;
   const { groups: grid, index } = convGrid(total, n);
-  const I = range(rb), R = range(rh), J = range(px), M = range(seg), V = range(cols.taps);
-  const loop = rows.taps > 0 && cols.taps > 0
-    ? `  let xg = (nn * ${cin} + g * ${cig}) * ${h * W};
+  const key = specKey(name, ch, rows, cols, !!bias, widxKey, rb, px, rh, grid);
+  const pipe = kernel(key, "direct/blocked", () => {
+    const I = range(rb), R = range(rh), J = range(px), M = range(seg), V = range(cols.taps);
+    const loop = rows.taps > 0 && cols.taps > 0
+      ? `  let xg = (nn * ${cin} + g * ${cig}) * ${h * W};
   for (var ci = 0; ci < ${cig}; ci++) {
     let xc = xg + ci * ${h * W} + iwb;
     for (var u = 0; u < ${rows.taps}; u++) {
 ${
-      R.map((q) =>
-        `      let ih${q} = (oh0 + ${q}) * ${rows.stride} + ${rows.off} + ${rows.step} * u;\n` +
-        `      let rv${q} = ih${q} >= 0 && ih${q} < ${h};\n` +
-        `      let row${q} = xc + ih${q} * ${W};\n` +
-        M.map((m) => `      let s${q}_${m} = ${guarded("x", `row${q} + ${m}`, `rv${q} && cv${m}`)};`).join(
-          "\n",
-        )
-      ).join("\n")
-    }
-${
-      V.map((v) =>
-        I.map((i) => `      let w${v}_${i} = w[${widx("g", `ol${i}`, "ci", "u", v)}];`).join("\n") + "\n" +
-        I.map((i) =>
-          R.map((q) =>
-            J.map((j) => `      a${i}_${q}_${j} += s${q}_${segIdx(j, v)} * w${v}_${i};`).join("\n")
+        R.map((q) =>
+          `      let ih${q} = (oh0 + ${q}) * ${rows.stride} + ${rows.off} + ${rows.step} * u;\n` +
+          `      let rv${q} = ih${q} >= 0 && ih${q} < ${h};\n` +
+          `      let row${q} = xc + ih${q} * ${W};\n` +
+          M.map((m) => `      let s${q}_${m} = ${guarded("x", `row${q} + ${m}`, `rv${q} && cv${m}`)};`).join(
+            "\n",
           )
-            .join("\n")
         ).join("\n")
-      ).join("\n")
-    }
+      }
+${
+        V.map((v) =>
+          I.map((i) => `      let w${v}_${i} = w[${widx("g", `ol${i}`, "ci", "u", v)}];`).join("\n") + "\n" +
+          I.map((i) =>
+            R.map((q) =>
+              J.map((j) => `      a${i}_${q}_${j} += s${q}_${segIdx(j, v)} * w${v}_${i};`).join("\n")
+            )
+              .join("\n")
+          ).join("\n")
+        ).join("\n")
+      }
     }
   }`
-    // no taps reach these outputs (they are zero); the never-taken branch keeps every binding in the layout
-    : "  if (t < 0) { y[0] = x[0] + w[0]; }";
-  const wgsl = `${storageDecls(bias ? ["x", "w", "b"] : ["x", "w"], ["y"])}
+      // no taps reach these outputs (they are zero); the never-taken branch keeps every binding in the layout
+      : "  if (t < 0) { y[0] = x[0] + w[0]; }";
+    return `${storageDecls(bias ? ["x", "w", "b"] : ["x", "w"], ["y"])}
 @compute @workgroup_size(${WGC})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
@@ -155,18 +177,19 @@ ${M.map((m) => `  let cv${m} = iwb + ${m} >= 0 && iwb + ${m} < ${W};`).join("\n"
 ${I.map((i) => R.map((q) => J.map((j) => `  var a${i}_${q}_${j} = 0.0;`).join("\n")).join("\n")).join("\n")}
 ${loop}
 ${
-    I.map((i) =>
-      R.map((q) =>
-        J.map((j) =>
-          `  if (o0 + ${i} < ${cog} && oh0 + ${q} < ${rows.outSub} && ow0 + ${j} < ${cols.outSub}) { y[((nn * ${cout} + g * ${cog} + ol${i}) * ${rows.outFull} + ${rows.outA} + ${rows.outS} * (oh0 + ${q})) * ${cols.outFull} + ${cols.outA} + ${cols.outS} * (ow0 + ${j})] = a${i}_${q}_${j}${
-            bias ? ` + b[g * ${cog} + ol${i}]` : ""
-          }; }`
+      I.map((i) =>
+        R.map((q) =>
+          J.map((j) =>
+            `  if (o0 + ${i} < ${cog} && oh0 + ${q} < ${rows.outSub} && ow0 + ${j} < ${cols.outSub}) { y[((nn * ${cout} + g * ${cog} + ol${i}) * ${rows.outFull} + ${rows.outA} + ${rows.outS} * (oh0 + ${q})) * ${cols.outFull} + ${cols.outA} + ${cols.outS} * (ow0 + ${j})] = a${i}_${q}_${j}${
+              bias ? ` + b[g * ${cog} + ol${i}]` : ""
+            }; }`
+          ).join("\n")
         ).join("\n")
       ).join("\n")
-    ).join("\n")
-  }
+    }
 }`;
-  dispatch(pipeline(name, wgsl), bias ? [inp, wgt, bias, out] : [inp, wgt, out], grid);
+  });
+  dispatch(pipe, bias ? [inp, wgt, bias, out] : [inp, wgt, out], grid);
 }
 
 /** Forward of a dense or grouped convolution. */
@@ -182,6 +205,7 @@ function directForward(x: Binding, w: Binding, b: Binding | null, y: Binding, s:
     forwardAxis(s.h, s.oh, k, stride, pad),
     forwardAxis(s.w, s.ow, k, stride, pad),
     (g, ol, il, u, v) => `((${g} * ${og} + ${ol}) * ${cg} + ${il}) * ${k * k} + ${u} * ${k} + ${v}`,
+    `f${og},${cg},${k}`,
   );
 }
 
@@ -209,6 +233,7 @@ function directBackwardInput(dy: Binding, w: Binding, dx: Binding, s: ConvShape)
           `((${g} * ${og} + ${il}) * ${cg} + ${ol}) * ${k * k} + (${rows.t0} + ${stride} * ${u}) * ${k} + ${
             cols.t0 + stride * v
           }`,
+        `b${og},${cg},${k},${stride},${rows.t0},${cols.t0}`,
       );
     }
   }
@@ -231,10 +256,12 @@ function directBackwardWeight(dy: Binding, x: Binding, dw: Binding, s: ConvShape
   const { chunks, len } = splitReduction(rows, outputs, Math.ceil(128 / OW));
   const { groups: grid, index } = convGrid(total, chunks);
   const seg = (px - 1) * stride + k;
-  const I = range(rb), C = range(cb), J = range(px), M = range(seg), KW = range(k);
-  const dyLoad = (i: number, j: number) =>
-    OW % px === 0 ? `dy[dp + dc${i} + ${j}]` : guarded("dy", `dp + dc${i} + ${j}`, `ow0 + ${j} < ${OW}`);
-  const wgsl = `${storageDecls(["dy", "x"], ["out"])}
+  const key = specKey("conv_backward_weight", convKey(s), rb, chunks, len, grid);
+  const pipe = kernel(key, "direct/blocked", () => {
+    const I = range(rb), C = range(cb), J = range(px), M = range(seg), KW = range(k);
+    const dyLoad = (i: number, j: number) =>
+      OW % px === 0 ? `dy[dp + dc${i} + ${j}]` : guarded("dy", `dp + dc${i} + ${j}`, `ow0 + ${j} < ${OW}`);
+    return `${storageDecls(["dy", "x"], ["out"])}
 @compute @workgroup_size(${WGC})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
@@ -249,10 +276,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 ${I.map((i) => `  let dc${i} = (g * ${og} + min(o0 + ${i}, ${og - 1})) * ${P};`).join("\n")}
 ${C.map((q) => `  let xc${q} = (g * ${cg} + min(c0 + ${q}, ${cg - 1})) * ${HW};`).join("\n")}
 ${
-    I.map((i) => C.map((q) => KW.map((kw) => `  var a${i}_${q}_${kw} = 0.0;`).join("\n")).join("\n")).join(
-      "\n",
-    )
-  }
+      I.map((i) => C.map((q) => KW.map((kw) => `  var a${i}_${q}_${kw} = 0.0;`).join("\n")).join("\n")).join(
+        "\n",
+      )
+    }
   let start = chunk * ${len};
   let end = min(start + ${len}, ${rows});
   for (var rr = start; rr < end; rr++) {
@@ -270,33 +297,29 @@ ${
 ${M.map((m) => `      let cv${m} = iwb + ${m} >= 0 && iwb + ${m} < ${W};`).join("\n")}
 ${I.map((i) => J.map((j) => `      let d${i}_${j} = ${dyLoad(i, j)};`).join("\n")).join("\n")}
 ${
-    C.map((q) =>
-      M.map((m) => `      let s${q}_${m} = ${guarded("x", `xp + xc${q} + ${m}`, `cv${m}`)};`).join("\n") +
-      "\n" +
-      I.map((i) =>
-        KW.map((kw) =>
-          `      a${i}_${q}_${kw} += ${J.map((j) => `d${i}_${j} * s${q}_${j * stride + kw}`).join(" + ")};`
+      C.map((q) =>
+        M.map((m) => `      let s${q}_${m} = ${guarded("x", `xp + xc${q} + ${m}`, `cv${m}`)};`).join("\n") +
+        "\n" +
+        I.map((i) =>
+          KW.map((kw) =>
+            `      a${i}_${q}_${kw} += ${J.map((j) => `d${i}_${j} * s${q}_${j * stride + kw}`).join(" + ")};`
+          ).join("\n")
         ).join("\n")
       ).join("\n")
-    ).join("\n")
-  }
+    }
     }
   }
   let base = chunk * ${outputs};
 ${
-    I.map((i) =>
-      C.map((q) =>
-        `  if (o0 + ${i} < ${og} && c0 + ${q} < ${cg}) {\n` +
-        `    let wo = base + ((g * ${og} + o0 + ${i}) * ${cg} + c0 + ${q}) * ${kk} + kh * ${k};\n` +
-        KW.map((kw) => `    out[wo + ${kw}] = a${i}_${q}_${kw};`).join("\n") + "\n  }"
+      I.map((i) =>
+        C.map((q) =>
+          `  if (o0 + ${i} < ${og} && c0 + ${q} < ${cg}) {\n` +
+          `    let wo = base + ((g * ${og} + o0 + ${i}) * ${cg} + c0 + ${q}) * ${kk} + kh * ${k};\n` +
+          KW.map((kw) => `    out[wo + ${kw}] = a${i}_${q}_${kw};`).join("\n") + "\n  }"
+        ).join("\n")
       ).join("\n")
-    ).join("\n")
-  }
+    }
 }`;
-  withPartials(
-    chunks,
-    outputs,
-    dw,
-    (dst) => dispatch(pipeline("conv_backward_weight", wgsl), [dy, x, dst], grid),
-  );
+  });
+  withPartials(chunks, outputs, dw, (dst) => dispatch(pipe, [dy, x, dst], grid));
 }

@@ -2,24 +2,40 @@
 //   forward       y[n] (O×P) = w (O×C) · x[n] (C×P) + b
 //   input grad   dx[n] (C×P) = wᵀ (C×O) · dy[n] (O×P)
 //   weight grad  dw (O×C)    = Σ_n dy[n] (O×P) · x[n]ᵀ (P×C), split over chunks of the N·P pixels
-// Each invocation keeps a block of the result in registers and reads its operands directly from global
-// memory (no workgroup memory: barriers are expensive on software adapters). When C and H·W are
-// multiples of 4 the operands are read as vec4 and the block is large (16×16 on a software adapter,
-// where every load is a gather and spilled accumulators are cheap; 8×8 elsewhere); otherwise a
-// scalar 4×4 kernel is used.
+// Variants (named as the planner names them):
+//   gemm1x1/texture          the texture GEMM of kernels/matmul.ts, per image (weight gradient: summed
+//                            over images inside the kernel)
+//   gemm1x1/columns-texture  small images: [N, C, P] transposed to [C, N·P], one texture GEMM, back
+//   gemm1x1/tiled            the workgroup-tiled GEMM of kernels/gemm_tiled.ts (split-K weight gradient)
+//   gemm1x1/columns-tiled    the same over all images at once
+//   gemm1x1/vec4             below: a register block per invocation (16×16 on a software adapter, where
+//                            every load is a gather and spilled accumulators are cheap; 8×8 elsewhere),
+//                            operands read as vec4 straight from storage (C and H·W multiples of 4)
+//   gemm1x1/scalar           below: 4×4 blocks, scalar loads, any sizes
 
 import {
   acquireBuffer,
   type Binding,
   dispatch,
   grid1D,
+  kernel,
   linearIndex,
-  pipeline,
   releaseBuffer,
 } from "./runtime.ts";
-import { matmul, type MatmulDims, matmulVersion } from "./matmul.ts";
+import { matmul } from "./matmul.ts";
+import { gemmSplitK, matmulTiled } from "./gemm_tiled.ts";
 import { storageDecls } from "./wgsl.ts";
-import { blockEdge, convGrid, type ConvShape, splitReduction, WGC, withPartials } from "./conv_common.ts";
+import {
+  blockEdge,
+  convGrid,
+  type ConvShape,
+  specKey,
+  splitReduction,
+  WGC,
+  withPartials,
+} from "./conv_common.ts";
+import { conv1x1Dims } from "./planner.ts";
+import { convKey } from "./shapes.ts";
 
 const R4 = [0, 1, 2, 3];
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -36,11 +52,6 @@ function nextPixel(p: number, o: number, c: number): string {
     }`;
 }
 
-/** Whether the vec4 kernels apply (C and H·W multiples of 4). */
-function vec4Path(s: ConvShape): boolean {
-  return s.c % 4 === 0 && (s.h * s.w) % 4 === 0;
-}
-
 /** Binding of a buffer whose length is a multiple of 4 floats, read as vec4. */
 const V4 = "array<vec4<f32>>";
 
@@ -53,11 +64,15 @@ function forwardVec4(x: Binding, w: Binding, b: Binding | null, y: Binding, s: C
   const total = rowBlocks * colBlocks;
   const { groups, index } = convGrid(total, n);
   const I = range(rb), J = range(cb4);
-  const wgsl = `@group(0) @binding(0) var<storage, read> x: ${V4};
+  const pipe = kernel(
+    specKey("c1x1f4", convKey(s), !!b, rb, cb4, groups),
+    "gemm1x1/vec4",
+    () =>
+      `@group(0) @binding(0) var<storage, read> x: ${V4};
 @group(0) @binding(1) var<storage, read> w: ${V4};
 ${b ? "@group(0) @binding(2) var<storage, read> b: array<f32>;\n" : ""}@group(0) @binding(${
-    b ? 3 : 2
-  }) var<storage, read_write> y: ${V4};
+        b ? 3 : 2
+      }) var<storage, read_write> y: ${V4};
 @compute @workgroup_size(${WGC})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
@@ -73,27 +88,28 @@ ${I.map((i) => J.map((j) => `  var acc${i}_${j} = vec4<f32>(0.0);`).join("\n")).
     let xo = xb + k4 * ${4 * p4};
 ${J.map((j) => R4.map((q) => `    let b${q}_${j} = x[xo + ${q * p4} + c${j}];`).join("\n")).join("\n")}
 ${
-    I.map((i) =>
-      `    let a${i} = w[r${i} + k4];\n` +
-      J.map((j) =>
-        `    acc${i}_${j} += a${i}.x * b0_${j} + a${i}.y * b1_${j} + a${i}.z * b2_${j} + a${i}.w * b3_${j};`
-      )
-        .join("\n")
-    ).join("\n")
-  }
+        I.map((i) =>
+          `    let a${i} = w[r${i} + k4];\n` +
+          J.map((j) =>
+            `    acc${i}_${j} += a${i}.x * b0_${j} + a${i}.y * b1_${j} + a${i}.z * b2_${j} + a${i}.w * b3_${j};`
+          )
+            .join("\n")
+        ).join("\n")
+      }
   }
   let yb = nn * ${o * p4};
 ${
-    I.map((i) =>
-      J.map((j) =>
-        `  if (row0 + ${i} < ${o} && col0 + ${j} < ${p4}) { y[yb + (row0 + ${i}) * ${p4} + c${j}] = acc${i}_${j}${
-          b ? ` + b[row0 + ${i}]` : ""
-        }; }`
-      ).join("\n")
-    ).join("\n")
-  }
-}`;
-  dispatch(pipeline("conv1x1_forward_v4", wgsl), b ? [x, w, b, y] : [x, w, y], groups);
+        I.map((i) =>
+          J.map((j) =>
+            `  if (row0 + ${i} < ${o} && col0 + ${j} < ${p4}) { y[yb + (row0 + ${i}) * ${p4} + c${j}] = acc${i}_${j}${
+              b ? ` + b[row0 + ${i}]` : ""
+            }; }`
+          ).join("\n")
+        ).join("\n")
+      }
+}`,
+  );
+  dispatch(pipe, b ? [x, w, b, y] : [x, w, y], groups);
 }
 
 /** Input gradient, vec4 path: dx[n] = wᵀ · dy[n]; wᵀ is read as vec4 over 4 input channels. */
@@ -105,7 +121,11 @@ function backwardInputVec4(dy: Binding, w: Binding, dx: Binding, s: ConvShape): 
   const total = rowBlocks * colBlocks;
   const { groups, index } = convGrid(total, n);
   const I = range(rb4), J = range(cb4);
-  const wgsl = `@group(0) @binding(0) var<storage, read> dy: ${V4};
+  const pipe = kernel(
+    specKey("c1x1i4", convKey(s), rb4, cb4, groups),
+    "gemm1x1/vec4",
+    () =>
+      `@group(0) @binding(0) var<storage, read> dy: ${V4};
 @group(0) @binding(1) var<storage, read> w: ${V4};
 @group(0) @binding(2) var<storage, read_write> dx: ${V4};
 @compute @workgroup_size(${WGC})
@@ -118,37 +138,38 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 ${I.map((i) => `  let r${i} = min(row0 + ${i}, ${c4 - 1});`).join("\n")}
 ${J.map((j) => `  let c${j} = min(col0 + ${j}, ${p4 - 1});`).join("\n")}
 ${
-    I.map((i) =>
-      R4.map((q) => J.map((j) => `  var acc${i}_${q}_${j} = vec4<f32>(0.0);`).join("\n")).join("\n")
-    ).join("\n")
-  }
+        I.map((i) =>
+          R4.map((q) => J.map((j) => `  var acc${i}_${q}_${j} = vec4<f32>(0.0);`).join("\n")).join("\n")
+        ).join("\n")
+      }
   var dyo = nn * ${o * p4};
   var wo = 0;
   for (var k = 0; k < ${o}; k++) {
 ${J.map((j) => `    let b${j} = dy[dyo + c${j}];`).join("\n")}
 ${
-    I.map((i) =>
-      `    let a${i} = w[wo + r${i}];\n` +
-      R4.map((q) => J.map((j) => `    acc${i}_${q}_${j} += a${i}.${"xyzw"[q]} * b${j};`).join("\n")).join(
-        "\n",
-      )
-    ).join("\n")
-  }
+        I.map((i) =>
+          `    let a${i} = w[wo + r${i}];\n` +
+          R4.map((q) => J.map((j) => `    acc${i}_${q}_${j} += a${i}.${"xyzw"[q]} * b${j};`).join("\n")).join(
+            "\n",
+          )
+        ).join("\n")
+      }
     dyo += ${p4};
     wo += ${c4};
   }
   let xb = nn * ${c * p4};
 ${
-    I.map((i) =>
-      R4.map((q) =>
-        J.map((j) =>
-          `  if (row0 + ${i} < ${c4} && col0 + ${j} < ${p4}) { dx[xb + (r${i} * 4 + ${q}) * ${p4} + c${j}] = acc${i}_${q}_${j}; }`
+        I.map((i) =>
+          R4.map((q) =>
+            J.map((j) =>
+              `  if (row0 + ${i} < ${c4} && col0 + ${j} < ${p4}) { dx[xb + (r${i} * 4 + ${q}) * ${p4} + c${j}] = acc${i}_${q}_${j}; }`
+            ).join("\n")
+          ).join("\n")
         ).join("\n")
-      ).join("\n")
-    ).join("\n")
-  }
-}`;
-  dispatch(pipeline("conv1x1_backward_input_v4", wgsl), [dy, w, dx], groups);
+      }
+}`,
+  );
+  dispatch(pipe, [dy, w, dx], groups);
 }
 
 /** Weight gradient, vec4 path: both operands are contiguous along the pixels, read as vec4. */
@@ -162,7 +183,11 @@ function backwardWeightVec4(dy: Binding, x: Binding, dw: Binding, s: ConvShape):
   const total = rowBlocks * colBlocks;
   const { groups, index } = convGrid(total, chunks);
   const I = range(rb), J4 = range(cb / 4), J = range(cb);
-  const wgsl = `@group(0) @binding(0) var<storage, read> dy: ${V4};
+  const pipe = kernel(
+    specKey("c1x1w4", convKey(s), chunks, len, rb, cb, groups),
+    "gemm1x1/vec4",
+    () =>
+      `@group(0) @binding(0) var<storage, read> dy: ${V4};
 @group(0) @binding(1) var<storage, read> x: ${V4};
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @compute @workgroup_size(${WGC})
@@ -184,31 +209,32 @@ ${I.map((i) => J4.map((j) => `  var acc${i}_${j} = vec4<f32>(0.0);`).join("\n"))
   for (var i = start; i < end; i++) {
 ${J.map((j) => `    let b${j} = x[b + c${j}];`).join("\n")}
 ${
-    I.map((i) =>
-      `    let a${i} = dy[a + r${i}];\n` +
-      J4.map((j) =>
-        `    acc${i}_${j} += vec4<f32>(${R4.map((k) => `dot(a${i}, b${j * 4 + k})`).join(", ")});`
-      ).join("\n")
-    ).join("\n")
-  }
+        I.map((i) =>
+          `    let a${i} = dy[a + r${i}];\n` +
+          J4.map((j) =>
+            `    acc${i}_${j} += vec4<f32>(${R4.map((k) => `dot(a${i}, b${j * 4 + k})`).join(", ")});`
+          ).join("\n")
+        ).join("\n")
+      }
 ${nextPixel(p4, o, c)}
   }
   let ob = chunk * ${o * c};
 ${
-    I.map((i) =>
-      J.map((j) =>
-        `  if (row0 + ${i} < ${o} && col0 + ${j} < ${c}) { out[ob + (row0 + ${i}) * ${c} + col0 + ${j}] = acc${i}_${
-          Math.floor(j / 4)
-        }[${j % 4}]; }`
-      ).join("\n")
-    ).join("\n")
-  }
-}`;
+        I.map((i) =>
+          J.map((j) =>
+            `  if (row0 + ${i} < ${o} && col0 + ${j} < ${c}) { out[ob + (row0 + ${i}) * ${c} + col0 + ${j}] = acc${i}_${
+              Math.floor(j / 4)
+            }[${j % 4}]; }`
+          ).join("\n")
+        ).join("\n")
+      }
+}`,
+  );
   withPartials(
     chunks,
     o * c,
     dw,
-    (dst) => dispatch(pipeline("conv1x1_backward_weight_v4", wgsl), [dy, x, dst], groups),
+    (dst) => dispatch(pipe, [dy, x, dst], groups),
   );
 }
 
@@ -229,7 +255,11 @@ function gemmPixels(
   const total = rowBlocks * colBlocks;
   const { groups, index } = convGrid(total, batch);
   const hasBias = bindings.bias !== null;
-  const wgsl = `${storageDecls(hasBias ? ["A", "B", "bias"] : ["A", "B"], ["out"])}
+  const pipe = kernel(
+    specKey(name, m, kDim, p, batch, aIdx("r", "k"), hasBias, groups),
+    "gemm1x1/scalar",
+    () =>
+      `${storageDecls(hasBias ? ["A", "B", "bias"] : ["A", "B"], ["out"])}
 @compute @workgroup_size(${WGC})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
@@ -248,31 +278,29 @@ ${R4.map((i) => `    acc${i} += A[${aIdx(`r${i}`, "k")}] * bv;`).join("\n")}
   }
   let oBase = nn * ${m * p};
 ${
-    R4.map((i) =>
-      R4.map((j) =>
-        `  if (row0 + ${i} < ${m} && col0 + ${j} < ${p}) { out[oBase + r${i} * ${p} + c${j}] = acc${i}[${j}]${
-          hasBias ? ` + bias[r${i}]` : ""
-        }; }`
-      ).join("\n")
-    ).join("\n")
-  }
-}`;
+        R4.map((i) =>
+          R4.map((j) =>
+            `  if (row0 + ${i} < ${m} && col0 + ${j} < ${p}) { out[oBase + r${i} * ${p} + c${j}] = acc${i}[${j}]${
+              hasBias ? ` + bias[r${i}]` : ""
+            }; }`
+          ).join("\n")
+        ).join("\n")
+      }
+}`,
+  );
   const binds = [bindings.a, bindings.b, ...(bindings.bias ? [bindings.bias] : []), bindings.out];
-  dispatch(pipeline(name, wgsl), binds, groups);
+  dispatch(pipe, binds, groups);
 }
-
-/** y = conv1x1(x, w) + b. */
-// The texture GEMM of matmul.ts is 2-6× faster on large operands but slower when a side of the
-// result is small; these rules come from timing both on every 1×1 conv of the models at batch 64
-// (bench/ and the closing notes of the kernels work have the numbers).
-const textureGemm = (d: MatmulDims, minM: number, minN: number) =>
-  d.m >= minM && d.n >= minN && matmulVersion(d) === "texture";
 
 /** dst [b, a, inner] = src [a, b, inner] with the two leading axes swapped. */
 function swapLeading(src: Binding, dst: Binding, a: number, b: number, inner: number): void {
   const total = a * b * inner;
   const grid = grid1D(total);
-  const wgsl = `${storageDecls(["src"], ["dst"])}
+  const pipe = kernel(
+    `swap_leading:${a},${b},${inner}:${grid}`,
+    "gemm1x1/columns",
+    () =>
+      `${storageDecls(["src"], ["dst"])}
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${linearIndex(grid)};
@@ -281,62 +309,60 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = (t / ${inner}u) % ${a}u;
   let j = t / ${a * inner}u;
   dst[t] = src[(i * ${b}u + j) * ${inner}u + r];
-}`;
-  dispatch(pipeline("swap_leading", wgsl), [src, dst], grid);
+}`,
+  );
+  dispatch(pipe, [src, dst], grid);
 }
 
 /**
- * On small images (H·W < 64) a per-image GEMM has too few columns: transpose to [C, N, H·W] so all
- * images form one GEMM with N·H·W columns, then transpose the result back. `mm` gets the transposed
- * operand and result buffers. Returns false when the texture GEMM cannot take the shape.
+ * All images as one GEMM (small images give a per-image GEMM too few columns): transposes `input`
+ * [N, inCh, P] to [inCh, N·P], runs `mm` on the transposed operand and result, and transposes back.
  */
 function imagesAsColumns(
-  d: MatmulDims,
   input: Binding,
   inCh: number,
   output: Binding,
   outCh: number,
   s: ConvShape,
   mm: (inT: GPUBuffer, outT: GPUBuffer) => void,
-): boolean {
+): void {
   const p = s.h * s.w;
-  if (p >= 64 || d.m < 64 || d.k < 64 || matmulVersion(d) !== "texture") return false;
   const inT = acquireBuffer(s.n * inCh * p * 4), outT = acquireBuffer(s.n * outCh * p * 4);
   swapLeading(input, inT, s.n, inCh, p);
   mm(inT, outT);
   swapLeading(outT, output, outCh, s.n, p);
   releaseBuffer(inT);
   releaseBuffer(outT);
-  return true;
 }
 
-export function conv1x1Forward(x: Binding, w: Binding, b: Binding | null, y: Binding, s: ConvShape): void {
-  const p = s.h * s.w;
-  const all: MatmulDims = {
-    batch: 1,
-    m: s.o,
-    n: s.n * p,
-    k: s.c,
-    transA: false,
-    transB: false,
-    batchA: false,
-    batchB: false,
-  };
-  // the bias is added in the GEMM's store (rows of the result are output channels in both routes)
-  if (imagesAsColumns(all, x, s.c, y, s.o, s, (xt, yt) => matmul(w, xt, yt, all, {}, b ?? undefined))) return;
-  const d: MatmulDims = {
-    batch: s.n,
-    m: s.o,
-    n: p,
-    k: s.c,
-    transA: false,
-    transB: false,
-    batchA: false,
-    batchB: true,
-  };
-  if (textureGemm(d, 64, 64)) return matmul(w, x, y, d, {}, b ?? undefined);
-  if (vec4Path(s)) return forwardVec4(x, w, b, y, s);
-  gemmPixels("conv1x1_forward", s.o, s.c, p, s.n, (r, k) => `${r} * ${s.c} + ${k}`, {
+const gemmVariant = (variant: string) => variant.endsWith("texture") ? "matmul/texture" : "matmul/tiled";
+
+/** y = conv1x1(x, w) + b, by `variant` (the bias is added in the GEMMs' store). */
+export function conv1x1Forward(
+  x: Binding,
+  w: Binding,
+  b: Binding | null,
+  y: Binding,
+  s: ConvShape,
+  variant: string,
+): void {
+  const rowBias = b ?? undefined;
+  if (variant.includes("/columns-")) {
+    const d = conv1x1Dims(s, "forward", true);
+    return imagesAsColumns(
+      x,
+      s.c,
+      y,
+      s.o,
+      s,
+      (xt, yt) => matmul(w, xt, yt, d, { rowBias, variant: gemmVariant(variant) }),
+    );
+  }
+  if (variant === "gemm1x1/texture" || variant === "gemm1x1/tiled") {
+    return matmul(w, x, y, conv1x1Dims(s, "forward"), { rowBias, variant: gemmVariant(variant) });
+  }
+  if (variant === "gemm1x1/vec4") return forwardVec4(x, w, b, y, s);
+  gemmPixels("conv1x1_forward", s.o, s.c, s.h * s.w, s.n, (r, k) => `${r} * ${s.c} + ${k}`, {
     a: w,
     b: x,
     bias: b,
@@ -344,33 +370,30 @@ export function conv1x1Forward(x: Binding, w: Binding, b: Binding | null, y: Bin
   });
 }
 
-/** dx = wᵀ · dy per image. */
-export function conv1x1BackwardInput(dy: Binding, w: Binding, dx: Binding, s: ConvShape): void {
-  const all: MatmulDims = {
-    batch: 1,
-    m: s.c,
-    n: s.n * s.h * s.w,
-    k: s.o,
-    transA: true,
-    transB: false,
-    batchA: false,
-    batchB: false,
-  };
-  if (imagesAsColumns(all, dy, s.o, dx, s.c, s, (dyt, dxt) => matmul(w, dyt, dxt, all))) return;
-  const d: MatmulDims = {
-    batch: s.n,
-    m: s.c,
-    n: s.h * s.w,
-    k: s.o,
-    transA: true,
-    transB: false,
-    batchA: false,
-    batchB: true,
-  };
-  if (textureGemm(d, 64, 64)) return matmul(w, dy, dx, d);
-  if (vec4Path(s)) return backwardInputVec4(dy, w, dx, s);
-  const p = s.h * s.w;
-  gemmPixels("conv1x1_backward_input", s.c, s.o, p, s.n, (r, k) => `${k} * ${s.c} + ${r}`, {
+/** dx = wᵀ · dy per image, by `variant`. */
+export function conv1x1BackwardInput(
+  dy: Binding,
+  w: Binding,
+  dx: Binding,
+  s: ConvShape,
+  variant: string,
+): void {
+  if (variant.includes("/columns-")) {
+    const d = conv1x1Dims(s, "inputGrad", true);
+    return imagesAsColumns(
+      dy,
+      s.o,
+      dx,
+      s.c,
+      s,
+      (dyt, dxt) => matmul(w, dyt, dxt, d, { variant: gemmVariant(variant) }),
+    );
+  }
+  if (variant === "gemm1x1/texture" || variant === "gemm1x1/tiled") {
+    return matmul(w, dy, dx, conv1x1Dims(s, "inputGrad"), { variant: gemmVariant(variant) });
+  }
+  if (variant === "gemm1x1/vec4") return backwardInputVec4(dy, w, dx, s);
+  gemmPixels("conv1x1_backward_input", s.c, s.o, s.h * s.w, s.n, (r, k) => `${k} * ${s.c} + ${r}`, {
     a: w,
     b: dy,
     bias: null,
@@ -378,21 +401,18 @@ export function conv1x1BackwardInput(dy: Binding, w: Binding, dx: Binding, s: Co
   });
 }
 
-/** dw = Σ_n dy[n] · x[n]ᵀ, as partial sums over chunks of the N·P pixels plus a second pass. */
-export function conv1x1BackwardWeight(dy: Binding, x: Binding, dw: Binding, s: ConvShape): void {
-  const d: MatmulDims = {
-    batch: s.n,
-    m: s.o,
-    n: s.c,
-    k: s.h * s.w,
-    transA: false,
-    transB: true,
-    batchA: true,
-    batchB: true,
-    sumBatch: true,
-  };
-  if (textureGemm(d, 32, 32)) return matmul(dy, x, dw, d);
-  if (vec4Path(s)) return backwardWeightVec4(dy, x, dw, s);
+/** dw = Σ_n dy[n] · x[n]ᵀ, by `variant`: split over chunks of the N·P pixels plus a second pass. */
+export function conv1x1BackwardWeight(
+  dy: Binding,
+  x: Binding,
+  dw: Binding,
+  s: ConvShape,
+  variant: string,
+): void {
+  const d = conv1x1Dims(s, "weightGrad");
+  if (variant === "gemm1x1/texture") return matmul(dy, x, dw, d, { variant: "matmul/texture" });
+  if (variant === "gemm1x1/tiled") return matmulTiled(dy, x, dw, d, { splitK: gemmSplitK(d) });
+  if (variant === "gemm1x1/vec4") return backwardWeightVec4(dy, x, dw, s);
   const { n, c, o } = s;
   const p = s.h * s.w;
   const steps = n * p;
@@ -400,7 +420,11 @@ export function conv1x1BackwardWeight(dy: Binding, x: Binding, dw: Binding, s: C
   const rowBlocks = Math.ceil(o / 4), colBlocks = Math.ceil(c / 4);
   const total = rowBlocks * colBlocks;
   const { groups, index } = convGrid(total, chunks);
-  const wgsl = `${storageDecls(["dy", "x"], ["out"])}
+  const pipe = kernel(
+    specKey("c1x1w", convKey(s), chunks, len, groups),
+    "gemm1x1/scalar",
+    () =>
+      `${storageDecls(["dy", "x"], ["out"])}
 @compute @workgroup_size(${WGC})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
@@ -424,17 +448,18 @@ ${nextPixel(p, o, c)}
   }
   let oBase = chunk * ${o * c};
 ${
-    R4.map((i) =>
-      R4.map((j) =>
-        `  if (row0 + ${i} < ${o} && col0 + ${j} < ${c}) { out[oBase + (row0 + ${i}) * ${c} + col0 + ${j}] = acc${i}[${j}]; }`
-      ).join("\n")
-    ).join("\n")
-  }
-}`;
+        R4.map((i) =>
+          R4.map((j) =>
+            `  if (row0 + ${i} < ${o} && col0 + ${j} < ${c}) { out[oBase + (row0 + ${i}) * ${c} + col0 + ${j}] = acc${i}[${j}]; }`
+          ).join("\n")
+        ).join("\n")
+      }
+}`,
+  );
   withPartials(
     chunks,
     o * c,
     dw,
-    (dst) => dispatch(pipeline("conv1x1_backward_weight", wgsl), [dy, x, dst], groups),
+    (dst) => dispatch(pipe, [dy, x, dst], groups),
   );
 }

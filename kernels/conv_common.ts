@@ -2,28 +2,10 @@
 // batch flattened into x/y, the batch or the reduction chunk in z) and the split reductions used by
 // the weight gradients (partial sums over chunks, then a second pass that adds the chunks).
 
-import { acquireBuffer, type Binding, gpu, grid1D, linearIndex, releaseBuffer } from "./runtime.ts";
+import { acquireBuffer, type Binding, grid1D, linearIndex, releaseBuffer } from "./runtime.ts";
 import { sumAxes } from "./reduce.ts";
 
-/** Sizes of one convolution, NCHW input and OIHW weight with a square k×k kernel. */
-export interface ConvShape {
-  n: number;
-  c: number;
-  h: number;
-  w: number;
-  o: number;
-  k: number;
-  stride: number;
-  pad: number;
-  groups: number;
-  oh: number;
-  ow: number;
-}
-
-/** Output size of one spatial dimension. */
-export function convOutSize(size: number, k: number, stride: number, pad: number): number {
-  return Math.floor((size + 2 * pad - k) / stride) + 1;
-}
+export { convOutSize, type ConvShape } from "./shapes.ts";
 
 /** Workgroup size of every convolution kernel (1-D). */
 export const WGC = 64;
@@ -81,19 +63,7 @@ export function guarded(arr: string, idx: string, cond: string): string {
   return `select(0.0, ${arr}[select(0, ${idx}, ${cond})], ${cond})`;
 }
 
-/**
- * Whether the adapter runs WGSL on the CPU (lavapipe, SwiftShader): every per-invocation load is a
- * gather there while spilled registers are cheap, so register blocks are made large.
- */
-export function softwareAdapter(): boolean {
-  const c = gpu();
-  return c.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader/i.test(c.adapterName);
-}
-
-/** Register block edge (a multiple of 4, at most 16 on software adapters and 8 elsewhere) for `size`. */
-export function blockEdge(size: number): number {
-  return Math.min(softwareAdapter() ? 16 : 8, Math.ceil(size / 4) * 4);
-}
+export { blockEdge } from "./profile.ts";
 
 export const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 
@@ -147,4 +117,9 @@ export function parityAxis(
     },
     t0,
   };
+}
+
+/** A pipeline key from the values a kernel's source depends on (objects as JSON). */
+export function specKey(...parts: unknown[]): string {
+  return parts.map((p) => (typeof p === "object" && p !== null ? JSON.stringify(p) : String(p))).join("|");
 }

@@ -8,7 +8,7 @@
 //   weight grad  dw[c,kh,kw]   = Σ_{n,oh,ow} dy · x, partial sums over chunks of the output blocks
 //                                 followed by a second pass over the chunks
 
-import { type Binding, dispatch, pipeline } from "./runtime.ts";
+import { type Binding, dispatch, kernel } from "./runtime.ts";
 import { storageDecls } from "./wgsl.ts";
 import {
   type Axis,
@@ -18,10 +18,12 @@ import {
   guarded,
   parityAxis,
   range,
+  specKey,
   splitReduction,
   WGC,
   withPartials,
 } from "./conv_common.ts";
+import { convKey } from "./shapes.ts";
 
 /** Output block of one invocation: up to 4 rows × 8 columns. */
 function block(outRows: number, outCols: number): { rh: number; px: number } {
@@ -44,6 +46,7 @@ function depthwiseConv(
   rows: Axis,
   cols: Axis,
   widx: (u: number, v: number) => number,
+  widxKey: string,
 ): void {
   const h = rows.inSize, W = cols.inSize;
   const { rh, px } = block(rows.outSub, cols.outSub);
@@ -53,32 +56,34 @@ function depthwiseConv(
   const seg = cols.taps > 0 ? (px - 1) * cols.stride + cols.taps : 0;
   const segIdx = (j: number, v: number) => j * cols.stride + cols.step * v - minV;
   const { groups, index } = convGrid(total, n);
-  const R = range(rh), J = range(px), U = range(rows.taps), V = range(cols.taps);
-  // input rows (relative to oh0·stride + off) and the (output row, row tap) pairs that read each
-  const uses = new Map<number, [number, number][]>();
-  if (cols.taps > 0) {
-    for (const r of R) {
-      for (const u of U) {
-        const rel = r * rows.stride + rows.step * u;
-        uses.set(rel, [...(uses.get(rel) ?? []), [r, u]]);
+  const key = specKey(name, n, c, k, rows, cols, !!b, widxKey, groups);
+  const pipe = kernel(key, "depthwise/direct", () => {
+    const R = range(rh), J = range(px), U = range(rows.taps), V = range(cols.taps);
+    // input rows (relative to oh0·stride + off) and the (output row, row tap) pairs that read each
+    const uses = new Map<number, [number, number][]>();
+    if (cols.taps > 0) {
+      for (const r of R) {
+        for (const u of U) {
+          const rel = r * rows.stride + rows.step * u;
+          uses.set(rel, [...(uses.get(rel) ?? []), [r, u]]);
+        }
       }
     }
-  }
-  const rowCode = ([rel, pairs]: [number, [number, number][]]) =>
-    `  {
+    const rowCode = ([rel, pairs]: [number, [number, number][]]) =>
+      `  {
     let ih = ihb + ${rel};
     if (ih >= 0 && ih < ${h}) {
       let row = xc + ih * ${W};
 ${range(seg).map((m) => `      let s${m} = ${guarded("x", `row + ${m}`, `cv${m}`)};`).join("\n")}
 ${
-      pairs.map(([r, u]) =>
-        J.map((j) => `      a${r}_${j} += ${V.map((v) => `s${segIdx(j, v)} * w${u}_${v}`).join(" + ")};`)
-          .join("\n")
-      ).join("\n")
-    }
+        pairs.map(([r, u]) =>
+          J.map((j) => `      a${r}_${j} += ${V.map((v) => `s${segIdx(j, v)} * w${u}_${v}`).join(" + ")};`)
+            .join("\n")
+        ).join("\n")
+      }
     }
   }`;
-  const wgsl = `${storageDecls(b ? ["x", "w", "b"] : ["x", "w"], ["y"])}
+    return `${storageDecls(b ? ["x", "w", "b"] : ["x", "w"], ["y"])}
 @compute @workgroup_size(${WGC})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
@@ -99,23 +104,24 @@ ${R.map((r) => J.map((j) => `  var a${r}_${j} = 0.0;`).join("\n")).join("\n")}
 ${[...uses.entries()].sort((p, q) => p[0] - q[0]).map(rowCode).join("\n")}
   let yb = (nn * ${c} + ch) * ${rows.outFull * cols.outFull};
 ${
-    R.map((r) =>
-      J.map((j) =>
-        `  if (oh0 + ${r} < ${rows.outSub} && ow0 + ${j} < ${cols.outSub}) { y[yb + (${rows.outA} + ${rows.outS} * (oh0 + ${r})) * ${cols.outFull} + ${cols.outA} + ${cols.outS} * (ow0 + ${j})] = a${r}_${j}${
-          b ? " + b[ch]" : ""
-        }; }`
+      R.map((r) =>
+        J.map((j) =>
+          `  if (oh0 + ${r} < ${rows.outSub} && ow0 + ${j} < ${cols.outSub}) { y[yb + (${rows.outA} + ${rows.outS} * (oh0 + ${r})) * ${cols.outFull} + ${cols.outA} + ${cols.outS} * (ow0 + ${j})] = a${r}_${j}${
+            b ? " + b[ch]" : ""
+          }; }`
+        ).join("\n")
       ).join("\n")
-    ).join("\n")
-  }
+    }
 }`;
-  dispatch(pipeline(name, wgsl), b ? [inp, w, b, out] : [inp, w, out], groups);
+  });
+  dispatch(pipe, b ? [inp, w, b, out] : [inp, w, out], groups);
 }
 
 /** y = depthwise(x, w) + b. */
 export function depthwiseForward(x: Binding, w: Binding, b: Binding | null, y: Binding, s: ConvShape): void {
   const { k, stride, pad } = s;
   const rows = forwardAxis(s.h, s.oh, k, stride, pad), cols = forwardAxis(s.w, s.ow, k, stride, pad);
-  depthwiseConv("depthwise_forward", x, w, b, y, s.n, s.c, k, rows, cols, (u, v) => u * k + v);
+  depthwiseConv("depthwise_forward", x, w, b, y, s.n, s.c, k, rows, cols, (u, v) => u * k + v, "f");
 }
 
 /**
@@ -140,6 +146,7 @@ export function depthwiseBackwardInput(dy: Binding, w: Binding, dx: Binding, s: 
         rows.axis,
         cols.axis,
         (u, v) => (rows.t0 + stride * u) * k + cols.t0 + stride * v,
+        `b${stride},${rows.t0},${cols.t0}`,
       );
     }
   }
@@ -155,28 +162,30 @@ export function depthwiseBackwardWeight(dy: Binding, x: Binding, dw: Binding, s:
   const { chunks, len } = splitReduction(steps, outputs, 4);
   const seg = (px - 1) * stride + k, rowsIn = (rh - 1) * stride + k;
   const { groups, index } = convGrid(c, chunks);
-  const R = range(rh), J = range(px), K = range(k);
-  const rowCode = (u: number) => {
-    const uses = R.filter((r) => u - r * stride >= 0 && u - r * stride < k);
-    if (!uses.length) return "";
-    return `    {
+  const key = specKey("depthwise_backward_weight", convKey(s), chunks, len, groups);
+  const pipe = kernel(key, "depthwise/direct", () => {
+    const R = range(rh), J = range(px), K = range(k);
+    const rowCode = (u: number) => {
+      const uses = R.filter((r) => u - r * stride >= 0 && u - r * stride < k);
+      if (!uses.length) return "";
+      return `    {
       let ih = ihb + ${u};
       if (ih >= 0 && ih < ${h}) {
         let row = xc + ih * ${W};
 ${range(seg).map((m) => `        let s${m} = ${guarded("x", `row + ${m}`, `cv${m}`)};`).join("\n")}
 ${
-      uses.map((r) => {
-        const kh = u - r * stride;
-        return K.map((kw) =>
-          `        a${kh}_${kw} += ${J.map((j) => `d${r}_${j} * s${j * stride + kw}`).join(" + ")};`
-        )
-          .join("\n");
-      }).join("\n")
-    }
+        uses.map((r) => {
+          const kh = u - r * stride;
+          return K.map((kw) =>
+            `        a${kh}_${kw} += ${J.map((j) => `d${r}_${j} * s${j * stride + kw}`).join(" + ")};`
+          )
+            .join("\n");
+        }).join("\n")
+      }
       }
     }`;
-  };
-  const wgsl = `${storageDecls(["dy", "x"], ["out"])}
+    };
+    return `${storageDecls(["dy", "x"], ["out"])}
 @compute @workgroup_size(${WGC})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let ch = ${index};
@@ -196,23 +205,19 @@ ${K.map((kh) => K.map((kw) => `  var a${kh}_${kw} = 0.0;`).join("\n")).join("\n"
     let dyb = (nn * ${c} + ch) * ${OH * OW} + oh0 * ${OW} + ow0;
 ${range(seg).map((m) => `    let cv${m} = iwb + ${m} >= 0 && iwb + ${m} < ${W};`).join("\n")}
 ${
-    R.map((r) =>
-      J.map((j) =>
-        `    let d${r}_${j} = ${
-          guarded("dy", `dyb + ${r * OW + j}`, `oh0 + ${r} < ${OH} && ow0 + ${j} < ${OW}`)
-        };`
+      R.map((r) =>
+        J.map((j) =>
+          `    let d${r}_${j} = ${
+            guarded("dy", `dyb + ${r * OW + j}`, `oh0 + ${r} < ${OH} && ow0 + ${j} < ${OW}`)
+          };`
+        ).join("\n")
       ).join("\n")
-    ).join("\n")
-  }
+    }
 ${range(rowsIn).map(rowCode).filter((l) => l).join("\n")}
   }
   let ob = chunk * ${outputs} + ch * ${k * k};
 ${K.map((kh) => K.map((kw) => `  out[ob + ${kh * k + kw}] = a${kh}_${kw};`).join("\n")).join("\n")}
 }`;
-  withPartials(
-    chunks,
-    outputs,
-    dw,
-    (dst) => dispatch(pipeline("depthwise_backward_weight", wgsl), [dy, x, dst], groups),
-  );
+  });
+  withPartials(chunks, outputs, dw, (dst) => dispatch(pipe, [dy, x, dst], groups));
 }

@@ -20,60 +20,40 @@
 //                 so the fetches per multiply-add, not the FMAs, bound this kernel. (16×16 blocks
 //                 spill registers and are no faster; no subgroup operations on this adapter.)
 
-import { type Binding, currentEncoder, dispatch, gpu, pipeline } from "./runtime.ts";
+//   v4 `tiled`:   the workgroup-tiled storage-buffer GEMM of kernels/gemm_tiled.ts (for real GPUs),
+//                 with split-K for long reductions.
+// The planner (kernels/planner.ts) picks the version; `opts.variant` forces one.
+
+import { type Binding, currentEncoder, dispatch, gpu, isDryRun, kernel } from "./runtime.ts";
 import { storageDecls } from "./wgsl.ts";
+import { type MatmulDims, matmulKey } from "./shapes.ts";
+import { planMatmul, textureGemmApplies } from "./planner.ts";
+import { adapterProfile, type TextureGemmTuning } from "./profile.ts";
+import { matmulTiled } from "./gemm_tiled.ts";
 
-export interface MatmulDims {
-  batch: number;
-  m: number;
-  n: number;
-  k: number;
-  transA: boolean;
-  transB: boolean;
-  /** Whether A / B have a batch dimension of `batch` (false: one matrix shared by all). */
-  batchA: boolean;
-  batchB: boolean;
-  /** C = Σ_b op(A[b])·op(B[b]), one [m, n] result (e.g. a weight gradient summed over images). */
-  sumBatch?: boolean;
+export type { MatmulDims } from "./shapes.ts";
+export type { TextureGemmTuning as MatmulTuning } from "./profile.ts";
+
+export interface MatmulOptions {
+  /** Added to every row i of C (a conv bias, fused into the store). */
+  rowBias?: Binding;
+  /** "matmul/texture", "matmul/tiled" or "matmul/generic"; default: the planner's choice. */
+  variant?: string;
+  /** Tuning of the texture kernel (default: the adapter profile's). */
+  tuning?: Partial<TextureGemmTuning>;
 }
 
-/** Tuning of the vec4 kernel (exposed for the benchmarks). */
-export interface MatmulTuning {
-  /** Rows of C per invocation (multiple of 4). */
-  rows: number;
-  /** vec4 columns of C per invocation. */
-  colVecs: number;
-  /** Workgroup size along columns (x) and rows (y). */
-  wgx: number;
-  wgy: number;
-}
-
-export const DEFAULT_TUNING: MatmulTuning = { rows: 16, colVecs: 2, wgx: 8, wgy: 8 };
-
-/** Which kernel `matmul` runs for these dims. */
-export function matmulVersion(d: MatmulDims): "texture" | "generic" {
-  return d.k % 4 === 0 && (!d.transA || d.m % 4 === 0) && (d.transB || d.n % 4 === 0) ? "texture" : "generic";
-}
-
-/** C = op(A)·op(B), plus rowBias[i] on every row i of C when given (a conv bias, fused into the store). */
-export function matmul(
-  a: Binding,
-  b: Binding,
-  c: Binding,
-  d: MatmulDims,
-  tuning?: Partial<MatmulTuning>,
-  rowBias?: Binding,
-): void {
+/** C = op(A)·op(B) (+ rowBias[i] on every row i of C). */
+export function matmul(a: Binding, b: Binding, c: Binding, d: MatmulDims, opts: MatmulOptions = {}): void {
   if (d.batch * d.m * d.n === 0) return;
   if (d.k === 0) throw new Error("matmul: k = 0 is not supported");
+  const variant = opts.variant ?? planMatmul(d).variant;
   // texture copies need 16-byte aligned sources (always true for pooled tensors and arena slices)
   const aligned = [a, b].every((x) => x instanceof GPUBuffer || (x.offset ?? 0) % 16 === 0);
-  if (aligned && matmulVersion(d) === "texture") {
-    matmulTexture(a, b, c, d, { ...DEFAULT_TUNING, ...tuning }, rowBias);
-  } else if (rowBias) {
-    throw new Error(
-      "matmul: a row bias needs the texture kernel (16-byte aligned operands, sizes multiples of 4)",
-    );
+  if (variant === "matmul/texture" && aligned && textureGemmApplies(d)) {
+    matmulTexture(a, b, c, d, { ...adapterProfile().textureTuning, ...opts.tuning }, opts.rowBias);
+  } else if (variant === "matmul/tiled" || opts.rowBias) {
+    matmulTiled(a, b, c, d, { rowBias: opts.rowBias });
   } else matmulGeneric(a, b, c, d);
 }
 
@@ -108,6 +88,14 @@ function operandTexture(role: string, texels: number): GPUTexture {
   });
   textures.set(`${role}:${h}`, t);
   return t;
+}
+
+const views = new WeakMap<GPUTexture, GPUTextureView>();
+/** One view per operand texture (a new view per dispatch would defeat the bind-group cache). */
+function viewOf(t: GPUTexture): GPUTextureView {
+  let v = views.get(t);
+  if (!v) views.set(t, v = t.createView());
+  return v;
 }
 
 /** Bytes held by the operand textures of the texture matmul (not counted by the buffer pool). */
@@ -151,9 +139,10 @@ function matmulTexture(
   b: Binding,
   c: Binding,
   d: MatmulDims,
-  t: MatmulTuning,
+  t: TextureGemmTuning,
   rowBias?: Binding,
 ): void {
+  if (isDryRun()) return;
   const { batch, m, n, k, transA, transB } = d;
   const R = t.rows, CV = t.colVecs, CW = 4 * CV;
   const sum = !!d.sumBatch;
@@ -172,73 +161,80 @@ function matmulTexture(
   copyToTexture(b, tb, bTexels);
   // operand offsets in texels (all multiples of 4 floats under the vec4 conditions)
   const sA = d.batchA ? (m * k) / 4 : 0, sB = d.batchB ? (k * n) / 4 : 0;
-  const rs = Array.from({ length: R }, (_, i) => i);
-  const cols = Array.from({ length: CW }, (_, i) => i);
-  const cvs = Array.from({ length: CV }, (_, i) => i);
-  const q4 = [0, 1, 2, 3];
-  const at = (tex: string, idx: string) => `textureLoad(${tex}, tc(${idx}), 0)`;
-  const setup: string[] = [];
-  const body: string[] = [];
-  // A values: a(r, j) = A[row0 + r, kk + j]
-  if (!transA) {
-    for (const r of rs) setup.push(`  let ar${r} = aOff + min(row0 + ${r}u, ${m - 1}u) * ${k4}u;`);
-    for (const r of rs) body.push(`    let va${r} = ${at("TA", `ar${r} + kq`)};`);
-  } else {
-    // A stored [k, m]: vec4 along M per k
-    for (let g = 0; g < R / 4; g++) setup.push(`  let ag${g} = aOff + min(row0 / 4u + ${g}u, ${m4 - 1}u);`);
-    for (const j of q4) {
-      for (let g = 0; g < R / 4; g++) {
-        body.push(`    let ta${j}_${g} = ${at("TA", `ag${g} + (kk + ${j}u) * ${m4}u`)};`);
-      }
-    }
-  }
-  // B values: vb{j}_{v} = B[kk + j, col0 + 4v .. col0 + 4v + 3]
-  if (!transB) {
-    for (const v of cvs) setup.push(`  let bc${v} = bOff + min(col0 / 4u + ${v}u, ${n4 - 1}u);`);
-    for (const j of q4) {
-      for (const v of cvs) body.push(`    let vb${j}_${v} = ${at("TB", `bc${v} + (kk + ${j}u) * ${n4}u`)};`);
-    }
-  } else {
-    // B stored [n, k]: vec4 along K per column, transposed in registers
-    for (const cc of cols) setup.push(`  let bt${cc} = bOff + min(col0 + ${cc}u, ${n - 1}u) * ${k4}u;`);
-    for (const cc of cols) body.push(`    let tb${cc} = ${at("TB", `bt${cc} + kq`)};`);
-    for (const j of q4) {
-      for (const v of cvs) {
-        body.push(`    let vb${j}_${v} = vec4<f32>(${q4.map((i) => `tb${4 * v + i}[${j}]`).join(", ")});`);
-      }
-    }
-  }
-  const aVal = (r: number, j: number) => (!transA ? `va${r}[${j}]` : `ta${j}_${Math.floor(r / 4)}[${r % 4}]`);
-  for (const j of q4) {
-    for (const r of rs) {
-      for (const v of cvs) {
-        body.push(`    acc${r}_${v} = fma(vec4<f32>(${aVal(r, j)}), vb${j}_${v}, acc${r}_${v});`);
-      }
-    }
-  }
-  const nAligned = n % 4 === 0;
-  const stores: string[] = [];
-  for (const r of rs) {
-    for (const v of cvs) {
-      const row = `row0 + ${r}u`, col = `col0 + ${4 * v}u`;
-      if (nAligned) {
-        stores.push(
-          `  if (${row} < ${m}u && ${col} < ${n}u) { C[cOff + (${row}) * ${n4}u + (${col}) / 4u] = acc${r}_${v}${
-            rowBias ? ` + Bias[${row}]` : ""
-          }; }`,
-        );
-      } else {
-        for (const i of q4) {
-          stores.push(
-            `  if (${row} < ${m}u && ${col} + ${i}u < ${n}u) { C[cOff + (${row}) * ${n}u + ${col} + ${i}u] = acc${r}_${v}[${i}]${
-              rowBias ? ` + Bias[${row}]` : ""
-            }; }`,
-          );
+  const key = `mmt:${matmulKey(d)}:${R},${CV},${wgx},${wgy},${rowBias ? 1 : 0}`;
+  const pipe = kernel(key, "matmul/texture", () => {
+    const rs = Array.from({ length: R }, (_, i) => i);
+    const cols = Array.from({ length: CW }, (_, i) => i);
+    const cvs = Array.from({ length: CV }, (_, i) => i);
+    const q4 = [0, 1, 2, 3];
+    const at = (tex: string, idx: string) => `textureLoad(${tex}, tc(${idx}), 0)`;
+    const setup: string[] = [];
+    const body: string[] = [];
+    // A values: a(r, j) = A[row0 + r, kk + j]
+    if (!transA) {
+      for (const r of rs) setup.push(`  let ar${r} = aOff + min(row0 + ${r}u, ${m - 1}u) * ${k4}u;`);
+      for (const r of rs) body.push(`    let va${r} = ${at("TA", `ar${r} + kq`)};`);
+    } else {
+      // A stored [k, m]: vec4 along M per k
+      for (let g = 0; g < R / 4; g++) setup.push(`  let ag${g} = aOff + min(row0 / 4u + ${g}u, ${m4 - 1}u);`);
+      for (const j of q4) {
+        for (let g = 0; g < R / 4; g++) {
+          body.push(`    let ta${j}_${g} = ${at("TA", `ag${g} + (kk + ${j}u) * ${m4}u`)};`);
         }
       }
     }
-  }
-  const wgsl = `@group(0) @binding(0) var TA: texture_2d<f32>;
+    // B values: vb{j}_{v} = B[kk + j, col0 + 4v .. col0 + 4v + 3]
+    if (!transB) {
+      for (const v of cvs) setup.push(`  let bc${v} = bOff + min(col0 / 4u + ${v}u, ${n4 - 1}u);`);
+      for (const j of q4) {
+        for (const v of cvs) {
+          body.push(`    let vb${j}_${v} = ${at("TB", `bc${v} + (kk + ${j}u) * ${n4}u`)};`);
+        }
+      }
+    } else {
+      // B stored [n, k]: vec4 along K per column, transposed in registers
+      for (const cc of cols) setup.push(`  let bt${cc} = bOff + min(col0 + ${cc}u, ${n - 1}u) * ${k4}u;`);
+      for (const cc of cols) body.push(`    let tb${cc} = ${at("TB", `bt${cc} + kq`)};`);
+      for (const j of q4) {
+        for (const v of cvs) {
+          body.push(`    let vb${j}_${v} = vec4<f32>(${q4.map((i) => `tb${4 * v + i}[${j}]`).join(", ")});`);
+        }
+      }
+    }
+    const aVal = (
+      r: number,
+      j: number,
+    ) => (!transA ? `va${r}[${j}]` : `ta${j}_${Math.floor(r / 4)}[${r % 4}]`);
+    for (const j of q4) {
+      for (const r of rs) {
+        for (const v of cvs) {
+          body.push(`    acc${r}_${v} = fma(vec4<f32>(${aVal(r, j)}), vb${j}_${v}, acc${r}_${v});`);
+        }
+      }
+    }
+    const nAligned = n % 4 === 0;
+    const stores: string[] = [];
+    for (const r of rs) {
+      for (const v of cvs) {
+        const row = `row0 + ${r}u`, col = `col0 + ${4 * v}u`;
+        if (nAligned) {
+          stores.push(
+            `  if (${row} < ${m}u && ${col} < ${n}u) { C[cOff + (${row}) * ${n4}u + (${col}) / 4u] = acc${r}_${v}${
+              rowBias ? ` + Bias[${row}]` : ""
+            }; }`,
+          );
+        } else {
+          for (const i of q4) {
+            stores.push(
+              `  if (${row} < ${m}u && ${col} + ${i}u < ${n}u) { C[cOff + (${row}) * ${n}u + ${col} + ${i}u] = acc${r}_${v}[${i}]${
+                rowBias ? ` + Bias[${row}]` : ""
+              }; }`,
+            );
+          }
+        }
+      }
+    }
+    return `@group(0) @binding(0) var TA: texture_2d<f32>;
 @group(0) @binding(1) var TB: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read_write> C: array<${nAligned ? "vec4<f32>" : "f32"}>;
 ${rowBias ? "@group(0) @binding(3) var<storage, read> Bias: array<f32>;" : ""}
@@ -263,9 +259,10 @@ ${body.join("\n")}
   if (!live) { return; }
 ${stores.join("\n")}
 }`;
+  });
   const gx = Math.ceil(colBlocks / wgx), gy = Math.ceil(rowBlocks / wgy);
-  const bindings = [ta.createView(), tb.createView(), c, ...(rowBias ? [rowBias] : [])];
-  dispatch(pipeline("matmul_texture", wgsl), bindings, [gx, gy, sum ? 1 : batch]);
+  const bindings = [viewOf(ta), viewOf(tb), c, ...(rowBias ? [rowBias] : [])];
+  dispatch(pipe, bindings, [gx, gy, sum ? 1 : batch]);
 }
 
 // ---------------------------------------------------------------- v1: generic, 4×4 per invocation
@@ -279,8 +276,9 @@ function matmulGeneric(a: Binding, b: Binding, c: Binding, d: MatmulDims): void 
   const sA = d.batchA ? m * k : 0, sB = d.batchB ? k * n : 0;
   const aIdx = (row: string, kk: string) => d.transA ? `${kk} * ${m}u + ${row}` : `${row} * ${k}u + ${kk}`;
   const bIdx = (kk: string, col: string) => d.transB ? `${col} * ${k}u + ${kk}` : `${kk} * ${n}u + ${col}`;
-  const rows = [0, 1, 2, 3].map((i) => `r${i}`), cols = [0, 1, 2, 3].map((j) => `c${j}`);
-  const wgsl = `${storageDecls(["A", "B"], ["C"])}
+  const pipe = kernel(`mmg:${matmulKey(d)}`, "matmul/generic", () => {
+    const rows = [0, 1, 2, 3].map((i) => `r${i}`), cols = [0, 1, 2, 3].map((j) => `c${j}`);
+    return `${storageDecls(["A", "B"], ["C"])}
 @compute @workgroup_size(${WGX}, ${WGY})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let row0 = gid.y * ${TILE}u;
@@ -307,6 +305,7 @@ ${rows.map((r, i) => `    acc[${i}] += A[aOff + ${aIdx(r, "kk")}] * bv;`).join("
     }
   }
 }`;
+  });
   const gx = Math.ceil(n / TILE / WGX), gy = Math.ceil(m / TILE / WGY);
-  dispatch(pipeline("matmul", wgsl), [a, b, c], [gx, gy, sum ? 1 : batch]);
+  dispatch(pipe, [a, b, c], [gx, gy, sum ? 1 : batch]);
 }

@@ -3,7 +3,7 @@
 // so that a convolution with such windows is a 1×1 convolution (a GEMM) over y. Because windows do
 // not overlap, the backward is a gather too: each input position belongs to at most one patch.
 
-import { type Binding, dispatch, grid1D, linearIndex, pipeline } from "./runtime.ts";
+import { type Binding, dispatch, grid1D, kernel, linearIndex } from "./runtime.ts";
 import { storageDecls } from "./wgsl.ts";
 
 export interface PatchShape {
@@ -21,7 +21,9 @@ export interface PatchShape {
 export function gatherPatches(x: Binding, y: Binding, s: PatchShape): void {
   const total = s.n * s.c * s.k * s.k * s.oh * s.ow;
   const grid = grid1D(total);
-  const wgsl = `${storageDecls(["x"], ["y"])}
+  const key = `patches_gather:${s.n},${s.c},${s.h},${s.w},${s.k},${s.stride},${s.oh},${s.ow}:${grid}`;
+  const pipe = kernel(key, "patches/gather", () =>
+    `${storageDecls(["x"], ["y"])}
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${linearIndex(grid)};
@@ -34,15 +36,17 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let kh = (ch / ${s.k}u) % ${s.k}u;
   let c = ch / ${s.k * s.k}u;
   y[t] = x[((nn * ${s.c}u + c) * ${s.h}u + i * ${s.stride}u + kh) * ${s.w}u + j * ${s.stride}u + kw];
-}`;
-  dispatch(pipeline("patches_gather", wgsl), [x, y], grid);
+}`);
+  dispatch(pipe, [x, y], grid);
 }
 
 /** The input gradient: gy [n, c·k·k, oh, ow] → gx [n, c, h, w] (zero outside every patch). */
 export function scatterPatches(gy: Binding, gx: Binding, s: PatchShape): void {
   const total = s.n * s.c * s.h * s.w;
   const grid = grid1D(total);
-  const wgsl = `${storageDecls(["gy"], ["gx"])}
+  const key = `patches_scatter:${s.n},${s.c},${s.h},${s.w},${s.k},${s.stride},${s.oh},${s.ow}:${grid}`;
+  const pipe = kernel(key, "patches/scatter", () =>
+    `${storageDecls(["gy"], ["gx"])}
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${linearIndex(grid)};
@@ -59,6 +63,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     v = gy[((nc * ${s.k * s.k}u + kh * ${s.k}u + kw) * ${s.oh}u + i) * ${s.ow}u + j];
   }
   gx[t] = v;
-}`;
-  dispatch(pipeline("patches_scatter", wgsl), [gy, gx], grid);
+}`);
+  dispatch(pipe, [gy, gx], grid);
 }

@@ -1,5 +1,6 @@
 import { empty, matmul, matmulT, Rng, tensor } from "../mod.ts";
-import { matmul as matmulKernel, matmulVersion } from "../kernels/matmul.ts";
+import { matmul as matmulKernel } from "../kernels/matmul.ts";
+import { planMatmul } from "../kernels/planner.ts";
 import { assertClose, checkOp, setup } from "./helpers.ts";
 import { gemmRef } from "../kernels/reference/gemm.ts";
 import assert from "node:assert/strict";
@@ -126,7 +127,7 @@ Deno.test("matmul kernel with sumBatch: C = Σ_b op(A[b])·op(B[b]) on both kern
       want,
       {},
       `sumBatch ${m}x${n}x${k} (${
-        matmulVersion({ batch, m, n, k, transA: tA, transB: tB, batchA: true, batchB: true })
+        planMatmul({ batch, m, n, k, transA: tA, transB: tB, batchA: true, batchB: true }).variant
       })`,
     );
     [ta, tb, tc].forEach((t) => t.dispose());

@@ -10,7 +10,8 @@ import {
   type ConvShape,
 } from "../../kernels/conv.ts";
 import { gatherPatches, scatterPatches } from "../../kernels/patches.ts";
-import { empty, record, type Tensor } from "../tensor.ts";
+import { planConv } from "../../kernels/planner.ts";
+import { empty, isGradEnabled, record, type Tensor } from "../tensor.ts";
 import { reshape } from "./shape.ts";
 
 export interface Conv2dOptions {
@@ -76,26 +77,31 @@ export function conv2dShape(
  */
 export function conv2d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv2dOptions = {}): Tensor {
   const s = conv2dShape(x, w, b, opts);
+  // Every pass is planned here, at forward time, so the plan names the layer that runs it.
+  const forward = planConv(s, "forward").variant;
   // Windows that do not overlap and need no padding (ConvNeXt's 2×2 stride-2 downsampling, the
   // ResNet 1×1 stride-2 convs) make a 1×1 conv over gathered patches: one GEMM instead of a direct
   // convolution (4× faster on the full-size downsampling layers on lavapipe).
-  if (s.pad === 0 && s.groups === 1 && s.k <= s.stride && s.stride > 1) {
+  if (forward === "patches") {
     const p = patches(x, s);
     return conv2d(p, reshape(w, [s.o, s.c * s.k * s.k, 1, 1]), b);
   }
   const bias = b ?? null;
-  const y = empty([s.n, s.o, s.oh, s.ow]);
-  convForward(x.binding(), w.binding(), bias ? bias.binding() : null, y.binding(), s);
   const inputs = bias ? [x, w, bias] : [x, w];
+  const tracking = isGradEnabled() && inputs.some((t) => t.requiresGrad);
+  const inputGrad = tracking && x.requiresGrad ? planConv(s, "inputGrad").variant : "";
+  const weightGrad = tracking && w.requiresGrad ? planConv(s, "weightGrad").variant : "";
+  const y = empty([s.n, s.o, s.oh, s.ow]);
+  convForward(x.binding(), w.binding(), bias ? bias.binding() : null, y.binding(), s, forward);
   return record(y, inputs, (g) => {
     let gx: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
     if (x.requiresGrad) {
       gx = empty(x.shape);
-      convBackwardInput(g.binding(), w.binding(), gx.binding(), s);
+      convBackwardInput(g.binding(), w.binding(), gx.binding(), s, inputGrad || undefined);
     }
     if (w.requiresGrad) {
       gw = empty(w.shape);
-      convBackwardWeight(g.binding(), x.binding(), gw.binding(), s);
+      convBackwardWeight(g.binding(), x.binding(), gw.binding(), s, weightGrad || undefined);
     }
     if (bias?.requiresGrad) {
       gb = empty(bias.shape);

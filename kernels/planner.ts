@@ -1,0 +1,322 @@
+// The planner: which kernel variant runs a convolution pass or a matmul. One pure function of the
+// shapes and the adapter profile (kernels/profile.ts) gives the default; an autotuned winner
+// (kernels/autotune.ts measures candidates) replaces it; an override (API or the host's environment
+// variable) replaces both. Every choice can be logged, which is how a model's plan is listed.
+//
+// Convolution variants, by family:
+//   patches              non-overlapping windows without padding (2×2/2 downsampling, 1×1/2 shortcuts):
+//                        gather the windows, then a 1×1 conv (autograd/ops/conv.ts does the rewrite)
+//   gemm1x1/texture      1×1/1: a GEMM per image with texture operands (kernels/matmul.ts v3)
+//   gemm1x1/columns-texture  the same over all images at once: [N,C,P] → [C,N·P], GEMM, back (small P)
+//   gemm1x1/tiled        1×1/1: the workgroup-tiled storage GEMM (kernels/gemm_tiled.ts), split-K for
+//                        the weight gradient
+//   gemm1x1/columns-tiled    the tiled GEMM over all images at once
+//   gemm1x1/vec4         1×1/1: register-blocked GEMM over the pixels with vec4 loads (C, H·W % 4 = 0)
+//   gemm1x1/scalar       1×1/1: 4×4 blocks, scalar loads, any sizes
+//   depthwise/direct     groups = C = O: register-blocked rows, any stride (kernels/depthwise.ts)
+//   depthwise/tiled      groups = C = O, stride 1: halo tiles in workgroup memory; split-reduction
+//                        weight gradient (kernels/depthwise_tiled.ts)
+//   direct/blocked       everything else (dense or grouped k×k, stems): kernels/conv.ts
+// Matmul variants: matmul/texture, matmul/tiled, matmul/generic.
+
+import { adapterProfile } from "./profile.ts";
+import { convKey, type ConvShape, type MatmulDims, matmulKey } from "./shapes.ts";
+
+export type ConvPass = "forward" | "inputGrad" | "weightGrad";
+export type PlanSource = "default" | "autotune" | "override";
+export interface Plan {
+  variant: string;
+  source: PlanSource;
+}
+
+// ---------------------------------------------------------------- what can run a shape
+
+/** Whether the texture GEMM can take these dims (vec4 texels along K, and along M/N where stored so). */
+export function textureGemmApplies(d: MatmulDims): boolean {
+  return d.k % 4 === 0 && (!d.transA || d.m % 4 === 0) && (d.transB || d.n % 4 === 0);
+}
+
+const isPointwise = (s: ConvShape) => s.k === 1 && s.stride === 1 && s.pad === 0 && s.groups === 1;
+const isDepthwise = (s: ConvShape) => s.groups === s.c && s.o === s.c && s.c > 1;
+/** Non-overlapping windows without padding: a 1×1 conv over gathered patches. */
+export const isPatchConv = (s: ConvShape): boolean =>
+  s.pad === 0 && s.groups === 1 && s.k <= s.stride && s.stride > 1;
+/** The halo-tiled depthwise kernels: stride 1, odd k, "same" padding. */
+export const depthwiseTiledApplies = (s: ConvShape): boolean =>
+  isDepthwise(s) && s.stride === 1 && s.k % 2 === 1 && s.pad === (s.k - 1) / 2;
+
+/** The GEMM of a 1×1 conv pass, per image (`columns`: over all images, as [C, N·P]). */
+export function conv1x1Dims(s: ConvShape, pass: ConvPass, columns = false): MatmulDims {
+  const p = s.h * s.w;
+  const batch = columns ? 1 : s.n, n = columns ? s.n * p : p;
+  if (pass === "forward") {
+    return { batch, m: s.o, n, k: s.c, transA: false, transB: false, batchA: false, batchB: !columns };
+  }
+  if (pass === "inputGrad") {
+    return { batch, m: s.c, n, k: s.o, transA: true, transB: false, batchA: false, batchB: !columns };
+  }
+  return {
+    batch: s.n,
+    m: s.o,
+    n: s.c,
+    k: p,
+    transA: false,
+    transB: true,
+    batchA: true,
+    batchB: true,
+    sumBatch: true,
+  };
+}
+
+/** Every variant that can run this convolution pass, best first by the profile's lights. */
+export function convVariants(s: ConvShape, pass: ConvPass): string[] {
+  if (isPatchConv(s)) return ["patches", "direct/blocked"];
+  if (isDepthwise(s)) {
+    return depthwiseTiledApplies(s) ? ["depthwise/tiled", "depthwise/direct"] : ["depthwise/direct"];
+  }
+  if (!isPointwise(s)) return ["direct/blocked"];
+  const v: string[] = [];
+  const p = s.h * s.w;
+  if (pass !== "weightGrad" && p < adapterProfile().columnsBelowPixels && s.n > 1) {
+    if (textureGemmApplies(conv1x1Dims(s, pass, true))) v.push("gemm1x1/columns-texture");
+    v.push("gemm1x1/columns-tiled");
+  }
+  if (textureGemmApplies(conv1x1Dims(s, pass))) v.push("gemm1x1/texture");
+  v.push("gemm1x1/tiled");
+  if (s.c % 4 === 0 && p % 4 === 0) v.push("gemm1x1/vec4");
+  v.push("gemm1x1/scalar");
+  return v;
+}
+
+/** The profile's choice for a convolution pass (no autotune, no override). */
+export function defaultConvVariant(s: ConvShape, pass: ConvPass): string {
+  const prof = adapterProfile();
+  const v = convVariants(s, pass);
+  if (v[0] === "patches") return "patches";
+  if (v[0].startsWith("depthwise/")) return prof.tiledDepthwise ? v[0] : "depthwise/direct";
+  if (v[0] === "direct/blocked") return v[0];
+  if (!prof.textureGemm) {
+    return v.includes("gemm1x1/columns-tiled") ? "gemm1x1/columns-tiled" : "gemm1x1/tiled";
+  }
+  if (pass === "weightGrad") {
+    const { rows, cols } = prof.textureMinWeight;
+    if (v.includes("gemm1x1/texture") && s.o >= rows && s.c >= cols) return "gemm1x1/texture";
+  } else {
+    const d = conv1x1Dims(s, pass);
+    if (v.includes("gemm1x1/columns-texture") && d.m >= 64 && d.k >= 64) return "gemm1x1/columns-texture";
+    const { rows, cols } = prof.textureMin;
+    if (v.includes("gemm1x1/texture") && d.m >= rows && d.n >= cols) return "gemm1x1/texture";
+  }
+  return v.includes("gemm1x1/vec4") ? "gemm1x1/vec4" : "gemm1x1/scalar";
+}
+
+/** Every variant that can run this matmul. */
+export function matmulVariants(d: MatmulDims): string[] {
+  return [...(textureGemmApplies(d) ? ["matmul/texture"] : []), "matmul/tiled", "matmul/generic"];
+}
+
+/** The profile's choice for a matmul. */
+export function defaultMatmulVariant(d: MatmulDims): string {
+  if (!adapterProfile().textureGemm) return "matmul/tiled";
+  return textureGemmApplies(d) ? "matmul/texture" : "matmul/generic";
+}
+
+// ---------------------------------------------------------------- overrides
+
+/** Rules `target=variant`: target `conv`, `conv.forward|inputGrad|weightGrad` or `matmul`. */
+let overrides: { target: string; variant: string }[] = [];
+
+/**
+ * Forces variants, e.g. "conv=tiled" (every conv that has a `…/tiled` variant), or
+ * "conv.weightGrad=gemm1x1/vec4,matmul=generic". A rule applies where the variant can run the shape;
+ * later rules win. `null` or "" clears. Throws on a rule that names no known variant.
+ */
+export function setPlanOverride(spec: string | null): void {
+  const rules: typeof overrides = [];
+  for (const part of (spec ?? "").split(",").map((p) => p.trim()).filter(Boolean)) {
+    const m = /^(conv|conv\.forward|conv\.inputGrad|conv\.weightGrad|matmul)=([\w/-]+)$/.exec(part);
+    if (!m) {
+      throw new Error(
+        `Plan override "${part}": expected target=variant, target one of conv, conv.forward, conv.inputGrad, ` +
+          `conv.weightGrad, matmul (e.g. "conv=tiled")`,
+      );
+    }
+    if (!KNOWN_VARIANTS.some((v) => v === m[2] || v.endsWith(`/${m[2]}`))) {
+      throw new Error(
+        `Plan override "${part}": unknown variant "${m[2]}"; known: ${KNOWN_VARIANTS.join(", ")}`,
+      );
+    }
+    rules.push({ target: m[1], variant: m[2] });
+  }
+  overrides = rules;
+}
+
+/** The override rules in force, as a spec string. */
+export function planOverride(): string {
+  return overrides.map((r) => `${r.target}=${r.variant}`).join(",");
+}
+
+/** Runs `fn` with `spec` as the override, then restores the previous one. */
+export function withPlanOverride<T>(spec: string, fn: () => T): T {
+  const saved = overrides;
+  setPlanOverride(spec);
+  try {
+    return fn();
+  } finally {
+    overrides = saved;
+  }
+}
+
+export const KNOWN_VARIANTS = [
+  "patches",
+  "gemm1x1/texture",
+  "gemm1x1/columns-texture",
+  "gemm1x1/tiled",
+  "gemm1x1/columns-tiled",
+  "gemm1x1/vec4",
+  "gemm1x1/scalar",
+  "depthwise/direct",
+  "depthwise/tiled",
+  "direct/blocked",
+  "matmul/texture",
+  "matmul/tiled",
+  "matmul/generic",
+];
+
+function overridden(target: string, candidates: string[]): string | null {
+  let pick: string | null = null;
+  for (const r of overrides) {
+    if (r.target !== target && r.target !== target.split(".")[0]) continue;
+    const hit = candidates.find((v) => v === r.variant || v.endsWith(`/${r.variant}`));
+    if (hit) pick = hit;
+  }
+  return pick;
+}
+
+// ---------------------------------------------------------------- autotuned winners
+
+// Winners by shape key (kernels/autotune.ts measures them and records them here). Shapes met without a
+// winner while autotune is on are queued as pending, so `autotune()` can time them later: recording a
+// step is synchronous, timing is not.
+
+const winners = new Map<string, string>();
+const pending = new Map<
+  string,
+  { op: "conv"; s: ConvShape; pass: ConvPass } | { op: "matmul"; d: MatmulDims }
+>();
+let autotuneOn = false;
+
+/** Turns the use of autotuned winners (and the queueing of untuned shapes) on or off. */
+export function setAutotune(on: boolean): void {
+  autotuneOn = on;
+  if (!on) pending.clear();
+}
+
+export function autotuneEnabled(): boolean {
+  return autotuneOn;
+}
+
+/** Records a measured winner for a shape key (see `convTuneKey`, `matmulTuneKey`). */
+export function recordWinner(key: string, variant: string): void {
+  winners.set(key, variant);
+  pending.delete(key);
+}
+
+/** The winners known so far (to persist them), and a way to load persisted ones. */
+export function tunedWinners(): Record<string, string> {
+  return Object.fromEntries(winners);
+}
+
+export function loadWinners(rec: Record<string, string>): void {
+  for (const [k, v] of Object.entries(rec)) if (KNOWN_VARIANTS.includes(v)) winners.set(k, v);
+}
+
+export function clearWinners(): void {
+  winners.clear();
+  pending.clear();
+}
+
+/** Shapes met with autotune on and no winner yet. */
+export function pendingTunes(): [
+  string,
+  { op: "conv"; s: ConvShape; pass: ConvPass } | { op: "matmul"; d: MatmulDims },
+][] {
+  return [...pending.entries()];
+}
+
+export const convTuneKey = (s: ConvShape, pass: ConvPass): string => `conv.${pass}:${convKey(s)}`;
+export const matmulTuneKey = (d: MatmulDims): string => `matmul:${matmulKey(d)}`;
+
+// ---------------------------------------------------------------- the plan
+
+export interface PlanEntry extends Plan {
+  layer: string;
+  op: "conv" | "matmul";
+  pass: ConvPass | "forward";
+  shape: string;
+}
+
+let log: PlanEntry[] | null = null;
+let layer = "";
+
+/** Names the layer whose kernels are planned next (for the plan log). */
+export function setPlanLayer(name: string): void {
+  layer = name;
+}
+
+/** Starts logging every planning decision. */
+export function startPlanLog(): void {
+  log = [];
+}
+
+/** Stops logging and returns the decisions since `startPlanLog()`. */
+export function stopPlanLog(): PlanEntry[] {
+  const l = log ?? [];
+  log = null;
+  return l;
+}
+
+function decide(
+  target: string,
+  key: string,
+  candidates: string[],
+  fallback: string,
+  queue: () => void,
+): Plan {
+  const forced = overridden(target, candidates);
+  if (forced) return { variant: forced, source: "override" };
+  if (autotuneOn && candidates.length > 1) {
+    const w = winners.get(key);
+    if (w && candidates.includes(w)) return { variant: w, source: "autotune" };
+    if (!pending.has(key)) queue();
+  }
+  return { variant: fallback, source: "default" };
+}
+
+/** The variant that runs pass `pass` of convolution `s`. */
+export function planConv(s: ConvShape, pass: ConvPass): Plan {
+  const key = convTuneKey(s, pass);
+  const plan = decide(
+    `conv.${pass}`,
+    key,
+    convVariants(s, pass),
+    defaultConvVariant(s, pass),
+    () => pending.set(key, { op: "conv", s, pass }),
+  );
+  log?.push({ ...plan, layer, op: "conv", pass, shape: convKey(s) });
+  return plan;
+}
+
+/** The variant that runs matmul `d`. */
+export function planMatmul(d: MatmulDims): Plan {
+  const key = matmulTuneKey(d);
+  const plan = decide(
+    "matmul",
+    key,
+    matmulVariants(d),
+    defaultMatmulVariant(d),
+    () => pending.set(key, { op: "matmul", d }),
+  );
+  log?.push({ ...plan, layer, op: "matmul", pass: "forward", shape: matmulKey(d) });
+  return plan;
+}

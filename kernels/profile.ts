@@ -1,0 +1,95 @@
+// The adapter profile: every choice of the kernel layer that depends on the adapter lives here (register
+// block sizes, workgroup sizes, size thresholds, texture or storage operands, which variants compete
+// in autotune). The planner (kernels/planner.ts) reads it; kernels read their tuning from it.
+//
+// Two classes of adapter are told apart:
+//   * `software` (lavapipe, llvmpipe, SwiftShader: WGSL on the CPU): every per-invocation storage load is
+//     a gather (1-2 ns per float), a texel fetch is a vectorised gather (~0.4 ns), barriers are costly
+//     and spilled registers cheap, so GEMMs read textures, blocks are large and nothing uses workgroup
+//     memory. The thresholds come from timing every 1×1 conv of the seven models at batch 64 on
+//     lavapipe (bench/ has the numbers).
+//   * `gpu` (any other adapter): workgroup-memory tiles, vec4 storage loads, split-K for long
+//     reductions, halo tiles for the depthwise 7×7; register blocks of 8 (of 16 would spill).
+
+import { gpu } from "./runtime.ts";
+
+/** Tuning of the texture GEMM (kernels/matmul.ts, v3). */
+export interface TextureGemmTuning {
+  /** Rows of C per invocation (multiple of 4). */
+  rows: number;
+  /** vec4 columns of C per invocation. */
+  colVecs: number;
+  /** Workgroup size along columns (x) and rows (y). */
+  wgx: number;
+  wgy: number;
+}
+
+export interface AdapterProfile {
+  kind: "software" | "gpu";
+  /** Register block edge (multiple of 4) of the direct, depthwise and vec4 1×1 kernels. */
+  blockEdge: number;
+  /** Whether GEMMs read their operands from textures by default (else the tiled storage GEMM). */
+  textureGemm: boolean;
+  textureTuning: TextureGemmTuning;
+  /** The texture GEMM serves 1×1 convs whose result is at least this many rows × columns. */
+  textureMin: { rows: number; cols: number };
+  /** ... and weight gradients at least this large (O × C). */
+  textureMinWeight: { rows: number; cols: number };
+  /** Images smaller than this many pixels run a 1×1 conv as one GEMM over all images. */
+  columnsBelowPixels: number;
+  /** Whether the halo-tiled depthwise kernels (workgroup memory) are the default where they apply. */
+  tiledDepthwise: boolean;
+}
+
+const SOFTWARE: AdapterProfile = {
+  kind: "software",
+  blockEdge: 16,
+  textureGemm: true,
+  textureTuning: { rows: 16, colVecs: 2, wgx: 8, wgy: 8 },
+  textureMin: { rows: 64, cols: 64 },
+  textureMinWeight: { rows: 32, cols: 32 },
+  columnsBelowPixels: 64,
+  tiledDepthwise: false,
+};
+
+const GPU: AdapterProfile = {
+  kind: "gpu",
+  blockEdge: 8,
+  textureGemm: false,
+  textureTuning: { rows: 8, colVecs: 2, wgx: 8, wgy: 8 },
+  textureMin: { rows: 64, cols: 64 },
+  textureMinWeight: { rows: 32, cols: 32 },
+  columnsBelowPixels: 64,
+  tiledDepthwise: true,
+};
+
+/** Whether an adapter of this name runs WGSL on the CPU. */
+export function isSoftwareAdapter(name: string, isFallback = false): boolean {
+  return isFallback || /llvmpipe|lavapipe|swiftshader/i.test(name);
+}
+
+let forced: AdapterProfile | null = null;
+let cached: { name: string; profile: AdapterProfile } | null = null;
+
+/** The profile of the current adapter (or the one forced by `setProfile`). */
+export function adapterProfile(): AdapterProfile {
+  if (forced) return forced;
+  const c = gpu();
+  if (cached?.name !== c.adapterName) {
+    cached = {
+      name: c.adapterName,
+      profile: isSoftwareAdapter(c.adapterName, c.isFallbackAdapter) ? SOFTWARE : GPU,
+    };
+  }
+  return cached.profile;
+}
+
+/** Forces a profile ("software", "gpu" or a full profile; null restores detection), e.g. for tests. */
+export function setProfile(p: AdapterProfile | "software" | "gpu" | null): void {
+  forced = p === "software" ? SOFTWARE : p === "gpu" ? GPU : p;
+}
+
+/** Register block edge for a dimension of `size`: a multiple of 4, at most the profile's edge. */
+export function blockEdge(size: number): number {
+  return Math.min(adapterProfile().blockEdge, Math.ceil(size / 4) * 4);
+}
