@@ -7,7 +7,7 @@ import {
   currentEncoder,
   dispatch,
   gpu,
-  pipeline,
+  kernel,
   releaseBuffer,
 } from "../kernels/runtime.ts";
 import { measure, type MeasureOptions, type Stats } from "./timing.ts";
@@ -66,7 +66,11 @@ export async function measureCeilings(opts: CeilingOptions = {}): Promise<Ceilin
   const out = acquireBuffer(fmaInvocations * 16);
   let best = 0;
   for (const chains of [4, 8]) {
-    const p = pipeline("ceiling_fma", fmaKernel(wg, chains, iters));
+    const p = kernel(
+      `ceiling_fma:${wg}:${chains}:${iters}`,
+      "ceiling_fma",
+      () => fmaKernel(wg, chains, iters),
+    );
     const s = await measure(() => dispatch(p, [out], [fmaInvocations / wg]), { runs: 5, ...timing });
     const flops = fmaInvocations * iters * chains * 4 * 2;
     const g = flops / (s.medianMs * 1e6);
@@ -80,7 +84,7 @@ export async function measureCeilings(opts: CeilingOptions = {}): Promise<Ceilin
   clear(src);
   const cwg = 256, groups = Math.ceil(n4 / cwg);
   const gx = Math.min(groups, 32768), gy = Math.ceil(groups / gx);
-  const cp = pipeline("ceiling_copy", copyKernel(cwg, n4));
+  const cp = kernel(`ceiling_copy:${cwg}:${n4}`, "ceiling_copy", () => copyKernel(cwg, n4));
   const cs = await measure(() => dispatch(cp, [src, dst], [gx, gy]), { runs: 5, ...timing });
   const gbs = (2 * bytes) / (cs.medianMs * 1e6);
   detail.push({ name: `copy ${copyMiB} MiB (vec4)`, value: gbs, unit: "GB/s", stats: cs });
@@ -93,6 +97,23 @@ export async function measureCeilings(opts: CeilingOptions = {}): Promise<Ceilin
 // ---------------------------------------------------------------- load paths
 
 const LP_INV = 4096, LP_IT = 32, LP_L = 8;
+
+/** WGSL that reads through one memory path: `decl` declares A, `load` is one load (R = 0..LP_L-1). */
+function loadPathKernel(decl: string, load: string): string {
+  const loads = Array.from({ length: LP_L }, (_, r) => `    acc += ${load.replaceAll("R", `${r}u`)};`);
+  return `${decl}
+@group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation_index) li: u32,
+        @builtin(workgroup_id) wid: vec3<u32>) {
+  let i = gid.x;
+  var acc = vec4<f32>(0.0);
+  for (var it = 0u; it < ${LP_IT}u; it++) {
+${loads.join("\n")}
+  }
+  out[i] = acc;
+}`;
+}
 
 /**
  * What one load costs on this adapter, by memory path (ns per float per invocation; lower is better):
@@ -175,20 +196,7 @@ export async function measureLoadPaths(timing: MeasureOptions = {}): Promise<Cei
   ];
   const rows: Ceilings["detail"] = [];
   for (const c of cases) {
-    const loads = Array.from({ length: LP_L }, (_, r) => `    acc += ${c.load.replaceAll("R", `${r}u`)};`);
-    const wgsl = `${c.decl}
-@group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation_index) li: u32,
-        @builtin(workgroup_id) wid: vec3<u32>) {
-  let i = gid.x;
-  var acc = vec4<f32>(0.0);
-  for (var it = 0u; it < ${LP_IT}u; it++) {
-${loads.join("\n")}
-  }
-  out[i] = acc;
-}`;
-    const pipe = pipeline(`load_${c.name}`, wgsl);
+    const pipe = kernel(`load:${c.name}`, `load_${c.name}`, () => loadPathKernel(c.decl, c.load));
     const entries: GPUBindGroupEntry[] = [{ binding: 1, resource: { buffer: out } }];
     if (c.res) entries.push({ binding: 0, resource: c.res });
     const bind = device.createBindGroup({ layout: pipe.getBindGroupLayout(0), entries });

@@ -1,7 +1,8 @@
 // Activation kernels: exact (erf) GELU and its derivative, and a numerically stable softmax over any
-// dimension with its backward.
+// dimension with its backward. Each kernel has a key (the sizes and expression its WGSL depends on) and a
+// source generator that runs only on a pipeline-cache miss.
 
-import { type Binding, dispatch, grid1D, linearIndex, pipeline, WG } from "./runtime.ts";
+import { type Binding, dispatch, grid1D, kernel, linearIndex, WG } from "./runtime.ts";
 import { storageDecls } from "./wgsl.ts";
 
 /**
@@ -30,12 +31,15 @@ fn gelu_grad_f32(x: f32) -> f32 {
 }
 `;
 
-/** out[i] = expr over `v0..vn` (inputs of the same size `n`), with the GELU helpers in scope. */
-function pointwise(name: string, expr: string, inputs: Binding[], out: Binding, n: number): void {
-  if (n === 0) return;
+export function pointwiseKey(name: string, expr: string, inputs: number, n: number): string {
+  return `act:${name}:${n}:${inputs}:${expr}`;
+}
+
+/** out[i] = expr over `v0..vn` (`inputs` inputs of the same size `n`), with the GELU helpers in scope. */
+export function pointwiseSource(expr: string, inputs: number, n: number): string {
   const grid = grid1D(n);
-  const names = inputs.map((_, k) => `in${k}`);
-  const wgsl = `${storageDecls(names, ["out"])}
+  const names = Array.from({ length: inputs }, (_, k) => `in${k}`);
+  return `${storageDecls(names, ["out"])}
 ${GELU_FNS}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -44,7 +48,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 ${names.map((m, k) => `  let v${k} = ${m}[i];`).join("\n")}
   out[i] = ${expr};
 }`;
-  dispatch(pipeline(name, wgsl), [...inputs, out], grid);
+}
+
+function pointwise(name: string, expr: string, inputs: Binding[], out: Binding, n: number): void {
+  if (n === 0) return;
+  const k = inputs.length;
+  dispatch(
+    kernel(pointwiseKey(name, expr, k, n), name, () => pointwiseSource(expr, k, n)),
+    [...inputs, out],
+    grid1D(n),
+  );
 }
 
 export function geluForward(x: Binding, out: Binding, n: number): void {
@@ -71,13 +84,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let b = (row / ${s.inner}u) * ${s.d * s.inner}u + row % ${s.inner}u;`;
 }
 
+export function softmaxKey(s: SoftmaxDims, backward: boolean): string {
+  return `${backward ? "softmax_backward" : "softmax"}:${s.outer}:${s.d}:${s.inner}`;
+}
+
 /** y = exp(x − max) / Σ exp(x − max) along the middle axis; one invocation per row. */
-export function softmaxForward(x: Binding, y: Binding, s: SoftmaxDims): void {
-  const rows = s.outer * s.inner;
-  if (rows === 0 || s.d === 0) return;
-  const grid = grid1D(rows);
+export function softmaxSource(s: SoftmaxDims): string {
+  const grid = grid1D(s.outer * s.inner);
   const st = `${s.inner}u`;
-  const wgsl = `${storageDecls(["x"], ["y"])}
+  return `${storageDecls(["x"], ["y"])}
 ${rowHeader(s, grid)}
   var m = x[b];
   for (var k = 1u; k < ${s.d}u; k++) { m = max(m, x[b + k * ${st}]); }
@@ -86,20 +101,32 @@ ${rowHeader(s, grid)}
   let inv = 1.0 / sum;
   for (var k = 0u; k < ${s.d}u; k++) { y[b + k * ${st}] = y[b + k * ${st}] * inv; }
 }`;
-  dispatch(pipeline("softmax", wgsl), [x, y], grid);
 }
 
 /** dx = y · (g − Σ g·y) along the middle axis. */
-export function softmaxBackward(g: Binding, y: Binding, dx: Binding, s: SoftmaxDims): void {
-  const rows = s.outer * s.inner;
-  if (rows === 0 || s.d === 0) return;
-  const grid = grid1D(rows);
+export function softmaxBackwardSource(s: SoftmaxDims): string {
+  const grid = grid1D(s.outer * s.inner);
   const st = `${s.inner}u`;
-  const wgsl = `${storageDecls(["g", "y"], ["dx"])}
+  return `${storageDecls(["g", "y"], ["dx"])}
 ${rowHeader(s, grid)}
   var dot = 0.0;
   for (var k = 0u; k < ${s.d}u; k++) { dot += g[b + k * ${st}] * y[b + k * ${st}]; }
   for (var k = 0u; k < ${s.d}u; k++) { let j = b + k * ${st}; dx[j] = y[j] * (g[j] - dot); }
 }`;
-  dispatch(pipeline("softmax_backward", wgsl), [g, y, dx], grid);
+}
+
+export function softmaxForward(x: Binding, y: Binding, s: SoftmaxDims): void {
+  const rows = s.outer * s.inner;
+  if (rows === 0 || s.d === 0) return;
+  dispatch(kernel(softmaxKey(s, false), "softmax", () => softmaxSource(s)), [x, y], grid1D(rows));
+}
+
+export function softmaxBackward(g: Binding, y: Binding, dx: Binding, s: SoftmaxDims): void {
+  const rows = s.outer * s.inner;
+  if (rows === 0 || s.d === 0) return;
+  dispatch(
+    kernel(softmaxKey(s, true), "softmax_backward", () => softmaxBackwardSource(s)),
+    [g, y, dx],
+    grid1D(rows),
+  );
 }

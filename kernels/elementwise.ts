@@ -1,11 +1,43 @@
 // Elementwise kernels: out[i] = expr(v0, v1, ...) with inputs broadcast to the output shape.
+//
+// `key(name, spec)` names the pipeline; `source(spec)` runs only on a pipeline-cache miss; `elementwise(...)`
+// is the launcher on bindings.
 
-import { type Binding, dispatch, grid1D, linearIndex, pipeline, WG } from "./runtime.ts";
+import { type Binding, dispatch, grid1D, kernel, linearIndex, WG } from "./runtime.ts";
 import { broadcastIndex, storageDecls } from "./wgsl.ts";
 
 export interface EwInput {
   binding: Binding;
   shape: readonly number[];
+}
+
+/** What the WGSL depends on: the expression, the input and output shapes, and in-place accumulation. */
+export interface EwSpec {
+  expr: string;
+  inputShapes: readonly (readonly number[])[];
+  outShape: readonly number[];
+  inPlace: boolean;
+}
+
+export function key(name: string, s: EwSpec): string {
+  return `ew:${name}:${s.outShape}:${s.inputShapes.join(";")}:${s.inPlace ? 1 : 0}:${s.expr}`;
+}
+
+export function source(s: EwSpec): string {
+  const n = s.outShape.reduce((a, b) => a * b, 1);
+  const grid = grid1D(n);
+  const names = s.inputShapes.map((_, k) => `in${k}`);
+  const loads = s.inputShapes.map((shape, k) =>
+    `  let v${k} = in${k}[${broadcastIndex(s.outShape, shape, "i")}];`
+  );
+  return `${storageDecls(names, ["out"])}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = ${linearIndex(grid)};
+  if (i >= ${n}u) { return; }
+${loads.join("\n")}
+${s.inPlace ? "  let o = out[i];\n" : ""}  out[i] = ${s.expr};
+}`;
 }
 
 /**
@@ -22,16 +54,10 @@ export function elementwise(
 ): void {
   const n = outShape.reduce((a, b) => a * b, 1);
   if (n === 0) return;
-  const grid = grid1D(n);
-  const names = inputs.map((_, k) => `in${k}`);
-  const loads = inputs.map((inp, k) => `  let v${k} = in${k}[${broadcastIndex(outShape, inp.shape, "i")}];`);
-  const wgsl = `${storageDecls(names, ["out"])}
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = ${linearIndex(grid)};
-  if (i >= ${n}u) { return; }
-${loads.join("\n")}
-${inPlace ? "  let o = out[i];\n" : ""}  out[i] = ${expr};
-}`;
-  dispatch(pipeline(name, wgsl), [...inputs.map((x) => x.binding), out], grid);
+  const spec: EwSpec = { expr, inputShapes: inputs.map((x) => x.shape), outShape, inPlace };
+  dispatch(
+    kernel(key(name, spec), name, () => source(spec)),
+    [...inputs.map((x) => x.binding), out],
+    grid1D(n),
+  );
 }

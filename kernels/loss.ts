@@ -6,20 +6,14 @@
 // writes the mean. A target outside [0, C) gives a NaN loss (never a stray read).
 // Backward: dx[n, c] = g / N · (exp((x[n, c] − m) − ls) − [c = t[n]]).
 
-import { type Binding, dispatch, grid1D, linearIndex, pipeline, WG } from "./runtime.ts";
+import { type Binding, dispatch, grid1D, kernel, linearIndex, WG } from "./runtime.ts";
 import { f32, storageDecls } from "./wgsl.ts";
 
 const WG_CE = 64;
 
-export function crossEntropyForward(
-  logits: Binding,
-  targets: Binding,
-  lse: Binding,
-  out: Binding,
-  n: number,
-  c: number,
-): void {
-  const wgsl = `${storageDecls(["x", "t"], ["lse", "out"])}
+/** The forward's WGSL for `n` rows of `c` logits. */
+export function forwardSource(n: number, c: number): string {
+  return `${storageDecls(["x", "t"], ["lse", "out"])}
 var<workgroup> part: array<f32, ${WG_CE}>;
 @compute @workgroup_size(${WG_CE})
 fn main(@builtin(local_invocation_index) lid: u32) {
@@ -48,7 +42,35 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   }
   if (lid == 0u) { out[0] = part[0] * ${f32(1 / n)}; }
 }`;
-  dispatch(pipeline("cross_entropy", wgsl), [logits, targets, lse, out], [1]);
+}
+
+export function crossEntropyForward(
+  logits: Binding,
+  targets: Binding,
+  lse: Binding,
+  out: Binding,
+  n: number,
+  c: number,
+): void {
+  const pipe = kernel(`ce:${n}:${c}`, "cross_entropy", () => forwardSource(n, c));
+  dispatch(pipe, [logits, targets, lse, out], [1]);
+}
+
+/** The backward's WGSL for `n` rows of `c` logits. */
+export function backwardSource(n: number, c: number): string {
+  const total = n * c;
+  const grid = grid1D(total);
+  return `${storageDecls(["g", "x", "t", "lse"], ["dx"])}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = ${linearIndex(grid)};
+  if (i >= ${total}u) { return; }
+  let row = i / ${c}u;
+  let k = i % ${c}u;
+  let p = exp((x[i] - lse[2u * row]) - lse[2u * row + 1u]);
+  let hit = select(0.0, 1.0, t[row] == f32(k));
+  dx[i] = g[0] * ${f32(1 / n)} * (p - hit);
+}`;
 }
 
 export function crossEntropyBackward(
@@ -62,17 +84,9 @@ export function crossEntropyBackward(
 ): void {
   const total = n * c;
   if (total === 0) return;
-  const grid = grid1D(total);
-  const wgsl = `${storageDecls(["g", "x", "t", "lse"], ["dx"])}
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = ${linearIndex(grid)};
-  if (i >= ${total}u) { return; }
-  let row = i / ${c}u;
-  let k = i % ${c}u;
-  let p = exp((x[i] - lse[2u * row]) - lse[2u * row + 1u]);
-  let hit = select(0.0, 1.0, t[row] == f32(k));
-  dx[i] = g[0] * ${f32(1 / n)} * (p - hit);
-}`;
-  dispatch(pipeline("cross_entropy_backward", wgsl), [g, logits, targets, lse, dx], grid);
+  dispatch(
+    kernel(`ce_backward:${n}:${c}`, "cross_entropy_backward", () => backwardSource(n, c)),
+    [g, logits, targets, lse, dx],
+    grid1D(total),
+  );
 }

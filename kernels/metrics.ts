@@ -1,27 +1,16 @@
 // Training metrics summed on the GPU, so a training step never waits on a readback:
 // sums[0] += loss · batch, sums[1] += number of correct argmax predictions, sums[2] += batch.
 
-import { type Binding, dispatch, pipeline } from "./runtime.ts";
+import { type Binding, dispatch, kernel } from "./runtime.ts";
 import { storageDecls } from "./wgsl.ts";
 
 /** Number of f32 slots `accumulateMetrics` uses. */
 export const METRIC_SLOTS = 4;
 
-/**
- * Adds one batch into `sums`: `logits` [batch, classes], `targets` [batch] (class indices as f32),
- * `loss` a one-element buffer holding the batch's mean loss (or null for evaluation).
- */
-export function accumulateMetrics(
-  logits: Binding,
-  targets: Binding,
-  loss: Binding | null,
-  sums: Binding,
-  batch: number,
-  classes: number,
-): void {
-  // one invocation per row writes a 0/1 flag; a single invocation then folds them (batches are small)
-  const reads = loss ? ["logits", "targets", "loss"] : ["logits", "targets"];
-  const wgsl = `${storageDecls(reads, ["sums"])}
+/** The WGSL for `batch` rows of `classes` logits, with or without a loss to add. */
+export function source(batch: number, classes: number, withLoss: boolean): string {
+  const reads = withLoss ? ["logits", "targets", "loss"] : ["logits", "targets"];
+  return `${storageDecls(reads, ["sums"])}
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) lid: u32) {
   var correct = 0.0;
@@ -39,11 +28,32 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   if (lid == 0u) {
     var total = 0.0;
     for (var i = 0u; i < 64u; i++) { total += part[i]; }
-    ${loss ? `sums[0] += loss[0] * ${batch}.0;` : ""}
+    ${withLoss ? `sums[0] += loss[0] * ${batch}.0;` : ""}
     sums[1] += total;
     sums[2] += ${batch}.0;
   }
 }
 var<workgroup> part: array<f32, 64>;`;
-  dispatch(pipeline("metrics", wgsl), loss ? [logits, targets, loss, sums] : [logits, targets, sums], [1]);
+}
+
+/**
+ * Adds one batch into `sums`: `logits` [batch, classes], `targets` [batch] (class indices as f32),
+ * `loss` a one-element buffer holding the batch's mean loss (or null for evaluation).
+ */
+export function accumulateMetrics(
+  logits: Binding,
+  targets: Binding,
+  loss: Binding | null,
+  sums: Binding,
+  batch: number,
+  classes: number,
+): void {
+  // one invocation per row writes a 0/1 flag; a single invocation then folds them (batches are small)
+  const withLoss = loss !== null;
+  const pipe = kernel(
+    `metrics:${batch}:${classes}:${withLoss ? 1 : 0}`,
+    "metrics",
+    () => source(batch, classes, withLoss),
+  );
+  dispatch(pipe, loss ? [logits, targets, loss, sums] : [logits, targets, sums], [1]);
 }

@@ -6,14 +6,25 @@
 //   E[x²]−E[x]² cancellation; both passes shifted by the first element, so a constant input has
 //   exactly zero variance and an offset costs no precision) per statistic, writing mean, 1/sqrt(var + eps) and optionally the
 //   biased variance (for running-stat updates).
-// The backward's sums (Σg·ŵ, Σg·ŵ·x̂, Σg·x̂, Σg) use `reduceExprs` from reduce.ts.
+// * the apply, the input and affine gradients, the running-statistics update and BatchNorm's eval mode:
+//   elementwise kernels and `reduceExprs` sums over the view, whose expressions are written below.
 //
 // Statistics use one workgroup per statistic with a tree in workgroup memory when the reduction is long,
 // and one invocation per statistic that loops otherwise.
 
-import { type Binding, dispatch, grid1D, linearIndex, pipeline, WG } from "./runtime.ts";
+import { elementwise, type EwInput } from "./elementwise.ts";
+import { reduceExprs, split, TREE_MIN, WG_RED } from "./reduce.ts";
+import {
+  acquireBuffer,
+  type Binding,
+  dispatch,
+  grid1D,
+  kernel,
+  linearIndex,
+  releaseBuffer,
+  WG,
+} from "./runtime.ts";
 import { f32, storageDecls } from "./wgsl.ts";
-import { split, TREE_MIN, WG_RED } from "./reduce.ts";
 
 export interface NormStatsSpec {
   /** The view of `x`. */
@@ -27,13 +38,22 @@ export interface NormStatsSpec {
   variance?: Binding;
 }
 
-/** Mean and reciprocal standard deviation of `x` over `axes` of its view, two-pass. */
-export function normStats(x: Binding, s: NormStatsSpec): void {
+/** What the statistics kernel's WGSL depends on. */
+interface StatsSource {
+  shape: readonly number[];
+  axes: readonly number[];
+  eps: number;
+  variance: boolean;
+}
+
+export function statsKey(s: StatsSource): string {
+  return `norm_stats:${s.shape}:${s.axes}:${s.eps}:${s.variance ? 1 : 0}`;
+}
+
+export function statsSource(s: StatsSource): string {
   const { outN, R, base, inner } = split(s.shape, s.axes);
-  if (outN === 0) return;
   const outs = ["mean", "rstd", ...(s.variance ? ["variance"] : [])];
   const decls = storageDecls(["x"], outs);
-  const bindings = [x, s.mean, s.rstd, ...(s.variance ? [s.variance] : [])];
   const invR = f32(1 / R);
   const write = (v: string) =>
     `mean[o] = x0 + m; rstd[o] = 1.0 / sqrt(${v} + ${f32(s.eps)});${
@@ -46,7 +66,7 @@ export function normStats(x: Binding, s: NormStatsSpec): void {
     if (lid < w) { part[lid] += part[lid + w]; }
     workgroupBarrier();
   }`;
-    const wgsl = `${decls}
+    return `${decls}
 var<workgroup> part: array<f32, ${WG_RED}>;
 @compute @workgroup_size(${WG_RED})
 fn main(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -74,11 +94,9 @@ ${tree}
     ${write("v")}
   }
 }`;
-    dispatch(pipeline("norm_stats_wg", wgsl), bindings, grid);
-    return;
   }
   const grid = grid1D(outN);
-  const wgsl = `${decls}
+  return `${decls}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let o = ${linearIndex(grid)};
@@ -93,5 +111,181 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let v = sq * ${invR};
   ${write("v")}
 }`;
-  dispatch(pipeline("norm_stats", wgsl), bindings, grid);
+}
+
+/** Mean and reciprocal standard deviation of `x` over `axes` of its view, two-pass. */
+export function normStats(x: Binding, s: NormStatsSpec): void {
+  let outN = 1, R = 1;
+  s.shape.forEach((d, k) => s.axes.includes(k) ? (R *= d) : (outN *= d));
+  if (outN === 0) return;
+  const src: StatsSource = { shape: s.shape, axes: s.axes, eps: s.eps, variance: !!s.variance };
+  const tree = R >= TREE_MIN;
+  const pipe = kernel(statsKey(src), tree ? "norm_stats_wg" : "norm_stats", () => statsSource(src));
+  const bindings = [x, s.mean, s.rstd, ...(s.variance ? [s.variance] : [])];
+  dispatch(pipe, bindings, tree ? grid1D(outN, 1) : grid1D(outN));
+}
+
+// ---------------------------------------------------------------- apply and backward
+//
+// The rest of a normalisation is elementwise kernels and sums (kernels/elementwise.ts, reduce.ts) over
+// the view; their WGSL expressions live here. With x̂ = (x − mean)·rstd and ĝ = g·w:
+//   y  = x̂·w + b
+//   dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ·x̂))   (means over the statistic's elements)
+//   dw = Σ g·x̂,  db = Σ g                        (sums over everything but the affine axes)
+// and with constant statistics (BatchNorm in eval) dx = g·w·rstd.
+
+/** The shapes of one normalisation: the view of x, the statistic's axes, the affine broadcast shape. */
+export interface NormView {
+  /** Names the kernels (e.g. "groupNorm"). */
+  op: string;
+  view: readonly number[];
+  statAxes: readonly number[];
+  /** Same rank as the view; weight and bias broadcast from it. */
+  affShape: readonly number[];
+}
+
+/** The statistics' shape: the view with the statistic's axes set to 1. */
+export function statShape(v: NormView): number[] {
+  return v.view.map((d, i) => (v.statAxes.includes(i) ? 1 : d));
+}
+
+/** Elements per statistic. */
+function statCount(v: NormView): number {
+  return v.statAxes.reduce((a, i) => a * v.view[i], 1);
+}
+
+const ew = (binding: Binding, shape: readonly number[]): EwInput => ({ binding, shape });
+
+/** out = (x − mean)·rstd·w + b (weight and bias optional). */
+export function normApply(
+  v: NormView,
+  x: Binding,
+  mean: Binding,
+  rstd: Binding,
+  weight: Binding | null,
+  bias: Binding | null,
+  out: Binding,
+): void {
+  const st = statShape(v);
+  const inputs = [ew(x, v.view), ew(mean, st), ew(rstd, st)];
+  let expr = "(v0 - v1) * v2";
+  if (weight) {
+    expr = `${expr} * v${inputs.length}`;
+    inputs.push(ew(weight, v.affShape));
+  }
+  if (bias) {
+    expr = `${expr} + v${inputs.length}`;
+    inputs.push(ew(bias, v.affShape));
+  }
+  elementwise(`${v.op}_apply`, expr, inputs, out, v.view);
+}
+
+/** dw = Σ g·x̂ and db = Σ g over every axis but the affine ones (either may be null: not wanted). */
+export function normAffineBackward(
+  v: NormView,
+  g: Binding,
+  x: Binding,
+  mean: Binding,
+  rstd: Binding,
+  dw: Binding | null,
+  db: Binding | null,
+): void {
+  if (!dw && !db) return;
+  const st = statShape(v);
+  const affAxes = v.view.map((_, i) => i).filter((i) => v.affShape[i] === 1);
+  const exprs: string[] = [], outs: Binding[] = [];
+  if (dw) {
+    exprs.push("v0 * (v1 - v2) * v3");
+    outs.push(dw);
+  }
+  if (db) {
+    exprs.push("v0");
+    outs.push(db);
+  }
+  reduceExprs(`${v.op}_affine_backward`, {
+    shape: v.view,
+    axes: affAxes,
+    inputs: [ew(g, v.view), ew(x, v.view), ew(mean, st), ew(rstd, st)],
+    exprs,
+    outs,
+  });
+}
+
+/** dx through batch statistics: two means per statistic (in pooled scratch buffers), then one pass. */
+export function normInputBackward(
+  v: NormView,
+  g: Binding,
+  x: Binding,
+  mean: Binding,
+  rstd: Binding,
+  weight: Binding | null,
+  dx: Binding,
+): void {
+  const st = statShape(v);
+  const statBytes = 4 * st.reduce((a, b) => a * b, 1);
+  const s1 = acquireBuffer(statBytes), s2 = acquireBuffer(statBytes);
+  const inputs = [ew(g, v.view), ew(x, v.view), ew(mean, st), ew(rstd, st)];
+  const gw = weight ? "(v0 * v4)" : "v0";
+  if (weight) inputs.push(ew(weight, v.affShape));
+  reduceExprs(`${v.op}_backward_sums`, {
+    shape: v.view,
+    axes: v.statAxes,
+    inputs,
+    exprs: [gw, `${gw} * (v1 - v2) * v3`],
+    outs: [s1, s2],
+    scale: 1 / statCount(v),
+  });
+  const k = inputs.length;
+  elementwise(
+    `${v.op}_backward_input`,
+    `v3 * (${gw} - v${k} - (v1 - v2) * v3 * v${k + 1})`,
+    [...inputs, ew(s1, st), ew(s2, st)],
+    dx,
+    v.view,
+  );
+  // commands already recorded keep reading them; a later use is ordered after
+  releaseBuffer(s1);
+  releaseBuffer(s2);
+}
+
+/**
+ * running = (1 − momentum)·running + momentum·batch for `channels` statistics, in place; the variance
+ * is made unbiased (× R/(R − 1), R elements per statistic).
+ */
+export function runningStatsUpdate(
+  channels: number,
+  momentum: number,
+  count: number,
+  mean: Binding,
+  variance: Binding,
+  runningMean: Binding,
+  runningVar: Binding,
+): void {
+  const k = momentum, c = [channels];
+  elementwise("running_mean", `o * ${f32(1 - k)} + v0 * ${f32(k)}`, [ew(mean, c)], runningMean, c, true);
+  elementwise(
+    "running_var",
+    `o * ${f32(1 - k)} + v0 * ${f32((k * count) / (count - 1))}`,
+    [ew(variance, c)],
+    runningVar,
+    c,
+    true,
+  );
+}
+
+/** rstd = 1/sqrt(var + eps) of constant statistics of shape `shape`. */
+export function normEvalRstd(shape: readonly number[], eps: number, variance: Binding, rstd: Binding): void {
+  elementwise("bn_eval_rstd", `1.0 / sqrt(v0 + ${f32(eps)})`, [ew(variance, shape)], rstd, shape);
+}
+
+/** dx = g·rstd·w with constant statistics. */
+export function normEvalBackward(
+  v: NormView,
+  g: Binding,
+  rstd: Binding,
+  weight: Binding | null,
+  dx: Binding,
+): void {
+  const ins = [ew(g, v.view), ew(rstd, statShape(v)), ...(weight ? [ew(weight, v.affShape)] : [])];
+  elementwise(`${v.op}_eval_backward`, weight ? "v0 * v1 * v2" : "v0 * v1", ins, dx, v.view);
 }

@@ -3,7 +3,7 @@
 // Forward: one invocation per output. Backward: one invocation per input element, gathering the
 // gradient of every window that contains it (windows may overlap when H is not a multiple of OH).
 
-import { type Binding, dispatch, grid1D, linearIndex, pipeline, WG } from "./runtime.ts";
+import { type Binding, dispatch, grid1D, kernel, linearIndex, WG } from "./runtime.ts";
 import { storageDecls } from "./wgsl.ts";
 
 export interface PoolDims {
@@ -15,17 +15,20 @@ export interface PoolDims {
   ow: number;
 }
 
+export function poolKey(kind: string, d: PoolDims): string {
+  return `${kind}:${d.planes}:${d.h}:${d.w}:${d.oh}:${d.ow}`;
+}
+
 /** WGSL: the window [start, end) of output `o` over an input axis of `n` with `on` outputs. */
 const WINDOW_FNS = `
 fn win_start(o: u32, n: u32, on: u32) -> u32 { return (o * n) / on; }
 fn win_end(o: u32, n: u32, on: u32) -> u32 { return ((o + 1u) * n + on - 1u) / on; }
 `;
 
-export function adaptiveAvgPoolForward(x: Binding, out: Binding, d: PoolDims): void {
+export function forwardSource(d: PoolDims): string {
   const total = d.planes * d.oh * d.ow;
-  if (total === 0) return;
   const grid = grid1D(total);
-  const wgsl = `${storageDecls(["x"], ["out"])}
+  return `${storageDecls(["x"], ["out"])}
 ${WINDOW_FNS}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -45,14 +48,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
   out[i] = acc / f32((y1 - y0) * (x1 - x0));
 }`;
-  dispatch(pipeline("adaptive_avg_pool", wgsl), [x, out], grid);
 }
 
-export function adaptiveAvgPoolBackward(g: Binding, dx: Binding, d: PoolDims): void {
-  const total = d.planes * d.h * d.w;
+export function adaptiveAvgPoolForward(x: Binding, out: Binding, d: PoolDims): void {
+  const total = d.planes * d.oh * d.ow;
   if (total === 0) return;
+  const pipe = kernel(poolKey("pool", d), "adaptive_avg_pool", () => forwardSource(d));
+  dispatch(pipe, [x, out], grid1D(total));
+}
+
+export function backwardSource(d: PoolDims): string {
+  const total = d.planes * d.h * d.w;
   const grid = grid1D(total);
-  const wgsl = `${storageDecls(["g"], ["dx"])}
+  return `${storageDecls(["g"], ["dx"])}
 ${WINDOW_FNS}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -79,5 +87,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
   dx[i] = acc;
 }`;
-  dispatch(pipeline("adaptive_avg_pool_backward", wgsl), [g, dx], grid);
+}
+
+export function adaptiveAvgPoolBackward(g: Binding, dx: Binding, d: PoolDims): void {
+  const total = d.planes * d.h * d.w;
+  if (total === 0) return;
+  const pipe = kernel(poolKey("pool_backward", d), "adaptive_avg_pool_backward", () => backwardSource(d));
+  dispatch(pipe, [g, dx], grid1D(total));
 }

@@ -1,10 +1,11 @@
 // Sum reductions over any set of axes, of one or several WGSL expressions at once, with inputs
 // broadcast like the elementwise kernels (norm backward sums, bias gradients, broadcast gradients).
 // Long reductions use one workgroup per output (tree in workgroup memory); otherwise one invocation
-// per output loops over its elements.
+// per output loops over its elements. `key(name, spec)` names the pipeline and `source(spec)` runs only on a
+// pipeline-cache miss; `reduceExprs` is the launcher on bindings.
 
 import type { EwInput } from "./elementwise.ts";
-import { type Binding, dispatch, grid1D, linearIndex, pipeline, WG } from "./runtime.ts";
+import { type Binding, dispatch, grid1D, kernel, linearIndex, WG } from "./runtime.ts";
 import { broadcastIndex, f32, storageDecls, stridesOf } from "./wgsl.ts";
 
 export const WG_RED = 64;
@@ -71,23 +72,37 @@ export interface ReduceExprsSpec {
   scale?: number;
 }
 
-/** out_k[kept] = scale · Σ_reduced expr_k. */
-export function reduceExprs(name: string, s: ReduceExprsSpec): void {
+/** What a reduction's WGSL depends on (the bindings aside). */
+export interface ReduceSource {
+  shape: readonly number[];
+  axes: readonly number[];
+  inputShapes: readonly (readonly number[])[];
+  exprs: readonly string[];
+  scale: number;
+}
+
+/** Whether a reduction of `R` elements per output runs one workgroup (tree) per output. */
+const usesTree = (R: number) => R >= TREE_MIN;
+
+export function key(name: string, s: ReduceSource): string {
+  // the expressions go last, joined by a character WGSL does not use
+  return `red:${name}:${s.shape}:${s.axes}:${s.inputShapes.join(";")}:${s.scale}:${s.exprs.join("#")}`;
+}
+
+export function source(s: ReduceSource): string {
   const { outN, R, base, inner } = split(s.shape, s.axes);
-  if (outN === 0) return;
   const K = s.exprs.length;
-  const names = s.inputs.map((_, k) => `in${k}`);
+  const names = s.inputShapes.map((_, k) => `in${k}`);
   const outNames = s.exprs.map((_, k) => `out${k}`);
-  const loads = s.inputs.map((inp, k) => `let v${k} = in${k}[${broadcastIndex(s.shape, inp.shape, "i")}];`)
+  const loads = s.inputShapes.map((shape, k) => `let v${k} = in${k}[${broadcastIndex(s.shape, shape, "i")}];`)
     .join(" ");
-  const sc = s.scale === undefined || s.scale === 1 ? "" : ` * ${f32(s.scale)}`;
+  const sc = s.scale === 1 ? "" : ` * ${f32(s.scale)}`;
   const accs = s.exprs.map((_, k) => `var acc${k} = 0.0;`).join(" ");
   const adds = s.exprs.map((e, k) => `acc${k} += ${e};`).join(" ");
   const decls = storageDecls(names, outNames);
-  const bindings = [...s.inputs.map((x) => x.binding), ...s.outs];
-  if (R >= TREE_MIN) {
+  if (usesTree(R)) {
     const grid = grid1D(outN, 1);
-    const wgsl = `${decls}
+    return `${decls}
 var<workgroup> part: array<f32, ${WG_RED * K}>;
 @compute @workgroup_size(${WG_RED})
 fn main(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -114,11 +129,9 @@ ${s.exprs.map((_, k) => `      part[${k * WG_RED}u + lid] += part[${k * WG_RED}u
 ${s.exprs.map((_, k) => `    out${k}[o] = part[${k * WG_RED}u]${sc};`).join("\n")}
   }
 }`;
-    dispatch(pipeline(`${name}_wg`, wgsl), bindings, grid);
-    return;
   }
   const grid = grid1D(outN);
-  const wgsl = `${decls}
+  return `${decls}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let o = ${linearIndex(grid)};
@@ -132,7 +145,34 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
 ${s.exprs.map((_, k) => `  out${k}[o] = acc${k}${sc};`).join("\n")}
 }`;
-  dispatch(pipeline(name, wgsl), bindings, grid);
+}
+
+/** Number of outputs and of summed elements per output. */
+function sizes(shape: readonly number[], axes: readonly number[]): { outN: number; R: number } {
+  let outN = 1, R = 1;
+  shape.forEach((d, k) => axes.includes(k) ? (R *= d) : (outN *= d));
+  return { outN, R };
+}
+
+/** out_k[kept] = scale · Σ_reduced expr_k. */
+export function reduceExprs(name: string, s: ReduceExprsSpec): void {
+  const { outN, R } = sizes(s.shape, s.axes);
+  if (outN === 0) return;
+  const src: ReduceSource = {
+    shape: s.shape,
+    axes: s.axes,
+    inputShapes: s.inputs.map((x) => x.shape),
+    exprs: s.exprs,
+    scale: s.scale ?? 1,
+  };
+  const tree = usesTree(R);
+  const label = tree ? `${name}_wg` : name;
+  const grid = tree ? grid1D(outN, 1) : grid1D(outN);
+  dispatch(
+    kernel(key(name, src), label, () => source(src)),
+    [...s.inputs.map((x) => x.binding), ...s.outs],
+    grid,
+  );
 }
 
 /** out[kept coords] = scale · Σ over `axes` of x (shape `shape`). */

@@ -1,4 +1,4 @@
-// AdamW with one fused dispatch per step, and PyTorch's CosineAnnealingLR.
+// AdamW with one fused dispatch per step (the kernel: kernels/optim.ts), and PyTorch's CosineAnnealingLR.
 //
 // The optimizer moves every parameter into one flat "arena" buffer (each parameter a slice starting
 // on a 256-byte boundary, so a slice is a valid storage binding), gives each parameter a `.grad`
@@ -11,20 +11,16 @@
 // submits anything. Padding between slices stays zero (zero gradient, zero moments, zero update).
 
 import { Storage, Tensor } from "../autograd/tensor.ts";
+import { adamw, ADAMW_SCALARS, adamwScalars } from "../kernels/optim.ts";
 import {
   clear,
   commandStats,
   copy,
   currentEncoder,
-  dispatch,
   flush,
   gpu,
-  grid1D,
-  linearIndex,
-  pipeline,
   readback,
   upload,
-  WG,
 } from "../kernels/runtime.ts";
 
 export interface AdamWOptions {
@@ -43,7 +39,6 @@ export interface AdamWState {
 }
 
 const ALIGN = 64; // floats per 256 bytes
-const HYPER = 8; // floats in the scalar buffer
 const ARENA_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
 /**
@@ -104,7 +99,7 @@ export class AdamW {
     this.#grads = make("adamw.grads");
     this.#m = make("adamw.exp_avg");
     this.#v = make("adamw.exp_avg_sq");
-    this.#hyper = device.createBuffer({ label: "adamw.hyper", size: HYPER * 4, usage: ARENA_USAGE });
+    this.#hyper = device.createBuffer({ label: "adamw.hyper", size: ADAMW_SCALARS * 4, usage: ARENA_USAGE });
 
     params.forEach((p, i) => {
       const off = this.#offsets[i] * 4, n = p.size * 4;
@@ -155,40 +150,16 @@ export class AdamW {
   step(): void {
     this.#attachGrads();
     this.stepCount++;
-    const t = this.stepCount;
-    const lr = this.#lr;
-    const values = Float32Array.of(
-      1 - lr * this.weightDecay,
-      this.beta1,
-      1 - this.beta1,
-      this.beta2,
-      1 - this.beta2,
-      lr / (1 - this.beta1 ** t),
-      Math.sqrt(1 - this.beta2 ** t),
-      this.eps,
-    );
+    const values = adamwScalars({
+      lr: this.#lr,
+      beta1: this.beta1,
+      beta2: this.beta2,
+      eps: this.eps,
+      weightDecay: this.weightDecay,
+      step: this.stepCount,
+    });
     this.#writeHyper(values);
-    const grid = grid1D(this.#total);
-    const wgsl = `@group(0) @binding(0) var<storage, read> g: array<f32>;
-@group(0) @binding(1) var<storage, read> hp: array<f32, ${HYPER}>;
-@group(0) @binding(2) var<storage, read_write> p: array<f32>;
-@group(0) @binding(3) var<storage, read_write> m: array<f32>;
-@group(0) @binding(4) var<storage, read_write> v: array<f32>;
-
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = ${linearIndex(grid)};
-  if (i >= ${this.#total}u) { return; }
-  let gi = g[i];
-  let pi = p[i] * hp[0];
-  let mi = m[i] * hp[1] + gi * hp[2];
-  let vi = v[i] * hp[3] + hp[4] * gi * gi;
-  m[i] = mi;
-  v[i] = vi;
-  let denom = sqrt(vi) / hp[6] + hp[7];
-  p[i] = pi + (-hp[5]) * (mi / denom);
-}`;
-    dispatch(pipeline("adamw", wgsl), [this.#grads, this.#hyper, this.#arena, this.#m, this.#v], grid);
+    adamw(this.#total, this.#grads, this.#hyper, this.#arena, this.#m, this.#v);
   }
 
   /** Copies the step's scalars into the hyper buffer in command order (no submit, no queue write). */

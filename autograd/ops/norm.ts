@@ -5,31 +5,22 @@
 //   layerNorm  x[..., L] view [rows, L]        statistics over L          affine per L
 //   batchNorm  x[N,C,*]  view [N, C, M]        statistics over (N, M)     affine per C
 //
-// Forward: two-pass statistics (kernels/norm.ts), then y = (x − mean)·rstd·w + b. Mean and rstd are
-// kept as `saved` tensors. Backward with x̂ = (x − mean)·rstd and ĝ = g·w:
-//   dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ·x̂))   (means over the statistic's elements)
-//   dw = Σ g·x̂,  db = Σ g                        (sums over everything but the channel)
-// In BatchNorm's eval mode the statistics are constants and dx = g·w·rstd.
+// Forward: two-pass statistics, then y = (x − mean)·rstd·w + b; mean and rstd are kept as `saved`
+// tensors. The kernels and the backward's formulas are in kernels/norm.ts. In BatchNorm's eval mode the
+// statistics are constants.
 
-import { elementwise, type EwInput } from "../../kernels/elementwise.ts";
-import { normStats } from "../../kernels/norm.ts";
-import { reduceExprs } from "../../kernels/reduce.ts";
-import { f32 } from "../../kernels/wgsl.ts";
+import {
+  normAffineBackward,
+  normApply,
+  normEvalBackward,
+  normEvalRstd,
+  normInputBackward,
+  normStats,
+  type NormView,
+  runningStatsUpdate,
+  statShape,
+} from "../../kernels/norm.ts";
 import { empty, numel, record, type Tensor } from "../tensor.ts";
-
-interface NormPlan {
-  op: string;
-  /** View of x. */
-  view: number[];
-  /** Axes of the view the statistics are taken over. */
-  statAxes: number[];
-  /** Shape (same rank as the view) that weight and bias broadcast from. */
-  affShape: number[];
-}
-
-function keptShape(view: number[], axes: number[]): number[] {
-  return view.map((d, i) => (axes.includes(i) ? 1 : d));
-}
 
 function checkParam(op: string, name: string, p: Tensor | null | undefined, shape: number[]): void {
   if (!p) return;
@@ -38,36 +29,31 @@ function checkParam(op: string, name: string, p: Tensor | null | undefined, shap
   }
 }
 
-const inp = (t: Tensor, shape: readonly number[]): EwInput => ({ binding: t.binding(), shape });
-
 /** y = (x − mean)·rstd·w + b, the shared forward of the three norms. */
 function applyNorm(
-  p: NormPlan,
+  p: NormView,
   x: Tensor,
   mean: Tensor,
   rstd: Tensor,
   weight: Tensor | null,
   bias: Tensor | null,
 ): Tensor {
-  const statShape = keptShape(p.view, p.statAxes);
-  const inputs = [inp(x, p.view), inp(mean, statShape), inp(rstd, statShape)];
-  let expr = "(v0 - v1) * v2";
-  if (weight) {
-    expr = `${expr} * v${inputs.length}`;
-    inputs.push(inp(weight, p.affShape));
-  }
-  if (bias) {
-    expr = `${expr} + v${inputs.length}`;
-    inputs.push(inp(bias, p.affShape));
-  }
   const out = empty(x.shape);
-  elementwise(`${p.op}_apply`, expr, inputs, out.binding(), p.view);
+  normApply(
+    p,
+    x.binding(),
+    mean.binding(),
+    rstd.binding(),
+    weight?.binding() ?? null,
+    bias?.binding() ?? null,
+    out.binding(),
+  );
   return out;
 }
 
-/** Gradients of weight and bias: Σ g·x̂ and Σ g over every axis but the affine ones. */
+/** Gradients of weight and bias (null where not wanted). */
 function affineGrads(
-  p: NormPlan,
+  p: NormView,
   g: Tensor,
   x: Tensor,
   mean: Tensor,
@@ -75,57 +61,32 @@ function affineGrads(
   weight: Tensor | null,
   bias: Tensor | null,
 ): [Tensor | null, Tensor | null] {
-  const wantW = !!weight?.requiresGrad, wantB = !!bias?.requiresGrad;
-  if (!wantW && !wantB) return [null, null];
-  const statShape = keptShape(p.view, p.statAxes);
-  const affAxes = p.view.map((_, i) => i).filter((i) => p.affShape[i] === 1);
-  const exprs: string[] = [], outs: Tensor[] = [];
-  const gw = wantW ? empty(weight!.shape) : null, gb = wantB ? empty(bias!.shape) : null;
-  if (gw) {
-    exprs.push("v0 * (v1 - v2) * v3");
-    outs.push(gw);
-  }
-  if (gb) {
-    exprs.push("v0");
-    outs.push(gb);
-  }
-  reduceExprs(`${p.op}_affine_backward`, {
-    shape: p.view,
-    axes: affAxes,
-    inputs: [inp(g, p.view), inp(x, p.view), inp(mean, statShape), inp(rstd, statShape)],
-    exprs,
-    outs: outs.map((t) => t.binding()),
-  });
+  const gw = weight?.requiresGrad ? empty(weight.shape) : null;
+  const gb = bias?.requiresGrad ? empty(bias.shape) : null;
+  normAffineBackward(
+    p,
+    g.binding(),
+    x.binding(),
+    mean.binding(),
+    rstd.binding(),
+    gw?.binding() ?? null,
+    gb?.binding() ?? null,
+  );
   return [gw, gb];
 }
 
 /** dx through batch statistics. */
-function inputGrad(p: NormPlan, g: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Tensor | null) {
-  const statShape = keptShape(p.view, p.statAxes);
-  const R = p.statAxes.reduce((a, i) => a * p.view[i], 1);
-  const s1 = empty(statShape), s2 = empty(statShape);
-  const inputs = [inp(g, p.view), inp(x, p.view), inp(mean, statShape), inp(rstd, statShape)];
-  const gw = weight ? "(v0 * v4)" : "v0";
-  if (weight) inputs.push(inp(weight, p.affShape));
-  reduceExprs(`${p.op}_backward_sums`, {
-    shape: p.view,
-    axes: p.statAxes,
-    inputs,
-    exprs: [gw, `${gw} * (v1 - v2) * v3`],
-    outs: [s1.binding(), s2.binding()],
-    scale: 1 / R,
-  });
-  const k = inputs.length;
+function inputGrad(p: NormView, g: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Tensor | null) {
   const dx = empty(x.shape);
-  elementwise(
-    `${p.op}_backward_input`,
-    `v3 * (${gw} - v${k} - (v1 - v2) * v3 * v${k + 1})`,
-    [...inputs, inp(s1, statShape), inp(s2, statShape)],
+  normInputBackward(
+    p,
+    g.binding(),
+    x.binding(),
+    mean.binding(),
+    rstd.binding(),
+    weight?.binding() ?? null,
     dx.binding(),
-    p.view,
   );
-  s1.dispose();
-  s2.dispose();
   return dx;
 }
 
@@ -140,17 +101,16 @@ interface RunningStats {
  * also updates running statistics in place (BatchNorm: unbiased variance).
  */
 function normWithBatchStats(
-  p: NormPlan,
+  p: NormView,
   x: Tensor,
   weight: Tensor | null,
   bias: Tensor | null,
   eps: number,
   running: RunningStats | null = null,
 ): Tensor {
-  const statShape = keptShape(p.view, p.statAxes);
-  const R = p.statAxes.reduce((a, i) => a * p.view[i], 1);
-  const mean = empty(statShape), rstd = empty(statShape);
-  const variance = running ? empty(statShape) : null;
+  const st = statShape(p);
+  const mean = empty(st), rstd = empty(st);
+  const variance = running ? empty(st) : null;
   normStats(x.binding(), {
     shape: p.view,
     axes: p.statAxes,
@@ -160,23 +120,15 @@ function normWithBatchStats(
     variance: variance?.binding(),
   });
   if (running && variance) {
-    const k = running.momentum;
-    const c = [running.mean.size];
-    elementwise(
-      "running_mean",
-      `o * ${f32(1 - k)} + v0 * ${f32(k)}`,
-      [{ binding: mean.binding(), shape: c }],
+    const count = p.statAxes.reduce((a, i) => a * p.view[i], 1);
+    runningStatsUpdate(
+      running.mean.size,
+      running.momentum,
+      count,
+      mean.binding(),
+      variance.binding(),
       running.mean.binding(),
-      c,
-      true,
-    );
-    elementwise(
-      "running_var",
-      `o * ${f32(1 - k)} + v0 * ${f32((k * R) / (R - 1))}`,
-      [{ binding: variance.binding(), shape: c }],
       running.variance.binding(),
-      c,
-      true,
     );
     variance.dispose();
   }
@@ -216,7 +168,7 @@ export function groupNorm(
   checkParam(op, "bias", bias, [c]);
   checkEps(op, eps);
   const m = numel(x.shape.slice(2));
-  const plan: NormPlan = {
+  const plan: NormView = {
     op,
     view: [n, groups, c / groups, m],
     statAxes: [2, 3],
@@ -248,7 +200,7 @@ export function layerNorm(
   checkParam(op, "bias", bias, ns);
   checkEps(op, eps);
   const l = numel(ns);
-  const plan: NormPlan = { op, view: [x.size / Math.max(l, 1), l], statAxes: [1], affShape: [1, l] };
+  const plan: NormView = { op, view: [x.size / Math.max(l, 1), l], statAxes: [1], affShape: [1, l] };
   return normWithBatchStats(plan, x, weight ?? null, bias ?? null, eps);
 }
 
@@ -281,7 +233,7 @@ export function batchNorm2d(
     throw new Error(`${op}: give both runningMean and runningVar, or neither`);
   }
   const m = numel(x.shape.slice(2));
-  const plan: NormPlan = { op, view: [n, c, m], statAxes: [0, 2], affShape: [1, c, 1] };
+  const plan: NormView = { op, view: [n, c, m], statAxes: [0, 2], affShape: [1, c, 1] };
   const useBatch = training || !runningMean;
   if (useBatch) {
     const R = n * m;
@@ -294,15 +246,8 @@ export function batchNorm2d(
     return normWithBatchStats(plan, x, weight, bias, eps, running);
   }
   // eval: the running statistics are constants
-  const statShape = [1, c, 1];
-  const rstd = empty(statShape);
-  elementwise(
-    "bn_eval_rstd",
-    `1.0 / sqrt(v0 + ${f32(eps)})`,
-    [{ binding: runningVar!.binding(), shape: statShape }],
-    rstd.binding(),
-    statShape,
-  );
+  const rstd = empty(statShape(plan));
+  normEvalRstd(statShape(plan), eps, runningVar!.binding(), rstd.binding());
   const mean = runningMean!;
   const out = applyNorm(plan, x, mean, rstd, weight, bias);
   const inputs = [x, ...(weight ? [weight] : []), ...(bias ? [bias] : [])];
@@ -310,8 +255,7 @@ export function batchNorm2d(
     let dx: Tensor | null = null;
     if (x.requiresGrad) {
       dx = empty(x.shape);
-      const ins = [inp(g, plan.view), inp(rstd, statShape), ...(weight ? [inp(weight, plan.affShape)] : [])];
-      elementwise(`${op}_eval_backward`, weight ? "v0 * v1 * v2" : "v0 * v1", ins, dx.binding(), plan.view);
+      normEvalBackward(plan, g.binding(), rstd.binding(), weight?.binding() ?? null, dx.binding());
     }
     const [dw, db] = affineGrads(plan, g, x, mean, rstd, weight, bias);
     return [dx, ...(weight ? [dw] : []), ...(bias ? [db] : [])];
