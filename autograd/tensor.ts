@@ -2,9 +2,24 @@
 // Each differentiable op calls `record()` with its inputs and a backward rule; `backward()` walks the
 // recorded graph in reverse topological order, accumulates `.grad` on leaves and frees everything
 // the graph held. `scope()` disposes every tensor created inside it except what it returns.
+//
+// Meta tensors have a shape and no data: their storage is the dry run's placeholder buffer. Every tensor
+// an op creates inside `dryRun(fn)` is one, and `meta(shape)` makes one anywhere. Ops accept them inside
+// a dry run (shape checks and the tape work as usual, the GPU commands are dropped), so a model's
+// forward and backward run on shapes alone; reading their values throws, and so does using them in ops
+// outside a dry run.
 
 import { elementwise } from "../kernels/elementwise.ts";
-import { acquireBuffer, type Binding, copy, readback, releaseBuffer, upload } from "../kernels/runtime.ts";
+import {
+  acquireBuffer,
+  type Binding,
+  copy,
+  dryRun,
+  isDryRun,
+  readback,
+  releaseBuffer,
+  upload,
+} from "../kernels/runtime.ts";
 import type { Rng } from "./random.ts";
 
 /** Reference-counted GPU storage shared by a tensor and its views. */
@@ -18,6 +33,8 @@ export class Storage {
     readonly bytes: number,
     /** Pooled storage goes back to the pool when the last reference is dropped. */
     readonly pooled: boolean,
+    /** Shape-only storage (a dry run's placeholder buffer): it holds no values. */
+    readonly meta = false,
   ) {}
 }
 
@@ -29,6 +46,8 @@ interface Node {
   backward: BackwardFn;
   /** Tensors only this op's backward needs (e.g. saved statistics); disposed with the node. */
   saved: Tensor[];
+  /** The module that recorded the op (see `currentModule`), current again while its backward runs. */
+  module: string;
 }
 
 export class Tensor {
@@ -71,9 +90,19 @@ export class Tensor {
     return this.shape.length;
   }
 
-  /** The buffer binding of this tensor's elements. */
+  /** Whether this is a meta tensor (a shape without values; see the file's header). */
+  get isMeta(): boolean {
+    return this.storage.meta;
+  }
+
+  /** The buffer binding of this tensor's elements (a meta tensor's only inside a dry run). */
   binding(): Binding {
     const s = this.storage;
+    if (s.meta && !isDryRun()) {
+      throw new Error(
+        `Tensor ${this.describe()} is a meta tensor (shape only): ops take it only inside dryRun(...)`,
+      );
+    }
     return { buffer: s.buffer, offset: s.offset, size: Math.max(4, this.size * 4) };
   }
 
@@ -84,6 +113,7 @@ export class Tensor {
   /** Reads the values back (waits for the GPU). */
   async toArray(): Promise<Float32Array> {
     const s = this.storage;
+    if (s.meta) throw new Error(metaValuesError(this));
     if (this.size === 0) return new Float32Array(0);
     return new Float32Array(await readback(s.buffer, s.offset, this.size * 4));
   }
@@ -128,6 +158,11 @@ export class Tensor {
   }
 }
 
+/** The error for reading the values of a meta tensor. */
+export function metaValuesError(t: Tensor): string {
+  return `Tensor ${t.describe()} is a meta tensor (shape only): it has no values to read`;
+}
+
 export function numel(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
@@ -138,10 +173,15 @@ export function sameShape(a: readonly number[], b: readonly number[]): boolean {
 
 // ---------------------------------------------------------------- creation
 
-/** A tensor with fresh pooled storage (content undefined until a kernel writes it). */
+/** A tensor with fresh pooled storage (content undefined until a kernel writes it); meta in a dry run. */
 export function empty(shape: readonly number[], requiresGrad = false): Tensor {
   const bytes = Math.max(4, numel(shape) * 4);
-  return new Tensor(shape, new Storage(acquireBuffer(bytes), 0, bytes, true), requiresGrad);
+  return new Tensor(shape, new Storage(acquireBuffer(bytes), 0, bytes, true, isDryRun()), requiresGrad);
+}
+
+/** A meta tensor: `shape` without values or GPU memory, for forward and backward inside `dryRun`. */
+export function meta(shape: readonly number[], requiresGrad = false): Tensor {
+  return dryRun(() => empty(shape, requiresGrad));
 }
 
 /** A view of `t`'s storage with another shape of the same size (no copy). */
@@ -212,6 +252,7 @@ export function rand(
 
 /** A copy of `t` in fresh storage (not recorded on the tape). */
 export function clone(t: Tensor): Tensor {
+  t.binding(); // refuses a meta tensor outside a dry run
   const out = empty(t.shape);
   const s = t.storage;
   if (t.size > 0) copy(s.buffer, s.offset, out.storage.buffer, out.storage.offset, t.size * 4);
@@ -286,11 +327,41 @@ export function isGradEnabled(): boolean {
   return gradEnabled;
 }
 
+// ---------------------------------------------------------------- which module is running
+
+// The dotted name of the module whose forward is running, so that code below the modules (a kernel
+// planner's listing, a profiler) can say which layer an op belongs to. `traceModules` in nn/module.ts
+// sets it around each module's forward; each recorded op keeps it, and `backward()` makes it current
+// again while that op's backward rule runs. Gradients summed into leaves' `.grad` run under the name
+// that was current when `backward()` was called.
+
+let moduleName = "";
+
+/**
+ * The dotted PyTorch name of the innermost module running now (e.g. "encoder.stages.1.0.block.2"),
+ * during backward that of the module whose forward recorded the op being differentiated; "" outside
+ * a traced forward (and for the whole model: its name is "").
+ */
+export function currentModule(): string {
+  return moduleName;
+}
+
+/** Runs `fn` with `name` as `currentModule()` (restored afterwards, also when `fn` throws). */
+export function withModule<T>(name: string, fn: () => T): T {
+  const prev = moduleName;
+  moduleName = name;
+  try {
+    return fn();
+  } finally {
+    moduleName = prev;
+  }
+}
+
 /** Records `out = op(inputs)` with its backward rule when any input needs a gradient. */
 export function record(out: Tensor, inputs: Tensor[], backward: BackwardFn, saved: Tensor[] = []): Tensor {
   if (gradEnabled && inputs.some((t) => t.requiresGrad)) {
     out.requiresGrad = true;
-    out.node = { inputs, backward, saved };
+    out.node = { inputs, backward, saved, module: moduleName };
   } else {
     for (const s of saved) s.dispose();
   }
@@ -374,7 +445,7 @@ export function backward(root: Tensor, grad?: Tensor): void {
       }
       grads.delete(t);
       if (t.node) {
-        const inGrads = t.node.backward(g);
+        const inGrads = withModule(t.node.module, () => t.node!.backward(g));
         t.node.inputs.forEach((inp, i) => {
           const gi = inGrads[i];
           if (!gi || !inp.requiresGrad) {

@@ -1,5 +1,6 @@
-// The real layer shapes of the seven models: every leaf layer of `buildModel(stage)` traced on an input
-// [batch, 3, 32, 32], grouped into distinct cases (same layer type, configuration and input shape).
+// The real layer shapes of the seven models: every leaf layer call of `buildModel(stage)`'s forward on a
+// meta input [batch, 3, 32, 32] (`Module.summary`), grouped into distinct cases (same layer type,
+// configuration and input shape).
 
 import { buildModel, type ModelOptions, STAGES } from "../experiments/models.ts";
 import { Conv2d } from "../nn/layers.ts";
@@ -8,7 +9,7 @@ import { type Module, onMeta } from "../nn/module.ts";
 export { STAGES };
 
 /** Layers that do no work of their own (views, identities, stochastic depth at p = 0). */
-const SKIP = new Set(["Flatten", "Identity", "StochasticDepth", "Sequential"]);
+const SKIP = new Set(["Flatten", "Identity", "StochasticDepth"]);
 
 /** One distinct layer of the models at a batch size. */
 export interface LayerCase {

@@ -1,7 +1,9 @@
 // deno task info --stage <name> [--json] [--widths a,b,c,d] [--depths a,b,c,d] [--stem-features N]
 //
 // Prints a model's parameter count, forward FLOPs per 32×32 image (2 × multiply-adds of the conv and
-// linear layers) and a per-layer table. The model is built on meta (shapes only): no GPU is needed.
+// linear layers) and a per-layer table. The model is built on meta (shapes only) and its own forward
+// runs on a meta input in a dry run (`Module.summary`), so the table comes from the code that trains;
+// no GPU is needed.
 
 import { parseArgs } from "node:util";
 import { onMeta } from "../nn/module.ts";

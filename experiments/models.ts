@@ -15,7 +15,6 @@
 import { Rng } from "../autograd/random.ts";
 import type { Tensor } from "../autograd/tensor.ts";
 import { add } from "../autograd/ops/elementwise.ts";
-import { relu } from "../autograd/ops/elementwise.ts";
 import { reshape } from "../autograd/ops/shape.ts";
 import { softmax } from "../autograd/ops/activation.ts";
 import {
@@ -33,7 +32,7 @@ import {
   Sequential,
   StochasticDepth,
 } from "../nn/layers.ts";
-import { type LayerInfo, Module } from "../nn/module.ts";
+import { Module } from "../nn/module.ts";
 import { checkStage, type Stage, STAGES } from "./stages.ts";
 
 export { STAGES };
@@ -208,18 +207,7 @@ class BottleNeckBlock extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    return relu(add(this.block.forward(x), this.shortcut.forward(x)));
-  }
-
-  override trace(inShape: number[], rows: LayerInfo[], name = ""): number[] {
-    const out = this.block.trace(inShape, rows, `${name}.block`);
-    const res = this.shortcut.trace(inShape, rows, `${name}.shortcut`);
-    if (out.join() !== res.join()) {
-      throw new Error(
-        `${name}: block gives [${out}] but the shortcut [${res}] (identity shortcut with a stride?)`,
-      );
-    }
-    return this.act.trace(out, rows, `${name}.act`);
+    return this.act.forward(add(this.block.forward(x), this.shortcut.forward(x)));
   }
 }
 
@@ -236,10 +224,6 @@ class Encoder extends Module {
 
   forward(x: Tensor): Tensor {
     return this.stages.forward(this.stem.forward(x));
-  }
-
-  override trace(inShape: number[], rows: LayerInfo[], name = ""): number[] {
-    return this.stages.trace(this.stem.trace(inShape, rows, `${name}.stem`), rows, `${name}.stages`);
   }
 }
 
@@ -258,11 +242,6 @@ class Decoder extends Module {
     const p = this.avg.forward(x);
     const y = this.decoder.forward(reshape(p, [p.shape[0], -1]));
     return this.softmaxHead ? softmax(y, 1) : y;
-  }
-
-  override trace(inShape: number[], rows: LayerInfo[], name = ""): number[] {
-    const s = this.avg.trace(inShape, rows, `${name}.avg`);
-    return this.decoder.trace([s[0], s[1] * s[2] * s[3]], rows, `${name}.decoder`);
   }
 }
 
@@ -296,10 +275,6 @@ class ResNet extends Model {
   forward(x: Tensor): Tensor {
     return this.decoder.forward(this.encoder.forward(x));
   }
-
-  override trace(inShape: number[], rows: LayerInfo[]): number[] {
-    return this.decoder.trace(this.encoder.trace(inShape, rows, "encoder"), rows, "decoder");
-  }
 }
 
 // ---------------------------------------------------------------- step 7 (ConvNeXt)
@@ -329,16 +304,6 @@ class ConvNextBlock extends Module {
 
   forward(x: Tensor): Tensor {
     return add(this.dropPath.forward(this.layerScaler.forward(this.block.forward(x))), x);
-  }
-
-  override trace(inShape: number[], rows: LayerInfo[], name = ""): number[] {
-    let s = this.block.trace(inShape, rows, `${name}.block`);
-    s = this.layerScaler.trace(s, rows, `${name}.layer_scaler`);
-    s = this.dropPath.trace(s, rows, `${name}.drop_path`);
-    if (s.join() !== inShape.join()) {
-      throw new Error(`${name}: residual shapes [${s}] and [${inShape}] differ`);
-    }
-    return s;
   }
 }
 
@@ -403,10 +368,6 @@ class ConvNext extends Model {
     const y = this.head.forward(this.encoder.forward(x));
     return this.config.softmaxHead ? softmax(y, 1) : y;
   }
-
-  override trace(inShape: number[], rows: LayerInfo[]): number[] {
-    return this.head.trace(this.encoder.trace(inShape, rows, "encoder"), rows, "head");
-  }
 }
 
 // ---------------------------------------------------------------- builder
@@ -414,7 +375,8 @@ class ConvNext extends Model {
 /**
  * Builds step `stage` of the study with the notebook's configuration, or overrides. Parameters are
  * initialised like PyTorch's defaults from a generator seeded with `seed`. Build inside
- * `onMeta(...)` to get shapes only (parameter and FLOP counts without GPU memory).
+ * `onMeta(...)` to get shapes only: parameter and FLOP counts (`summary()`) without GPU memory, and a
+ * forward and backward on meta tensors inside `dryRun(...)`.
  */
 export function buildModel(stage: Stage | string, opts: ModelOptions = {}): Model {
   const cfg = resolveConfig(stage, opts);

@@ -1,9 +1,9 @@
 // The layers of the seven models, with PyTorch's parameter names, shapes and default initialisation.
-// Each layer also describes its output shape and FLOPs (2 × multiply-adds; convolutions and linear
-// layers only), which `Module.summary()` and `deno task info` use.
+// Convolutions and linear layers also count their FLOPs (2 × multiply-adds) for `Module.summary()` and
+// `deno task info`; shapes come from running the layers themselves (on meta tensors).
 
 import type { Rng } from "../autograd/random.ts";
-import type { Tensor } from "../autograd/tensor.ts";
+import { numel, type Tensor } from "../autograd/tensor.ts";
 import { mul, relu } from "../autograd/ops/elementwise.ts";
 import { flatten, reshape } from "../autograd/ops/shape.ts";
 import { conv2d } from "../autograd/ops/conv.ts";
@@ -13,11 +13,7 @@ import { adaptiveAvgPool2d } from "../autograd/ops/pool.ts";
 import { linear } from "../autograd/ops/linear.ts";
 import { stochasticDepth } from "../autograd/ops/stochastic.ts";
 import { constant, defaultBias, defaultWeight, fanIn } from "./init.ts";
-import { defaultRng, type LayerInfo, Module } from "./module.ts";
-
-function shapeStr(s: readonly number[]): string {
-  return `[${s.join(", ")}]`;
-}
+import { defaultRng, Module } from "./module.ts";
 
 function need(cond: boolean, msg: string): void {
   if (!cond) throw new Error(msg);
@@ -77,12 +73,9 @@ export class Conv2d extends Module {
     });
   }
 
-  protected override shapeOf(s: number[]): { outShape: number[]; flops: number } {
-    need(s.length === 4 && s[1] === this.inChannels, `Conv2d(${this.inChannels}→…): input ${shapeStr(s)}`);
-    const o = (d: number) => Math.floor((d + 2 * this.padding - this.kernelSize) / this.stride) + 1;
-    const outShape = [s[0], this.outChannels, o(s[2]), o(s[3])];
-    const macs = outShape.reduce((a, b) => a * b, 1) * (this.inChannels / this.groups) * this.kernelSize ** 2;
-    return { outShape, flops: 2 * macs };
+  /** in/groups · k² multiply-adds per output value. */
+  override layerFlops(_input: readonly number[], output: readonly number[]): number {
+    return 2 * numel(output) * (this.inChannels / this.groups) * this.kernelSize ** 2;
   }
 }
 
@@ -117,13 +110,9 @@ export class Linear extends Module {
     return linear(x, this.weight, this.bias);
   }
 
-  protected override shapeOf(s: number[]): { outShape: number[]; flops: number } {
-    need(s[s.length - 1] === this.inFeatures, `Linear(${this.inFeatures}→…): input ${shapeStr(s)}`);
-    const rows = s.slice(0, -1).reduce((a, b) => a * b, 1);
-    return {
-      outShape: [...s.slice(0, -1), this.outFeatures],
-      flops: 2 * rows * this.inFeatures * this.outFeatures,
-    };
+  /** in · out multiply-adds per row of the input. */
+  override layerFlops(input: readonly number[]): number {
+    return 2 * (numel(input) / this.inFeatures) * this.inFeatures * this.outFeatures;
   }
 }
 
@@ -171,11 +160,6 @@ export class BatchNorm2d extends Module {
       this.eps,
     );
   }
-
-  protected override shapeOf(s: number[]): { outShape: number[]; flops: number } {
-    need(s[1] === this.numFeatures, `BatchNorm2d(${this.numFeatures}): input ${shapeStr(s)}`);
-    return { outShape: s, flops: 0 };
-  }
 }
 
 /** nn.GroupNorm(numGroups, numChannels): weight (1), bias (0) of shape [C]. */
@@ -193,11 +177,6 @@ export class GroupNorm extends Module {
   forward(x: Tensor): Tensor {
     return groupNorm(x, this.numGroups, this.param("weight"), this.param("bias"), this.eps);
   }
-
-  protected override shapeOf(s: number[]): { outShape: number[]; flops: number } {
-    need(s[1] === this.numChannels, `GroupNorm(${this.numChannels}): input ${shapeStr(s)}`);
-    return { outShape: s, flops: 0 };
-  }
 }
 
 /** nn.LayerNorm(normalizedShape) over the last dimension: weight (1), bias (0). */
@@ -211,37 +190,22 @@ export class LayerNorm extends Module {
   forward(x: Tensor): Tensor {
     return layerNorm(x, [this.normalizedShape], this.param("weight"), this.param("bias"), this.eps);
   }
-
-  protected override shapeOf(s: number[]): { outShape: number[]; flops: number } {
-    need(
-      s[s.length - 1] === this.normalizedShape,
-      `LayerNorm(${this.normalizedShape}): input ${shapeStr(s)}`,
-    );
-    return { outShape: s, flops: 0 };
-  }
 }
 
-/** Parameter-free layers that keep the shape. */
-abstract class Pointwise extends Module {
-  protected override shapeOf(s: number[]): { outShape: number[]; flops: number } {
-    return { outShape: s, flops: 0 };
-  }
-}
-
-export class ReLU extends Pointwise {
+export class ReLU extends Module {
   forward(x: Tensor): Tensor {
     return relu(x);
   }
 }
 
 /** nn.GELU() (exact erf form). */
-export class GELU extends Pointwise {
+export class GELU extends Module {
   forward(x: Tensor): Tensor {
     return gelu(x);
   }
 }
 
-export class Identity extends Pointwise {
+export class Identity extends Module {
   forward(x: Tensor): Tensor {
     return x;
   }
@@ -257,11 +221,6 @@ export class AdaptiveAvgPool2d extends Module {
   forward(x: Tensor): Tensor {
     return adaptiveAvgPool2d(x, 1);
   }
-
-  protected override shapeOf(s: number[]): { outShape: number[]; flops: number } {
-    need(s.length === 4, `AdaptiveAvgPool2d: input ${shapeStr(s)}`);
-    return { outShape: [s[0], s[1], 1, 1], flops: 0 };
-  }
 }
 
 /** nn.Flatten(startDim = 1, endDim = -1). */
@@ -272,13 +231,6 @@ export class Flatten extends Module {
 
   forward(x: Tensor): Tensor {
     return flatten(x, this.startDim, this.endDim);
-  }
-
-  protected override shapeOf(s: number[]): { outShape: number[]; flops: number } {
-    const a = this.startDim < 0 ? this.startDim + s.length : this.startDim;
-    const e = this.endDim < 0 ? this.endDim + s.length : this.endDim;
-    const mid = s.slice(a, e + 1).reduce((x, y) => x * y, 1);
-    return { outShape: [...s.slice(0, a), mid, ...s.slice(e + 1)], flops: 0 };
   }
 }
 
@@ -295,10 +247,6 @@ export class LayerScaler extends Module {
       `LayerScaler(${this.dimensions}): input ${x.describe()}`,
     );
     return mul(reshape(this.param("gamma"), [this.dimensions, 1, 1]), x);
-  }
-
-  protected override shapeOf(s: number[]): { outShape: number[]; flops: number } {
-    return { outShape: s, flops: 0 };
   }
 }
 
@@ -318,10 +266,6 @@ export class StochasticDepth extends Module {
   forward(x: Tensor): Tensor {
     if (!this.training || this.p === 0) return x;
     return stochasticDepth(x, this.p, this.training, this.rng);
-  }
-
-  protected override shapeOf(s: number[]): { outShape: number[]; flops: number } {
-    return { outShape: s, flops: 0 };
   }
 }
 
@@ -347,11 +291,5 @@ export class Sequential extends Module {
     let y = x;
     for (const m of this.layers) y = m.forward(y);
     return y;
-  }
-
-  override trace(inShape: number[], rows: LayerInfo[], name = ""): number[] {
-    let s = inShape;
-    this.layers.forEach((m, i) => (s = m.trace(s, rows, name ? `${name}.${i}` : String(i))));
-    return s;
   }
 }

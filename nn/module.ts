@@ -6,12 +6,26 @@
 // step wrapped in a scope frees its activations but never the model.
 //
 // Modules can also be built "on meta" (`onMeta(() => buildModel(...))`, like PyTorch's meta device):
-// only the shapes exist, no GPU memory is touched, and no random numbers are drawn. Counting
-// parameters and FLOPs (`numParameters()`, `summary()`) works on meta modules; forward does not.
+// their parameters and buffers are meta tensors (shapes only, autograd/tensor.ts), no GPU memory is
+// touched and no random numbers are drawn. Inside `dryRun(...)` their forward and backward run as on
+// the GPU, minus the GPU. `summary()` (the per-layer table of `deno task info` and the benchmarks'
+// layer cases) runs the model's own forward that way, with `traceModules` noting each leaf's shapes.
 
 import { Rng } from "../autograd/random.ts";
-import { keep, numel, type Tensor, tensor } from "../autograd/tensor.ts";
-import { currentEncoder, flush, gpu, upload } from "../kernels/runtime.ts";
+import {
+  keep,
+  meta,
+  metaValuesError,
+  noGrad,
+  numel,
+  scope,
+  type Tensor,
+  tensor,
+  withModule,
+} from "../autograd/tensor.ts";
+import { currentEncoder, dryRun, flush, gpu, isDryRun, upload } from "../kernels/runtime.ts";
+
+export { currentModule } from "../autograd/tensor.ts";
 
 /** A state dict: PyTorch dotted name → values (row-major, PyTorch's layout). */
 export type StateDict = Record<string, Float32Array>;
@@ -72,7 +86,8 @@ export function manualSeed(seed: number): void {
 
 interface TensorSlot {
   shape: number[];
-  tensor: Tensor | null;
+  /** A meta tensor on meta modules. */
+  tensor: Tensor;
 }
 
 interface CounterSlot {
@@ -104,19 +119,13 @@ export abstract class Module {
   /** Registers a trainable parameter initialised by `init` (not called on meta). */
   protected addParameter(name: string, shape: number[], init: () => Float32Array): void {
     this.#checkFree(name);
-    this.#params.set(name, {
-      shape: [...shape],
-      tensor: this.meta ? null : this.#create(shape, init(), true),
-    });
+    this.#params.set(name, { shape: [...shape], tensor: this.#create(shape, init, true) });
   }
 
   /** Registers a GPU buffer (saved in the state dict, not trained). */
   protected addBuffer(name: string, shape: number[], init: () => Float32Array): void {
     this.#checkFree(name);
-    this.#buffers.set(name, {
-      shape: [...shape],
-      tensor: this.meta ? null : this.#create(shape, init(), false),
-    });
+    this.#buffers.set(name, { shape: [...shape], tensor: this.#create(shape, init, false) });
   }
 
   /**
@@ -149,14 +158,20 @@ export abstract class Module {
     return this.#live(name, slot);
   }
 
+  /** A slot's tensor for computing: a meta module's only inside a dry run. */
   #live(name: string, slot: TensorSlot): Tensor {
-    if (!slot.tensor) {
-      throw new Error(`${this.typeName}.${name} has no values: the module was built on meta (shapes only)`);
+    if (this.meta && !isDryRun()) {
+      throw new Error(
+        `${this.typeName}.${name} has no values: the module was built on meta (shapes only); ` +
+          "run its forward inside dryRun(...)",
+      );
     }
     return slot.tensor;
   }
 
-  #create(shape: number[], values: Float32Array, requiresGrad: boolean): Tensor {
+  #create(shape: number[], init: () => Float32Array, requiresGrad: boolean): Tensor {
+    if (this.meta) return keep(meta(shape, requiresGrad));
+    const values = init();
     if (values.length !== numel(shape)) {
       throw new Error(`${this.typeName}: ${values.length} initial values for shape [${shape.join(", ")}]`);
     }
@@ -183,12 +198,15 @@ export abstract class Module {
     return out;
   }
 
-  /** Every parameter with its dotted name, in PyTorch's order. Also sets each tensor's `name`. */
+  /**
+   * Every parameter with its dotted name, in PyTorch's order (meta tensors on a meta module). Also sets
+   * each tensor's `name`.
+   */
   namedParameters(): [string, Tensor][] {
     const out: [string, Tensor][] = [];
     for (const [prefix, m] of this.namedModules()) {
       for (const [n, slot] of m.#params) {
-        const t = m.#live(n, slot);
+        const t = slot.tensor;
         t.name = join(prefix, n);
         out.push([t.name, t]);
       }
@@ -204,7 +222,7 @@ export abstract class Module {
   namedBuffers(): [string, Tensor][] {
     const out: [string, Tensor][] = [];
     for (const [prefix, m] of this.namedModules()) {
-      for (const [n, slot] of m.#buffers) if (!slot.counter) out.push([join(prefix, n), m.#live(n, slot)]);
+      for (const [n, slot] of m.#buffers) if (!slot.counter) out.push([join(prefix, n), slot.tensor]);
     }
     return out;
   }
@@ -265,16 +283,20 @@ export abstract class Module {
     for (const [prefix, m] of this.namedModules()) {
       for (const [n, s] of m.#params) {
         names.push(join(prefix, n));
-        tensors.push(m.#live(n, s));
+        tensors.push(s.tensor);
       }
       for (const [n, s] of m.#buffers) {
         const name = join(prefix, n);
         if (s.counter) out[name] = Float32Array.of(s.counter.get());
         else {
           names.push(name);
-          tensors.push(m.#live(n, s));
+          tensors.push(s.tensor);
         }
       }
+    }
+    const metaAt = tensors.findIndex((t) => t.isMeta);
+    if (metaAt >= 0) {
+      throw new Error(`stateDict: "${names[metaAt]}" is a meta tensor (shape only): no values`);
     }
     const values = await readMany(tensors);
     names.forEach((n, i) => (out[n] = values[i]));
@@ -311,13 +333,18 @@ export abstract class Module {
       const extra = Object.keys(state).find((n) => !(n in spec));
       if (extra) throw new Error(`loadStateDict: unexpected tensor "${extra}" (not in this model)`);
     }
+    const metaModule = this.namedModules().find(([, m]) => m.meta && m.#params.size + m.#buffers.size > 0);
+    if (metaModule) {
+      const where = metaModule[0] ? `"${metaModule[0]}"` : "the module";
+      throw new Error(`loadStateDict: ${where} was built on meta (shapes only) and cannot hold values`);
+    }
     for (const [prefix, m] of this.namedModules()) {
       const load = (n: string, slot: BufferSlot | TensorSlot) => {
         const v = state[join(prefix, n)];
         if (!v) return;
         if ("counter" in slot && slot.counter) slot.counter.set(Math.round(v[0]));
         else {
-          const t = m.#live(n, slot as TensorSlot);
+          const t = (slot as TensorSlot).tensor;
           if (t.size > 0) upload(t.storage.buffer, v, t.storage.offset);
         }
       };
@@ -329,38 +356,104 @@ export abstract class Module {
   /** Frees every parameter and buffer of this module and its descendants. */
   dispose(): void {
     for (const [, m] of this.namedModules()) {
-      for (const s of m.#params.values()) s.tensor?.dispose();
-      for (const s of m.#buffers.values()) if (!s.counter) s.tensor?.dispose();
+      for (const s of m.#params.values()) s.tensor.dispose();
+      for (const s of m.#buffers.values()) if (!s.counter) s.tensor.dispose();
     }
   }
 
   // ------------------------------------------------------------ shapes and FLOPs
 
   /**
-   * Output shape of this module for an input of `inShape` and its FLOPs; leaves override it.
-   * Containers override `trace` instead.
+   * Forward FLOPs (2 × multiply-adds) of this module's own computation for one call that took `input`
+   * and gave `output`; convolutions and linear layers override it, everything else counts 0.
    */
-  protected shapeOf(_inShape: number[]): { outShape: number[]; flops: number } {
-    throw new Error(`${this.typeName} does not describe its output shape`);
+  layerFlops(_input: readonly number[], _output: readonly number[]): number {
+    return 0;
   }
 
-  /** Appends one row per leaf module to `rows` and returns the output shape. */
-  trace(inShape: number[], rows: LayerInfo[], name = ""): number[] {
-    const { outShape, flops } = this.shapeOf(inShape);
-    rows.push({ name, type: this.typeName, inShape, outShape, params: this.ownParameters(), flops });
-    return outShape;
-  }
-
-  /** Per-layer table for one input of `inShape` (default one 3×32×32 image). */
+  /**
+   * Per-layer table for one input of `inShape` (default one 3×32×32 image): one row per call of a
+   * leaf module, in the order the model's own forward calls them. The forward runs on a meta input
+   * inside a dry run, in eval mode (so nothing is counted or drawn) and without a tape; the modes are
+   * restored afterwards. Works on meta and on real modules; no GPU is needed.
+   */
   summary(inShape: number[] = [1, 3, 32, 32]): LayerInfo[] {
     const rows: LayerInfo[] = [];
-    this.trace(inShape, rows);
+    const modes = this.namedModules().map(([, m]) => [m, m.training] as const);
+    this.eval();
+    try {
+      dryRun(() =>
+        noGrad(() =>
+          scope(() => {
+            traceModules(this, () => void this.forward(meta(inShape)), {
+              exit(name, m, x, y) {
+                if (m.#children.size > 0) return;
+                rows.push({
+                  name,
+                  type: m.typeName,
+                  inShape: [...x.shape],
+                  outShape: [...y.shape],
+                  params: m.ownParameters(),
+                  flops: m.layerFlops(x.shape, y.shape),
+                });
+              },
+            });
+          })
+        )
+      );
+    } finally {
+      for (const [m, mode] of modes) m.training = mode;
+    }
     return rows;
   }
 
   /** Forward FLOPs (2 × multiply-adds of conv and linear layers) for one input of `inShape`. */
   flops(inShape: number[] = [1, 3, 32, 32]): number {
     return this.summary(inShape).reduce((a, r) => a + r.flops, 0);
+  }
+}
+
+// ---------------------------------------------------------------- tracing modules
+
+/** Callbacks of `traceModules`, called around every traced module's forward. */
+export interface ModuleHooks {
+  /** Before `module`'s forward, with its dotted name ("" for the root) and its input. */
+  enter?(name: string, module: Module, input: Tensor): void;
+  /** After it, with its output. */
+  exit?(name: string, module: Module, input: Tensor, output: Tensor): void;
+}
+
+/**
+ * Runs `fn` (synchronous: a forward, a backward, a training step) with every module of `root` traced:
+ * each forward runs with its dotted PyTorch name as `currentModule()` (the innermost running module;
+ * during backward, that of the module whose forward recorded the op) and calls `hooks` around it.
+ * It wraps each module's `forward` for the duration of `fn` only. Traces nest: each calls its own
+ * hooks, and the names of the trace that started first are current. Modules that appear twice in the
+ * tree are traced under their first name (as PyTorch's `named_modules`).
+ */
+export function traceModules<T>(root: Module, fn: () => T, hooks: ModuleHooks = {}): T {
+  const restore: (() => void)[] = [];
+  const seen = new Set<Module>();
+  try {
+    for (const [name, m] of root.namedModules()) {
+      if (seen.has(m)) continue;
+      seen.add(m);
+      const own = Object.hasOwn(m, "forward");
+      const inner = m.forward;
+      m.forward = (x: Tensor) =>
+        withModule(name, () => {
+          hooks.enter?.(name, m, x);
+          const y = inner.call(m, x);
+          hooks.exit?.(name, m, x, y);
+          return y;
+        });
+      restore.push(() => (own ? (m.forward = inner) : delete (m as { forward?: unknown }).forward));
+    }
+    const result = fn();
+    if (result instanceof Promise) throw new Error("traceModules(root, fn): fn must be synchronous");
+    return result;
+  } finally {
+    for (const r of restore.reverse()) r();
   }
 }
 
@@ -371,6 +464,8 @@ export function join(prefix: string, name: string): string {
 
 /** Reads several tensors back with one copy pass and one wait. */
 export async function readMany(tensors: Tensor[]): Promise<Float32Array[]> {
+  const m = tensors.find((t) => t.isMeta);
+  if (m) throw new Error(metaValuesError(m));
   const offsets: number[] = [];
   let total = 0;
   for (const t of tensors) {

@@ -3,11 +3,11 @@
 // backward of every step at narrow widths.
 
 import assert from "node:assert/strict";
-import { poolStats } from "../kernels/runtime.ts";
-import { scope, type Tensor, tensor } from "../autograd/tensor.ts";
+import { dryRun, poolStats } from "../kernels/runtime.ts";
+import { meta, scope, type Tensor, tensor } from "../autograd/tensor.ts";
 import { crossEntropy } from "../autograd/ops/loss.ts";
-import { onMeta, readMany } from "../nn/module.ts";
-import { loadSafetensors } from "../nn/safetensors.ts";
+import { onMeta, readMany, traceModules } from "../nn/module.ts";
+import { loadSafetensors } from "../experiments/files.ts";
 import { buildModel, type Model, type ModelOptions, STAGES } from "../experiments/models.ts";
 import { assertClose, setup } from "./helpers.ts";
 
@@ -40,6 +40,32 @@ Deno.test("parameter counts and FLOPs of the seven steps equal SEED.md (PyTorch'
   assert.equal(onMeta(() => buildModel("final")).flops(), 886_548_480);
   assert.equal(onMeta(() => buildModel("base")).flops(), 155_592_704);
   assert.equal(cpu.flops(), 32_225_792);
+});
+
+Deno.test("every step's own forward and backward run on meta tensors; summary lists each leaf call", () => {
+  const before = poolStats();
+  for (const stage of STAGES) {
+    const model = onMeta(() => buildModel(stage, { dropPath: stage === "final" ? 0.1 : undefined }));
+    const leaves = model.namedModules().filter(([, m]) => m.namedChildren().length === 0).map(([n]) => n);
+    const called = new Set<string>();
+    // training mode, as a training step (and the kernel plan of one) runs it
+    dryRun(() =>
+      traceModules(model, () => {
+        const loss = crossEntropy(model.forward(meta([4, 3, 32, 32])), [0, 1, 2, 3]);
+        assert.ok(loss.isMeta && loss.size === 1, `${stage}: loss`);
+        loss.backward();
+      }, { enter: (name) => called.add(name) })
+    );
+    assert.deepEqual(leaves.filter((n) => !called.has(n)), [], `${stage}: leaves the forward never called`);
+    for (const [n, p] of model.namedParameters()) {
+      assert.ok(p.grad?.isMeta && p.grad.shape.join() === p.shape.join(), `${stage}: gradient of ${n}`);
+    }
+    const rows = model.summary([2, 3, 32, 32]);
+    assert.deepEqual(rows.map((r) => r.name), leaves, `${stage}: one summary row per leaf, in forward order`);
+    assert.deepEqual(rows[rows.length - 1].outShape, [2, 10]);
+    assert.equal(rows.reduce((a, r) => a + r.params, 0), model.numParameters());
+  }
+  assert.deepEqual(poolStats(), before, "meta models touch no GPU memory");
 });
 
 Deno.test("state-dict names, shapes and dtypes are the notebook's for every step", async () => {

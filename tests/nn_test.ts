@@ -1,9 +1,9 @@
 // nn: Module (names, modes, state dicts, meta modules), the layers and PyTorch's default initialisation.
 
 import assert from "node:assert/strict";
-import { poolStats } from "../kernels/runtime.ts";
+import { dryRun, poolStats } from "../kernels/runtime.ts";
 import { Rng } from "../autograd/random.ts";
-import { scope, tensor } from "../autograd/tensor.ts";
+import { currentModule, empty, meta, record, scope, type Tensor, tensor } from "../autograd/tensor.ts";
 import { sum } from "../autograd/ops/reduce.ts";
 import {
   AdaptiveAvgPool2d,
@@ -21,7 +21,7 @@ import {
   StochasticDepth,
 } from "../nn/layers.ts";
 import { kaimingUniformBound } from "../nn/init.ts";
-import { onMeta } from "../nn/module.ts";
+import { Module, onMeta, readMany, traceModules } from "../nn/module.ts";
 import { main as infoMain, modelInfo } from "../experiments/info.ts";
 import { assertClose, setup } from "./helpers.ts";
 
@@ -131,16 +131,146 @@ Deno.test("Module: stateDict → loadStateDict round trip, and clear errors", as
   b.dispose();
 });
 
-Deno.test("onMeta: shapes only, no GPU memory, forward refuses clearly", () => {
+Deno.test("onMeta: meta parameters, forward and backward in a dry run, values refused clearly", async () => {
   const before = poolStats();
   const net = onMeta(() => tinyNet());
-  assert.deepEqual(poolStats(), before);
   assert.ok(net.meta);
-  assert.throws(() => net.namedParameters(), /built on meta/);
+  const params = net.namedParameters();
+  assert.ok(params.every(([, p]) => p.isMeta && p.requiresGrad));
+  assert.deepEqual(params[0][1].shape, [4, 3, 3, 3]);
+  // the model's own forward and backward run on shapes alone: gradients are meta tensors of the
+  // parameters' shapes, and no GPU memory is touched
+  const y = dryRun(() => {
+    const out = net.forward(meta([2, 3, 8, 8]));
+    sum(out).backward();
+    return out;
+  });
+  assert.deepEqual(y.shape, [2, 2]);
+  for (const [n, p] of params) {
+    assert.ok(p.grad?.isMeta, `${n} has a meta gradient`);
+    assert.deepEqual(p.grad.shape, p.shape, n);
+  }
+  assert.deepEqual(poolStats(), before);
+  // values: none to read, upload or compute with outside a dry run
+  await assert.rejects(() => y.toArray(), /\[2, 2\] is a meta tensor \(shape only\): it has no values/);
+  await assert.rejects(() => readMany([params[0][1]]), /0\.weight \[4, 3, 3, 3\] is a meta tensor/);
+  await assert.rejects(() => net.stateDict(), /stateDict: "0.weight" is a meta tensor/);
+  assert.throws(
+    () => net.loadStateDict({}, { strict: false }),
+    /loadStateDict: "0" was built on meta \(shapes only\) and cannot hold values/,
+  );
+  assert.throws(
+    () => net.forward(meta([2, 3, 8, 8])),
+    /Conv2d.weight has no values: the module was built on meta/,
+  );
+  assert.throws(
+    () => sum(meta([3])),
+    /\[3\] is a meta tensor \(shape only\): ops take it only inside dryRun/,
+  );
+  // shape errors are the ops' own, as on the GPU
+  assert.throws(() => dryRun(() => net.forward(meta([2, 5, 8, 8]))), /conv2d/);
   const rows = net.summary([1, 3, 8, 8]);
   assert.equal(rows[0].flops, 2 * 4 * 8 * 8 * 27);
   assert.equal(rows[3].flops, 2 * 4 * 8 * 8 * 9); // depthwise: 9 MACs per output
+  assert.equal(rows[rows.length - 2].flops, 2 * 4 * 2); // Linear(4, 2) on one row
+  assert.deepEqual(rows.map((r) => r.name), [
+    "0",
+    "1",
+    "2",
+    "3.0",
+    "3.1",
+    "3.2",
+    "4",
+    "5",
+    "6",
+    "7",
+    "8",
+    "9",
+    "10",
+  ]);
+  assert.deepEqual(rows[9], {
+    name: "7",
+    type: "Flatten",
+    inShape: [1, 4, 1, 1],
+    outShape: [1, 4],
+    params: 0,
+    flops: 0,
+  });
   assert.deepEqual(rows[rows.length - 1].outShape, [1, 2]);
+});
+
+Deno.test("summary of a real module: same rows as on meta, no side effects, modes restored", async () => {
+  const net = tinyNet();
+  const bn = net.at(1) as BatchNorm2d;
+  net.at(3).eval(); // a mixed state, which summary must give back as it found it
+  const modes = net.namedModules().map(([, m]) => m.training);
+  const rngState = (net.at(5) as StochasticDepth).rng.getState();
+  const before = poolStats().bytesInUse;
+  assert.deepEqual(net.summary([2, 3, 8, 8]), onMeta(() => tinyNet()).summary([2, 3, 8, 8]));
+  assert.equal(poolStats().bytesInUse, before);
+  assert.deepEqual(net.namedModules().map(([, m]) => m.training), modes);
+  assert.equal(bn.numBatchesTracked, 0);
+  assert.deepEqual((net.at(5) as StochasticDepth).rng.getState(), rngState, "no stochastic-depth draw");
+  assert.ok(net.parameters().every((p) => !p.isMeta && p.grad === null));
+  const values = await readMany(net.parameters());
+  assert.ok(values.every((v) => v.every(Number.isFinite)));
+  net.dispose();
+});
+
+/** A layer whose backward notes which module `currentModule()` names while it runs. */
+class Probe extends Module {
+  constructor(readonly log: string[]) {
+    super();
+  }
+
+  forward(x: Tensor): Tensor {
+    return record(empty(x.shape), [x], (g) => {
+      this.log.push(`backward in "${currentModule()}"`);
+      return [g];
+    });
+  }
+}
+
+Deno.test("traceModules: forwards run under their dotted names, backward rules under the recording module's", () => {
+  const log: string[] = [];
+  const net = onMeta(() => new Sequential(new Conv2d(3, 4, 1), new Sequential(new ReLU(), new Probe(log))));
+  const inner = net.at(1);
+  const forward = inner.forward;
+  dryRun(() =>
+    traceModules(net, () => {
+      const y = net.forward(meta([2, 3, 4, 4]));
+      log.push(`after forward "${currentModule()}"`);
+      traceModules(net.at(0), () => net.at(0).forward(meta([1, 3, 2, 2])), { // traces nest
+        enter: (name) => log.push(`nested > "${name}" in "${currentModule()}"`),
+      });
+      y.backward(meta(y.shape));
+    }, {
+      enter: (name, m, x) => log.push(`> "${name}" ${m.typeName} [${x.shape}] in "${currentModule()}"`),
+      exit: (name, _m, _x, y) => log.push(`< "${name}" [${y.shape}]`),
+    })
+  );
+  assert.deepEqual(log, [
+    `> "" Sequential [2,3,4,4] in ""`,
+    `> "0" Conv2d [2,3,4,4] in "0"`,
+    `< "0" [2,4,4,4]`,
+    `> "1" Sequential [2,4,4,4] in "1"`,
+    `> "1.0" ReLU [2,4,4,4] in "1.0"`,
+    `< "1.0" [2,4,4,4]`,
+    `> "1.1" Probe [2,4,4,4] in "1.1"`,
+    `< "1.1" [2,4,4,4]`,
+    `< "1" [2,4,4,4]`,
+    `< "" [2,4,4,4]`,
+    `after forward ""`,
+    `nested > "" in ""`, // the nested trace's hooks run too; the first trace's names stay current
+    `> "0" Conv2d [1,3,2,2] in "0"`,
+    `< "0" [1,4,2,2]`,
+    `backward in "1.1"`,
+  ]);
+  assert.equal(inner.forward, forward, "forward restored");
+  assert.ok(!Object.hasOwn(inner, "forward"));
+  assert.equal(currentModule(), "");
+  assert.throws(() => traceModules(net, () => Promise.resolve()), /fn must be synchronous/);
+  assert.ok(!Object.hasOwn(inner, "forward"), "restored after a throw");
 });
 
 Deno.test("PyTorch default initialisation: kaiming_uniform(a=√5) weights, ±1/√fan_in biases", async () => {
