@@ -45,7 +45,23 @@ export { stochasticDepth } from "./autograd/ops/stochastic.ts";
 export { AdamW, type AdamWOptions, CosineAnnealingLR } from "./nn/optim.ts";
 export { manualSeed, Module, type StateDict } from "./nn/module.ts";
 export * as nn from "./nn/layers.ts";
-export { loadModel, loadSafetensors, saveModel, saveSafetensors } from "./nn/safetensors.ts";
+export {
+  loadModel,
+  loadSafetensors,
+  saveModel,
+  saveSafetensors,
+  writeFileAtomic,
+} from "./experiments/files.ts";
+export {
+  checkFinite,
+  DamagedFileError,
+  decodeModel,
+  decodeSafetensors,
+  encodeModel,
+  encodeSafetensors,
+  readSafetensors,
+  sealSafetensors,
+} from "./nn/safetensors.ts";
 export { buildModel, type Model, type ModelOptions, STAGES } from "./experiments/models.ts";
 export { findCifar10, loadCifar10, openCifar10 } from "./data/cifar10.ts";
 export { CifarLoader, makeLoaders, makeSplits } from "./data/loader.ts";

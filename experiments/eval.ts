@@ -6,7 +6,7 @@ import { noGrad, scope } from "../autograd/tensor.ts";
 import { openCifar10 } from "../data/cifar10.ts";
 import { CIFAR10_CLASSES } from "../data/cifar10.ts";
 import { CifarLoader, makeSplits } from "../data/loader.ts";
-import { checkpointConfig, loadCheckpointModel } from "./checkpoint.ts";
+import { checkpointConfig, loadCheckpointModel, readCheckpoint } from "./checkpoint.ts";
 import { buildRunModel } from "./trainer.ts";
 
 const HELP =
@@ -16,6 +16,10 @@ Evaluates a checkpoint written by \`deno task train\` (run*.last.safetensors or 
 on the CIFAR-10 test set: overall and per-class accuracy. The model is rebuilt from the configuration
 stored in the checkpoint. By default it runs in eval mode (BatchNorm running statistics);
 --train-mode uses batch statistics as the notebook's evaluation does.
+
+The checkpoint is verified first: the SHA-256 hashes stored in it must match (a file changed on
+disk is refused, naming the tensor) and every value must be finite. A file without hashes (e.g.
+written by PyTorch) is evaluated with a note that it could not be verified.
 `;
 
 async function main(): Promise<void> {
@@ -33,14 +37,15 @@ async function main(): Promise<void> {
   });
   if (values.help) return console.log(HELP);
   if (!values.checkpoint) throw new Error("--checkpoint FILE is required (see --help)");
-  const cfg = await checkpointConfig(values.checkpoint);
+  const file = await readCheckpoint(values.checkpoint, (m) => console.error(m));
+  const cfg = checkpointConfig(file, values.checkpoint);
   await initGPU();
   const data = await openCifar10({ dataDir: values["data-dir"], log: (m) => console.error(m) });
   const limit = values["eval-limit"] ? Number(values["eval-limit"]) : undefined;
   const split = makeSplits(data, { testLimit: limit }).test;
   const loader = new CifarLoader(split, { batchSize: Number(values["batch-size"] ?? 100) });
   const model = buildRunModel(cfg, cfg.seed);
-  await loadCheckpointModel(values.checkpoint, model);
+  loadCheckpointModel(file, model, values.checkpoint);
   if (values["train-mode"]) model.train();
   else model.eval();
   const correct = new Array(10).fill(0), total = new Array(10).fill(0);

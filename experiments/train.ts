@@ -1,12 +1,15 @@
-// `deno task train`: the CLI around `trainRun` (see --help).
+// `deno task train`: the CLI around `trainRun` (see --help). Ctrl-C, SIGTERM and SIGHUP stop a run
+// after its current step with a checkpoint (experiments/signals.ts).
 
 import { initGPU } from "../kernels/runtime.ts";
 import { makeLoaders } from "../data/loader.ts";
 import { openCifar10 } from "../data/cifar10.ts";
-import { parseTrainArgs, TRAIN_HELP, type TrainConfig } from "./config.ts";
+import { parseTrainArgs, type Stage, TRAIN_HELP, type TrainCli, type TrainConfig } from "./config.ts";
 import { runPaths, type RunSummary } from "./results.ts";
 import { trainRun } from "./trainer.ts";
 import { formatDuration } from "./progress.ts";
+import { configDifferences, previousCheckpoint } from "./checkpoint.ts";
+import { listenForStop } from "./signals.ts";
 
 async function readSummary(path: string): Promise<RunSummary | null> {
   try {
@@ -21,19 +24,56 @@ async function exists(path: string): Promise<boolean> {
   return await Deno.stat(path).then(() => true, () => false);
 }
 
+function stageConfig(cli: TrainCli, stage: Stage): TrainConfig {
+  const cfg: TrainConfig = { ...cli.config, stage, out: cli.config.out || `results/${stage}` };
+  if (cli.stages.length > 1 && cli.config.out) cfg.out = `${cli.config.out}/${stage}`;
+  return cfg;
+}
+
+/**
+ * Checks every run the command would touch before any trains: a finished run asked to go on with
+ * other flags, or an unfinished one without --resume, is an error saying what to do. Returns the
+ * runs already complete with the same flags (to skip).
+ */
+async function checkRuns(cli: TrainCli): Promise<Set<string>> {
+  const skip = new Set<string>();
+  for (const stage of cli.stages) {
+    const cfg = stageConfig(cli, stage);
+    for (const run of cli.runIndices) {
+      const paths = runPaths(cfg.out, run);
+      const summary = await readSummary(paths.summary);
+      if (summary?.complete) {
+        const diff = summary.config ? configDifferences(summary.config, cfg) : [];
+        if (diff.length) {
+          throw new Error(
+            `${stage} run ${run} in ${cfg.out} is complete, trained with ${diff.join(", ")}. ` +
+              `A finished run is not retrained or extended: to train with these flags, pass another --out ` +
+              `(or another run index, --run K, which also changes the seed); to keep it, repeat its flags.`,
+          );
+        }
+        skip.add(paths.summary);
+      } else if (
+        !cli.resume &&
+        (summary || await exists(paths.checkpoint) || await exists(previousCheckpoint(paths.checkpoint)))
+      ) {
+        throw new Error(
+          `${stage} run ${run} has an unfinished run in ${cfg.out} (${paths.checkpoint}). ` +
+            `Pass --resume to continue it, or another --out (or delete those files) to start over.`,
+        );
+      }
+    }
+  }
+  return skip;
+}
+
 async function main(args: string[]): Promise<number> {
   const cli = parseTrainArgs(args);
   if (cli.help) {
     console.log(TRAIN_HELP);
     return 0;
   }
-  let stop = false;
-  const onSigint = () => {
-    if (stop) Deno.exit(130); // a second Ctrl-C quits at once
-    stop = true;
-    console.error("\nCtrl-C: finishing the current step and writing a checkpoint (Ctrl-C again to quit now)");
-  };
-  Deno.addSignalListener("SIGINT", onSigint);
+  const stop = listenForStop();
+  const skip = await checkRuns(cli);
 
   const ctx = await initGPU();
   console.log(`WebGPU adapter: ${ctx.adapterName}${ctx.isFallbackAdapter ? " (software)" : ""}`);
@@ -46,22 +86,15 @@ async function main(args: string[]): Promise<number> {
   const data = await openCifar10({ dataDir: cli.config.dataDir, log: (m) => console.log(m) });
 
   for (const stage of cli.stages) {
-    const cfg: TrainConfig = { ...cli.config, stage, out: cli.config.out || `results/${stage}` };
-    if (cli.stages.length > 1 && cli.config.out) cfg.out = `${cli.config.out}/${stage}`;
+    const cfg = stageConfig(cli, stage);
     await Deno.mkdir(cfg.out, { recursive: true });
     for (const run of cli.runIndices) {
       const paths = runPaths(cfg.out, run);
-      const summary = await readSummary(paths.summary);
-      if (summary?.complete) {
+      if (skip.has(paths.summary)) {
         console.log(`${stage} run ${run}: already complete in ${paths.summary}, skipped`);
         continue;
       }
-      if (!cli.resume && (summary || await exists(paths.checkpoint))) {
-        throw new Error(
-          `${stage} run ${run} has an unfinished run in ${cfg.out} (${paths.checkpoint}). ` +
-            `Pass --resume to continue it, or another --out (or delete those files) to start over.`,
-        );
-      }
+      if (stop.signal) return stop.status; // asked to stop between runs: start no other
       const seed = cfg.seed + run;
       const loaders = makeLoaders(data, {
         batchSize: cfg.batchSize,
@@ -75,8 +108,13 @@ async function main(args: string[]): Promise<number> {
           `${loaders.validation.count} validation, ${loaders.test.count} test images, ${cfg.epochs} epochs`,
       );
       const t0 = performance.now();
-      const r = await trainRun(cfg, { run, loaders, resume: cli.resume, stopRequested: () => stop });
-      if (!r.complete) return 130;
+      const r = await trainRun(cfg, {
+        run,
+        loaders,
+        resume: cli.resume,
+        stopRequested: () => stop.signal !== null,
+      });
+      if (!r.complete) return stop.status;
       const s = r.summary;
       console.log(
         `${stage} run ${run} done in ${formatDuration((performance.now() - t0) / 1000)}: ` +
@@ -85,7 +123,7 @@ async function main(args: string[]): Promise<number> {
       );
     }
   }
-  Deno.removeSignalListener("SIGINT", onSigint);
+  stop.remove();
   return 0;
 }
 

@@ -1,5 +1,7 @@
 // One training run with the notebook's recipe: AdamW + cosine schedule, per-epoch evaluation,
-// CSV/JSON results, a checkpoint after every epoch (and on Ctrl-C), resume, and a NaN guard.
+// CSV/JSON results, a checkpoint after every epoch (and when asked to stop), resume (falling back to
+// the previous checkpoint when the last one is damaged), a NaN guard, and a clear stop when the
+// WebGPU device is lost.
 //
 // A training step records forward, backward, AdamW and the metric sums into one command encoder and
 // never waits on the GPU; the metric sums are read back every `progressEvery` steps and at the end
@@ -15,14 +17,8 @@ import type { Batch } from "../data/loader.ts";
 import { buildModel, type Model } from "./models.ts";
 import type { TrainConfig } from "./config.ts";
 import { Progress } from "./progress.ts";
-import {
-  csvText,
-  type EpochRow,
-  reportedAccuracy,
-  runPaths,
-  type RunSummary,
-  writeAtomic,
-} from "./results.ts";
+import { csvText, type EpochRow, reportedAccuracy, runPaths, type RunSummary } from "./results.ts";
+import { writeFileAtomic } from "./files.ts";
 import { loadTrainingCheckpoint, saveTrainingCheckpoint, type TrainingState } from "./checkpoint.ts";
 
 /** What the trainer needs of a data loader (CifarLoader is one). */
@@ -42,7 +38,7 @@ export interface RunOptions {
   run: number;
   loaders: Loaders;
   resume: boolean;
-  /** Returns true once the user asked to stop (Ctrl-C): the run checkpoints and returns. */
+  /** Returns true once asked to stop (Ctrl-C, SIGTERM, SIGHUP): the run checkpoints and returns. */
   stopRequested?: () => boolean;
   log?: (line: string) => void;
   /** Draw a progress bar (default true). */
@@ -52,7 +48,7 @@ export interface RunOptions {
 export interface RunResult {
   summary: RunSummary;
   rows: EpochRow[];
-  /** false when the run stopped early (Ctrl-C) and can be resumed. */
+  /** false when the run stopped early (asked to stop) and can be resumed. */
   complete: boolean;
 }
 
@@ -104,6 +100,16 @@ export async function evaluate(
   return count ? correct / count : NaN;
 }
 
+/** The device-lost error when the WebGPU device is gone, else null. */
+function deviceLost(): Error | null {
+  try {
+    gpu();
+    return null;
+  } catch (e) {
+    return e as Error;
+  }
+}
+
 function stochasticDepthModules(model: Model): StochasticDepth[] {
   return model.namedModules().map(([, m]) => m).filter((m): m is StochasticDepth =>
     m instanceof StochasticDepth
@@ -141,7 +147,7 @@ export async function trainRun(cfg: TrainConfig, opts: RunOptions): Promise<RunR
   let rows: EpochRow[] = [];
   let startEpoch = 0, startBatch = 0, carried = { lossSum: 0, correct: 0, count: 0, seconds: 0 };
   if (opts.resume) {
-    const st = await loadTrainingCheckpoint(paths.checkpoint, model, optimizer, cfg);
+    const st = await loadTrainingCheckpoint(paths.checkpoint, model, optimizer, cfg, log);
     if (st) {
       rows = st.rows;
       startEpoch = st.epoch;
@@ -165,8 +171,14 @@ export async function trainRun(cfg: TrainConfig, opts: RunOptions): Promise<RunR
   });
 
   let stopped = false;
+  // where the run is, and what the last checkpoint holds, for the message when the device is lost
+  let at = `epoch ${startEpoch + 1}`;
+  let saved = opts.resume && (startEpoch || startBatch)
+    ? `epoch ${startEpoch}${startBatch ? `, step ${startBatch} of epoch ${startEpoch + 1}` : ""}`
+    : null;
   try {
     for (let epoch = startEpoch; epoch < cfg.epochs && !stopped; epoch++) {
+      at = `epoch ${epoch + 1}`;
       const t0 = performance.now();
       const lr = optimizer.lr;
       model.train();
@@ -226,6 +238,7 @@ export async function trainRun(cfg: TrainConfig, opts: RunOptions): Promise<RunR
           optimizer,
           cfg,
           state(epoch, steps, { lossSum, correct, count, seconds }),
+          { keepPrevious: true },
         );
         log(
           `stopped at epoch ${
@@ -262,9 +275,12 @@ export async function trainRun(cfg: TrainConfig, opts: RunOptions): Promise<RunR
           `${evalSeconds.toFixed(1)} s  ${imgPerSec.toFixed(1)} img/s`,
       );
       const rep = reportedAccuracy(rows, cfg.protocol);
-      await writeAtomic(paths.csv, csvText(rows));
+      await writeFileAtomic(paths.csv, csvText(rows));
       const endOfEpoch = state(epoch + 1, 0, { lossSum: 0, correct: 0, count: 0, seconds: 0 });
-      await saveTrainingCheckpoint(paths.checkpoint, model, optimizer, cfg, endOfEpoch);
+      await saveTrainingCheckpoint(paths.checkpoint, model, optimizer, cfg, endOfEpoch, {
+        keepPrevious: true,
+      });
+      saved = `end of epoch ${epoch + 1}`;
       if (rep.epoch === row.epoch) await saveTrainingCheckpoint(paths.best, model, null, cfg, endOfEpoch);
       await writeSummary(cfg, opts.run, seed, rows, model, epoch + 1 === cfg.epochs, imgPerSec);
       if (opts.stopRequested?.()) {
@@ -272,6 +288,17 @@ export async function trainRun(cfg: TrainConfig, opts: RunOptions): Promise<RunR
         if (stopped) log(`stopped after epoch ${epoch + 1}: continue with --resume`);
       }
     }
+  } catch (e) {
+    const lost = deviceLost();
+    if (!lost) throw e;
+    throw new Error(
+      `${lost.message}: run ${opts.run} (${cfg.stage}) stopped in ${at}. ` +
+        (saved
+          ? `The last checkpoint (${saved}) is intact in ${paths.checkpoint}: `
+          : `No checkpoint was written yet: `) +
+        `continue with --resume once the GPU is available again.`,
+      { cause: e },
+    );
   } finally {
     metrics.dispose();
     model.dispose();
@@ -307,5 +334,5 @@ async function writeSummary(
     totalSeconds: rows.reduce((a, r) => a + r.seconds, 0),
     imagesPerSecond,
   };
-  await writeAtomic(paths.summary, JSON.stringify(summary, null, 2) + "\n");
+  await writeFileAtomic(paths.summary, JSON.stringify(summary, null, 2) + "\n");
 }

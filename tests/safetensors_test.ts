@@ -1,18 +1,27 @@
 // safetensors checkpoints: bit-exact round trips, PyTorch-written files, clear errors for corrupt,
-// truncated and mismatched files, atomic writes.
+// truncated and mismatched files, atomic writes, and verification (hashes, finite values).
 
 import assert from "node:assert/strict";
 import { scope, tensor } from "../autograd/tensor.ts";
 import { crossEntropy } from "../autograd/ops/loss.ts";
 import {
+  DamagedFileError,
+  decodeModel,
   decodeSafetensors,
+  encodeModel,
   encodeSafetensors,
+  moduleTensors,
+  readSafetensors,
+  sealSafetensors,
+  type TensorEntry,
+} from "../nn/safetensors.ts";
+import {
   loadModel,
   loadSafetensors,
   saveModel,
   saveSafetensors,
-  type TensorEntry,
-} from "../nn/safetensors.ts";
+  writeFileAtomic,
+} from "../experiments/files.ts";
 import { buildModel, type ModelOptions } from "../experiments/models.ts";
 import { setup } from "./helpers.ts";
 
@@ -141,4 +150,135 @@ Deno.test("corrupt and truncated files give clear errors", async () => {
     "no temp files",
   );
   await Deno.remove(dir, { recursive: true });
+});
+
+/** The byte offset in `bytes` of the data of tensor `name` (after the header). */
+function dataOffset(bytes: Uint8Array, name: string): number {
+  const n = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true));
+  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
+  return 8 + n + header[name].data_offsets[0];
+}
+
+Deno.test("sealed files: one flipped bit in a tensor, or a changed metadata value, is caught and named", async () => {
+  const tensors: Record<string, TensorEntry> = {
+    "a.weight": { shape: [3, 5], data: new Float32Array(15).map((_, i) => i / 7) },
+    "bn.num_batches_tracked": { shape: [], data: Float32Array.of(42), dtype: "I64" },
+  };
+  const sealed = await sealSafetensors(tensors, { stage: "final" });
+  const ok = await readSafetensors(sealed, "ok.safetensors");
+  assert.equal(ok.verified, true);
+  assert.deepEqual(ok.metadata, { stage: "final" }, "the hashes are not part of the returned metadata");
+  assert.deepEqual(bits(ok.tensors["a.weight"].data), bits(tensors["a.weight"].data));
+  // the sealed file is still a plain safetensors file (PyTorch reads it; the hashes are one more entry)
+  assert.ok(
+    JSON.parse(decodeSafetensors(sealed).metadata.sha256).tensors["a.weight"].match(/^[0-9a-f]{64}$/),
+  );
+
+  for (const [name, at] of [["a.weight", 4 * 7 + 2], ["bn.num_batches_tracked", 0]] as const) {
+    const flipped = sealed.slice();
+    flipped[dataOffset(sealed, name) + at] ^= 0x10; // one bit, same size
+    await assert.rejects(
+      () => readSafetensors(flipped, "run0.last.safetensors"),
+      (e: Error) => {
+        assert.ok(e instanceof DamagedFileError);
+        assert.match(
+          e.message,
+          new RegExp(`^run0\\.last\\.safetensors: tensor "${name}" does not match the SHA-256 recorded`),
+        );
+        assert.match(e.message, /changed on disk/);
+        return true;
+      },
+    );
+  }
+  const edited = sealed.slice();
+  edited[new TextDecoder().decode(sealed.subarray(0, 600)).indexOf('"final"') + 5] = 0x31; // "fina1"
+  await assert.rejects(
+    () => readSafetensors(edited, "x.safetensors"),
+    /x\.safetensors: the metadata does not match/,
+  );
+  // a file without hashes (as PyTorch writes them) reads, reported as unverified
+  const plain = await readSafetensors(encodeSafetensors(tensors, { stage: "final" }));
+  assert.equal(plain.verified, false);
+  assert.deepEqual(plain.metadata, { stage: "final" });
+});
+
+Deno.test("decodeModel refuses a NaN weight naming the file and tensor; PyTorch-style files load with a note", async () => {
+  const model = buildModel("final", { ...NARROW, seed: 3 });
+  const other = buildModel("final", { ...NARROW, seed: 4 });
+  const tensors = await moduleTensors(model);
+  const name = "encoder.stages.2.1.block.0.weight";
+  const poisoned = { ...tensors, [name]: { ...tensors[name], data: tensors[name].data.slice() } };
+  poisoned[name].data[5] = NaN;
+  // sealed after the NaN was written: the hashes match, the finite check must catch it
+  await assert.rejects(
+    async () => decodeModel(await sealSafetensors(poisoned), other, { source: "m.safetensors" }),
+    /^DamagedFileError: m\.safetensors: tensor "encoder\.stages\.2\.1\.block\.0\.weight" holds NaN at index 5/,
+  );
+  const notes: string[] = [];
+  await decodeModel(encodeSafetensors(tensors), other, {
+    source: "torch.safetensors",
+    warn: (m) => notes.push(m),
+  });
+  assert.equal(notes.length, 1);
+  assert.match(notes[0], /torch\.safetensors has no SHA-256 .* could not be verified/);
+  const [sa, sb] = [await model.stateDict(), await other.stateDict()];
+  for (const n of Object.keys(sa)) assert.deepEqual(bits(sb[n]), bits(sa[n]), n);
+  // a sealed model loads without a note
+  await decodeModel(await encodeModel(model), other, { warn: (m) => notes.push(m) });
+  assert.equal(notes.length, 1);
+  model.dispose();
+  other.dispose();
+});
+
+Deno.test("loadModel verifies: a flipped bit on disk is refused, the file and tensor named", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/m.safetensors`;
+    const model = buildModel("final", NARROW);
+    await saveModel(path, model);
+    const bytes = await Deno.readFile(path);
+    bytes[dataOffset(bytes, "head.3.weight") + 9] ^= 0x01;
+    await Deno.writeFile(path, bytes);
+    await assert.rejects(
+      () => loadModel(path, model),
+      new RegExp(`${path}: tensor "head\\.3\\.weight" does not match the SHA-256`),
+    );
+    await assert.rejects(() => loadSafetensors(path), /tensor "head\.3\.weight" does not match/);
+    model.dispose();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("writeFileAtomic keeps the previous content under another name, and a failed write changes nothing", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const [last, prev] = [`${dir}/run0.last.safetensors`, `${dir}/run0.prev.safetensors`];
+    await writeFileAtomic(last, "one", { keepPrevious: prev });
+    assert.equal(await Deno.readTextFile(last), "one");
+    await assert.rejects(() => Deno.stat(prev), Deno.errors.NotFound, "nothing to keep the first time");
+    await writeFileAtomic(last, "two", { keepPrevious: prev });
+    await writeFileAtomic(last, "three", { keepPrevious: prev });
+    assert.deepEqual([await Deno.readTextFile(last), await Deno.readTextFile(prev)], ["three", "two"]);
+    // a write that cannot complete (here: the target is a directory) leaves both files as they were
+    await Deno.mkdir(`${dir}/sub`);
+    await assert.rejects(() => writeFileAtomic(`${dir}/sub`, "x", { keepPrevious: prev }));
+    assert.deepEqual([await Deno.readTextFile(last), await Deno.readTextFile(prev)], ["three", "two"]);
+    assert.deepEqual(
+      [...Deno.readDirSync(dir)].map((e) => e.name).sort(),
+      ["run0.last.safetensors", "run0.prev.safetensors", "sub"],
+      "no temp files",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("nn/ uses no Deno API (the engine runs in a browser)", async () => {
+  const dir = new URL("../nn/", import.meta.url);
+  for (const e of Deno.readDirSync(dir)) {
+    if (!e.name.endsWith(".ts")) continue;
+    const src = await Deno.readTextFile(new URL(e.name, dir));
+    assert.doesNotMatch(src, /\bDeno\b/, `nn/${e.name} refers to Deno`);
+  }
 });

@@ -7,7 +7,7 @@ import { openCifar10 } from "../data/cifar10.ts";
 import { makeLoaders } from "../data/loader.ts";
 import { NARROW, parseTrainArgs, type TrainConfig } from "../experiments/config.ts";
 import { buildRunModel, trainRun } from "../experiments/trainer.ts";
-import { loadSafetensors } from "../nn/safetensors.ts";
+import { loadSafetensors } from "../experiments/files.ts";
 import { AdamW } from "../nn/optim.ts";
 import { setup } from "./helpers.ts";
 
