@@ -52,6 +52,28 @@ export function meanStd(xs: number[]): { mean: number; std: number } {
   return { mean, std };
 }
 
+/** Runs still training (or stopped) in a partial study; summaries without the flag count as complete. */
+function unfinished(r: StageRuns): StageRuns["runs"] {
+  return r.runs.filter((x) => x.summary.complete === false);
+}
+
+/** What a partial study lacks: unfinished runs and stages without any run yet; "" when complete. */
+export function partialNote(results: StageRuns[]): string {
+  const open = results.flatMap((r) =>
+    unfinished(r).map((x) =>
+      `\`${r.stage}\` run ${x.summary.run} (${x.summary.epochsCompleted} of ${
+        x.summary.config?.epochs ?? "?"
+      } epochs)`
+    )
+  );
+  const missing = STAGES.filter((s) => !results.some((r) => r.stage === s));
+  const parts = [
+    ...(open.length ? [`unfinished runs, counted with the epochs they have: ${open.join(", ")}`] : []),
+    ...(missing.length ? [`no runs yet: ${missing.map((s) => `\`${s}\``).join(", ")}`] : []),
+  ];
+  return parts.length ? `Partial study: ${parts.join("; ")}.` : "";
+}
+
 export function markdownTable(results: StageRuns[]): string {
   const lines = [
     "| step | stage | runs | epochs | reported accuracy (mean ± std) | published | difference | rule |",
@@ -62,12 +84,13 @@ export function markdownTable(results: StageRuns[]): string {
     const { mean, std } = meanStd(acc);
     const pub = PUBLISHED[r.stage as keyof typeof PUBLISHED];
     const epochs = [...new Set(r.runs.map((x) => x.summary.epochsCompleted))].join("/");
+    const open = unfinished(r).length;
     lines.push(
-      `| ${
-        STAGES.indexOf(r.stage as typeof STAGES[number]) + 1
-      } | \`${r.stage}\` | ${r.runs.length} | ${epochs} | ${mean.toFixed(4)} ± ${std.toFixed(4)} | ${
-        pub.toFixed(4)
-      } | ${(mean - pub >= 0 ? "+" : "") + (mean - pub).toFixed(4)} | ${r.runs[0].summary.reported.rule} |`,
+      `| ${STAGES.indexOf(r.stage as typeof STAGES[number]) + 1} | \`${r.stage}\` | ${r.runs.length}${
+        open ? ` (${open} unfinished)` : ""
+      } | ${epochs} | ${mean.toFixed(4)} ± ${std.toFixed(4)} | ${pub.toFixed(4)} | ${
+        (mean - pub >= 0 ? "+" : "") + (mean - pub).toFixed(4)
+      } | ${r.runs[0].summary.reported.rule} |`,
     );
   }
   return lines.join("\n");
@@ -145,6 +168,7 @@ export async function writeReport(resultsDir: string, outDir: string): Promise<s
     "",
     "Published: the notebook's mean of 3 runs of the best test accuracy over 100 epochs.",
     "",
+    ...(partialNote(results) ? [partialNote(results), ""] : []),
     "![ablation](ablation.svg)",
     "",
     ...results.map((r) => `![${r.stage}](curves-${r.stage}.svg)`),

@@ -19,6 +19,8 @@ import {
   shellQuote,
 } from "../experiments/slurm.ts";
 import { STAGES } from "../experiments/config.ts";
+import { markdownTable, partialNote, readResults } from "../experiments/report.ts";
+import { csvText } from "../experiments/results.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const dec = new TextDecoder();
@@ -363,6 +365,39 @@ Deno.test("deno task study: --dry-run prints the script, the local backend skips
       /final run 1 {2}failed \(exit 1\): train: CIFAR-10 file data_batch_1\.bin is missing/,
     );
     assert.match(st.out, /2 runs: 1 complete, 1 failed\n$/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("report on a partial study: unfinished runs are counted and named, missing stages listed", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const row = { epoch: 1, loss: 2, Train: 0.3, Validation: 0.3, Test: 0.4, lr: 0.004, seconds: 1 };
+    for (const [run, complete] of [[0, true], [1, false]] as const) {
+      await Deno.mkdir(`${dir}/final`, { recursive: true });
+      await Deno.writeTextFile(`${dir}/final/run${run}.csv`, csvText([row]));
+      const reported = { accuracy: 0.4, epoch: 1, rule: "best test accuracy" };
+      const s = {
+        stage: "final",
+        run,
+        complete,
+        epochsCompleted: 1,
+        reported,
+        config: { epochs: complete ? 1 : 3 },
+      };
+      await Deno.writeTextFile(`${dir}/final/run${run}.json`, JSON.stringify(s));
+    }
+    const results = await readResults(dir);
+    assert.match(
+      markdownTable(results),
+      /\| 7 \| `final` \| 2 \(1 unfinished\) \| 1 \| 0\.4000 ± 0\.0000 \|/,
+    );
+    assert.equal(
+      partialNote(results),
+      "Partial study: unfinished runs, counted with the epochs they have: `final` run 1 (1 of 3 epochs); " +
+        "no runs yet: `base`, `stage_ratio`, `patchify`, `resnextify`, `inverted`, `kernel7`.",
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
