@@ -152,8 +152,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var v = 0.0;
     if (unit < ${total}u) {
       ${decode("unit")}
-      let iy = i32(tY * ${th}u + py) - ${pad};
-      let ix = i32(tX * ${tw}u + px) - ${pad};
+      let iy = i32(tY * ${th}u + py) - (${pad});
+      let ix = i32(tX * ${tw}u + px) - (${pad});
       if (iy >= 0 && iy < ${inH} && ix >= 0 && ix < ${inW}) {
         v = X[plane * ${inH * inW}u + u32(iy) * ${inW}u + u32(ix)];
       }
@@ -272,8 +272,8 @@ ${U.map((u) => V.map((v) => `  var a${u}_${v} = 0.0;`).join("\n")).join("\n")}
         let tX = unit % ${tilesX}u; let tY = (unit / ${tilesX}u) % ${tilesY}u; let nn = unit / ${
       tilesX * tilesY
     }u;
-        let iy = i32(tY * ${th}u + py) - ${pad};
-        let ix = i32(tX * ${tw}u + px) - ${pad};
+        let iy = i32(tY * ${th}u + py) - (${pad});
+        let ix = i32(tX * ${tw}u + px) - (${pad});
         if (iy >= 0 && iy < ${h} && ix >= 0 && ix < ${W}) {
           v = X[(nn * ${c}u + ch) * ${h * W}u + u32(iy) * ${W}u + u32(ix)];
         }

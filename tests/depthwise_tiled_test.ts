@@ -77,6 +77,7 @@ Deno.test("depthwise/tiled: several tiles per image, rectangular, split weight g
   await check("3x3 padding 0", dw(3, 5, 8, 8, 3, 0), true);
   await check("5x5 padding 4 (larger than the output needs)", dw(1, 7, 6, 6, 5, 4), true);
   await check("7x7 on 3x3 (image smaller than the filter)", dw(3, 5, 3, 3, 7), true);
+  await check("3x3 padding 3 (input gradient padding −1)", dw(2, 3, 5, 5, 3, 3), false);
 });
 
 Deno.test("depthwise/tiled supports stride 1 depthwise only, and says so", () => {

@@ -89,6 +89,26 @@ Deno.test("gemm/tiled: vec4 operands (multiples of 4, partial tiles), mixed with
   await check("t64 132x136x40", dims(132, 136, 40), { tile: GEMM_TILES.t64 });
 });
 
+Deno.test("gemm/tiled: operands and result as slices at a 256-byte offset (vec4 and scalar)", async () => {
+  const rng = new Rng(2);
+  const slice = (t: Tensor, floats: number) => {
+    const b = t.binding();
+    const buf = b instanceof GPUBuffer ? b : b.buffer, at = b instanceof GPUBuffer ? 0 : b.offset ?? 0;
+    return { buffer: buf, offset: at + 256, size: floats * 4 };
+  };
+  for (const [m, n, k] of [[12, 8, 16], [5, 7, 9]]) {
+    const d = dims(m, n, k, { transB: true });
+    const a = f32Values(rng, m * k), b = f32Values(rng, n * k);
+    const pad = new Float64Array(64).fill(7);
+    const ta = upload(Float64Array.from([...pad, ...a])), tb = upload(Float64Array.from([...pad, ...b]));
+    const tc = empty([64 + m * n]);
+    await checked("slices", () => matmulTiled(slice(ta, m * k), slice(tb, n * k), slice(tc, m * n), d));
+    const got = (await tc.toArray()).slice(64);
+    assertClose(got, gemmRef(a, b, d), TOL, `slices ${m}x${n}x${k}`);
+    for (const t of [ta, tb, tc]) t.dispose();
+  }
+});
+
 Deno.test("gemm/tiled: batch 3, shared A or B", async () => {
   for (const [bA, bB] of [[true, true], [true, false], [false, true]]) {
     for (const [tA, tB] of [[false, false], [true, true]]) {
