@@ -104,10 +104,19 @@ start() {
   echo "export SLURM_CONF=$dir/slurm.conf"
 }
 
-# Stops the daemons started by `start` in $dir, by the pids they wrote there.
+# Cancels this cluster's jobs (their processes would outlive slurmd), then stops the daemons started
+# by `start` in $dir, by the pids they wrote there.
 stop() {
   [ -d "$dir" ] || die "no cluster folder $dir"
   local f pid
+  export SLURM_CONF="$dir/slurm.conf"
+  if [ -s "$dir/slurmctld.pid" ] && kill -0 "$(cat "$dir/slurmctld.pid")" 2>/dev/null; then
+    scancel --user="$user" 2>/dev/null || true
+    for _ in $(seq 45); do # KillWait (30 s) and a little
+      [ -z "$(squeue -h -u "$user" -t running,completing 2>/dev/null)" ] && break
+      sleep 1
+    done
+  fi
   for f in "$dir/slurmd.pid" "$dir/slurmctld.pid" "$dir/munge/munged.pid"; do
     [ -s "$f" ] || continue
     pid="$(cat "$f")"
