@@ -9,7 +9,7 @@
 // forward and backward run on shapes alone; reading their values throws, and so does using them in ops
 // outside a dry run.
 
-import { elementwise } from "../kernels/elementwise.ts";
+import { accumulate } from "../kernels/elementwise.ts";
 import {
   acquireBuffer,
   type Binding,
@@ -377,14 +377,7 @@ function releaseNode(t: Tensor): void {
 
 /** dst += src for gradients of the same shape: one in-place elementwise kernel, recorded on no tape. */
 function accumulateInto(dst: Tensor, src: Tensor): void {
-  elementwise(
-    "grad_accumulate",
-    "o + v0",
-    [{ binding: src.binding(), shape: src.shape }],
-    dst.binding(),
-    dst.shape,
-    true,
-  );
+  accumulate("grad_accumulate", dst.binding(), { binding: src.binding(), shape: src.shape }, dst.shape);
 }
 
 function topoOrder(root: Tensor): Tensor[] {

@@ -4,7 +4,20 @@
 // is the launcher on bindings.
 
 import { type Binding, dispatch, grid1D, kernel, linearIndex, WG } from "./runtime.ts";
-import { broadcastIndex, storageDecls } from "./wgsl.ts";
+import { broadcastIndex, f32, storageDecls } from "./wgsl.ts";
+
+/** The WGSL expressions of the elementwise ops, over `v0`, `v1` (and `o`, the output's value, in place). */
+export const EXPR = {
+  add: "v0 + v1",
+  sub: "v0 - v1",
+  mul: "v0 * v1",
+  relu: "max(v0, 0.0)",
+  /** relu's gradient g·[x > 0] (PyTorch's is 0 at exactly 0). */
+  reluBackward: "select(0.0, v0, v1 > 0.0)",
+  copy: "v0",
+  accumulate: "o + v0",
+  scale: (s: number): string => `v0 * ${f32(s)}`,
+} as const;
 
 export interface EwInput {
   binding: Binding;
@@ -60,4 +73,9 @@ export function elementwise(
     [...inputs.map((x) => x.binding), out],
     grid1D(n),
   );
+}
+
+/** dst += src in place, `src` broadcast to `shape` (gradient accumulation, addInPlace). */
+export function accumulate(name: string, dst: Binding, src: EwInput, shape: readonly number[]): void {
+  elementwise(name, EXPR.accumulate, [src], dst, shape, true);
 }

@@ -1,7 +1,7 @@
 // Differentiable sum and mean over axes, and sumTo (the reduction behind broadcast gradients).
 
 import { sumAxes } from "../../kernels/reduce.ts";
-import { f32 } from "../../kernels/wgsl.ts";
+import { EXPR } from "../../kernels/elementwise.ts";
 import { empty, numel, record, type Tensor, view } from "../tensor.ts";
 import { mapTensors } from "./map.ts";
 import { reshape } from "./shape.ts";
@@ -33,7 +33,7 @@ function reduce(op: string, x: Tensor, opts: ReduceOptions, mean: boolean): Tens
     const gk = view(g, kept);
     const r = mapTensors(
       mean ? "mean_backward" : "sum_backward",
-      mean ? `v0 * ${f32(s)}` : "v0",
+      mean ? EXPR.scale(s) : EXPR.copy,
       [gk],
       x.shape,
     );
