@@ -43,6 +43,10 @@ Options:
                       stage, about 2.5 min more at --step-batch 2 on lavapipe)
   --step-batch N      batch of those steps (default 4; --full 64; the narrow model uses 64)
   --runs N            samples per measurement after warm-up (default 3)
+  --plan SPEC         force kernel variants, e.g. "conv=tiled" (see README, "Kernel plan"); default:
+                      $CONVNEXT_PLAN, else the planner's choice
+  --no-autotune       the adapter profile's defaults only (also CONVNEXT_AUTOTUNE=0); by default a
+                      training step's competing variants are timed once and the winners cached
   -h, --help          this text
 
 Stages: ${STAGES.join(", ")}.
@@ -89,6 +93,8 @@ export function parseBenchArgs(
       steps: { type: "string" },
       "step-batch": { type: "string" },
       runs: { type: "string" },
+      plan: { type: "string" },
+      "no-autotune": { type: "boolean" },
     },
     strict: true,
     allowPositionals: false,
@@ -141,6 +147,7 @@ export function parseBenchArgs(
       stepRuns: quick ? 1 : 2,
       filter: values.filter,
       notes,
+      kernelSettings: { plan: values.plan, autotune: values["no-autotune"] ? false : undefined },
     },
     json: !!values.json,
     out: values.out ?? null,

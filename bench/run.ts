@@ -1,7 +1,9 @@
 // The benchmark driver behind `deno task bench` (bench/main.ts is its command line): settings, the
 // report structure (what `--json` prints) and the terminal tables.
 
-import { gpu, initGPU } from "../kernels/runtime.ts";
+import { gpu } from "../kernels/runtime.ts";
+import { planOverride } from "../kernels/planner.ts";
+import { initEngine, type KernelSettings } from "../experiments/host.ts";
 import { type Ceilings, measureCeilings } from "./ceilings.ts";
 import { benchKernels, type KernelRow } from "./kernels.ts";
 import { benchStep, NARROW, type StepCase, type StepRow } from "./steps.ts";
@@ -39,6 +41,8 @@ export interface BenchOptions {
   log?: (line: string) => void;
   /** Notes printed with the report (e.g. what the defaults reduced). */
   notes?: string[];
+  /** Plan override and autotune switch. */
+  kernelSettings?: KernelSettings;
 }
 
 export interface BenchReport {
@@ -66,7 +70,7 @@ function filterFn(pattern?: string): ((s: string) => boolean) | undefined {
 
 export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const t0 = performance.now();
-  await initGPU();
+  const { autotuneCache } = await initEngine(o.kernelSettings);
   const ctx = gpu();
   const log = o.log ?? (() => {});
   const timing: MeasureOptions = { runs: o.runs, minSampleMs: o.minSampleMs, warmup: 1 };
@@ -75,6 +79,11 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   log(
     `adapter: ${ctx.adapterName}${ctx.isFallbackAdapter ? " (fallback)" : ""}; timing by ${
       ctx.features.timestampQuery ? "GPU timestamp queries" : "wall clock + onSubmittedWorkDone"
+    }`,
+  );
+  log(
+    `kernel plan: ${planOverride() ? `override "${planOverride()}"` : "planner"}, autotune ${
+      autotuneCache ? `on (cache ${autotuneCache})` : "off"
     }`,
   );
   log("ceilings ...");
@@ -294,6 +303,9 @@ export function formatReport(r: BenchReport): string {
         "profiled ms",
         "kernels ms",
         "overhead",
+        "host ms",
+        "dispatches",
+        "host µs/dispatch",
         "pool MiB",
         "params+opt MiB",
         "textures MiB",
@@ -309,11 +321,14 @@ export function formatReport(r: BenchReport): string {
         s.profiledWallMs === null ? "-" : ms(s.profiledWallMs),
         s.kernelMs === null ? "-" : ms(s.kernelMs),
         s.overheadPct === null ? "-" : `${s.overheadPct.toFixed(1)}%`,
+        ms(s.hostMs),
+        `${s.dispatches}`,
+        ((s.hostMs * 1e3) / s.dispatches).toFixed(1),
         mib(s.poolBytes),
         mib(s.paramBytes),
         mib(s.textureBytes),
       ]),
-      [false, true, true, true, true, true, true, true, true, true, true, true, true],
+      [false, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true],
     ));
     for (const s of r.steps) {
       if (!s.topKernels.length) continue;

@@ -5,11 +5,13 @@
 
 import { crossEntropy } from "../autograd/ops/loss.ts";
 import { Rng } from "../autograd/random.ts";
-import { randn, scope } from "../autograd/tensor.ts";
+import { randn, scope, tensor } from "../autograd/tensor.ts";
 import { buildModel, type ModelOptions } from "../experiments/models.ts";
 import { matmulTextureBytes } from "../kernels/matmul.ts";
-import { poolStats, sync, trimPool } from "../kernels/runtime.ts";
+import { commandStats, poolStats, setPassPerDispatch, sync, trimPool } from "../kernels/runtime.ts";
 import { AdamW } from "../nn/optim.ts";
+import { autotune } from "../kernels/autotune.ts";
+import { autotuneEnabled } from "../kernels/planner.ts";
 import { measureAsync, type PassProfile, PassProfiler, type Stats } from "./timing.ts";
 
 export interface StepCase {
@@ -44,6 +46,10 @@ export interface StepRow {
   /** (profiled step wall − kernels) / kernels, percent: recording, dispatch, allocation, sync. */
   overheadPct: number | null;
   passes: number | null;
+  /** Median host time to record one step (forward to the end of opt.step(), nothing submitted), ms. */
+  hostMs: number;
+  /** Dispatches recorded per step. */
+  dispatches: number;
   /** The slowest kernels of the profiled step. */
   topKernels: PassProfile["byKernel"];
 }
@@ -68,7 +74,8 @@ export async function benchStep(c: StepCase, opts: StepBenchOptions): Promise<St
   const poolBefore = poolStats().bytesAllocated;
   const rng = new Rng(7);
   const x = randn([c.batch, 3, 32, 32], rng);
-  const labels = Array.from({ length: c.batch }, (_, i) => i % 10);
+  // the targets live on the GPU, so recording a step uploads (and so submits) nothing
+  const labels = tensor(Int32Array.from({ length: c.batch }, (_, i) => i % 10), [c.batch]);
   const step = () =>
     scope(() => {
       const out = model.forward(x);
@@ -77,11 +84,30 @@ export async function benchStep(c: StepCase, opts: StepBenchOptions): Promise<St
       loss.backward();
       opt.step();
     });
+  if (autotuneEnabled()) {
+    step(); // meets every shape of the step, so autotune can time their candidates
+    await sync();
+    await autotune({ log: opts.log });
+  }
   const timing = await measureAsync(async () => {
     step();
     await sync();
   }, { warmup: opts.warmup, runs: opts.runs });
   const pool = poolStats();
+  const host: number[] = [];
+  let dispatches = 0;
+  for (let r = 0; r < Math.max(3, opts.runs); r++) {
+    await sync();
+    const before = commandStats().submits;
+    const t0 = performance.now();
+    step();
+    host.push(performance.now() - t0);
+    const after = commandStats();
+    if (after.submits !== before) throw new Error(`bench ${c.name}: recording a step submitted work`);
+    dispatches = after.pendingDispatches;
+  }
+  host.sort((a, b) => a - b);
+  const hostMs = host[Math.floor(host.length / 2)];
   let profiledWallMs: number | null = null;
   let kernelMs: number | null = null, overheadPct: number | null = null, passes: number | null = null;
   let top: PassProfile["byKernel"] = [];
@@ -90,9 +116,11 @@ export async function benchStep(c: StepCase, opts: StepBenchOptions): Promise<St
     await sync();
     const prof = new PassProfiler();
     const t0 = performance.now();
+    setPassPerDispatch(true); // the profiler times passes
     prof.start();
     step();
     const p = await prof.stop();
+    setPassPerDispatch(false);
     profiledWallMs = performance.now() - t0;
     kernelMs = p.totalMs;
     passes = p.passes;
@@ -100,6 +128,7 @@ export async function benchStep(c: StepCase, opts: StepBenchOptions): Promise<St
     top = p.byKernel.slice(0, 8);
   }
   x.dispose();
+  labels.dispose();
   opt.dispose();
   model.dispose();
   const s = timing.medianMs / 1e3;
@@ -119,12 +148,17 @@ export async function benchStep(c: StepCase, opts: StepBenchOptions): Promise<St
     profiledWallMs,
     overheadPct,
     passes,
+    hostMs,
+    dispatches,
     topKernels: top,
   };
   opts.log?.(
     `  ${c.name} batch ${c.batch}: ${timing.medianMs.toFixed(1)} ms/step, ${
       row.imagesPerSec.toFixed(1)
     } img/s` +
+      `, host ${hostMs.toFixed(1)} ms for ${dispatches} dispatches (${
+        ((hostMs * 1e3) / dispatches).toFixed(1)
+      } µs each)` +
       (kernelMs !== null ? `, kernels ${kernelMs.toFixed(1)} ms (${passes} passes)` : ""),
   );
   return row;

@@ -27,6 +27,11 @@ import {
 import { convKey } from "./shapes.ts";
 import { conv1x1BackwardInput, conv1x1BackwardWeight, conv1x1Forward } from "./conv1x1.ts";
 import { depthwiseBackwardInput, depthwiseBackwardWeight, depthwiseForward } from "./depthwise.ts";
+import {
+  depthwiseTiledBackwardInput,
+  depthwiseTiledBackwardWeight,
+  depthwiseTiledForward,
+} from "./depthwise_tiled.ts";
 import { planConv } from "./planner.ts";
 
 export { convOutSize, type ConvShape } from "./conv_common.ts";
@@ -47,6 +52,7 @@ export function convForward(
   if (s.n * s.o * s.oh * s.ow === 0) return;
   if (variant.startsWith("gemm1x1/")) return conv1x1Forward(x, w, b, y, s, variant);
   if (variant === "depthwise/direct") return depthwiseForward(x, w, b, y, s);
+  if (variant === "depthwise/tiled") return depthwiseTiledForward(x, w, b, y, s);
   if (variant === "direct/blocked") return directForward(x, w, b, y, s);
   unsupported(variant, "forward");
 }
@@ -62,6 +68,7 @@ export function convBackwardInput(
   if (s.n * s.c * s.h * s.w === 0) return;
   if (variant.startsWith("gemm1x1/")) return conv1x1BackwardInput(dy, w, dx, s, variant);
   if (variant === "depthwise/direct") return depthwiseBackwardInput(dy, w, dx, s);
+  if (variant === "depthwise/tiled") return depthwiseTiledBackwardInput(dy, w, dx, s);
   if (variant === "direct/blocked") return directBackwardInput(dy, w, dx, s);
   unsupported(variant, "input gradient");
 }
@@ -76,6 +83,7 @@ export function convBackwardWeight(
 ): void {
   if (variant.startsWith("gemm1x1/")) return conv1x1BackwardWeight(dy, x, dw, s, variant);
   if (variant === "depthwise/direct") return depthwiseBackwardWeight(dy, x, dw, s);
+  if (variant === "depthwise/tiled") return depthwiseTiledBackwardWeight(dy, x, dw, s);
   if (variant === "direct/blocked") return directBackwardWeight(dy, x, dw, s);
   unsupported(variant, "weight gradient");
 }

@@ -20,6 +20,7 @@
 // Matmul variants: matmul/texture, matmul/tiled, matmul/generic.
 
 import { adapterProfile } from "./profile.ts";
+import { depthwiseTiledSupports } from "./depthwise_tiled.ts";
 import { convKey, type ConvShape, type MatmulDims, matmulKey } from "./shapes.ts";
 
 export type ConvPass = "forward" | "inputGrad" | "weightGrad";
@@ -41,9 +42,7 @@ const isDepthwise = (s: ConvShape) => s.groups === s.c && s.o === s.c && s.c > 1
 /** Non-overlapping windows without padding: a 1×1 conv over gathered patches. */
 export const isPatchConv = (s: ConvShape): boolean =>
   s.pad === 0 && s.groups === 1 && s.k <= s.stride && s.stride > 1;
-/** The halo-tiled depthwise kernels: stride 1, odd k, "same" padding. */
-export const depthwiseTiledApplies = (s: ConvShape): boolean =>
-  isDepthwise(s) && s.stride === 1 && s.k % 2 === 1 && s.pad === (s.k - 1) / 2;
+const TILED_PASS = { forward: "forward", inputGrad: "input", weightGrad: "weight" } as const;
 
 /** The GEMM of a 1×1 conv pass, per image (`columns`: over all images, as [C, N·P]). */
 export function conv1x1Dims(s: ConvShape, pass: ConvPass, columns = false): MatmulDims {
@@ -70,9 +69,12 @@ export function conv1x1Dims(s: ConvShape, pass: ConvPass, columns = false): Matm
 
 /** Every variant that can run this convolution pass, best first by the profile's lights. */
 export function convVariants(s: ConvShape, pass: ConvPass): string[] {
-  if (isPatchConv(s)) return ["patches", "direct/blocked"];
+  // the backward passes of a patch conv are planned only when its forward did not rewrite the graph
+  if (isPatchConv(s)) return pass === "forward" ? ["patches", "direct/blocked"] : ["direct/blocked"];
   if (isDepthwise(s)) {
-    return depthwiseTiledApplies(s) ? ["depthwise/tiled", "depthwise/direct"] : ["depthwise/direct"];
+    return depthwiseTiledSupports(s, TILED_PASS[pass])
+      ? ["depthwise/tiled", "depthwise/direct"]
+      : ["depthwise/direct"];
   }
   if (!isPointwise(s)) return ["direct/blocked"];
   const v: string[] = [];
@@ -257,12 +259,6 @@ export interface PlanEntry extends Plan {
 }
 
 let log: PlanEntry[] | null = null;
-let layer = "";
-
-/** Names the layer whose kernels are planned next (for the plan log). */
-export function setPlanLayer(name: string): void {
-  layer = name;
-}
 
 /** Starts logging every planning decision. */
 export function startPlanLog(): void {
@@ -285,7 +281,8 @@ function decide(
 ): Plan {
   const forced = overridden(target, candidates);
   if (forced) return { variant: forced, source: "override" };
-  if (autotuneOn && candidates.length > 1) {
+  // a graph rewrite (patches) is not a kernel a timer can compare: such shapes keep the default
+  if (autotuneOn && candidates.length > 1 && !candidates.includes("patches")) {
     const w = winners.get(key);
     if (w && candidates.includes(w)) return { variant: w, source: "autotune" };
     if (!pending.has(key)) queue();
@@ -293,8 +290,8 @@ function decide(
   return { variant: fallback, source: "default" };
 }
 
-/** The variant that runs pass `pass` of convolution `s`. */
-export function planConv(s: ConvShape, pass: ConvPass): Plan {
+/** The variant that runs pass `pass` of convolution `s` (`layer` names it in the plan log). */
+export function planConv(s: ConvShape, pass: ConvPass, layer = ""): Plan {
   const key = convTuneKey(s, pass);
   const plan = decide(
     `conv.${pass}`,
@@ -307,8 +304,8 @@ export function planConv(s: ConvShape, pass: ConvPass): Plan {
   return plan;
 }
 
-/** The variant that runs matmul `d`. */
-export function planMatmul(d: MatmulDims): Plan {
+/** The variant that runs matmul `d` (`layer` names it in the plan log). */
+export function planMatmul(d: MatmulDims, layer = ""): Plan {
   const key = matmulTuneKey(d);
   const plan = decide(
     "matmul",

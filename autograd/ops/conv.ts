@@ -11,7 +11,7 @@ import {
 } from "../../kernels/conv.ts";
 import { gatherPatches, scatterPatches } from "../../kernels/patches.ts";
 import { planConv } from "../../kernels/planner.ts";
-import { empty, isGradEnabled, record, type Tensor } from "../tensor.ts";
+import { currentModule, empty, isGradEnabled, record, type Tensor } from "../tensor.ts";
 import { reshape } from "./shape.ts";
 
 export interface Conv2dOptions {
@@ -78,7 +78,8 @@ export function conv2dShape(
 export function conv2d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv2dOptions = {}): Tensor {
   const s = conv2dShape(x, w, b, opts);
   // Every pass is planned here, at forward time, so the plan names the layer that runs it.
-  const forward = planConv(s, "forward").variant;
+  const layer = currentModule();
+  const forward = planConv(s, "forward", layer).variant;
   // Windows that do not overlap and need no padding (ConvNeXt's 2×2 stride-2 downsampling, the
   // ResNet 1×1 stride-2 convs) make a 1×1 conv over gathered patches: one GEMM instead of a direct
   // convolution (4× faster on the full-size downsampling layers on lavapipe).
@@ -89,8 +90,8 @@ export function conv2d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv2dOpti
   const bias = b ?? null;
   const inputs = bias ? [x, w, bias] : [x, w];
   const tracking = isGradEnabled() && inputs.some((t) => t.requiresGrad);
-  const inputGrad = tracking && x.requiresGrad ? planConv(s, "inputGrad").variant : "";
-  const weightGrad = tracking && w.requiresGrad ? planConv(s, "weightGrad").variant : "";
+  const inputGrad = tracking && x.requiresGrad ? planConv(s, "inputGrad", layer).variant : "";
+  const weightGrad = tracking && w.requiresGrad ? planConv(s, "weightGrad", layer).variant : "";
   const y = empty([s.n, s.o, s.oh, s.ow]);
   convForward(x.binding(), w.binding(), bias ? bias.binding() : null, y.binding(), s, forward);
   return record(y, inputs, (g) => {

@@ -2,7 +2,8 @@
 // and is then shared across the batch).
 
 import { matmul as matmulKernel } from "../../kernels/matmul.ts";
-import { empty, record, type Tensor } from "../tensor.ts";
+import { planMatmul } from "../../kernels/planner.ts";
+import { currentModule, empty, record, type Tensor } from "../tensor.ts";
 import { sum } from "./reduce.ts";
 
 interface MM {
@@ -25,15 +26,9 @@ export function matmulT(a: Tensor, b: Tensor, t: MM = {}): Tensor {
   }
   const batch = Math.max(batchA, batchB, 1);
   const out = empty(batchA || batchB ? [batch, m, n] : [m, n]);
-  matmulKernel(a.binding(), b.binding(), out.binding(), {
-    batch,
-    m,
-    n,
-    k,
-    transA,
-    transB,
-    batchA: batchA > 0,
-    batchB: batchB > 0,
+  const d = { batch, m, n, k, transA, transB, batchA: batchA > 0, batchB: batchB > 0 };
+  matmulKernel(a.binding(), b.binding(), out.binding(), d, {
+    variant: planMatmul(d, currentModule()).variant,
   });
   return record(out, [a, b], (g) => {
     let ga: Tensor | null = null, gb: Tensor | null = null;
