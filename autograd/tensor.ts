@@ -9,7 +9,7 @@
 // forward and backward run on shapes alone; reading their values throws, and so does using them in ops
 // outside a dry run.
 
-import { accumulate } from "../kernels/elementwise.ts";
+import { accumulate, elementwise } from "../kernels/elementwise.ts";
 import {
   acquireBuffer,
   type Binding,
@@ -172,6 +172,13 @@ export function sameShape(a: readonly number[], b: readonly number[]): boolean {
 }
 
 // ---------------------------------------------------------------- creation
+
+/** A tensor of ones written by a kernel (no upload, so recording a step submits nothing). */
+function onesByKernel(shape: readonly number[]): Tensor {
+  const t = empty(shape);
+  elementwise("fill", "1.0", [], t.binding(), shape);
+  return t;
+}
 
 /** A tensor with fresh pooled storage (content undefined until a kernel writes it); meta in a dry run. */
 export function empty(shape: readonly number[], requiresGrad = false): Tensor {
@@ -426,7 +433,7 @@ export function backward(root: Tensor, grad?: Tensor): void {
       if (g !== grad) g.dispose();
     }
   };
-  const seed = grad ?? full(root.shape, 1);
+  const seed = grad ?? onesByKernel(root.shape);
   grads.set(root, seed);
   own(seed);
   noGrad(() => {
