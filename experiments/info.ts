@@ -7,7 +7,11 @@
 
 import { parseArgs } from "node:util";
 import { onMeta } from "../nn/module.ts";
+import { initGPU } from "../kernels/runtime.ts";
+import type { PlanEntry } from "../kernels/planner.ts";
 import { buildModel, type ModelConfig, type ModelOptions, STAGES } from "./models.ts";
+import { formatPlan, trainingStepPlan } from "./plan.ts";
+import { applyKernelSettings } from "./host.ts";
 
 const USAGE = `deno task info --stage NAME [options]
 
@@ -20,6 +24,12 @@ Parameter count, forward FLOPs per 32×32 image and a per-layer table of one of 
   --stem-features N     channels after the stem (default 64)
   --num-classes N       default 10
   --image-size N        input height and width (default 32)
+  --plan                also list the kernel plan of one training step: every conv and matmul pass
+                        (forward, input and weight gradients) with the variant that runs it on this
+                        adapter and its source (default, autotune: a cached winner, override)
+  --batch N             batch of that step (default 64)
+  --force SPEC          plan override, e.g. "conv=tiled" (default: $CONVNEXT_PLAN)
+  --no-autotune         ignore cached autotune winners (also CONVNEXT_AUTOTUNE=0)
   -h, --help`;
 
 function intList(flag: string, v: string | undefined): number[] | undefined {
@@ -91,7 +101,7 @@ function formatTable(info: ModelInfo): string {
   ].join("\n");
 }
 
-export function main(args: string[]): number {
+export async function main(args: string[]): Promise<number> {
   let values;
   try {
     ({ values } = parseArgs({
@@ -104,6 +114,10 @@ export function main(args: string[]): number {
         "stem-features": { type: "string" },
         "num-classes": { type: "string" },
         "image-size": { type: "string" },
+        plan: { type: "boolean", default: false },
+        batch: { type: "string" },
+        force: { type: "string" },
+        "no-autotune": { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
       strict: true,
@@ -128,8 +142,29 @@ export function main(args: string[]): number {
       stemFeatures: int("stem-features", values["stem-features"]),
       numClasses: int("num-classes", values["num-classes"]),
     };
-    const info = modelInfo(values.stage, opts, int("image-size", values["image-size"]) ?? 32);
-    console.log(values.json ? JSON.stringify(info) : formatTable(info));
+    const imageSize = int("image-size", values["image-size"]) ?? 32;
+    const info = modelInfo(values.stage, opts, imageSize);
+    let plan: PlanEntry[] | null = null, adapter = "";
+    if (values.plan) {
+      // the plan depends on the adapter; without one it is the plan for a GPU-class adapter
+      const ctx = await initGPU().catch(() => null);
+      adapter = ctx ? ctx.adapterName : "none found (the plan a GPU-class adapter would get)";
+      if (ctx) {
+        applyKernelSettings(ctx, { plan: values.force, autotune: values["no-autotune"] ? false : undefined });
+      }
+      plan = trainingStepPlan(values.stage, opts, int("batch", values.batch) ?? 64, imageSize);
+    }
+    if (values.json) console.log(JSON.stringify(plan ? { ...info, adapter, plan } : info));
+    else {
+      console.log(formatTable(info));
+      if (plan) {
+        console.log(
+          `\nkernel plan of one training step at batch ${
+            int("batch", values.batch) ?? 64
+          } (adapter: ${adapter}):\n${formatPlan(plan)}`,
+        );
+      }
+    }
     return 0;
   } catch (e) {
     console.error(`info: ${(e as Error).message}`);
@@ -137,4 +172,4 @@ export function main(args: string[]): number {
   }
 }
 
-if (import.meta.main) Deno.exit(main(Deno.args));
+if (import.meta.main) Deno.exit(await main(Deno.args));
