@@ -136,11 +136,19 @@ let overrides: { target: string; variant: string }[] = [];
 export function setPlanOverride(spec: string | null): void {
   const rules: typeof overrides = [];
   for (const part of (spec ?? "").split(",").map((p) => p.trim()).filter(Boolean)) {
+    const f = /^fuse(?:\.([\w-]+))?=(on|off)$/.exec(part);
+    if (f) {
+      if (f[1] && !FUSIONS.includes(f[1] as Fusion)) {
+        throw new Error(`Plan override "${part}": unknown fusion "${f[1]}"; known: ${FUSIONS.join(", ")}`);
+      }
+      rules.push({ target: f[1] ? `fuse.${f[1]}` : "fuse", variant: f[2] });
+      continue;
+    }
     const m = /^(conv|conv\.forward|conv\.inputGrad|conv\.weightGrad|matmul)=([\w/-]+)$/.exec(part);
     if (!m) {
       throw new Error(
         `Plan override "${part}": expected target=variant, target one of conv, conv.forward, conv.inputGrad, ` +
-          `conv.weightGrad, matmul (e.g. "conv=tiled")`,
+          `conv.weightGrad, matmul (e.g. "conv=tiled"), or fuse[.name]=on|off`,
       );
     }
     if (!KNOWN_VARIANTS.some((v) => v === m[2] || v.endsWith(`/${m[2]}`))) {
@@ -193,6 +201,22 @@ function overridden(target: string, candidates: string[]): string | null {
     if (hit) pick = hit;
   }
   return pick;
+}
+
+// ---------------------------------------------------------------- fusions
+
+/**
+ * Fused kernels that replace a chain of unfused ones (each has a CPU reference and a test equal to the
+ * unfused path). All are on by default; "fuse=off" or "fuse.<name>=off" forces the unfused path.
+ */
+export const FUSIONS = [] as const;
+export type Fusion = typeof FUSIONS[number];
+
+/** Whether fusion `name` is on (the last matching override rule wins). */
+export function fusionEnabled(name: Fusion): boolean {
+  let on = true;
+  for (const r of overrides) if (r.target === "fuse" || r.target === `fuse.${name}`) on = r.variant === "on";
+  return on;
 }
 
 // ---------------------------------------------------------------- autotuned winners
