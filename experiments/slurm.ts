@@ -56,6 +56,7 @@ log="$out/run$run.log"
 mkdir -p "$out"
 cd ${q(p.projectDir)} || exit 1
 export XDG_RUNTIME_DIR="\${XDG_RUNTIME_DIR:-/tmp}"
+export NO_COLOR=1 # plain logs
 echo "${LOG_START} $(date -u +%FT%TZ) job \${SLURM_ARRAY_JOB_ID}_$i (id $SLURM_JOB_ID) on $(hostname)," \\
   "restart \${SLURM_RESTART_COUNT:-0}: $stage run $run" >>"$log"
 if grep -qs '"complete": true' "$out/run$run.json"; then

@@ -25,10 +25,11 @@ import { csvText } from "../experiments/results.ts";
 const ROOT = new URL("..", import.meta.url).pathname;
 const dec = new TextDecoder();
 
-async function study(args: string[]): Promise<{ code: number; out: string; err: string }> {
+async function study(args: string[], env?: Record<string, string>) {
   const r = await new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-all", "experiments/study.ts", ...args],
     cwd: ROOT,
+    env,
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -365,6 +366,16 @@ Deno.test("deno task study: --dry-run prints the script, the local backend skips
       /final run 1 {2}failed \(exit 1\): train: CIFAR-10 file data_batch_1\.bin is missing/,
     );
     assert.match(st.out, /2 runs: 1 complete, 1 failed\n$/);
+    // no Slurm here: the submission fails clearly and records no job
+    const noSlurm = await study(["--scheduler", "slurm", "--results", dir, "--stages", "final"], {
+      PATH: dir,
+    });
+    assert.equal(noSlurm.code, 1);
+    assert.match(
+      noSlurm.err,
+      /^study: sbatch failed: sbatch not found \(is this a Slurm login node\? --dry-run/,
+    );
+    assert.equal(await Deno.stat(`${dir}/slurm/study.json`).then(() => true, () => false), false);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
