@@ -100,14 +100,19 @@ export async function evaluate(
   return count ? correct / count : NaN;
 }
 
-/** The device-lost error when the WebGPU device is gone, else null. */
-function deviceLost(): Error | null {
-  try {
-    gpu();
-    return null;
-  } catch (e) {
-    return e as Error;
-  }
+/**
+ * Why `device` was lost, or null when it is still there. Called after an error: the lost promise may
+ * settle a moment after the call that failed (e.g. a readback on a destroyed device), so it waits a
+ * little for it.
+ */
+async function deviceLost(device: GPUDevice, waitMs = 1000): Promise<string | null> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const info = await Promise.race([
+    device.lost,
+    new Promise<null>((resolve) => timer = setTimeout(() => resolve(null), waitMs)),
+  ]);
+  clearTimeout(timer);
+  return info ? `WebGPU device lost (${info.reason}): ${info.message}` : null;
 }
 
 function stochasticDepthModules(model: Model): StochasticDepth[] {
@@ -131,6 +136,7 @@ export function buildRunModel(cfg: TrainConfig, seed: number): Model {
 export async function trainRun(cfg: TrainConfig, opts: RunOptions): Promise<RunResult> {
   const log = opts.log ?? ((s: string) => console.log(s));
   const paths = runPaths(cfg.out, opts.run);
+  const device = gpu().device;
   const seed = cfg.seed + opts.run;
   const model = buildRunModel(cfg, seed);
   const optimizer = new AdamW(model.parameters(), {
@@ -170,7 +176,7 @@ export async function trainRun(cfg: TrainConfig, opts: RunOptions): Promise<RunR
     dropRng: drops.map((d) => d.rng.getState()),
   });
 
-  let stopped = false;
+  let stopped = false, failure: unknown = null;
   // where the run is, and what the last checkpoint holds, for the message when the device is lost
   let at = `epoch ${startEpoch + 1}`;
   let saved = opts.resume && (startEpoch || startBatch)
@@ -205,6 +211,7 @@ export async function trainRun(cfg: TrainConfig, opts: RunOptions): Promise<RunR
         images += batch.size;
         // keep at most one step queued behind the one running, so the host never runs far ahead
         const done = sync();
+        done.catch(() => {}); // awaited below; if the wait before it throws, it must not go unhandled
         if (inFlight) await inFlight;
         inFlight = done;
         if (bar && (steps % cfg.progressEvery === 0 || steps === train.batchesPerEpoch)) {
@@ -289,21 +296,24 @@ export async function trainRun(cfg: TrainConfig, opts: RunOptions): Promise<RunR
       }
     }
   } catch (e) {
-    const lost = deviceLost();
-    if (!lost) throw e;
-    throw new Error(
-      `${lost.message}: run ${opts.run} (${cfg.stage}) stopped in ${at}. ` +
+    const lost = await deviceLost(device);
+    failure = !lost ? e : new Error(
+      `${lost}: run ${opts.run} (${cfg.stage}) stopped in ${at}. ` +
         (saved
           ? `The last checkpoint (${saved}) is intact in ${paths.checkpoint}: `
           : `No checkpoint was written yet: `) +
         `continue with --resume once the GPU is available again.`,
       { cause: e },
     );
-  } finally {
+  }
+  try {
     metrics.dispose();
     model.dispose();
     optimizer.dispose();
+  } catch (e) {
+    failure ??= e; // after a failure (a lost device) freeing can fail too: report the first error
   }
+  if (failure) throw failure;
   const summary = JSON.parse(await Deno.readTextFile(paths.summary).catch(() => "null")) as RunSummary | null;
   return { summary: summary!, rows, complete: !stopped };
 }
