@@ -68,12 +68,20 @@ Trains the study's models on CIFAR-10 with the notebook's recipe and writes resu
   --data-dir DIR       CIFAR-10 binary folder (else $CIFAR10_DIR, else ./data/cifar-10-batches-bin,
                        downloaded when missing)
   --out DIR            results folder (default results/<stage>)
-  --resume             continue the runs found in --out from their last checkpoint
+  --resume             continue the runs found in --out from their last checkpoint (from the
+                       previous one, run<k>.prev.safetensors, when the last fails verification)
   --quick              small preset for machines without a GPU: final stage, narrow model
                        (widths 16,32,64,128, depths 1,1,3,1, stem 16), 2,000 training and 500
                        evaluation images, 2 epochs; explicit flags still override it
   --progress-every N   progress bar refresh in steps (default 10)
   -h, --help           this help
+
+Each run writes run<k>.csv and run<k>.json after every epoch, and checkpoints run<k>.last.safetensors
+(the one before it kept as run<k>.prev.safetensors) and run<k>.best.safetensors, with SHA-256 hashes
+checked on every load. Ctrl-C, SIGTERM (Slurm, Kubernetes, systemd) and SIGHUP finish the current
+training step (or the evaluation under way), write a checkpoint and exit with status 130, 143 and
+129; a second signal quits at once. A complete run is skipped when asked again with the same flags
+and refused, saying what differs, with other flags.
 `;
 
 export interface TrainCli {
