@@ -209,7 +209,12 @@ function overridden(target: string, candidates: string[]): string | null {
  * Fused kernels that replace a chain of unfused ones (each has a CPU reference and a test equal to the
  * unfused path). All are on by default; "fuse=off" or "fuse.<name>=off" forces the unfused path.
  */
-export const FUSIONS = [] as const;
+export const FUSIONS = [
+  // ConvNeXt's 1×1 expand conv: bias + GELU in the GEMM's store (autograd/ops/pointwise_mlp.ts)
+  "bias-gelu",
+  // GELU's backward in the store of the next 1×1 conv's input-gradient GEMM (same op)
+  "gelu-backward",
+] as const;
 export type Fusion = typeof FUSIONS[number];
 
 /** Whether fusion `name` is on (the last matching override rule wins). */
