@@ -214,6 +214,9 @@ export const FUSIONS = [
   "bias-gelu",
   // GELU's backward in the store of the next 1×1 conv's input-gradient GEMM (same op)
   "gelu-backward",
+  // ConvNeXt's x + γ·branch (layer scale, identity drop path, residual add) in one pass each way, dγ
+  // reduced in the backward pass (autograd/ops/layerscale.ts)
+  "layerscale-residual",
 ] as const;
 export type Fusion = typeof FUSIONS[number];
 
