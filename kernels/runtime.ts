@@ -131,11 +131,6 @@ export function kernel(key: string, label: string, source: () => string): GPUCom
   return p;
 }
 
-/** Transitional: a pipeline keyed by its whole source (families move to `kernel` with short keys). */
-export function pipeline(name: string, wgsl: string): GPUComputePipeline {
-  return kernel(wgsl, name, () => wgsl);
-}
-
 /** Number of compiled pipelines. */
 export function pipelineCacheSize(): number {
   return pipelines.size;

@@ -1,5 +1,5 @@
 import { add, checked, commandStats, gpu, pipelineCacheSize, poolStats, tensor } from "../mod.ts";
-import { acquireBuffer, dispatch, pipeline, releaseBuffer, sizeClass } from "../kernels/runtime.ts";
+import { acquireBuffer, dispatch, kernel, releaseBuffer, sizeClass } from "../kernels/runtime.ts";
 import { f32 } from "../kernels/wgsl.ts";
 import { setup } from "./helpers.ts";
 import assert from "node:assert/strict";
@@ -13,14 +13,22 @@ Deno.test("adapter and features are reported", () => {
   assert.ok(c.limits.maxStorageBufferBindingSize >= 64 * 1024 * 1024);
 });
 
-Deno.test("pipelines are compiled once per WGSL source", () => {
+Deno.test("pipelines are compiled once per key, the source generated only on a miss", () => {
   const src = "@group(0) @binding(0) var<storage, read_write> o: array<f32>;\n" +
     "@compute @workgroup_size(1) fn main() { o[0] = 1.0; }";
-  const p1 = pipeline("probe", src);
+  let generated = 0;
+  const source = () => (generated++, src);
+  const p1 = kernel("probe:1", "probe", source);
   const n = pipelineCacheSize();
-  const p2 = pipeline("probe", src);
+  const p2 = kernel("probe:1", "probe", source);
   assert.equal(p1, p2);
   assert.equal(pipelineCacheSize(), n);
+  // the tests run with the key check on: a hit regenerates the source to compare it with the cached one
+  assert.equal(generated, 2);
+  assert.throws(
+    () => kernel("probe:1", "probe", () => src.replace("1.0", "2.0")),
+    /Pipeline key "probe:1" \(probe\) maps to two different WGSL sources/,
+  );
 });
 
 Deno.test("the buffer pool reuses buffers by size class and counts bytes", () => {
@@ -52,9 +60,10 @@ Deno.test("kernels are batched into one submit until readback", async () => {
 Deno.test("validation errors are surfaced with the kernel's name", async () => {
   await assert.rejects(
     checked("broken_kernel", () => {
-      const p = pipeline(
+      const p = kernel(
         "broken_kernel",
-        "@compute @workgroup_size(1) fn main() { let x: f32 = undefined_thing; }",
+        "broken_kernel",
+        () => "@compute @workgroup_size(1) fn main() { let x: f32 = undefined_thing; }",
       );
       dispatch(p, [], [1]);
     }),
