@@ -180,9 +180,8 @@ async function runLocal(cli: StudyCli): Promise<number> {
     console.error(`study: ${failed.length} run(s) failed: ${failed.join("; ")}`);
     return 1;
   }
-  console.log(
-    `study: all ${plan.length} runs complete in ${cli.results}; \`deno task report\` writes the table`,
-  );
+  const report = `deno task report${cli.results === "results" ? "" : ` --results ${cli.results}`}`;
+  console.log(`study: all ${plan.length} runs complete in ${cli.results}; the table: ${report}`);
   return 0;
 }
 

@@ -32,8 +32,9 @@ Slurm (with --scheduler slurm):
   --dry-run            print the sbatch script instead of submitting it
 
 Every other flag is passed to \`deno task train\` (e.g. --epochs, --train-limit, --widths, --quick,
---data-dir); --stage, --run, --out and --resume are set by the study. The same flags must be given to
---status, so it knows the plan (a submitted Slurm study also remembers them in <results>/slurm/).
+--data-dir); --stage, --run, --out and --resume are set by the study. --status reads the plan of the
+last Slurm submission from <results>/slurm/study.json; without one, give it the study's --stages,
+--runs and --epochs.
 `;
 
 export type Scheduler = "local" | "slurm";
