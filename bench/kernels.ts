@@ -7,12 +7,13 @@ import { noGrad, numel, randn, scope } from "../autograd/tensor.ts";
 import { Rng } from "../autograd/random.ts";
 import { buildModel, type ModelOptions } from "../experiments/models.ts";
 import { matmul, type MatmulDims } from "../kernels/matmul.ts";
-import { planMatmul } from "../kernels/planner.ts";
+import { planConv, planMatmul } from "../kernels/planner.ts";
 import { acquireBuffer, releaseBuffer } from "../kernels/runtime.ts";
 import type { Module } from "../nn/module.ts";
 import { AdamW } from "../nn/optim.ts";
 import { type Ceilings, roofline } from "./ceilings.ts";
-import { type LayerCase, layerCases } from "./shapes.ts";
+import { convShapeOf, type LayerCase, layerCases } from "./shapes.ts";
+import { Conv2d } from "../nn/layers.ts";
 import { measure, type MeasureOptions, type Stats } from "./timing.ts";
 
 /** One measured kernel call. */
@@ -21,6 +22,8 @@ export interface KernelRow {
   name: string;
   /** conv1x1, dwconv, conv, groupconv, norm, act, other, gemm, optim. */
   kind: string;
+  /** The kernel variant the planner ran (convolutions and GEMMs). */
+  variant?: string;
   /** forward, backward (input), backward (weight), backward. */
   pass: string;
   /** Input shape of the layer (or GEMM dims). */
@@ -129,9 +132,11 @@ async function benchLayer(
       const timing = await measure(fn, opts.timing);
       cleanup();
       const flops = c.conv ? c.flops : 0;
+      const planPass = p.pass === "forward" ? "forward" : p.x ? "inputGrad" : "weightGrad";
       const row = finish(ceil, {
         name: c.label,
         kind: c.kind,
+        variant: m instanceof Conv2d ? planConv(convShapeOf(m, c.inShape), planPass).variant : undefined,
         pass: p.pass,
         shape: c.inShape.join("×"),
         uses: usesText(c.uses),
@@ -152,9 +157,9 @@ async function benchLayer(
 /** One line of progress output for a row. */
 export function rowLine(r: KernelRow): string {
   const perf = r.flops > 0 ? `${r.gflops.toFixed(2)} GFLOP/s` : `${r.gbs.toFixed(2)} GB/s`;
-  return `  ${r.name} ${r.pass}: ${r.timing.medianMs.toFixed(3)} ms, ${perf}, ${
-    r.pctRoofline.toFixed(1)
-  }% of roof`;
+  return `  ${r.name} ${r.pass}${r.variant ? ` [${r.variant}]` : ""}: ${
+    r.timing.medianMs.toFixed(3)
+  } ms, ${perf}, ${r.pctRoofline.toFixed(1)}% of roof`;
 }
 
 /** The three GEMMs of a 1×1 convolution over N·H·W pixels (channels-last view), as matmul dims. */
@@ -220,6 +225,7 @@ async function benchGemms(
         const row = finish(ceil, {
           name,
           kind: "gemm",
+          variant: planMatmul(g.d).variant,
           pass: g.pass,
           shape: `${
             g.d.batch > 1 ? `${g.d.batch}${g.d.sumBatch ? "Σ" : "×"}` : ""

@@ -16,7 +16,12 @@ Measures, on the WebGPU adapter Deno finds (lavapipe on a machine without a GPU)
   * whole training steps (forward + cross-entropy + backward + AdamW): ms/step, images/s, GPU memory,
     and the sum of the step's kernel times (per-pass timestamps) to show the overhead;
   * with --compare tfjs, TensorFlow.js's WebGPU backend on the same shapes (GEMMs, depthwise 7×7 and
-    dense 3×3 convolutions, forward and both backward passes) and the speed-up ours/theirs.
+    dense 3×3 convolutions, forward and both backward passes) and the speed-up ours/theirs;
+  * with --compare torch, PyTorch on the CPU running the same training steps (the notebook's models
+    from scripts/golden/models.py, parameter counts checked equal to ours; AdamW lr 0.004, weight
+    decay 0.05; torch.set_num_threads = the cores) after ours, and the ratio ours/theirs. Needs a
+    Python with torch: $CONVNEXT_TORCH_PYTHON, else /usr/bin/python3 (Debian's python3-torch), else
+    python3 on PATH; without one the section is skipped with the reason (not an error).
 Timing uses GPU timestamp queries when the adapter has 'timestamp-query', else wall time around a
 batch of calls with one onSubmittedWorkDone.
 
@@ -29,8 +34,9 @@ per kernel and 2 timed steps per model, each after a warm-up.
 Options:
   --filter RE         only rows whose name matches the regular expression (case-insensitive),
                       e.g. "dwconv|GroupNorm", "gemm", "step final"
-  --compare tfjs      add the TensorFlow.js WebGPU comparison (npm:@tensorflow/tfjs-backend-webgpu)
-  --only LIST         sections to run: kernels,steps,tfjs (ceilings always run)
+  --compare LIST      add peers: tfjs (TensorFlow.js WebGPU, npm:@tensorflow/tfjs-backend-webgpu),
+                      torch (PyTorch CPU training steps, scripts/torch_bench.py), or tfjs,torch
+  --only LIST         sections to run: kernels,steps,tfjs,torch (ceilings always run)
   --json              print the report as JSON on stdout (progress goes to stderr)
   --out FILE          also write the JSON report to FILE
   --quick             a smoke run: batch 2, 'final' only, narrow step at batch 16, 2 runs per
@@ -99,18 +105,23 @@ export function parseBenchArgs(
     strict: true,
     allowPositionals: false,
   });
-  if (values.compare !== undefined && values.compare !== "tfjs") {
-    throw new Error(`--compare supports only "tfjs", got "${values.compare}"`);
+  const peers = values.compare === undefined ? [] : values.compare.split(",").map((x) => x.trim());
+  for (const p of peers) {
+    if (p !== "tfjs" && p !== "torch") {
+      throw new Error(`--compare takes "tfjs", "torch" or "tfjs,torch", got "${values.compare}"`);
+    }
   }
   if (values.quick && values.full) throw new Error("--quick and --full exclude each other");
   const quick = !!values.quick, full = !!values.full;
   const sections: Section[] = values.only
     ? values.only.split(",").map((s) => {
-      if (!["kernels", "steps", "tfjs"].includes(s)) throw new Error(`--only: unknown section "${s}"`);
+      if (!["kernels", "steps", "tfjs", "torch"].includes(s)) {
+        throw new Error(`--only: unknown section "${s}"`);
+      }
       return s as Section;
     })
     : ["kernels", "steps"];
-  if (values.compare === "tfjs" && !sections.includes("tfjs")) sections.push("tfjs");
+  for (const p of peers) if (!sections.includes(p as Section)) sections.push(p as Section);
   const batch = int(values.batch, "batch") ?? (quick ? 2 : full ? 64 : 8);
   const stages = list(values.stages, full ? [...STAGES] : ["final"]);
   const extraStages = list(values["extra-stages"], quick || full ? [] : STAGES.filter((s) => s !== "final"));

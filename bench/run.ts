@@ -8,10 +8,11 @@ import { type Ceilings, measureCeilings } from "./ceilings.ts";
 import { benchKernels, type KernelRow } from "./kernels.ts";
 import { benchStep, NARROW, type StepCase, type StepRow } from "./steps.ts";
 import type { CompareRow, TfjsInfo } from "./tfjs.ts";
+import { compareTorch, type TorchSection } from "./torch.ts";
 import type { MeasureOptions } from "./timing.ts";
 import type { ModelOptions } from "../experiments/models.ts";
 
-export type Section = "kernels" | "steps" | "tfjs";
+export type Section = "kernels" | "steps" | "tfjs" | "torch";
 
 export interface BenchOptions {
   sections: Section[];
@@ -54,6 +55,8 @@ export interface BenchReport {
   kernels: KernelRow[];
   steps: StepRow[];
   tfjs: { info: TfjsInfo | null; rows: CompareRow[]; error: string | null } | null;
+  /** PyTorch CPU on the same training steps (`--compare torch`), run after ours. */
+  torch: TorchSection | null;
   /** Issue targets, evaluated on the rows above. */
   targets: { name: string; value: number | null; goal: string; met: boolean | null; detail: string }[];
   notes: string[];
@@ -119,6 +122,17 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       }
     }
   }
+  let torch: TorchSection | null = null;
+  if (o.sections.includes("torch")) {
+    // after our steps have finished (awaited above), so the two never share the cores
+    const cases = o.steps.filter((s) => !filter || filter(`step ${s.name}`) || filter(s.name));
+    log(`PyTorch training steps (${cases.length} cases, ${navigator.hardwareConcurrency} threads) ...`);
+    torch = await compareTorch(cases, { warmup: 1, runs: o.stepRuns, ours: steps, log });
+    if (torch.skipped) log(`  PyTorch skipped: ${torch.skipped}`);
+    if (torch.error) errors.push(`PyTorch: ${torch.error}`);
+    for (const r of torch.rows) if (r.error) errors.push(`PyTorch step ${r.name}: ${r.error}`);
+    for (const e of errors.filter((e) => e.startsWith("PyTorch"))) log(`  ERROR ${e}`);
+  }
   let tfjs: BenchReport["tfjs"] = null;
   if (o.sections.includes("tfjs")) {
     log(`TensorFlow.js comparison (batch ${o.batch}) ...`);
@@ -147,7 +161,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     kernels,
     steps,
     tfjs,
-    targets: evaluateTargets(c, kernels, steps, tfjs?.rows ?? []),
+    torch,
+    targets: evaluateTargets(c, kernels, steps, tfjs?.rows ?? [], torch),
     notes: o.notes ?? [],
     errors,
     seconds: (performance.now() - t0) / 1e3,
@@ -156,11 +171,12 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
 
 // ---------------------------------------------------------------- targets of the issue
 
-function evaluateTargets(
+export function evaluateTargets(
   c: Ceilings,
   kernels: KernelRow[],
   steps: StepRow[],
   cmp: CompareRow[],
+  torch: TorchSection | null,
 ): BenchReport["targets"] {
   const out: BenchReport["targets"] = [];
   const minOf = (xs: number[]) => (xs.length ? Math.min(...xs) : null);
@@ -224,6 +240,38 @@ function evaluateTargets(
       } ms of kernels (${s.passes} passes)`,
     });
   }
+  // issue 11: the narrow and full `final` training steps within 3× of PyTorch CPU in the same run
+  const finals = new Map<string, { name: string; batch: number }>();
+  for (const s of [...steps, ...(torch?.rows ?? [])]) {
+    if (s.stage === "final") finals.set(`${s.name}@${s.batch}`, { name: s.name, batch: s.batch });
+  }
+  for (const f of finals.values()) {
+    const t = torch?.rows.find((r) => r.name === f.name && r.batch === f.batch);
+    const v = t?.ratio ?? null;
+    out.push({
+      name: `${f.name} step (batch ${f.batch}): ours / PyTorch CPU`,
+      value: v,
+      goal: "≤ 3×",
+      met: v === null ? null : v <= 3,
+      detail: v !== null
+        ? `${t!.oursMs!.toFixed(1)} ms vs ${t!.torchMs!.toFixed(1)} ms (PyTorch ${torch!.info!.version}, ${
+          torch!.info!.threads
+        } threads)`
+        : !torch
+        ? "not measured (run with --compare torch)"
+        : torch.skipped ?? torch.error ?? t?.error ??
+          (t?.oursMs === null ? "our step was not run (steps not in --only)" : "PyTorch did not run it"),
+    });
+  }
+  if (!finals.size) {
+    out.push({
+      name: "narrow final and full final steps: ours / PyTorch CPU",
+      value: null,
+      goal: "≤ 3×",
+      met: null,
+      detail: "not measured (no `final` training step in this run)",
+    });
+  }
   return out;
 }
 
@@ -240,6 +288,47 @@ const ms = (
   x: number,
 ) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x >= 1 ? x.toFixed(2) : x.toFixed(3));
 const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)}`;
+
+/** The "PyTorch side by side" section. */
+export function formatTorch(t: TorchSection): string[] {
+  const out = ["## PyTorch side by side (training steps, CPU)"];
+  if (t.skipped) out.push(`PyTorch skipped: ${t.skipped}`);
+  if (t.error) out.push(`PyTorch could not run: ${t.error}`);
+  if (t.info) {
+    out.push(
+      `PyTorch ${t.info.version} (${t.info.python}), ${t.info.threads} threads, oneDNN ${
+        t.info.mkldnn ? "on" : "off"
+      }; run after ours, not beside it; wall clock, median of the same steps after the same warm-up; ` +
+        "ratio = ours ms / PyTorch ms",
+    );
+  }
+  if (t.rows.length) {
+    out.push(table(
+      [
+        "model",
+        "batch",
+        "params ours",
+        "params torch",
+        "ours ms/step",
+        "torch ms/step",
+        "torch range",
+        "ratio",
+      ],
+      t.rows.map((r) => [
+        r.name,
+        `${r.batch}`,
+        `${r.oursParams}`,
+        r.torchParams === null ? "-" : `${r.torchParams}`,
+        r.oursMs === null ? "-" : ms(r.oursMs),
+        r.torchMs === null ? "-" : ms(r.torchMs),
+        r.torchMinMs === null ? "-" : `${ms(r.torchMinMs)}–${ms(r.torchMaxMs!)}`,
+        r.ratio === null ? (r.error ? `ERROR: ${r.error}` : "-") : `×${r.ratio.toFixed(2)}`,
+      ]),
+      [false, true, true, true, true, true, true, false],
+    ));
+  }
+  return out;
+}
 
 /** The report as terminal tables. */
 export function formatReport(r: BenchReport): string {
@@ -272,10 +361,11 @@ export function formatReport(r: BenchReport): string {
     out.push("");
     out.push(`## Kernels (batch ${r.settings.batch})`);
     out.push(table(
-      ["layer", "pass", "input", "ms", "spread", "GFLOP/s", "GB/s", "bound", "% roof", "uses"],
+      ["layer", "pass", "variant", "input", "ms", "spread", "GFLOP/s", "GB/s", "bound", "% roof", "uses"],
       r.kernels.map((k) => [
         k.name,
         k.pass,
+        k.variant ?? "-",
         k.shape,
         ms(k.timing.medianMs),
         `${k.timing.spreadPct.toFixed(0)}%`,
@@ -285,7 +375,7 @@ export function formatReport(r: BenchReport): string {
         k.pctRoofline.toFixed(1),
         k.uses,
       ]),
-      [false, false, false, true, true, true, true, false, true, false],
+      [false, false, false, false, true, true, true, true, false, true, false],
     ));
   }
   if (r.steps.length) {
@@ -338,6 +428,7 @@ export function formatReport(r: BenchReport): string {
       );
     }
   }
+  if (r.torch) out.push("", ...formatTorch(r.torch));
   if (r.tfjs) {
     out.push("");
     out.push(`## TensorFlow.js WebGPU side by side (batch ${r.settings.batch})`);

@@ -5,6 +5,8 @@
 import { buildModel, type ModelOptions, STAGES } from "../experiments/models.ts";
 import { Conv2d } from "../nn/layers.ts";
 import { type Module, onMeta } from "../nn/module.ts";
+import { defaultConvVariant } from "../kernels/planner.ts";
+import { convOutSize, type ConvShape } from "../kernels/shapes.ts";
 
 export { STAGES };
 
@@ -15,7 +17,8 @@ const SKIP = new Set(["Flatten", "Identity", "StochasticDepth"]);
 export interface LayerCase {
   /** Short human-readable name, e.g. "conv 1×1 64→256 @32×32". */
   label: string;
-  /** Kind used by --filter and the report: conv1x1, dwconv, conv, groupconv, norm, act, other. */
+  /** Kind used by --filter and the report (convs by the planner's family): conv1x1, dwconv, patchconv, conv,
+   * groupconv, norm, act, other. */
   kind: string;
   type: string;
   inShape: number[];
@@ -39,9 +42,32 @@ export interface LayerCase {
   };
 }
 
-function convKind(c: Conv2d): string {
-  if (c.groups === 1) return c.kernelSize === 1 ? "conv1x1" : "conv";
-  return c.groups === c.inChannels && c.groups === c.outChannels ? "dwconv" : "groupconv";
+/** The convolution a Conv2d layer runs on `inShape`, in the planner's terms. */
+export function convShapeOf(c: Conv2d, inShape: number[]): ConvShape {
+  const [n, cin, h, w] = inShape;
+  const { kernelSize: k, stride, padding: pad, groups } = c;
+  return {
+    n,
+    c: cin,
+    h,
+    w,
+    o: c.outChannels,
+    k,
+    stride,
+    pad,
+    groups,
+    oh: convOutSize(h, k, stride, pad),
+    ow: convOutSize(w, k, stride, pad),
+  };
+}
+
+/** The bench's kind of a conv layer, from the family of the planner's forward variant. */
+function convKind(c: Conv2d, inShape: number[]): string {
+  const v = defaultConvVariant(convShapeOf(c, inShape), "forward");
+  if (v.startsWith("gemm1x1/")) return "conv1x1";
+  if (v.startsWith("depthwise/")) return "dwconv";
+  if (v === "patches") return "patchconv";
+  return c.groups === 1 ? "conv" : "groupconv";
 }
 
 function describe(
@@ -52,7 +78,7 @@ function describe(
 ): { label: string; kind: string } {
   const sp = (s: number[]) => (s.length === 4 ? `${s[2]}×${s[3]}` : `[${s.slice(1).join("×")}]`);
   if (m instanceof Conv2d) {
-    const kind = convKind(m);
+    const kind = convKind(m, inShape);
     const k = `${m.kernelSize}×${m.kernelSize}${m.stride > 1 ? `/${m.stride}` : ""}`;
     const name = kind === "dwconv" ? "dwconv" : kind === "groupconv" ? `gconv(g${m.groups})` : "conv";
     const ch = kind === "dwconv" ? `${m.inChannels}` : `${m.inChannels}→${m.outChannels}`;
