@@ -3,8 +3,10 @@
 
 import assert from "node:assert/strict";
 import { parseBenchArgs } from "../bench/main.ts";
-import { formatReport, runBench } from "../bench/run.ts";
-import { NARROW } from "../bench/steps.ts";
+import { evaluateTargets, formatReport, formatTorch, runBench } from "../bench/run.ts";
+import type { Ceilings } from "../bench/ceilings.ts";
+import { NARROW, type StepRow } from "../bench/steps.ts";
+import { runTorchScript, torchCase, torchRows } from "../bench/torch.ts";
 import { measure, PassProfiler } from "../bench/timing.ts";
 import { tensor } from "../mod.ts";
 import { relu } from "../autograd/ops/elementwise.ts";
@@ -28,14 +30,21 @@ Deno.test("bench CLI: defaults, --quick, --compare tfjs, --filter and bad argume
   const f = parseBenchArgs(["--full"]);
   assert.equal(f.opts.batch, 64);
   assert.ok(f.opts.steps.every((s) => s.batch === 64));
-  assert.throws(() => parseBenchArgs(["--compare", "torch"]), /only "tfjs"/);
+  const t = parseBenchArgs(["--compare", "torch"]);
+  assert.deepEqual(t.opts.sections, ["kernels", "steps", "torch"]);
+  assert.deepEqual(parseBenchArgs(["--compare", "tfjs,torch", "--only", "steps"]).opts.sections, [
+    "steps",
+    "tfjs",
+    "torch",
+  ]);
+  assert.throws(() => parseBenchArgs(["--compare", "caffe"]), /"tfjs", "torch" or "tfjs,torch"/);
   assert.throws(() => parseBenchArgs(["--stages", "resnet"]), /unknown stage/);
   assert.throws(() => parseBenchArgs(["--batch", "0"]), /positive integer/);
 });
 
 Deno.test("bench harness on a tiny shape: finite, positive numbers in the documented structure", async () => {
   const report = await runBench({
-    sections: ["kernels", "steps"],
+    sections: ["kernels", "steps", "torch"],
     batch: 1,
     stages: ["final"],
     extraStages: ["base"],
@@ -77,12 +86,24 @@ Deno.test("bench harness on a tiny shape: finite, positive numbers in the docume
     finitePositive(s.kernelMs!, "sum of kernel times");
     assert.ok(s.passes! > 10 && s.topKernels.length > 0);
   }
+  // PyTorch ran the same case after ours (or was skipped, saying why, without failing the run)
+  const t = report.torch!;
+  if (t.skipped) console.log(`PyTorch skipped: ${t.skipped}`);
+  else {
+    assert.equal(t.rows.length, 1);
+    assert.equal(t.rows[0].torchParams, 305690);
+    assert.equal(t.rows[0].oursMs, s.timing.medianMs);
+    finitePositive(t.rows[0].ratio!, "ours / PyTorch");
+  }
+  assert.ok(report.targets.some((x) => /final narrow step \(batch 2\): ours \/ PyTorch CPU/.test(x.name)));
   assert.ok(report.targets.length >= 5);
   assert.deepEqual(report.errors, []);
   const json = JSON.parse(JSON.stringify(report));
   assert.equal(json.kernels.length, report.kernels.length);
   const text = formatReport(report);
-  for (const h of ["## Ceilings", "## Kernels", "## Training steps", "## Targets"]) {
+  for (
+    const h of ["## Ceilings", "## Kernels", "## Training steps", "## PyTorch side by side", "## Targets"]
+  ) {
     assert.ok(text.includes(h), h);
   }
   console.log(text);
@@ -108,4 +129,79 @@ Deno.test("bench timing: wall-clock fallback, GPU timestamps and the per-pass pr
     finitePositive(p.totalMs, "profiled ms");
   }
   x.dispose();
+});
+
+Deno.test("PyTorch peer: scripts/torch_bench.py builds the narrow final with our parameter count", async () => {
+  const c = torchCase({ name: "final narrow", stage: "final", batch: 64, model: NARROW }, 1, 1);
+  assert.equal(c.expectParams, 305690);
+  assert.deepEqual([c.widths, c.depths, c.stemFeatures, c.softmaxHead], [
+    NARROW.widths,
+    NARROW.depths,
+    16,
+    false,
+  ]);
+  // a wrong expectation must stop the case (the script asserts the models are the same)
+  const bad = { ...c, name: "wrong", expectParams: c.expectParams + 1 };
+  const out = await runTorchScript({ measure: false, cases: [c, bad] });
+  if ("unavailable" in out) {
+    console.log(`skipped, PyTorch is not installed here: ${out.unavailable}`);
+    return;
+  }
+  assert.equal(out.results[0].params, 305690);
+  assert.equal(out.results[0].error, null);
+  assert.equal(out.results[0].medianMs, null, "measure: false times nothing");
+  assert.match(out.results[1].error!, /305690 parameters, ours 305691/);
+  assert.equal(out.threads >= 1, true);
+});
+
+Deno.test("PyTorch peer: the report's section, ratio and target from a given result", () => {
+  const cases = [
+    torchCase({ name: "final narrow", stage: "final", batch: 64, model: NARROW }, 1, 2),
+    torchCase({ name: "final", stage: "final", batch: 64 }, 1, 2),
+  ];
+  const result = (name: string, params: number, medianMs: number) => ({
+    name,
+    stage: "final",
+    batch: 64,
+    params,
+    warmup: 1,
+    runs: 2,
+    samplesMs: [medianMs - 10, medianMs + 10],
+    medianMs,
+    minMs: medianMs - 10,
+    maxMs: medianMs + 10,
+    error: null,
+  });
+  // our rows: only what the join reads
+  const ours = [{
+    name: "final narrow",
+    batch: 64,
+    stage: "final",
+    timing: { medianMs: 600 },
+    overheadPct: null,
+  }] as StepRow[];
+  const rows = torchRows(cases, [result("final narrow", 305690, 200), result("final", 8531977, 2000)], ours);
+  assert.equal(rows[0].ratio, 3);
+  assert.equal(rows[1].ratio, null);
+  assert.match(rows[1].error!, /parameter counts differ: PyTorch 8531977, ours 8531978/);
+  const section = {
+    info: { version: "1.13.0", python: "python3", threads: 2, mkldnn: true },
+    rows,
+    skipped: null,
+    error: null,
+  };
+  const text = formatTorch(section).join("\n");
+  assert.match(text, /## PyTorch side by side/);
+  assert.match(text, /PyTorch 1\.13\.0 \(python3\), 2 threads/);
+  assert.match(text, /final narrow\s+64\s+305690\s+305690\s+600\s+200\s+190–210\s+×3\.00/);
+  assert.match(text, /ERROR: parameter counts differ/);
+  const targets = evaluateTargets({ fmaGflops: 1 } as Ceilings, [], ours, [], section);
+  const narrow = targets.find((t) => t.name === "final narrow step (batch 64): ours / PyTorch CPU")!;
+  assert.deepEqual([narrow.value, narrow.goal, narrow.met], [3, "≤ 3×", true]);
+  const full = targets.find((t) => t.name === "final step (batch 64): ours / PyTorch CPU")!;
+  assert.equal(full.met, null);
+  const skipped = { info: null, rows: [], skipped: "no Python with PyTorch", error: null };
+  assert.match(formatTorch(skipped).join("\n"), /PyTorch skipped: no Python with PyTorch/);
+  const none = evaluateTargets({ fmaGflops: 1 } as Ceilings, [], ours, [], skipped);
+  assert.equal(none.find((t) => /final narrow.*PyTorch/.test(t.name))!.detail, "no Python with PyTorch");
 });
