@@ -18,7 +18,7 @@ import {
   sbatchScript,
   shellQuote,
 } from "../experiments/slurm.ts";
-import { STAGES } from "../experiments/config.ts";
+import { parseTrainArgs, STAGES } from "../experiments/config.ts";
 import { markdownTable, partialNote, readResults } from "../experiments/report.ts";
 import { csvText } from "../experiments/results.ts";
 
@@ -71,6 +71,14 @@ Deno.test("study flags: seven stages × 3 runs by default, training flags passed
     5,
     ["--cpus-per-task=4", "--mem=16G"],
   ]);
+});
+
+Deno.test("train --run K: one run of the grid (what an array task trains)", () => {
+  assert.deepEqual(parseTrainArgs(["--runs", "3"]).runIndices, [0, 1, 2]);
+  assert.deepEqual(parseTrainArgs(["--run", "2"]).runIndices, [2]);
+  assert.deepEqual(parseTrainArgs(["--run", "1", "--runs", "3"]).runIndices, [1]);
+  assert.throws(() => parseTrainArgs(["--run", "3", "--runs", "3"]), /--run 3 is not one of the 3 runs/);
+  assert.throws(() => parseTrainArgs(["--run=-1"]), /--run needs an integer ≥ 0/);
 });
 
 Deno.test("study flags: bad input gives clear errors", () => {
