@@ -156,11 +156,10 @@ export async function runTorchScript(
     }
     return parsed as unknown as TorchOutput;
   }
-  return {
-    unavailable: `no Python with PyTorch (${
-      why.join("; ")
-    }); install python3-torch or set CONVNEXT_TORCH_PYTHON`,
-  };
+  const hint = Deno.env.get("CONVNEXT_TORCH_PYTHON")
+    ? "check $CONVNEXT_TORCH_PYTHON"
+    : "install python3-torch or set CONVNEXT_TORCH_PYTHON";
+  return { unavailable: `no Python with PyTorch (${why.join("; ")}); ${hint}` };
 }
 
 /** Joins PyTorch's results with our step rows of the same name and batch. */
