@@ -80,10 +80,7 @@ export function defaultDepths(stage: Stage): number[] {
 }
 
 /** Fills in the notebook's defaults and validates the overrides. */
-export function resolveConfig(
-  stage: string,
-  opts: ModelOptions = {},
-): ModelConfig {
+export function resolveConfig(stage: string, opts: ModelOptions = {}): ModelConfig {
   const s = checkStage(stage);
   const cfg: ModelConfig = {
     stage: s,
@@ -97,18 +94,12 @@ export function resolveConfig(
     seed: opts.seed ?? 0,
   };
   const posInt = (v: number) => Number.isInteger(v) && v > 0;
-  if (!cfg.widths.length || !cfg.widths.every(posInt)) {
-    throw new Error(`widths must be positive integers`);
-  }
+  if (!cfg.widths.length || !cfg.widths.every(posInt)) throw new Error(`widths must be positive integers`);
   if (cfg.depths.length !== cfg.widths.length || !cfg.depths.every(posInt)) {
-    throw new Error(
-      `depths [${cfg.depths}] must be ${cfg.widths.length} positive integers, one per width`,
-    );
+    throw new Error(`depths [${cfg.depths}] must be ${cfg.widths.length} positive integers, one per width`);
   }
   for (const k of ["stemFeatures", "numClasses", "inChannels"] as const) {
-    if (!posInt(cfg[k])) {
-      throw new Error(`${k} must be a positive integer, got ${cfg[k]}`);
-    }
+    if (!posInt(cfg[k])) throw new Error(`${k} must be a positive integer, got ${cfg[k]}`);
   }
   if (!(cfg.dropPath >= 0 && cfg.dropPath < 1)) {
     throw new Error(`dropPath must be in [0, 1), got ${cfg.dropPath}`);
@@ -116,9 +107,7 @@ export function resolveConfig(
   if (s === "final") {
     const total = cfg.depths.reduce((a, b) => a + b, 0);
     if (total < cfg.widths.length) {
-      throw new Error(
-        `final: sum(depths) = ${total} must be at least the number of stages (drop-path rule)`,
-      );
+      throw new Error(`final: sum(depths) = ${total} must be at least the number of stages (drop-path rule)`);
     }
   } else {
     // the notebook's stages 2+ stride their first block, whose shortcut is the identity when in == out
@@ -131,9 +120,7 @@ export function resolveConfig(
     }
     if (s !== "inverted" && s !== "kernel7") {
       for (const w of cfg.widths) {
-        if (w % 4 !== 0) {
-          throw new Error(`${s}: widths must be multiples of 4, got ${w}`);
-        }
+        if (w % 4 !== 0) throw new Error(`${s}: widths must be multiples of 4, got ${w}`);
       }
     }
   }
@@ -168,13 +155,7 @@ class UtilConv extends Sequential {
     } = {},
   ) {
     super(
-      new Conv2d(inF, outF, k, {
-        stride,
-        padding: Math.floor(k / 2),
-        bias,
-        groups,
-        rng,
-      }),
+      new Conv2d(inF, outF, k, { stride, padding: Math.floor(k / 2), bias, groups, rng }),
       new BatchNorm2d(outF),
       act ? new ReLU() : new Identity(),
     );
@@ -191,22 +172,12 @@ class BottleNeckBlock extends Module {
   readonly shortcut: Module;
   readonly act: ReLU;
 
-  constructor(
-    stage: Stage,
-    inF: number,
-    outF: number,
-    stride: number,
-    rng: Rng,
-  ) {
+  constructor(stage: Stage, inF: number, outF: number, stride: number, rng: Rng) {
     super();
     let layers: UtilConv[];
     if (stage === "inverted") {
       const e = outF * 4;
-      if (e % inF !== 0) {
-        throw new Error(
-          `inverted: groups ${inF} must divide the ${e} expanded channels`,
-        );
-      }
+      if (e % inF !== 0) throw new Error(`inverted: groups ${inF} must divide the ${e} expanded channels`);
       layers = [
         new UtilConv(inF, e, 1, rng, { stride, bias: false }),
         new UtilConv(e, e, 3, rng, { bias: false, groups: inF }),
@@ -223,10 +194,7 @@ class BottleNeckBlock extends Module {
       const r = Math.floor(outF / 4);
       layers = [
         new UtilConv(inF, r, 1, rng, { stride, bias: false }),
-        new UtilConv(r, r, 3, rng, {
-          bias: false,
-          groups: stage === "resnextify" ? r : 1,
-        }),
+        new UtilConv(r, r, 3, rng, { bias: false, groups: stage === "resnextify" ? r : 1 }),
         new UtilConv(r, outF, 1, rng, { bias: false, act: false }),
       ];
     }
@@ -234,18 +202,14 @@ class BottleNeckBlock extends Module {
     this.shortcut = this.addModule(
       "shortcut",
       inF !== outF
-        ? new Sequential(
-          new UtilConv(inF, outF, 1, rng, { stride, bias: false }),
-        )
+        ? new Sequential(new UtilConv(inF, outF, 1, rng, { stride, bias: false }))
         : new Identity(),
     );
     this.act = this.addModule("act", new ReLU());
   }
 
   forward(x: Tensor): Tensor {
-    return this.act.forward(
-      add(this.block.forward(x), this.shortcut.forward(x)),
-    );
+    return this.act.forward(add(this.block.forward(x), this.shortcut.forward(x)));
   }
 }
 
@@ -270,12 +234,7 @@ class Decoder extends Module {
   readonly avg: AdaptiveAvgPool2d;
   readonly decoder: Linear;
 
-  constructor(
-    inF: number,
-    classes: number,
-    readonly softmaxHead: boolean,
-    rng: Rng,
-  ) {
+  constructor(inF: number, classes: number, readonly softmaxHead: boolean, rng: Rng) {
     super();
     this.avg = this.addModule("avg", new AdaptiveAvgPool2d(1));
     this.decoder = this.addModule("decoder", new Linear(inF, classes, { rng }));
@@ -299,29 +258,19 @@ class ResNet extends Model {
     const { stage, widths, depths, stemFeatures: stem, inChannels } = cfg;
     const stemModule = stage === "base" || stage === "stage_ratio"
       ? new Sequential(new UtilConv(inChannels, stem, 3, rng))
-      : new Sequential(
-        new Conv2d(inChannels, stem, 1, { stride: 1, rng }),
-        new BatchNorm2d(stem),
-      );
+      : new Sequential(new Conv2d(inChannels, stem, 1, { stride: 1, rng }), new BatchNorm2d(stem));
     const stages: Module[] = [];
     widths.forEach((w, i) => {
       const inF = i === 0 ? stem : widths[i - 1];
       const stride = i === 0 ? 1 : 2;
       const blocks = [new BottleNeckBlock(stage, inF, w, stride, rng)];
-      for (let d = 1; d < depths[i]; d++) {
-        blocks.push(new BottleNeckBlock(stage, w, w, 1, rng));
-      }
+      for (let d = 1; d < depths[i]; d++) blocks.push(new BottleNeckBlock(stage, w, w, 1, rng));
       stages.push(new Sequential(...blocks));
     });
     this.encoder = this.addModule("encoder", new Encoder(stemModule, stages));
     this.decoder = this.addModule(
       "decoder",
-      new Decoder(
-        widths[widths.length - 1],
-        cfg.numClasses,
-        cfg.softmaxHead,
-        rng,
-      ),
+      new Decoder(widths[widths.length - 1], cfg.numClasses, cfg.softmaxHead, rng),
     );
   }
 
@@ -346,9 +295,7 @@ class ResidualLayerScaler extends LayerScaler {
   override forward(x: Tensor): Tensor {
     const skip = this.skip;
     this.skip = null;
-    return skip
-      ? layerScaleResidual(skip, this.param("gamma"), x)
-      : super.forward(x);
+    return skip ? layerScaleResidual(skip, this.param("gamma"), x) : super.forward(x);
   }
 }
 
@@ -358,13 +305,7 @@ class ConvNextBlock extends Module {
   readonly layerScaler: ResidualLayerScaler;
   readonly dropPath: StochasticDepth;
 
-  constructor(
-    inF: number,
-    outF: number,
-    dropP: number,
-    rng: Rng,
-    dropRng: Rng,
-  ) {
+  constructor(inF: number, outF: number, dropP: number, rng: Rng, dropRng: Rng) {
     super();
     const e = outF * 4;
     this.block = this.addModule(
@@ -377,22 +318,13 @@ class ConvNextBlock extends Module {
         new Conv2d(e, outF, 1, { rng }),
       ),
     );
-    this.layerScaler = this.addModule(
-      "layer_scaler",
-      new ResidualLayerScaler(1e-6, outF),
-    );
-    this.dropPath = this.addModule(
-      "drop_path",
-      new StochasticDepth(dropP, dropRng),
-    );
+    this.layerScaler = this.addModule("layer_scaler", new ResidualLayerScaler(1e-6, outF));
+    this.dropPath = this.addModule("drop_path", new StochasticDepth(dropP, dropRng));
   }
 
   forward(x: Tensor): Tensor {
     const branch = this.block.forward(x);
-    if (
-      (!this.dropPath.training || this.dropPath.p === 0) &&
-      fusionEnabled("layerscale-residual")
-    ) {
+    if ((!this.dropPath.training || this.dropPath.p === 0) && fusionEnabled("layerscale-residual")) {
       // x + γ·branch in one pass; the drop path (the identity here) still runs, so traces list it
       this.layerScaler.skip = x;
       return this.dropPath.forward(this.layerScaler.forward(branch));
@@ -415,27 +347,16 @@ function convNextEncoder(cfg: ModelConfig, rng: Rng, dropRng: Rng): Encoder {
     const p = dropProbs[i];
     const layers: Module[] = [];
     if (inF !== w) {
-      layers.push(
-        new Sequential(
-          new GroupNorm(1, inF),
-          new Conv2d(inF, w, 2, { stride: 2, rng }),
-        ),
-      );
+      layers.push(new Sequential(new GroupNorm(1, inF), new Conv2d(inF, w, 2, { stride: 2, rng })));
     }
-    for (let d = 0; d < depths[i]; d++) {
-      layers.push(new ConvNextBlock(w, w, p, rng, dropRng));
-    }
+    for (let d = 0; d < depths[i]; d++) layers.push(new ConvNextBlock(w, w, p, rng, dropRng));
     return new Sequential(...layers);
   });
   return new Encoder(stemModule, stages);
 }
 
 /** torch.linspace(start, end, steps) in float32 (PyTorch's CPU kernel), as Python floats (`.item()`). */
-export function linspaceF32(
-  start: number,
-  end: number,
-  steps: number,
-): number[] {
+export function linspaceF32(start: number, end: number, steps: number): number[] {
   const f = Math.fround;
   const [s, e] = [f(start), f(end)];
   if (steps === 1) return [s];
@@ -443,10 +364,7 @@ export function linspaceF32(
   const half = Math.floor(steps / 2);
   return Array.from(
     { length: steps },
-    (
-      _,
-      i,
-    ) => (i < half ? f(s + f(step * i)) : f(e - f(step * (steps - 1 - i)))),
+    (_, i) => (i < half ? f(s + f(step * i)) : f(e - f(step * (steps - 1 - i)))),
   );
 }
 
@@ -460,10 +378,7 @@ class ConvNext extends Model {
     const rng = new Rng(cfg.seed);
     const dropRng = new Rng((cfg.seed ^ 0x5bd1e995) >>> 0);
     const c = cfg.widths[cfg.widths.length - 1];
-    this.encoder = this.addModule(
-      "encoder",
-      convNextEncoder(cfg, rng, dropRng),
-    );
+    this.encoder = this.addModule("encoder", convNextEncoder(cfg, rng, dropRng));
     this.head = this.addModule(
       "head",
       new Sequential(
@@ -489,10 +404,7 @@ class ConvNext extends Model {
  * `onMeta(...)` to get shapes only: parameter and FLOP counts (`summary()`) without GPU memory, and a
  * forward and backward on meta tensors inside `dryRun(...)`.
  */
-export function buildModel(
-  stage: Stage | string,
-  opts: ModelOptions = {},
-): Model {
+export function buildModel(stage: Stage | string, opts: ModelOptions = {}): Model {
   const cfg = resolveConfig(stage, opts);
   return cfg.stage === "final" ? new ConvNext(cfg) : new ResNet(cfg);
 }
