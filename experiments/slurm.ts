@@ -1,11 +1,8 @@
 // Slurm backend of `deno task study`: the sbatch job-array script (one task per run), submitting it,
 // and reading the tasks' states back from squeue/sacct. The script and the parsers are pure.
 
-import { LOG_EXIT, LOG_START, type PlannedRun, type SlurmOptions } from "./study_plan.ts";
+import { LOG_EXIT, LOG_START, type PlannedRun, type SlurmOptions, WARN_SECONDS } from "./study_plan.ts";
 import type { Stage } from "./stages.ts";
-
-/** Seconds before the time limit at which the task's shell gets SIGTERM (--signal=B:TERM@…). */
-export const WARN_SECONDS = 120;
 
 export function shellQuote(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`;

@@ -24,8 +24,8 @@ Complete runs are skipped, unfinished ones resume from their checkpoint.
 Slurm (with --scheduler slurm):
   --partition NAME     sbatch --partition
   --gres SPEC          sbatch --gres, e.g. gpu:1 (one GPU per run)
-  --time LIMIT         sbatch --time per task, e.g. 24:00:00; 120 s before it the run checkpoints
-                       and the task requeues itself
+  --time LIMIT         sbatch --time per task (at least 5 minutes), e.g. 24:00:00; 120 s before
+                       it the run checkpoints and the task requeues itself to go on
   --max-parallel N     at most N tasks at once (the %N of --array)
   --job-name NAME      default convnext-study
   --sbatch-args "..."  more sbatch options, split on spaces (e.g. "--cpus-per-task=4 --mem=16G")
@@ -88,6 +88,24 @@ const BOOL_FLAGS = ["status", "dry-run", "help"] as const;
 /** Training flags the study sets itself. */
 const OWNED_TRAIN_FLAGS = ["stage", "run", "out", "resume"];
 
+/** Seconds before the time limit at which a task's shell gets SIGTERM (--signal=B:TERM@…). */
+export const WARN_SECONDS = 120;
+/** The shortest --time accepted: the warning must leave a task time to train. */
+export const MIN_TIME_SECONDS = 5 * 60;
+
+/** Seconds in a Slurm time limit (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S); Infinity for UNLIMITED. */
+export function slurmTimeSeconds(t: string): number {
+  if (/^(unlimited|infinite)$/i.test(t)) return Infinity;
+  const m = t.match(/^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$/);
+  if (!m) {
+    throw new Error(`--time must be a Slurm time limit (M, M:S, H:M:S, D-H, D-H:M or D-H:M:S), got "${t}"`);
+  }
+  const [d, a, b, c] = [m[1], m[2], m[3], m[4]].map((x) => (x === undefined ? undefined : Number(x)));
+  if (d !== undefined) return ((d * 24 + a!) * 60 + (b ?? 0)) * 60 + (c ?? 0);
+  if (c !== undefined) return (a! * 60 + b!) * 60 + c;
+  return b !== undefined ? a! * 60 + b : a! * 60;
+}
+
 function positiveInt(name: string, v: string): number {
   const x = Number(v);
   if (!Number.isInteger(x) || x < 1) throw new Error(`--${name} needs an integer ≥ 1, got "${v}"`);
@@ -137,6 +155,13 @@ export function parseStudyArgs(args: string[]): StudyCli {
   if (scheduler === "local" && misplaced) throw new Error(`--${misplaced} needs --scheduler slurm`);
   // the training flags are checked now, so a typo fails here and not in 21 array tasks
   const train = parseTrainArgs([...trainArgs, "--stage", "final"]);
+  const time = str("time");
+  if (time !== undefined && slurmTimeSeconds(time) < MIN_TIME_SECONDS) {
+    throw new Error(
+      `--time ${time} is too short: each task is told to checkpoint ${WARN_SECONDS} s before its limit, ` +
+        `so give it at least ${MIN_TIME_SECONDS / 60} minutes (hours are usual)`,
+    );
+  }
   const jobName = str("job-name") ?? "convnext-study";
   if (!/^[\w.-]+$/.test(jobName)) throw new Error(`--job-name may hold letters, digits, _ . - only`);
   return {
@@ -150,7 +175,7 @@ export function parseStudyArgs(args: string[]): StudyCli {
     slurm: {
       partition: str("partition"),
       gres: str("gres"),
-      time: str("time"),
+      time,
       maxParallel: str("max-parallel") === undefined
         ? undefined
         : positiveInt("max-parallel", str("max-parallel")!),

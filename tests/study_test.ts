@@ -8,6 +8,7 @@ import {
   parseStudyArgs,
   planGrid,
   runStatus,
+  slurmTimeSeconds,
   STALE_SECONDS,
   trainArgsFor,
 } from "../experiments/study_plan.ts";
@@ -92,7 +93,25 @@ Deno.test("study flags: bad input gives clear errors", () => {
   assert.throws(() => parseStudyArgs(["--bogus"]), /Unknown option '--bogus'/);
   assert.throws(() => parseStudyArgs(["--epochs", "0"]), /--epochs needs an integer ≥ 1/);
   assert.throws(() => parseStudyArgs(["--max-parallel"]), /--max-parallel needs a value/);
+  assert.throws(() => parseStudyArgs(["--scheduler=slurm", "--time=2:00"]), /--time 2:00 is too short/);
+  assert.throws(
+    () => parseStudyArgs(["--scheduler=slurm", "--time=1h"]),
+    /--time must be a Slurm time limit/,
+  );
   assert.throws(() => parseStudyArgs(["--scheduler=slurm", "--job-name", "a b"]), /--job-name may hold/);
+});
+
+Deno.test("Slurm time limits in seconds", () => {
+  const cases: [string, number][] = [
+    ["90", 5400],
+    ["10:30", 630],
+    ["24:00:00", 86400],
+    ["2-0", 172800],
+    ["1-2:30", 95400],
+    ["1-00:00:05", 86405],
+    ["UNLIMITED", Infinity],
+  ];
+  for (const [t, s] of cases) assert.equal(slurmTimeSeconds(t), s, t);
 });
 
 Deno.test("the grid: array index i is stage i / runs, run i % runs", () => {
