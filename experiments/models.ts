@@ -13,12 +13,14 @@
 // like the notebook; `softmaxHead: true` appends a softmax to it too.
 
 import { Rng } from "../autograd/random.ts";
-import type { Tensor } from "../autograd/tensor.ts";
+import { currentModule, isGradEnabled, type Tensor } from "../autograd/tensor.ts";
+import { pointwiseMlp } from "../autograd/ops/pointwise_mlp.ts";
+import { fusionEnabled } from "../kernels/planner.ts";
+import { isDryRun } from "../kernels/runtime.ts";
 import { add } from "../autograd/ops/elementwise.ts";
 import { reshape } from "../autograd/ops/shape.ts";
 import { softmax } from "../autograd/ops/activation.ts";
 import { layerScaleResidual } from "../autograd/ops/layerscale.ts";
-import { fusionEnabled } from "../kernels/planner.ts";
 import {
   AdaptiveAvgPool2d,
   BatchNorm2d,
@@ -282,6 +284,25 @@ class ResNet extends Model {
 // ---------------------------------------------------------------- step 7 (ConvNeXt)
 
 /**
+ * A ConvNeXt block's `block` Sequential: dwconv → GroupNorm → [1×1 → GELU → 1×1] with the bracket as
+ * one fused op (autograd/ops/pointwise_mlp.ts) unless both its fusions are off, else module by module.
+ * A dry run without a tape is `summary()`, which must meet every leaf module (and has no GPU work that
+ * fusion could save): it runs module by module too. Parameters and names are the modules' either way.
+ */
+function convNextBlockBody(block: Sequential, x: Tensor): Tensor {
+  const fused = (fusionEnabled("bias-gelu") || fusionEnabled("gelu-backward")) &&
+    !(isDryRun() && !isGradEnabled());
+  if (!fused) return block.forward(x);
+  const [dw, norm, expand, , project] = block.layers as [Module, Module, Conv2d, GELU, Conv2d];
+  // the layer names the traced modules would run under (plan log), "" when untraced
+  const base = currentModule();
+  const name = (i: number) => (base ? `${base}.block.${i}` : "");
+  return pointwiseMlp(norm.forward(dw.forward(x)), expand.weight, expand.bias, project.weight, project.bias, {
+    layers: [name(2), name(4)],
+  });
+}
+
+/**
  * The block's LayerScaler (same parameter, same name in traces): when the block hands it the residual
  * input `skip`, it returns skip + γ·branch in one fused pass (fusion "layerscale-residual").
  */
@@ -323,7 +344,7 @@ class ConvNextBlock extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    const branch = this.block.forward(x);
+    const branch = convNextBlockBody(this.block, x);
     if ((!this.dropPath.training || this.dropPath.p === 0) && fusionEnabled("layerscale-residual")) {
       // x + γ·branch in one pass; the drop path (the identity here) still runs, so traces list it
       this.layerScaler.skip = x;

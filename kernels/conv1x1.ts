@@ -35,6 +35,15 @@ import {
   withPartials,
 } from "./conv_common.ts";
 import { conv1x1Dims } from "./planner.ts";
+import {
+  epilogueBindings,
+  epilogueDecl,
+  epilogueFns,
+  epilogueStore,
+  epilogueTag,
+  type GemmEpilogue,
+} from "./epilogue.ts";
+import { geluBackward, geluForward } from "./activation.ts";
 import { convKey } from "./shapes.ts";
 
 const R4 = [0, 1, 2, 3];
@@ -292,15 +301,27 @@ ${
   dispatch(pipe, binds, groups);
 }
 
-/** dst [b, a, inner] = src [a, b, inner] with the two leading axes swapped. */
-function swapLeading(src: Binding, dst: Binding, a: number, b: number, inner: number): void {
+/**
+ * dst [b, a, inner] = src [a, b, inner] with the two leading axes swapped, through `ep` (the epilogue's
+ * tensor in dst's layout): the columns variants apply a GEMM's epilogue here, after the transpose back.
+ */
+function swapLeading(
+  src: Binding,
+  dst: Binding,
+  a: number,
+  b: number,
+  inner: number,
+  ep?: GemmEpilogue,
+): void {
   const total = a * b * inner;
   const grid = grid1D(total);
   const pipe = kernel(
-    `swap_leading:${a},${b},${inner}:${grid}`,
+    `swap_leading:${a},${b},${inner}:${grid}:${epilogueTag(ep)}`,
     "gemm1x1/columns",
     () =>
       `${storageDecls(["src"], ["dst"])}
+${epilogueDecl(ep, 2, "f32")}
+${epilogueFns(ep)}
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${linearIndex(grid)};
@@ -308,10 +329,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let r = t % ${inner}u;
   let i = (t / ${inner}u) % ${a}u;
   let j = t / ${a * inner}u;
-  dst[t] = src[(i * ${b}u + j) * ${inner}u + r];
+  ${epilogueStore(ep, "t", `src[(i * ${b}u + j) * ${inner}u + r]`, false, "dst")}
 }`,
   );
-  dispatch(pipe, [src, dst], grid);
+  dispatch(pipe, [src, dst, ...epilogueBindings(ep)], grid);
 }
 
 /**
@@ -325,12 +346,13 @@ function imagesAsColumns(
   outCh: number,
   s: ConvShape,
   mm: (inT: GPUBuffer, outT: GPUBuffer) => void,
+  ep?: GemmEpilogue,
 ): void {
   const p = s.h * s.w;
   const inT = acquireBuffer(s.n * inCh * p * 4), outT = acquireBuffer(s.n * outCh * p * 4);
   swapLeading(input, inT, s.n, inCh, p);
   mm(inT, outT);
-  swapLeading(outT, output, outCh, s.n, p);
+  swapLeading(outT, output, outCh, s.n, p, ep);
   releaseBuffer(inT);
   releaseBuffer(outT);
 }
@@ -462,4 +484,76 @@ ${
     dw,
     (dst) => dispatch(pipe, [dy, x, dst], groups),
   );
+}
+
+// ---------------------------------------------------------------- with a GELU epilogue
+
+/** Variants whose GEMM store (or transpose back) takes an epilogue; vec4 and scalar run unfused. */
+export const conv1x1EpilogueVariants = [
+  "gemm1x1/texture",
+  "gemm1x1/tiled",
+  "gemm1x1/columns-texture",
+  "gemm1x1/columns-tiled",
+];
+
+/**
+ * y = gelu(conv1x1(x, w) + b), and pre = conv1x1(x, w) + b when `pre` is given (the backward needs
+ * it). Fused into the GEMM's store (columns variants: into the transpose back); other variants run
+ * the conv into `pre` (a scratch buffer without it), then a GELU pass.
+ */
+export function conv1x1ForwardGelu(
+  x: Binding,
+  w: Binding,
+  b: Binding | null,
+  pre: Binding | null,
+  y: Binding,
+  s: ConvShape,
+  variant: string,
+): void {
+  const rowBias = b ?? undefined;
+  const epilogue: GemmEpilogue = { gelu: pre ? { pre } : {} };
+  if (variant.includes("/columns-")) {
+    const d = conv1x1Dims(s, "forward", true);
+    const mm = (xt: GPUBuffer, yt: GPUBuffer) =>
+      matmul(w, xt, yt, d, { rowBias, variant: gemmVariant(variant) });
+    return imagesAsColumns(x, s.c, y, s.o, s, mm, epilogue);
+  }
+  if (conv1x1EpilogueVariants.includes(variant)) {
+    return matmul(w, x, y, conv1x1Dims(s, "forward"), { rowBias, epilogue, variant: gemmVariant(variant) });
+  }
+  const count = s.n * s.o * s.h * s.w;
+  const scratch = pre ? null : acquireBuffer(count * 4);
+  const p = pre ?? scratch!;
+  conv1x1Forward(x, w, b, p, s, variant);
+  geluForward(p, y, count);
+  if (scratch) releaseBuffer(scratch);
+}
+
+/**
+ * dx = (wᵀ · dy) · gelu'(pre) per image: the input gradient of a 1×1 conv whose input was gelu(pre),
+ * carried on through the GELU. Fused into the GEMM's store (columns variants: into the transpose
+ * back); other variants run the input gradient, then a GELU-backward pass.
+ */
+export function conv1x1BackwardInputGeluGrad(
+  dy: Binding,
+  w: Binding,
+  pre: Binding,
+  dx: Binding,
+  s: ConvShape,
+  variant: string,
+): void {
+  const epilogue: GemmEpilogue = { geluGradOf: pre };
+  if (variant.includes("/columns-")) {
+    const d = conv1x1Dims(s, "inputGrad", true);
+    const mm = (dyt: GPUBuffer, dxt: GPUBuffer) => matmul(w, dyt, dxt, d, { variant: gemmVariant(variant) });
+    return imagesAsColumns(dy, s.o, dx, s.c, s, mm, epilogue);
+  }
+  if (conv1x1EpilogueVariants.includes(variant)) {
+    return matmul(w, dy, dx, conv1x1Dims(s, "inputGrad"), { epilogue, variant: gemmVariant(variant) });
+  }
+  const count = s.n * s.c * s.h * s.w;
+  const g = acquireBuffer(count * 4);
+  conv1x1BackwardInput(dy, w, g, s, variant);
+  geluBackward(g, pre, dx, count);
+  releaseBuffer(g);
 }

@@ -20,6 +20,14 @@
 import { type Binding, dispatch, kernel } from "./runtime.ts";
 import type { MatmulDims } from "./shapes.ts";
 import { withPartials } from "./conv_common.ts";
+import {
+  epilogueBindings,
+  epilogueDecl,
+  epilogueFns,
+  epilogueStore,
+  epilogueTag,
+  type GemmEpilogue,
+} from "./epilogue.ts";
 
 /** A GEMM tile: BM×BN of C per workgroup, BK along K per step, TM×TN of C per invocation. */
 export interface GemmTile {
@@ -87,6 +95,8 @@ export function gemmSplitK(d: MatmulDims, tile: GemmTile = gemmTile(d), targetWo
 export interface GemmTiledOptions {
   /** Added to every row of C (rowBias[i] on row i). */
   rowBias?: Binding;
+  /** Elementwise work in the store (kernels/epilogue.ts); needs an unsplit reduction. */
+  epilogue?: GemmEpilogue;
   /** Chunks of the reduction (1: no split; clamped to the number of BK steps). */
   splitK?: number;
   tile?: GemmTile;
@@ -113,6 +123,8 @@ export function matmulTiled(
   const chunks = Math.ceil(steps / len);
   const outBatch = d.sumBatch ? 1 : d.batch;
   const bias = !!opts.rowBias;
+  const ep = opts.epilogue, tag = epilogueTag(ep);
+  if (tag && chunks > 1) throw new Error("matmulTiled: an epilogue needs an unsplit reduction (splitK 1)");
   // vec4 operands where the contiguous axis of the stored matrix is a multiple of 4 (pooled buffers and
   // binding offsets are 256-byte aligned, so every vec4 is aligned)
   const vecA = d.transA ? d.m % 4 === 0 : d.k % 4 === 0;
@@ -121,12 +133,12 @@ export function matmulTiled(
   const f = (x: boolean | undefined) => (x ? 1 : 0);
   const key = `gemm_tiled:${d.batch},${d.m},${d.n},${d.k},${f(d.transA)}${f(d.transB)}${f(d.batchA)}${
     f(d.batchB)
-  }${f(d.sumBatch)}${f(bias)},${chunks},${len},${t.bm},${t.bn},${t.bk},${t.tm},${t.tn}`;
+  }${f(d.sumBatch)}${f(bias)}${tag},${chunks},${len},${t.bm},${t.bn},${t.bk},${t.tm},${t.tn}`;
   const label = chunks > 1 ? "gemm/tiled-splitk" : "gemm/tiled";
-  const pipe = kernel(key, label, () => tiledSource(d, t, { chunks, len, bias, vecA, vecB, vecC }));
+  const pipe = kernel(key, label, () => tiledSource(d, t, { chunks, len, bias, vecA, vecB, vecC, ep }));
   const groups: [number, number, number] = [Math.ceil(d.n / t.bn), Math.ceil(d.m / t.bm), outBatch * chunks];
   withPartials(chunks, outBatch * d.m * d.n, c, (dst) => {
-    dispatch(pipe, opts.rowBias ? [a, b, dst, opts.rowBias] : [a, b, dst], groups);
+    dispatch(pipe, [a, b, dst, ...(opts.rowBias ? [opts.rowBias] : []), ...epilogueBindings(ep)], groups);
   });
 }
 
@@ -137,6 +149,7 @@ interface SourceOpts {
   vecA: boolean;
   vecB: boolean;
   vecC: boolean;
+  ep?: GemmEpilogue;
 }
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -242,14 +255,20 @@ ${scatter("Bs", "v", (i) => `q * 4u + ${i}u`, bn4, "cc")}`,
     H.map((h) => {
       const row = `(rb + ${i}u)`, col = `(cb + ${4 * h}u)`;
       if (o.vecC) {
-        return `  if (${row} < ${m}u && ${col} < ${n}u) { C[(cOff + ${row} * ${n}u + ${col}) / 4u] = acc${i}_${h}${
-          biasTerm(row)
-        }; }`;
+        const idx = `(cOff + ${row} * ${n}u + ${col}) / 4u`;
+        return `  if (${row} < ${m}u && ${col} < ${n}u) { ${
+          epilogueStore(o.ep, idx, `acc${i}_${h}${biasTerm(row)}`, true)
+        } }`;
       }
       return range(4).map((j) =>
-        `  if (${row} < ${m}u && ${col} + ${j}u < ${n}u) { C[cOff + ${row} * ${n}u + ${col} + ${j}u] = acc${i}_${h}[${j}]${
-          biasTerm(row)
-        }; }`
+        `  if (${row} < ${m}u && ${col} + ${j}u < ${n}u) { ${
+          epilogueStore(
+            o.ep,
+            `cOff + ${row} * ${n}u + ${col} + ${j}u`,
+            `acc${i}_${h}[${j}]${biasTerm(row)}`,
+            false,
+          )
+        } }`
       ).join("\n");
     }).join("\n")
   ).join("\n");
@@ -258,6 +277,8 @@ ${scatter("Bs", "v", (i) => `q * 4u + ${i}u`, bn4, "cc")}`,
 @group(0) @binding(1) var<storage, read> B: ${arr(o.vecB)};
 @group(0) @binding(2) var<storage, read_write> C: ${arr(o.vecC)};
 ${o.bias ? "@group(0) @binding(3) var<storage, read> Bias: array<f32>;" : ""}
+${epilogueDecl(o.ep, o.bias ? 4 : 3, o.vecC ? "vec4<f32>" : "f32")}
+${epilogueFns(o.ep)}
 var<workgroup> As: array<vec4<f32>, ${bk * bm4}>;
 var<workgroup> Bs: array<vec4<f32>, ${bk * bn4}>;
 @compute @workgroup_size(${inv})

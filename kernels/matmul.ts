@@ -30,6 +30,14 @@ import { type MatmulDims, matmulKey } from "./shapes.ts";
 import { planMatmul, textureGemmApplies } from "./planner.ts";
 import { adapterProfile, type TextureGemmTuning } from "./profile.ts";
 import { matmulTiled } from "./gemm_tiled.ts";
+import {
+  epilogueBindings,
+  epilogueDecl,
+  epilogueFns,
+  epilogueStore,
+  epilogueTag,
+  type GemmEpilogue,
+} from "./epilogue.ts";
 
 export type { MatmulDims } from "./shapes.ts";
 export type { TextureGemmTuning as MatmulTuning } from "./profile.ts";
@@ -37,13 +45,15 @@ export type { TextureGemmTuning as MatmulTuning } from "./profile.ts";
 export interface MatmulOptions {
   /** Added to every row i of C (a conv bias, fused into the store). */
   rowBias?: Binding;
+  /** Elementwise work in the store (kernels/epilogue.ts): GELU forward, or times GELU's derivative. */
+  epilogue?: GemmEpilogue;
   /** "matmul/texture", "matmul/tiled" or "matmul/generic"; default: the planner's choice. */
   variant?: string;
   /** Tuning of the texture kernel (default: the adapter profile's). */
   tuning?: Partial<TextureGemmTuning>;
 }
 
-/** C = op(A)·op(B) (+ rowBias[i] on every row i of C). */
+/** C = op(A)·op(B) (+ rowBias[i] on every row i of C), through `opts.epilogue` where given. */
 export function matmul(a: Binding, b: Binding, c: Binding, d: MatmulDims, opts: MatmulOptions = {}): void {
   if (d.batch * d.m * d.n === 0) return;
   if (d.k === 0) throw new Error("matmul: k = 0 is not supported");
@@ -51,9 +61,11 @@ export function matmul(a: Binding, b: Binding, c: Binding, d: MatmulDims, opts: 
   // texture copies need 16-byte aligned sources (always true for pooled tensors and arena slices)
   const aligned = [a, b].every((x) => x instanceof GPUBuffer || (x.offset ?? 0) % 16 === 0);
   if (variant === "matmul/texture" && aligned && textureGemmApplies(d)) {
-    matmulTexture(a, b, c, d, { ...adapterProfile().textureTuning, ...opts.tuning }, opts.rowBias);
-  } else if (variant === "matmul/tiled" || opts.rowBias) {
-    matmulTiled(a, b, c, d, { rowBias: opts.rowBias });
+    const tuning = { ...adapterProfile().textureTuning, ...opts.tuning };
+    matmulTexture(a, b, c, d, tuning, opts.rowBias, opts.epilogue);
+  } else if (variant === "matmul/tiled" || opts.rowBias || epilogueTag(opts.epilogue)) {
+    // the generic kernel has no bias or epilogue: the tiled one serves those
+    matmulTiled(a, b, c, d, { rowBias: opts.rowBias, epilogue: opts.epilogue });
   } else matmulGeneric(a, b, c, d);
 }
 
@@ -141,8 +153,11 @@ function matmulTexture(
   d: MatmulDims,
   t: TextureGemmTuning,
   rowBias?: Binding,
+  ep?: GemmEpilogue,
 ): void {
   if (isDryRun()) return;
+  const tag = epilogueTag(ep);
+  if (tag && d.sumBatch) throw new Error("matmul: an epilogue needs one result per batch (no sumBatch)");
   const { batch, m, n, k, transA, transB } = d;
   const R = t.rows, CV = t.colVecs, CW = 4 * CV;
   const sum = !!d.sumBatch;
@@ -161,7 +176,7 @@ function matmulTexture(
   copyToTexture(b, tb, bTexels);
   // operand offsets in texels (all multiples of 4 floats under the vec4 conditions)
   const sA = d.batchA ? (m * k) / 4 : 0, sB = d.batchB ? (k * n) / 4 : 0;
-  const key = `mmt:${matmulKey(d)}:${R},${CV},${wgx},${wgy},${rowBias ? 1 : 0}`;
+  const key = `mmt:${matmulKey(d)}:${R},${CV},${wgx},${wgy},${rowBias ? 1 : 0},${tag}`;
   const pipe = kernel(key, "matmul/texture", () => {
     const rs = Array.from({ length: R }, (_, i) => i);
     const cols = Array.from({ length: CW }, (_, i) => i);
@@ -218,17 +233,15 @@ function matmulTexture(
       for (const v of cvs) {
         const row = `row0 + ${r}u`, col = `col0 + ${4 * v}u`;
         if (nAligned) {
-          stores.push(
-            `  if (${row} < ${m}u && ${col} < ${n}u) { C[cOff + (${row}) * ${n4}u + (${col}) / 4u] = acc${r}_${v}${
-              rowBias ? ` + Bias[${row}]` : ""
-            }; }`,
-          );
+          const value = `acc${r}_${v}${rowBias ? ` + Bias[${row}]` : ""}`;
+          const idx = `cOff + (${row}) * ${n4}u + (${col}) / 4u`;
+          stores.push(`  if (${row} < ${m}u && ${col} < ${n}u) { ${epilogueStore(ep, idx, value, true)} }`);
         } else {
           for (const i of q4) {
+            const value = `acc${r}_${v}[${i}]${rowBias ? ` + Bias[${row}]` : ""}`;
+            const idx = `cOff + (${row}) * ${n}u + ${col} + ${i}u`;
             stores.push(
-              `  if (${row} < ${m}u && ${col} + ${i}u < ${n}u) { C[cOff + (${row}) * ${n}u + ${col} + ${i}u] = acc${r}_${v}[${i}]${
-                rowBias ? ` + Bias[${row}]` : ""
-              }; }`,
+              `  if (${row} < ${m}u && ${col} + ${i}u < ${n}u) { ${epilogueStore(ep, idx, value, false)} }`,
             );
           }
         }
@@ -238,6 +251,8 @@ function matmulTexture(
 @group(0) @binding(1) var TB: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read_write> C: array<${nAligned ? "vec4<f32>" : "f32"}>;
 ${rowBias ? "@group(0) @binding(3) var<storage, read> Bias: array<f32>;" : ""}
+${epilogueDecl(ep, rowBias ? 4 : 3, nAligned ? "vec4<f32>" : "f32")}
+${epilogueFns(ep)}
 fn tc(t: u32) -> vec2<u32> { return vec2<u32>(t & ${TW - 1}u, t >> ${TW_LOG2}u); }
 @compute @workgroup_size(${wgx}, ${wgy})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -261,7 +276,7 @@ ${stores.join("\n")}
 }`;
   });
   const gx = Math.ceil(colBlocks / wgx), gy = Math.ceil(rowBlocks / wgy);
-  const bindings = [viewOf(ta), viewOf(tb), c, ...(rowBias ? [rowBias] : [])];
+  const bindings = [viewOf(ta), viewOf(tb), c, ...(rowBias ? [rowBias] : []), ...epilogueBindings(ep)];
   dispatch(pipe, bindings, [gx, gy, sum ? 1 : batch]);
 }
 

@@ -1,0 +1,211 @@
+// The fused pointwise MLP (autograd/ops/pointwise_mlp.ts: conv 1×1 + bias + GELU in the GEMM's store,
+// GELU's backward in the next GEMM's input-gradient store) against the unfused chain with fusion
+// forced off and against the f64 reference (kernels/reference/pointwise_mlp.ts), for every GEMM
+// variant the op can take; and the narrow `final` model's loss and gradients with fusion on and off.
+
+import assert from "node:assert/strict";
+import { crossEntropy, gelu, noGrad, Rng, scope, tensor } from "../mod.ts";
+import { conv2d } from "../autograd/ops/conv.ts";
+import { pointwiseMlp } from "../autograd/ops/pointwise_mlp.ts";
+import { buildModel } from "../experiments/models.ts";
+import { pointwiseMlpBackwardRef, pointwiseMlpRef } from "../kernels/reference/pointwise_mlp.ts";
+import { convVariants, startPlanLog, stopPlanLog, withPlanOverride } from "../kernels/planner.ts";
+import { commandStats, flush, poolStats, sync } from "../kernels/runtime.ts";
+import { assertClose, randomArray, setup } from "./helpers.ts";
+
+await setup();
+
+interface Case {
+  n: number;
+  c: number;
+  hw: number;
+  o: number;
+}
+
+const CASES: Case[] = [
+  { n: 3, c: 5, hw: 9, o: 5 }, // C, E not multiples of 4, P = 81: tiled, scalar only
+  { n: 1, c: 5, hw: 9, o: 7 },
+  { n: 3, c: 8, hw: 4, o: 8 }, // P = 16 < columnsBelowPixels: columns variants too
+  { n: 1, c: 8, hw: 8, o: 12 }, // texture and vec4 per image
+  { n: 3, c: 12, hw: 8, o: 8 },
+];
+const VARIANTS = ["texture", "columns-texture", "tiled", "columns-tiled", "vec4", "scalar"];
+
+type Grads = Float32Array[];
+interface Run {
+  y: Float32Array;
+  grads: Grads;
+  variants: string[];
+}
+
+/** Inputs of a case: x, w1, b1, w2, b2 (f64 for the reference). */
+function inputs(cs: Case, seed: number): { shapes: number[][]; data: Float64Array[] } {
+  const e = 4 * cs.c;
+  const shapes = [[cs.n, cs.c, cs.hw, cs.hw], [e, cs.c, 1, 1], [e], [cs.o, e, 1, 1], [cs.o]];
+  const rng = new Rng(seed);
+  // x spread over [-2, 2] so pre reaches both GELU tails; weights scaled like PyTorch's init
+  const scales = [2, 1 / Math.sqrt(cs.c), 0.5, 1 / Math.sqrt(e), 0.5];
+  return { shapes, data: shapes.map((s, i) => randomArray(rng, s.reduce((a, b) => a * b, 1), scales[i])) };
+}
+
+/** The op (fused) or the module chain (conv2d → gelu → conv2d), forward and backward from dy. */
+async function run(
+  cs: Case,
+  fused: boolean,
+  spec: string,
+  dy64: Float64Array,
+  data: Float64Array[],
+  shapes: number[][],
+): Promise<Run> {
+  const before = poolStats().bytesInUse;
+  const leaves = shapes.map((s, i) => tensor(Float32Array.from(data[i]), s, { requiresGrad: true }));
+  const [x, w1, b1, w2, b2] = leaves;
+  startPlanLog();
+  const y = withPlanOverride(spec, () =>
+    scope(() => {
+      const out = fused ? pointwiseMlp(x, w1, b1, w2, b2) : conv2d(gelu(conv2d(x, w1, b1)), w2, b2);
+      const up = tensor(Float32Array.from(dy64), out.shape);
+      out.backward(up);
+      up.dispose();
+      return out;
+    }));
+  const variants = stopPlanLog().map((p) => `${p.pass}:${p.variant}`);
+  const res = {
+    y: await y.toArray(),
+    grads: await Promise.all(leaves.map((t) => t.grad!.toArray())),
+    variants,
+  };
+  y.dispose();
+  leaves.forEach((t) => t.dispose());
+  assert.equal(poolStats().bytesInUse, before, "every buffer back in the pool");
+  void cs;
+  return res;
+}
+
+const NAMES = ["x", "w1", "b1", "w2", "b2"];
+const covered = new Set<string>();
+
+for (const cs of CASES) {
+  const e = 4 * cs.c;
+  const s1 = {
+    n: cs.n,
+    c: cs.c,
+    h: cs.hw,
+    w: cs.hw,
+    o: e,
+    k: 1,
+    stride: 1,
+    pad: 0,
+    groups: 1,
+    oh: cs.hw,
+    ow: cs.hw,
+  };
+  const s2 = { ...s1, c: e, o: cs.o };
+  const runnable = VARIANTS.filter((v) =>
+    [s1, s2].some((s) =>
+      [...convVariants(s, "forward"), ...convVariants(s, "inputGrad")].includes(`gemm1x1/${v}`)
+    )
+  );
+  Deno.test(`pointwiseMlp = unfused = reference, N=${cs.n} C=${cs.c} ${cs.hw}×${cs.hw} O=${cs.o}: ${runnable.join(", ")}`, async () => {
+    const { shapes, data } = inputs(cs, 100 + cs.c + cs.n);
+    const d = { n: cs.n, c: cs.c, p: cs.hw * cs.hw, e, o: cs.o };
+    const dy = randomArray(new Rng(7), cs.n * cs.o * d.p);
+    const ref = pointwiseMlpRef(data[0], data[1], data[2], data[3], data[4], d);
+    const g = pointwiseMlpBackwardRef(data[0], data[1], data[2], data[3], data[4], dy, d);
+    const refGrads = [g.dx, g.dw1, g.db1, g.dw2, g.db2];
+    for (const v of ["", ...runnable]) {
+      const spec = v ? `conv=${v}` : "";
+      const fused = await run(cs, true, spec, dy, data, shapes);
+      const plain = await run(cs, false, `${spec ? spec + "," : ""}fuse=off`, dy, data, shapes);
+      // both paths plan the same passes with the same variants
+      assert.deepEqual(fused.variants, plain.variants, `plan of ${spec || "defaults"}`);
+      for (const p of fused.variants) covered.add(p.split(":")[1]);
+      const what = (t: string) => `${spec || "defaults"} ${t}`;
+      assertClose(fused.y, plain.y, { rtol: 1e-5, atol: 1e-6 }, what("y fused vs unfused"));
+      assertClose(fused.y, ref.y, { rtol: 1e-4, atol: 1e-5 }, what("y vs reference"));
+      fused.grads.forEach((gr, i) => {
+        assertClose(gr, plain.grads[i], { rtol: 1e-4, atol: 1e-6 }, what(`d${NAMES[i]} fused vs unfused`));
+        assertClose(gr, refGrads[i], { rtol: 1e-4, atol: 1e-4 }, what(`d${NAMES[i]} vs reference`));
+      });
+    }
+  });
+}
+
+Deno.test("pointwiseMlp: every GEMM variant was exercised", () => {
+  for (const v of VARIANTS) {
+    assert.ok(covered.has(`gemm1x1/${v}`), `gemm1x1/${v} never ran (${[...covered]})`);
+  }
+});
+
+Deno.test("pointwiseMlp: each fusion alone off gives the same values; no-grad forward skips pre", async () => {
+  const cs = { n: 3, c: 8, hw: 4, o: 8 };
+  const { shapes, data } = inputs(cs, 5);
+  const dy = randomArray(new Rng(3), cs.n * cs.o * 16);
+  const all = await run(cs, true, "", dy, data, shapes);
+  for (const spec of ["fuse.bias-gelu=off", "fuse.gelu-backward=off"]) {
+    const r = await run(cs, true, spec, dy, data, shapes);
+    assertClose(r.y, all.y, { rtol: 1e-5, atol: 1e-6 }, `${spec} y`);
+    r.grads.forEach((gr, i) =>
+      assertClose(gr, all.grads[i], { rtol: 1e-4, atol: 1e-6 }, `${spec} d${NAMES[i]}`)
+    );
+  }
+  const [x, w1, b1, w2, b2] = shapes.map((s, i) => tensor(Float32Array.from(data[i]), s));
+  const y = noGrad(() => pointwiseMlp(x, w1, b1, w2, b2));
+  assert.equal(y.requiresGrad, false);
+  assertClose(await y.toArray(), all.y, { rtol: 1e-5, atol: 1e-6 }, "no-grad y");
+  [x, w1, b1, w2, b2, y].forEach((t) => t.dispose());
+});
+
+Deno.test("pointwiseMlp: bad weights give a clear error", () => {
+  const x = tensor(new Float32Array(2 * 4 * 9), [2, 4, 3, 3]);
+  const w3 = tensor(new Float32Array(8 * 4 * 9), [8, 4, 3, 3]);
+  const w2 = tensor(new Float32Array(4 * 8), [4, 8, 1, 1]);
+  assert.throws(() => pointwiseMlp(x, w3, null, w2, null), /expand weight must be 1×1/);
+  const wBad = tensor(new Float32Array(4 * 5), [4, 5, 1, 1]);
+  const w1 = tensor(new Float32Array(8 * 4), [8, 4, 1, 1]);
+  assert.throws(() => pointwiseMlp(x, w1, null, wBad, null), /conv2d: input has 8 channels/);
+  [x, w3, w2, wBad, w1].forEach((t) => t.dispose());
+});
+
+// ---------------------------------------------------------------- the narrow final model
+
+const NARROW = { widths: [16, 32, 64, 128], depths: [1, 1, 3, 1], stemFeatures: 16, seed: 1 };
+
+/** Loss and every parameter's gradient of one step, and the dispatches recorded by it. */
+async function modelStep(
+  spec: string,
+  batch: number,
+): Promise<{ loss: number; grads: Grads; dispatches: number }> {
+  const model = buildModel("final", NARROW);
+  model.train();
+  const rng = new Rng(11);
+  const x = tensor(Float32Array.from(randomArray(rng, batch * 3 * 32 * 32, 2)), [batch, 3, 32, 32]);
+  const labels = tensor(Int32Array.from({ length: batch }, (_, i) => (i * 3) % 10), [batch]);
+  await sync();
+  flush();
+  const lossT = withPlanOverride(spec, () =>
+    scope(() => {
+      const l = crossEntropy(model.forward(x), labels);
+      l.backward();
+      return l;
+    }));
+  const dispatches = commandStats().pendingDispatches;
+  const loss = (await lossT.toArray())[0];
+  const grads = await Promise.all(model.parameters().map((p) => p.grad!.toArray()));
+  lossT.dispose();
+  x.dispose();
+  labels.dispose();
+  model.dispose();
+  return { loss, grads, dispatches };
+}
+
+Deno.test("narrow final: loss and every gradient equal with fusion on and off; fewer dispatches", async () => {
+  const on = await modelStep("", 3);
+  const off = await modelStep("fuse=off", 3);
+  assertClose([on.loss], [off.loss], { rtol: 1e-4, atol: 0 }, "loss");
+  assert.equal(on.grads.length, off.grads.length);
+  on.grads.forEach((g, i) => assertClose(g, off.grads[i], { rtol: 1e-4, atol: 1e-7 }, `gradient ${i}`));
+  // one GELU pass fewer per block forward and one per block backward (6 blocks)
+  assert.ok(on.dispatches <= off.dispatches - 12, `dispatches on ${on.dispatches}, off ${off.dispatches}`);
+  console.log(`narrow final step, batch 3: ${on.dispatches} dispatches fused, ${off.dispatches} unfused`);
+});
