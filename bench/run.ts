@@ -269,7 +269,7 @@ export function evaluateTargets(
       value: null,
       goal: "≤ 3×",
       met: null,
-      detail: "not measured (no `final` training step in this run)",
+      detail: torch?.skipped ?? torch?.error ?? "not measured (no `final` training step in this run)",
     });
   }
   return out;
