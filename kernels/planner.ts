@@ -217,6 +217,8 @@ export const FUSIONS = [
   // ConvNeXt's x + γ·branch (layer scale, identity drop path, residual add) in one pass each way, dγ
   // reduced in the backward pass (autograd/ops/layerscale.ts)
   "layerscale-residual",
+  // the depthwise weight gradient's chunk sums added in its own workgroup (no second pass)
+  "depthwise-weight-tree",
 ] as const;
 export type Fusion = typeof FUSIONS[number];
 
