@@ -8,6 +8,7 @@ import { crossEntropy, gelu, noGrad, Rng, scope, tensor } from "../mod.ts";
 import { conv2d } from "../autograd/ops/conv.ts";
 import { pointwiseMlp } from "../autograd/ops/pointwise_mlp.ts";
 import { buildModel } from "../experiments/models.ts";
+import { trainingStepPlan } from "../experiments/plan.ts";
 import { pointwiseMlpBackwardRef, pointwiseMlpRef } from "../kernels/reference/pointwise_mlp.ts";
 import { convVariants, startPlanLog, stopPlanLog, withPlanOverride } from "../kernels/planner.ts";
 import { commandStats, flush, poolStats, sync } from "../kernels/runtime.ts";
@@ -201,11 +202,35 @@ async function modelStep(
 
 Deno.test("narrow final: loss and every gradient equal with fusion on and off; fewer dispatches", async () => {
   const on = await modelStep("", 3);
+  const mine = await modelStep("fuse.bias-gelu=off,fuse.gelu-backward=off", 3);
   const off = await modelStep("fuse=off", 3);
-  assertClose([on.loss], [off.loss], { rtol: 1e-4, atol: 0 }, "loss");
-  assert.equal(on.grads.length, off.grads.length);
-  on.grads.forEach((g, i) => assertClose(g, off.grads[i], { rtol: 1e-4, atol: 1e-7 }, `gradient ${i}`));
-  // one GELU pass fewer per block forward and one per block backward (6 blocks)
-  assert.ok(on.dispatches <= off.dispatches - 12, `dispatches on ${on.dispatches}, off ${off.dispatches}`);
-  console.log(`narrow final step, batch 3: ${on.dispatches} dispatches fused, ${off.dispatches} unfused`);
+  for (const [name, r] of [["bias-gelu, gelu-backward off", mine], ["fuse=off", off]] as const) {
+    assertClose([on.loss], [r.loss], { rtol: 1e-4, atol: 0 }, `${name}: loss`);
+    assert.equal(on.grads.length, r.grads.length);
+    on.grads.forEach((g, i) =>
+      assertClose(g, r.grads[i], { rtol: 1e-4, atol: 1e-7 }, `${name}: gradient ${i}`)
+    );
+  }
+  // one GELU pass fewer per block forward and one per block backward (6 blocks; on this model every
+  // expand forward and project input gradient runs a GEMM variant with an epilogue)
+  assert.equal(
+    mine.dispatches - on.dispatches,
+    12,
+    `dispatches fused ${on.dispatches}, unfused ${mine.dispatches}`,
+  );
+  console.log(
+    `narrow final step, batch 3: ${on.dispatches} dispatches fused, ${mine.dispatches} with bias-gelu and ` +
+      `gelu-backward off, ${off.dispatches} with fuse=off`,
+  );
+});
+
+Deno.test("narrow final: the plan lists the same passes, layers and variants with fusion on and off", () => {
+  const on = trainingStepPlan("final", NARROW, 64);
+  const off = withPlanOverride("fuse=off", () => trainingStepPlan("final", NARROW, 64));
+  assert.deepEqual(on, off);
+  const project = on.filter((p) => p.layer === "encoder.stages.2.1.block.4").map((p) => p.pass);
+  assert.deepEqual(project, ["forward", "inputGrad", "weightGrad"]);
+  // summary() runs module by module: every leaf of the block is listed
+  const rows = buildModel("final", NARROW).summary().map((r) => r.name);
+  for (const i of [0, 1, 2, 3, 4]) assert.ok(rows.includes(`encoder.stages.0.0.block.${i}`), `block.${i}`);
 });
