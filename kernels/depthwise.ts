@@ -5,10 +5,13 @@
 //   forward      y[n,c,oh,ow]  = Σ x[n,c,oh·s−p+kh, ow·s−p+kw] · w[c,kh,kw] + b[c]
 //   input grad   dx = the same kernel over dy with the flipped filter and padding k−1−p (stride 1);
 //                a kernel with the (column, tap) parities resolved at generation time (stride > 1)
-//   weight grad  dw[c,kh,kw]   = Σ_{n,oh,ow} dy · x, partial sums over chunks of the output blocks
-//                                 followed by a second pass over the chunks
+//   weight grad  dw[c,kh,kw]   = Σ_{n,oh,ow} dy · x: one workgroup per channel, its lanes over the output
+//                                 blocks, their k×k sums added by a tree in workgroup memory (fusion
+//                                 "depthwise-weight-tree"); unfused (or when the tree does not fit in
+//                                 workgroup memory), partial sums over chunks and a second pass
 
-import { type Binding, dispatch, kernel } from "./runtime.ts";
+import { type Binding, dispatch, gpu, kernel } from "./runtime.ts";
+import { fusionEnabled } from "./planner.ts";
 import { storageDecls } from "./wgsl.ts";
 import {
   type Axis,
@@ -152,17 +155,29 @@ export function depthwiseBackwardInput(dy: Binding, w: Binding, dx: Binding, s: 
   }
 }
 
-/** dw of a depthwise convolution: partial sums over chunks of output blocks, then their sum. */
+/** Whether the weight gradient's k×k sums of a workgroup (one per lane) fit in workgroup memory. */
+export function depthwiseWeightTreeFits(k: number): boolean {
+  return k * k * WGC * 4 <= gpu().limits.maxComputeWorkgroupStorageSize;
+}
+
+/**
+ * dw of a depthwise convolution. With the tree: a workgroup per channel whose lanes take every WGC-th
+ * output block and whose sums meet in workgroup memory, writing dw directly (one dispatch). Without:
+ * an invocation per (channel, chunk of output blocks) writes partial sums, and a second pass adds them.
+ */
 export function depthwiseBackwardWeight(dy: Binding, x: Binding, dw: Binding, s: ConvShape): void {
   const { n, c, h, w: W, k, stride, pad, oh: OH, ow: OW } = s;
   const { rh, px } = block(OH, OW);
   const rowBlocks = Math.ceil(OH / rh), colBlocks = Math.ceil(OW / px);
   const steps = n * rowBlocks * colBlocks;
   const outputs = c * k * k;
-  const { chunks, len } = splitReduction(steps, outputs, 4);
+  const tree = fusionEnabled("depthwise-weight-tree") && depthwiseWeightTreeFits(k);
+  const { chunks, len } = tree ? { chunks: 1, len: steps } : splitReduction(steps, outputs, 4);
   const seg = (px - 1) * stride + k, rowsIn = (rh - 1) * stride + k;
-  const { groups, index } = convGrid(c, chunks);
-  const key = specKey("depthwise_backward_weight", convKey(s), chunks, len, groups);
+  const { groups, index } = tree
+    ? { groups: [c, 1, 1] as [number, number, number], index: "i32(gid.x)" }
+    : convGrid(c, chunks);
+  const key = specKey("depthwise_backward_weight", convKey(s), chunks, len, groups, tree);
   const pipe = kernel(key, "depthwise/direct", () => {
     const R = range(rh), J = range(px), K = range(k);
     const rowCode = (u: number) => {
@@ -185,8 +200,30 @@ ${
       }
     }`;
     };
-    return `${storageDecls(["dy", "x"], ["out"])}
+    const taps = K.flatMap((kh) => K.map((kw) => [kh, kw]));
+    // the tree: every lane's k×k sums side by side, halved until lane 0 holds the channel's
+    const treeCode = `  let l = i32(lid);
+${taps.map(([kh, kw], t) => `  part[${t * WGC} + l] = a${kh}_${kw};`).join("\n")}
+  workgroupBarrier();
+  for (var half = ${WGC / 2}; half > 0; half = half / 2) {
+    if (l < half) {
+${taps.map((_, t) => `      part[${t * WGC} + l] += part[${t * WGC} + l + half];`).join("\n")}
+    }
+    workgroupBarrier();
+  }
+  if (l == 0) {
+${taps.map((_, t) => `    out[ch * ${k * k} + ${t}] = part[${t * WGC}];`).join("\n")}
+  }`;
+    const partialCode = `  let ob = chunk * ${outputs} + ch * ${k * k};
+${K.map((kh) => K.map((kw) => `  out[ob + ${kh * k + kw}] = a${kh}_${kw};`).join("\n")).join("\n")}`;
+    const head = tree
+      ? `var<workgroup> part: array<f32, ${k * k * WGC}>;
 @compute @workgroup_size(${WGC})
+fn main(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let ch = ${index};
+${K.map((kh) => K.map((kw) => `  var a${kh}_${kw} = 0.0;`).join("\n")).join("\n")}
+  for (var st = i32(lid); st < ${steps}; st += ${WGC}) {`
+      : `@compute @workgroup_size(${WGC})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let ch = ${index};
   if (ch >= ${c}) { return; }
@@ -194,7 +231,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let start = chunk * ${len};
   let end = min(start + ${len}, ${steps});
 ${K.map((kh) => K.map((kw) => `  var a${kh}_${kw} = 0.0;`).join("\n")).join("\n")}
-  for (var st = start; st < end; st++) {
+  for (var st = start; st < end; st++) {`;
+    return `${storageDecls(["dy", "x"], ["out"])}
+${head}
     let ow0 = (st % ${colBlocks}) * ${px};
     let r = st / ${colBlocks};
     let oh0 = (r % ${rowBlocks}) * ${rh};
@@ -215,8 +254,7 @@ ${
     }
 ${range(rowsIn).map(rowCode).filter((l) => l).join("\n")}
   }
-  let ob = chunk * ${outputs} + ch * ${k * k};
-${K.map((kh) => K.map((kw) => `  out[ob + ${kh * k + kw}] = a${kh}_${kw};`).join("\n")).join("\n")}
+${tree ? treeCode : partialCode}
 }`;
   });
   withPartials(chunks, outputs, dw, (dst) => dispatch(pipe, [dy, x, dst], groups));
