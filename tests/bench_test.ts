@@ -7,10 +7,6 @@ import { evaluateTargets, formatReport, formatTorch, runBench } from "../bench/r
 import type { Ceilings } from "../bench/ceilings.ts";
 import { NARROW, type StepRow } from "../bench/steps.ts";
 import { runTorchScript, torchCase, torchRows } from "../bench/torch.ts";
-import { measure, PassProfiler } from "../bench/timing.ts";
-import { tensor } from "../mod.ts";
-import { relu } from "../autograd/ops/elementwise.ts";
-import { scope } from "../autograd/tensor.ts";
 import { setup } from "./helpers.ts";
 
 await setup();
@@ -107,28 +103,6 @@ Deno.test("bench harness on a tiny shape: finite, positive numbers in the docume
     assert.ok(text.includes(h), h);
   }
   console.log(text);
-});
-
-Deno.test("bench timing: wall-clock fallback, GPU timestamps and the per-pass profiler agree on what they time", async () => {
-  const x = tensor(new Float32Array(1 << 16).fill(-1));
-  const op = () => scope(() => void relu(x));
-  const wall = await measure(op, { method: "wall", runs: 2, minSampleMs: 1 });
-  assert.equal(wall.method, "wall");
-  finitePositive(wall.medianMs, "wall ms");
-  assert.ok(wall.inner >= 1 && wall.runs === 2);
-  if (PassProfiler.available()) {
-    const ts = await measure(op, { method: "gpu-timestamp", runs: 2, minSampleMs: 1 });
-    finitePositive(ts.medianMs, "timestamp ms");
-    const prof = new PassProfiler();
-    prof.start();
-    op();
-    op();
-    const p = await prof.stop();
-    assert.equal(p.passes, 2);
-    assert.deepEqual(p.byKernel.map((k) => [k.label, k.calls]), [["relu", 2]]);
-    finitePositive(p.totalMs, "profiled ms");
-  }
-  x.dispose();
 });
 
 Deno.test("PyTorch peer: scripts/torch_bench.py builds the narrow final with our parameter count", async () => {

@@ -16,7 +16,10 @@ export interface Tol {
   atol?: number;
 }
 
-/** Asserts |a - e| <= atol + rtol·|e| elementwise, reporting the worst element. */
+/**
+ * Asserts |a - e| <= atol + rtol·|e| elementwise (naming the first element that fails) and returns the
+ * worst |a - e| / (|e| + atol).
+ */
 export function assertClose(
   actual: ArrayLike<number>,
   expected: ArrayLike<number>,
@@ -27,7 +30,7 @@ export function assertClose(
   if (actual.length !== expected.length) {
     throw new Error(`${what}: length ${actual.length} != expected ${expected.length}`);
   }
-  let worst = 0, worstI = -1;
+  let worst = 0;
   for (let i = 0; i < actual.length; i++) {
     const a = actual[i], e = expected[i];
     const err = Math.abs(a - e);
@@ -35,9 +38,8 @@ export function assertClose(
       throw new Error(`${what}: element ${i} is ${a}, expected ${e} (|diff| ${err.toExponential(2)})`);
     }
     const rel = err / (Math.abs(e) + atol);
-    if (rel > worst) [worst, worstI] = [rel, i];
+    if (rel > worst) worst = rel;
   }
-  void worstI;
   return worst;
 }
 
