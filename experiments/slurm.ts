@@ -41,6 +41,7 @@ export function sbatchScript(p: ScriptInput): string {
 # ${p.stages.length} stages × ${p.runs} runs = ${n} tasks; task i trains stage stages[i / runs], run i % runs.
 # Each run writes only its own files in the shared results folder; a complete run exits at once, an
 # unfinished one resumes from its last checkpoint (after a requeue, preemption or time limit).
+# Submitting it by hand: create ${p.resultsDir}/slurm/ first (Slurm writes --output there).
 ${directives.map((d) => `#SBATCH ${d}`).join("\n")}
 set -u
 stages=(${p.stages.join(" ")})
