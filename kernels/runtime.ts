@@ -174,6 +174,15 @@ export function pipelineCacheSize(): number {
 
 // ---------------------------------------------------------------- buffer pool
 
+/** Identities of GPU objects, in order of first sight (buffers: of creation), for keys and ordering. */
+const ids = new WeakMap<object, number>();
+let nextId = 1;
+const idOf = (o: object): number => {
+  let id = ids.get(o);
+  if (id === undefined) ids.set(o, id = nextId++);
+  return id;
+};
+
 const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
 /** Size classes: multiples of 256 B up to 64 KiB, then steps of 1/8 of the power of two. */
@@ -208,15 +217,29 @@ export function acquireBuffer(bytes: number): GPUBuffer {
   }
   stats.bytesAllocated += size;
   stats.buffersAllocated++;
-  return device.createBuffer({ size, usage: STORAGE_USAGE });
+  const buf = device.createBuffer({ size, usage: STORAGE_USAGE });
+  idOf(buf);
+  return buf;
 }
 
-/** Returns a buffer to the pool. Commands already recorded that use it still see it in order. */
+/**
+ * Returns a buffer to the pool. Commands already recorded that use it still see it in order. Each size
+ * class hands out its oldest buffer first (lists are kept sorted by creation, newest first), so a
+ * training step that acquires and releases the same sizes in the same order gets the same buffers every
+ * step, and so the same cached bind groups, whatever order the previous step released them in.
+ */
 export function releaseBuffer(buf: GPUBuffer): void {
   if (buf === PLACEHOLDER) return;
-  const list = free.get(buf.size) ?? [];
-  list.push(buf);
-  free.set(buf.size, list);
+  let list = free.get(buf.size);
+  if (!list) free.set(buf.size, list = []);
+  const id = idOf(buf);
+  let lo = 0, hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (idOf(list[mid]) > id) lo = mid + 1;
+    else hi = mid;
+  }
+  list.splice(lo, 0, buf);
   stats.bytesInUse -= buf.size;
 }
 
@@ -268,13 +291,6 @@ export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: n
 /** What a dispatch binds: storage buffers, or texture views for kernels that sample textures. */
 export type Resource = Binding | GPUTextureView;
 
-const ids = new WeakMap<object, number>();
-let nextId = 1;
-const idOf = (o: object): number => {
-  let id = ids.get(o);
-  if (id === undefined) ids.set(o, id = nextId++);
-  return id;
-};
 const bindGroups = new Map<string, GPUBindGroup>();
 /** Bind groups kept before the cache starts afresh (a step of the full model binds ~1,500). */
 const MAX_BIND_GROUPS = 16384;
