@@ -33,6 +33,25 @@ function tempName(path: string): string {
   return `${dir}.${path.slice(slash + 1)}.${Deno.pid}.${crypto.randomUUID().slice(0, 8)}.tmp`;
 }
 
+/**
+ * Removes the temporary files that writes to `path` left behind when their process was killed
+ * mid-write (`kill -9`, a node failure). Only for files no other process is writing now.
+ */
+export async function removeStaleTemps(path: string): Promise<string[]> {
+  const slash = path.lastIndexOf("/");
+  const prefix = `.${path.slice(slash + 1)}.`;
+  const removed: string[] = [];
+  for await (const e of Deno.readDir(dirOf(path))) {
+    if (
+      e.isFile && e.name.startsWith(prefix) && /^\d+\.[0-9a-f]{8}\.tmp$/.test(e.name.slice(prefix.length))
+    ) {
+      const p = `${dirOf(path)}/${e.name}`;
+      await Deno.remove(p).then(() => removed.push(p), () => {});
+    }
+  }
+  return removed;
+}
+
 /** Flushes a directory's entries (the renames in it) to disk; not every platform allows it. */
 async function syncDir(dir: string): Promise<void> {
   try {

@@ -18,8 +18,13 @@ import { buildModel, type Model } from "./models.ts";
 import type { TrainConfig } from "./config.ts";
 import { Progress } from "./progress.ts";
 import { csvText, type EpochRow, reportedAccuracy, runPaths, type RunSummary } from "./results.ts";
-import { writeFileAtomic } from "./files.ts";
-import { loadTrainingCheckpoint, saveTrainingCheckpoint, type TrainingState } from "./checkpoint.ts";
+import { removeStaleTemps, writeFileAtomic } from "./files.ts";
+import {
+  loadTrainingCheckpoint,
+  previousCheckpoint,
+  saveTrainingCheckpoint,
+  type TrainingState,
+} from "./checkpoint.ts";
 
 /** What the trainer needs of a data loader (CifarLoader is one). */
 export interface BatchSource {
@@ -153,6 +158,17 @@ export async function trainRun(cfg: TrainConfig, opts: RunOptions): Promise<RunR
   let rows: EpochRow[] = [];
   let startEpoch = 0, startBatch = 0, carried = { lossSum: 0, correct: 0, count: 0, seconds: 0 };
   if (opts.resume) {
+    const files = [
+      paths.checkpoint,
+      previousCheckpoint(paths.checkpoint),
+      paths.best,
+      paths.csv,
+      paths.summary,
+    ];
+    const stale = (await Promise.all(files.map(removeStaleTemps))).flat();
+    if (stale.length) {
+      log(`removed ${stale.length} temporary file(s) left by an interrupted write: ${stale.join(", ")}`);
+    }
     const st = await loadTrainingCheckpoint(paths.checkpoint, model, optimizer, cfg, log);
     if (st) {
       rows = st.rows;

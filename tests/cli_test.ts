@@ -49,6 +49,7 @@ Deno.test("the commands answer --help and fail cleanly on bad input", async () =
   const help = await run("experiments/train.ts", ["--help"]);
   assert.equal(help.code, 0);
   assert.match(help.out, /--protocol NAME/);
+  assert.match(help.out, /SIGTERM[^]*exit with status 130, 143 and\s+129/);
   const bad = await run("experiments/train.ts", ["--stage", "nope"]);
   assert.equal(bad.code, 1);
   assert.match(bad.err, /train: Unknown stage "nope"/);

@@ -100,6 +100,8 @@ Deno.test("a damaged last checkpoint: resume says so, continues from the previou
     assert.deepEqual([(await state(prev)).epoch, (await state(prev)).batch], [1, 0]);
 
     await flipBit(last, WEIGHT);
+    const stale = `${dirB}/.run0.last.safetensors.99999.deadbeef.tmp`; // as a write killed midway leaves it
+    await Deno.writeTextFile(stale, "half a checkpoint");
     const lines: string[] = [];
     const resumed = await trainRun(b.cfg, {
       run: 0,
@@ -115,6 +117,8 @@ Deno.test("a damaged last checkpoint: resume says so, continues from the previou
     );
     assert.match(text, /Resuming from the previous checkpoint .*run0\.prev\.safetensors instead/);
     assert.match(text, /resuming run 0 of final at epoch 2, step 0/);
+    assert.match(text, /removed 1 temporary file\(s\) left by an interrupted write/);
+    await assert.rejects(() => Deno.stat(stale), Deno.errors.NotFound);
     assert.equal(resumed.complete, true);
     assert.deepEqual(strip(resumed.rows), strip(ref.rows));
     assert.deepEqual(await csvNoSeconds(dirB), await csvNoSeconds(dirA));
