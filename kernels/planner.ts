@@ -219,6 +219,8 @@ export const FUSIONS = [
   "layerscale-residual",
   // the depthwise weight gradient's chunk sums added in its own workgroup (no second pass)
   "depthwise-weight-tree",
+  // a normalisation's backward sums (two per statistic, dw and db per channel) in one reduction kernel
+  "norm-backward-sums",
 ] as const;
 export type Fusion = typeof FUSIONS[number];
 
