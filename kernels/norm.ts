@@ -13,7 +13,7 @@
 // and one invocation per statistic that loops otherwise.
 
 import { elementwise, type EwInput } from "./elementwise.ts";
-import { reduceExprs, split, TREE_MIN, WG_RED } from "./reduce.ts";
+import { reduceExprs, reduceGroups, split, TREE_MIN, WG_RED } from "./reduce.ts";
 import {
   acquireBuffer,
   type Binding,
@@ -246,6 +246,70 @@ export function normInputBackward(
   // commands already recorded keep reading them; a later use is ordered after
   releaseBuffer(s1);
   releaseBuffer(s2);
+}
+
+/**
+ * The whole backward through batch statistics in two dispatches (fusion "norm-backward-sums"): one
+ * reduction kernel takes the two means per statistic (into one pooled scratch buffer) and dw, db per
+ * channel, as `normInputBackward` and `normAffineBackward` do in two; then the dx pass. Any of dx, dw,
+ * db may be null (not wanted).
+ */
+export function normBackward(
+  v: NormView,
+  g: Binding,
+  x: Binding,
+  mean: Binding,
+  rstd: Binding,
+  weight: Binding | null,
+  dx: Binding | null,
+  dw: Binding | null,
+  db: Binding | null,
+): void {
+  const st = statShape(v);
+  const statN = st.reduce((a, b) => a * b, 1);
+  // s2 starts at an offset every adapter accepts for a storage binding (the limit is at most 256 bytes)
+  const s2Offset = Math.ceil(statN / 64) * 64;
+  const inputs = [ew(g, v.view), ew(x, v.view), ew(mean, st), ew(rstd, st)];
+  const gw = weight ? "(v0 * v4)" : "v0";
+  if (weight) inputs.push(ew(weight, v.affShape));
+  const outs: Binding[] = [];
+  const groups = [];
+  let sums: GPUBuffer | null = null;
+  if (dx) {
+    sums = acquireBuffer(4 * (s2Offset + statN));
+    outs.push({ buffer: sums, offset: 0, size: 4 * (s2Offset + statN) });
+    groups.push({
+      axes: v.statAxes,
+      exprs: [gw, `${gw} * (v1 - v2) * v3`],
+      dst: [{ slot: 0, offset: 0 }, { slot: 0, offset: s2Offset }],
+      scale: 1 / statCount(v),
+    });
+  }
+  const affAxes = v.view.map((_, i) => i).filter((i) => v.affShape[i] === 1);
+  const exprs: string[] = [], dst: { slot: number; offset: number }[] = [];
+  for (const [b, e] of [[dw, "v0 * (v1 - v2) * v3"], [db, "v0"]] as const) {
+    if (!b) continue;
+    exprs.push(e);
+    dst.push({ slot: outs.length, offset: 0 });
+    outs.push(b);
+  }
+  if (exprs.length) groups.push({ axes: affAxes, exprs, dst });
+  reduceGroups(`${v.op}_backward_sums`, { shape: v.view, inputs, outs, groups });
+  if (dx && sums) {
+    const k = inputs.length;
+    elementwise(
+      `${v.op}_backward_input`,
+      `v3 * (${gw} - v${k} - (v1 - v2) * v3 * v${k + 1})`,
+      [
+        ...inputs,
+        ew({ buffer: sums, offset: 0, size: 4 * statN }, st),
+        ew({ buffer: sums, offset: 4 * s2Offset, size: 4 * statN }, st),
+      ],
+      dx,
+      v.view,
+    );
+    releaseBuffer(sums); // commands already recorded keep reading it; a later use is ordered after
+  }
 }
 
 /**

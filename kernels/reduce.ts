@@ -185,3 +185,109 @@ export function sumAxes(
 ): void {
   reduceExprs("sum", { shape, axes, inputs: [{ binding: x, shape }], exprs: ["v0"], outs: [out], scale });
 }
+
+// ---------------------------------------------------------------- several reductions, one dispatch
+
+/** One reduction of a `reduceGroups` dispatch: its axes, expressions and where each sum goes. */
+export interface ReduceGroup {
+  /** Axes of the shared shape that this group sums. */
+  axes: readonly number[];
+  /** One WGSL f32 expression per output, over the shared inputs `v0..vn`. */
+  exprs: string[];
+  /** Per expression: the writable binding (index into `outs`) and the float offset its outputs start at. */
+  dst: { slot: number; offset: number }[];
+  scale?: number;
+}
+
+export interface ReduceGroupsSpec {
+  /** The index space every group reduces (a view of the full-size tensor). */
+  shape: readonly number[];
+  inputs: EwInput[];
+  outs: Binding[];
+  groups: ReduceGroup[];
+}
+
+interface GroupsSource {
+  shape: readonly number[];
+  inputShapes: readonly (readonly number[])[];
+  outs: number;
+  groups: ReduceGroup[];
+}
+
+function groupsKey(name: string, s: GroupsSource): string {
+  const g = s.groups.map((r) =>
+    `${r.axes}|${r.dst.map((d) => `${d.slot}@${d.offset}`)}|${r.scale ?? 1}|${r.exprs.join("#")}`
+  );
+  return `redg:${name}:${s.shape}:${s.inputShapes.join(";")}:${s.outs}:${g.join("&")}`;
+}
+
+/**
+ * WGSL of `reduceGroups`: the workgroups are numbered across the groups (group 0's outputs first), and
+ * each runs the tree reduction of one output of its group. The branch on the workgroup's number is
+ * uniform, so the barriers inside it are valid.
+ */
+function groupsSource(s: GroupsSource, grid: [number, number]): string {
+  const names = s.inputShapes.map((_, k) => `in${k}`);
+  const outNames = Array.from({ length: s.outs }, (_, k) => `out${k}`);
+  const loads = s.inputShapes.map((shape, k) => `let v${k} = in${k}[${broadcastIndex(s.shape, shape, "i")}];`)
+    .join(" ");
+  const K = Math.max(...s.groups.map((g) => g.exprs.length));
+  let first = 0;
+  const bodies = s.groups.map((g) => {
+    const { outN, R, base, inner } = split(s.shape, g.axes);
+    const start = first;
+    first += outN;
+    const sc = (g.scale ?? 1) === 1 ? "" : ` * ${f32(g.scale!)}`;
+    const e = g.exprs;
+    return `if (wg >= ${start}u && wg < ${first}u) {
+    let o = wg - ${start}u;
+    let b = ${base};
+    ${e.map((_, k) => `var acc${k} = 0.0;`).join(" ")}
+    for (var r = lid; r < ${R}u; r += ${WG_RED}u) {
+      let i = b + ${inner};
+      ${loads}
+      ${e.map((x, k) => `acc${k} += ${x};`).join(" ")}
+    }
+${e.map((_, k) => `    part[${k * WG_RED}u + lid] = acc${k};`).join("\n")}
+    workgroupBarrier();
+    for (var w = ${WG_RED / 2}u; w > 0u; w = w / 2u) {
+      if (lid < w) {
+${e.map((_, k) => `        part[${k * WG_RED}u + lid] += part[${k * WG_RED}u + lid + w];`).join("\n")}
+      }
+      workgroupBarrier();
+    }
+    if (lid == 0u) {
+${g.dst.map((d, k) => `      out${d.slot}[${d.offset}u + o] = part[${k * WG_RED}u]${sc};`).join("\n")}
+    }
+  }`;
+  });
+  return `${storageDecls(names, outNames)}
+var<workgroup> part: array<f32, ${WG_RED * K}>;
+@compute @workgroup_size(${WG_RED})
+fn main(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let wg = ${linearIndex(grid, 1)};
+  ${bodies.join(" else ")}
+}`;
+}
+
+/**
+ * Several sums over one index space in one dispatch: group k writes scale_k · Σ over its axes of each
+ * of its expressions (a tree per output, whatever the length). For reductions that read the same
+ * tensors along different axes, e.g. a normalisation's per-statistic and per-channel gradient sums.
+ */
+export function reduceGroups(name: string, s: ReduceGroupsSpec): void {
+  const total = s.groups.reduce((a, g) => a + sizes(s.shape, g.axes).outN, 0);
+  if (total === 0) return;
+  const src: GroupsSource = {
+    shape: s.shape,
+    inputShapes: s.inputs.map((x) => x.shape),
+    outs: s.outs.length,
+    groups: s.groups,
+  };
+  const grid = grid1D(total, 1);
+  dispatch(
+    kernel(`${groupsKey(name, src)}:${grid}`, `${name}_wg`, () => groupsSource(src, grid)),
+    [...s.inputs.map((x) => x.binding), ...s.outs],
+    grid,
+  );
+}

@@ -12,6 +12,7 @@
 import {
   normAffineBackward,
   normApply,
+  normBackward,
   normEvalBackward,
   normEvalRstd,
   normInputBackward,
@@ -20,6 +21,7 @@ import {
   runningStatsUpdate,
   statShape,
 } from "../../kernels/norm.ts";
+import { fusionEnabled } from "../../kernels/planner.ts";
 import { empty, numel, record, type Tensor } from "../tensor.ts";
 
 function checkParam(op: string, name: string, p: Tensor | null | undefined, shape: number[]): void {
@@ -90,6 +92,34 @@ function inputGrad(p: NormView, g: Tensor, x: Tensor, mean: Tensor, rstd: Tensor
   return dx;
 }
 
+/** dx, dw, db through batch statistics with every sum in one reduction kernel (kernels/norm.ts). */
+function fusedBackward(
+  p: NormView,
+  g: Tensor,
+  x: Tensor,
+  mean: Tensor,
+  rstd: Tensor,
+  weight: Tensor | null,
+  bias: Tensor | null,
+): (Tensor | null)[] {
+  const dx = x.requiresGrad ? empty(x.shape) : null;
+  const dw = weight?.requiresGrad ? empty(weight.shape) : null;
+  const db = bias?.requiresGrad ? empty(bias.shape) : null;
+  const bind = (t: Tensor | null) => t?.binding() ?? null;
+  normBackward(
+    p,
+    g.binding(),
+    x.binding(),
+    mean.binding(),
+    rstd.binding(),
+    bind(weight),
+    bind(dx),
+    bind(dw),
+    bind(db),
+  );
+  return [dx, ...(weight ? [dw] : []), ...(bias ? [db] : [])];
+}
+
 interface RunningStats {
   mean: Tensor;
   variance: Tensor;
@@ -135,6 +165,7 @@ function normWithBatchStats(
   const out = applyNorm(p, x, mean, rstd, weight, bias);
   const inputs = [x, ...(weight ? [weight] : []), ...(bias ? [bias] : [])];
   return record(out, inputs, (g) => {
+    if (fusionEnabled("norm-backward-sums")) return fusedBackward(p, g, x, mean, rstd, weight, bias);
     const dx = x.requiresGrad ? inputGrad(p, g, x, mean, rstd, weight) : null;
     const [dw, db] = affineGrads(p, g, x, mean, rstd, weight, bias);
     return [dx, ...(weight ? [dw] : []), ...(bias ? [db] : [])];

@@ -1,0 +1,67 @@
+// A normalisation's backward with its sums in one reduction kernel (fusion "norm-backward-sums",
+// kernels/reduce.ts reduceGroups) equals the unfused path (a reduction for the two means per statistic,
+// another for dw and db) in every gradient, on odd shapes and with only some gradients wanted, and
+// records one dispatch fewer. The ops against the CPU reference and PyTorch: tests/registry_test.ts.
+
+import { batchNorm2d, groupNorm, layerNorm, Rng, scope, type Tensor, tensor } from "../mod.ts";
+import { randn } from "../autograd/tensor.ts";
+import { withPlanOverride } from "../kernels/planner.ts";
+import { startCapture, stopCapture } from "../kernels/runtime.ts";
+import { readMany } from "../nn/module.ts";
+import { assertClose, randomArray, setup } from "./helpers.ts";
+import assert from "node:assert/strict";
+
+await setup();
+
+type Op = (x: Tensor, w: Tensor | null, b: Tensor | null) => Tensor;
+const cases: [string, number[], number, Op][] = [
+  ["groupNorm(1)", [3, 5, 9, 9], 5, (x, w, b) => groupNorm(x, 1, w, b)],
+  ["groupNorm(3)", [1, 6, 9, 9], 6, (x, w, b) => groupNorm(x, 3, w, b)],
+  ["layerNorm(7)", [3, 7], 7, (x, w, b) => layerNorm(x, 7, w, b)],
+  ["layerNorm(300)", [2, 300], 300, (x, w, b) => layerNorm(x, 300, w, b)],
+  ["batchNorm2d", [3, 5, 9, 9], 5, (x, w, b) => batchNorm2d(x, null, null, w, b, true)],
+];
+// which of x, weight, bias take a gradient (a parameter left out is absent)
+const wants: [boolean, boolean | null, boolean | null][] = [
+  [true, true, true],
+  [false, true, true],
+  [true, null, null],
+  [true, true, null],
+];
+
+async function run(op: Op, shape: number[], c: number, want: (typeof wants)[number], spec: string) {
+  const x = randn(shape, new Rng(1), { requiresGrad: want[0] });
+  const w = want[1] === null
+    ? null
+    : tensor(Float32Array.from(randomArray(new Rng(2), c)), [c], { requiresGrad: want[1] });
+  const b = want[2] === null
+    ? null
+    : tensor(Float32Array.from(randomArray(new Rng(3), c)), [c], { requiresGrad: want[2] });
+  const up = randn(shape, new Rng(4));
+  const leaves = [x, w, b].filter((t): t is Tensor => t !== null && t.requiresGrad);
+  let backward = 0;
+  withPlanOverride(spec, () =>
+    scope(() => {
+      const y = op(x, w, b);
+      startCapture();
+      y.backward(up);
+      backward = stopCapture().length;
+    }));
+  const grads = await readMany(leaves.map((t) => t.grad!));
+  [x, w, b, up].forEach((t) => t?.dispose());
+  return { grads, backward };
+}
+
+for (const [name, shape, c, op] of cases) {
+  Deno.test(`${name} of [${shape}]: backward fused = unfused, one dispatch fewer`, async () => {
+    for (const want of wants) {
+      const on = await run(op, shape, c, want, "");
+      const off = await run(op, shape, c, want, "fuse.norm-backward-sums=off");
+      on.grads.forEach((g, i) =>
+        assertClose(g, off.grads[i], { rtol: 1e-4, atol: 1e-6 }, `${name} ${want} grad ${i}`)
+      );
+      const both = want[0] && (want[1] || want[2]);
+      assert.equal(on.backward, off.backward - (both ? 1 : 0), `${name} ${want}: dispatches`);
+    }
+  });
+}
