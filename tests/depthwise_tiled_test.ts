@@ -1,7 +1,7 @@
-// The halo-tiled depthwise kernels (kernels/depthwise_tiled.ts): forward, input gradient and weight
-// gradient against the f64 CPU reference on odd shapes (H = W = 9 and 8, C not a multiple of 4,
-// batch 1 and 3, k = 7 and 3, several tiles and split chunks), and the CPU reference's backward
-// (dense, grouped, depthwise, strided) against finite differences of its forward.
+// The halo-tiled depthwise kernels (kernels/depthwise_tiled.ts) at the kernel level, beyond the odd
+// 9×9 and 8×8 shapes that tests/registry.ts runs through conv2d: several tiles per image, rectangular
+// images, split weight gradients, other paddings, what the kernels support and the tile limits; and the
+// CPU reference's backward (dense, grouped, depthwise, strided) against finite differences.
 
 import { empty, poolStats, Rng, type Tensor, tensor } from "../mod.ts";
 import {
@@ -55,18 +55,6 @@ async function check(name: string, s: ConvShape, bias: boolean, seed = 1): Promi
 
 const dw = (n: number, c: number, h: number, w: number, k: number, pad = (k - 1) / 2) =>
   convShape([n, c, h, w], c, k, 1, pad, c);
-
-for (const k of [7, 3]) {
-  for (const hw of [9, 8]) {
-    for (const [n, c] of [[1, 5], [3, 6]]) {
-      Deno.test(`depthwise/tiled ${k}x${k} on ${n}x${c}x${hw}x${hw}: every pass = CPU reference`, async () => {
-        const s = dw(n, c, hw, hw, k);
-        assert.ok(depthwiseTiledSupports(s, "forward") && depthwiseTiledSupports(s, "weight"));
-        await check(`k${k} ${n}x${c}x${hw}x${hw}`, s, n === 1);
-      });
-    }
-  }
-}
 
 Deno.test("depthwise/tiled: several tiles per image, rectangular, split weight gradient, other paddings", async () => {
   // 40×40: two 32×32 tiles per axis, and 12 weight-gradient steps in several chunks
