@@ -283,23 +283,65 @@ class ResNet extends Model {
 
 // ---------------------------------------------------------------- step 7 (ConvNeXt)
 
+/** A Conv2d whose next forward may be taken over by `relay` (set by its ConvNeXt block for one call). */
+class RelayConv2d extends Conv2d {
+  relay: ((x: Tensor) => Tensor) | null = null;
+
+  override get typeName(): string {
+    return "Conv2d";
+  }
+
+  override forward(x: Tensor): Tensor {
+    const r = this.relay;
+    this.relay = null;
+    return r ? r(x) : super.forward(x);
+  }
+}
+
+/** A GELU whose next forward may be taken over by `relay`, like RelayConv2d. */
+class RelayGELU extends GELU {
+  relay: ((x: Tensor) => Tensor) | null = null;
+
+  override get typeName(): string {
+    return "GELU";
+  }
+
+  override forward(x: Tensor): Tensor {
+    const r = this.relay;
+    this.relay = null;
+    return r ? r(x) : super.forward(x);
+  }
+}
+
 /**
- * A ConvNeXt block's `block` Sequential: dwconv → GroupNorm → [1×1 → GELU → 1×1] with the bracket as
- * one fused op (autograd/ops/pointwise_mlp.ts) unless both its fusions are off, else module by module.
- * A dry run without a tape is `summary()`, which must meet every leaf module (and has no GPU work that
- * fusion could save): it runs module by module too. Parameters and names are the modules' either way.
+ * A ConvNeXt block's `block` Sequential: dwconv → GroupNorm → [1×1 → GELU → 1×1], the bracket as one
+ * fused op (autograd/ops/pointwise_mlp.ts) unless both its fusions are off. Every module is still
+ * entered in order (traces and plans list each, parameters and names are theirs): the expand conv's
+ * forward runs the fused op, the GELU and the project conv hand its result on. A dry run without a tape
+ * is `summary()`, whose rows need each module's own output shape (and which has no GPU work fusion
+ * could save): it runs module by module.
  */
 function convNextBlockBody(block: Sequential, x: Tensor): Tensor {
   const fused = (fusionEnabled("bias-gelu") || fusionEnabled("gelu-backward")) &&
     !(isDryRun() && !isGradEnabled());
   if (!fused) return block.forward(x);
-  const [dw, norm, expand, , project] = block.layers as [Module, Module, Conv2d, GELU, Conv2d];
-  // the layer names the traced modules would run under (plan log), "" when untraced
+  const [, , expand, gelu, project] = block.layers as [Module, Module, RelayConv2d, RelayGELU, RelayConv2d];
+  // the project conv's layer name in the plan log ("" when untraced, as for every module then)
   const base = currentModule();
-  const name = (i: number) => (base ? `${base}.block.${i}` : "");
-  return pointwiseMlp(norm.forward(dw.forward(x)), expand.weight, expand.bias, project.weight, project.bias, {
-    layers: [name(2), name(4)],
-  });
+  const projectName = base ? `${base}.block.4` : "";
+  let y: Tensor | null = null;
+  const handOn = () => y!;
+  expand.relay = (h) =>
+    y = pointwiseMlp(h, expand.weight, expand.bias, project.weight, project.bias, {
+      layers: [currentModule(), projectName],
+    });
+  gelu.relay = handOn;
+  project.relay = handOn;
+  try {
+    return block.forward(x);
+  } finally {
+    expand.relay = gelu.relay = project.relay = null;
+  }
 }
 
 /**
@@ -334,9 +376,9 @@ class ConvNextBlock extends Module {
       new Sequential(
         new Conv2d(inF, inF, 7, { padding: 3, bias: false, groups: inF, rng }),
         new GroupNorm(1, inF),
-        new Conv2d(inF, e, 1, { rng }),
-        new GELU(),
-        new Conv2d(e, outF, 1, { rng }),
+        new RelayConv2d(inF, e, 1, { rng }),
+        new RelayGELU(),
+        new RelayConv2d(e, outF, 1, { rng }),
       ),
     );
     this.layerScaler = this.addModule("layer_scaler", new ResidualLayerScaler(1e-6, outF));

@@ -207,9 +207,12 @@ Deno.test("narrow final: loss and every gradient equal with fusion on and off; f
   for (const [name, r] of [["bias-gelu, gelu-backward off", mine], ["fuse=off", off]] as const) {
     assertClose([on.loss], [r.loss], { rtol: 1e-4, atol: 0 }, `${name}: loss`);
     assert.equal(on.grads.length, r.grads.length);
-    on.grads.forEach((g, i) =>
-      assertClose(g, r.grads[i], { rtol: 1e-4, atol: 1e-7 }, `${name}: gradient ${i}`)
-    );
+    // rel 1e-4 per element, and an absolute floor of 1e-6 of the largest gradient: the stem conv's
+    // bias (before a BatchNorm) has a gradient of 0 in exact arithmetic, here only rounding noise
+    const scale = r.grads.reduce((m, g) => g.reduce((a, v) => Math.max(a, Math.abs(v)), m), 0);
+    on.grads.forEach((g, i) => {
+      assertClose(g, r.grads[i], { rtol: 1e-4, atol: 1e-6 * scale }, `${name}: gradient ${i}`);
+    });
   }
   // one GELU pass fewer per block forward and one per block backward (6 blocks; on this model every
   // expand forward and project input gradient runs a GEMM variant with an epilogue)
