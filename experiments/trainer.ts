@@ -195,8 +195,10 @@ export async function trainRun(cfg: TrainConfig, opts: RunOptions): Promise<RunR
   let stopped = false, failure: unknown = null;
   // where the run is, and what the last checkpoint holds, for the message when the device is lost
   let at = `epoch ${startEpoch + 1}`;
-  let saved = opts.resume && (startEpoch || startBatch)
-    ? `epoch ${startEpoch}${startBatch ? `, step ${startBatch} of epoch ${startEpoch + 1}` : ""}`
+  let saved = startBatch
+    ? `step ${startBatch} of epoch ${startEpoch + 1}`
+    : startEpoch
+    ? `end of epoch ${startEpoch}`
     : null;
   try {
     for (let epoch = startEpoch; epoch < cfg.epochs && !stopped; epoch++) {
