@@ -15,6 +15,8 @@ fi
 deno --version | head -n 1
 
 probe='const a = await navigator.gpu?.requestAdapter(); if (!a) Deno.exit(1); console.log("setup: WebGPU adapter:", a.info.description || a.info.vendor);'
+# the backends the engine asks wgpu for (kernels/runtime.ts, preferPrimaryBackends)
+export DENO_WEBGPU_BACKEND="${DENO_WEBGPU_BACKEND:-vulkan,metal,dx12}"
 if ! deno eval "$probe" 2>/dev/null; then
   echo "setup: no WebGPU adapter; installing Mesa's software Vulkan driver (mesa-vulkan-drivers)"
   $SUDO apt-get update -qq
