@@ -36,6 +36,12 @@ export interface NormStatsSpec {
   mean: Binding;
   rstd: Binding;
   variance?: Binding;
+  /**
+   * Running statistics updated in place by the same kernel (fusion "norm-running-stats"):
+   * running = (1 − momentum)·running + momentum·batch, the variance made unbiased, as
+   * `runningStatsUpdate` does in two more dispatches.
+   */
+  running?: { mean: Binding; variance: Binding; momentum: number };
 }
 
 /** What the statistics kernel's WGSL depends on. */
@@ -44,21 +50,33 @@ interface StatsSource {
   axes: readonly number[];
   eps: number;
   variance: boolean;
+  /** The momentum of a fused running-statistics update, or null. */
+  momentum: number | null;
 }
 
 export function statsKey(s: StatsSource): string {
-  return `norm_stats:${s.shape}:${s.axes}:${s.eps}:${s.variance ? 1 : 0}`;
+  return `norm_stats:${s.shape}:${s.axes}:${s.eps}:${s.variance ? 1 : 0}:${s.momentum}`;
 }
 
 export function statsSource(s: StatsSource): string {
   const { outN, R, base, inner } = split(s.shape, s.axes);
-  const outs = ["mean", "rstd", ...(s.variance ? ["variance"] : [])];
+  const outs = [
+    "mean",
+    "rstd",
+    ...(s.variance ? ["variance"] : []),
+    ...(s.momentum !== null ? ["runningMean", "runningVar"] : []),
+  ];
   const decls = storageDecls(["x"], outs);
   const invR = f32(1 / R);
+  // the running update: runningStatsUpdate's expressions on the values just written
+  const k = s.momentum ?? 0;
+  const running = (v: string) =>
+    s.momentum === null ? "" : ` runningMean[o] = runningMean[o] * ${f32(1 - k)} + (x0 + m) * ${f32(k)};` +
+      ` runningVar[o] = runningVar[o] * ${f32(1 - k)} + ${v} * ${f32((k * R) / (R - 1))};`;
   const write = (v: string) =>
     `mean[o] = x0 + m; rstd[o] = 1.0 / sqrt(${v} + ${f32(s.eps)});${
       s.variance ? ` variance[o] = ${v};` : ""
-    }`;
+    }${running(v)}`;
   if (R >= TREE_MIN) {
     const grid = grid1D(outN, 1);
     const tree = `  workgroupBarrier();
@@ -118,10 +136,22 @@ export function normStats(x: Binding, s: NormStatsSpec): void {
   let outN = 1, R = 1;
   s.shape.forEach((d, k) => s.axes.includes(k) ? (R *= d) : (outN *= d));
   if (outN === 0) return;
-  const src: StatsSource = { shape: s.shape, axes: s.axes, eps: s.eps, variance: !!s.variance };
+  const src: StatsSource = {
+    shape: s.shape,
+    axes: s.axes,
+    eps: s.eps,
+    variance: !!s.variance,
+    momentum: s.running?.momentum ?? null,
+  };
   const tree = R >= TREE_MIN;
   const pipe = kernel(statsKey(src), tree ? "norm_stats_wg" : "norm_stats", () => statsSource(src));
-  const bindings = [x, s.mean, s.rstd, ...(s.variance ? [s.variance] : [])];
+  const bindings = [
+    x,
+    s.mean,
+    s.rstd,
+    ...(s.variance ? [s.variance] : []),
+    ...(s.running ? [s.running.mean, s.running.variance] : []),
+  ];
   dispatch(pipe, bindings, tree ? grid1D(outN, 1) : grid1D(outN));
 }
 

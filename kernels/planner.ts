@@ -221,6 +221,8 @@ export const FUSIONS = [
   "depthwise-weight-tree",
   // a normalisation's backward sums (two per statistic, dw and db per channel) in one reduction kernel
   "norm-backward-sums",
+  // BatchNorm's running statistics updated by its statistics kernel (no two extra passes)
+  "norm-running-stats",
 ] as const;
 export type Fusion = typeof FUSIONS[number];
 

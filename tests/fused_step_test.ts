@@ -1,8 +1,8 @@
 // One training step of the narrow `final` model (widths 16,32,64,128, depths 1,1,3,1, stem 16) with
-// the fusions layerscale-residual, depthwise-weight-tree and norm-backward-sums on, and with each forced
-// off: the loss and every parameter gradient agree (rel 1e-4), and each fusion records fewer dispatches
-// than its unfused path. γ gets sizeable values (at its 1e-6 init the branch's gradients would hide in
-// the tolerance).
+// the fusions layerscale-residual, depthwise-weight-tree, norm-backward-sums and norm-running-stats on,
+// and with each forced off: the loss and every parameter gradient agree (rel 1e-4), and each fusion
+// records fewer dispatches than its unfused path. γ gets sizeable values (at its 1e-6 init the branch's
+// gradients would hide in the tolerance).
 
 import { buildModel, crossEntropy, Rng, scope, type Tensor } from "../mod.ts";
 import { randn } from "../autograd/tensor.ts";
@@ -47,7 +47,13 @@ const count = (labels: string[], k: string) => labels.filter((x) => x === k).len
 // batch 3 (odd); batch 1 is in the op tests, and every further batch size compiles every kernel again
 Deno.test("narrow final: loss and every gradient equal with each of these fusions on and off", async () => {
   const on = await narrowStep(3, "");
-  for (const fusion of ["layerscale-residual", "depthwise-weight-tree", "norm-backward-sums"]) {
+  const fusions = [
+    "layerscale-residual",
+    "depthwise-weight-tree",
+    "norm-backward-sums",
+    "norm-running-stats",
+  ];
+  for (const fusion of fusions) {
     const off = await narrowStep(3, `fuse.${fusion}=off`);
     assert.deepEqual(on.names, off.names);
     on.values.forEach((v, i) =>

@@ -1,7 +1,9 @@
-// A normalisation's backward with its sums in one reduction kernel (fusion "norm-backward-sums",
-// kernels/reduce.ts reduceGroups) equals the unfused path (a reduction for the two means per statistic,
-// another for dw and db) in every gradient, on odd shapes and with only some gradients wanted, and
-// records one dispatch fewer. The ops against the CPU reference and PyTorch: tests/registry_test.ts.
+// Normalisation passes folded together: the backward with its sums in one reduction kernel (fusion
+// "norm-backward-sums", kernels/reduce.ts reduceGroups) equals the unfused path (a reduction for the two
+// means per statistic, another for dw and db) in every gradient, on odd shapes and with only some
+// gradients wanted, and records one dispatch fewer; BatchNorm's running statistics updated by the
+// statistics kernel ("norm-running-stats") equal the two update passes. The ops against the CPU
+// reference and PyTorch: tests/registry_test.ts.
 
 import { batchNorm2d, groupNorm, layerNorm, Rng, scope, type Tensor, tensor } from "../mod.ts";
 import { randn } from "../autograd/tensor.ts";
@@ -65,3 +67,28 @@ for (const [name, shape, c, op] of cases) {
     }
   });
 }
+
+Deno.test("batchNorm2d running statistics updated by the statistics kernel = the two update passes", async () => {
+  for (const shape of [[3, 5, 9, 9], [1, 3, 20, 20], [3, 7]]) {
+    const c = shape[1];
+    const stats = async (spec: string) => {
+      const rm = tensor(Float32Array.from(randomArray(new Rng(5), c)), [c]);
+      const rv = tensor(Float32Array.from(randomArray(new Rng(6), c).map((v) => 1 + v / 2)), [c]);
+      let forward = 0;
+      for (const seed of [1, 2]) {
+        const x = randn(shape, new Rng(seed));
+        startCapture();
+        withPlanOverride(spec, () => scope(() => void batchNorm2d(x, rm, rv, null, null, true, 0.3)));
+        forward = stopCapture().length;
+        x.dispose();
+      }
+      const values = await readMany([rm, rv]);
+      [rm, rv].forEach((t) => t.dispose());
+      return { values, forward };
+    };
+    const on = await stats(""), off = await stats("fuse.norm-running-stats=off");
+    assertClose(on.values[0], off.values[0], { rtol: 1e-6, atol: 1e-7 }, `[${shape}] running mean`);
+    assertClose(on.values[1], off.values[1], { rtol: 1e-6, atol: 1e-7 }, `[${shape}] running variance`);
+    assert.equal(on.forward, off.forward - 2, `[${shape}]: the two update passes are gone`);
+  }
+});

@@ -140,7 +140,9 @@ function normWithBatchStats(
 ): Tensor {
   const st = statShape(p);
   const mean = empty(st), rstd = empty(st);
-  const variance = running ? empty(st) : null;
+  // the running statistics are updated by the statistics kernel itself, or by two more passes
+  const fuseRunning = running !== null && fusionEnabled("norm-running-stats");
+  const variance = running && !fuseRunning ? empty(st) : null;
   normStats(x.binding(), {
     shape: p.view,
     axes: p.statAxes,
@@ -148,6 +150,9 @@ function normWithBatchStats(
     mean: mean.binding(),
     rstd: rstd.binding(),
     variance: variance?.binding(),
+    running: fuseRunning
+      ? { mean: running.mean.binding(), variance: running.variance.binding(), momentum: running.momentum }
+      : undefined,
   });
   if (running && variance) {
     const count = p.statAxes.reduce((a, i) => a * p.view[i], 1);
