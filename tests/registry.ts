@@ -628,6 +628,8 @@ register<CeP>({
 // ---------------------------------------------------------------- norms
 
 const NORM_GRAD_TOL = { rtol: 2e-3, atol: 2e-4 };
+/** The backward's sums (means per statistic, dw, db) in one reduction kernel. */
+const BACKWARD_SUMS: FusionCheck = { name: "norm-backward-sums", plan: "" };
 
 interface GroupP {
   shape: number[];
@@ -648,6 +650,7 @@ register<GroupP>({
   gpu: (p, [x, w, b]) => groupNorm(x, p.groups, w, b),
   cpu: (p, [x, w, b]) => groupNorm64(x, p.shape, p.groups, w ?? null, b ?? null),
   gradTol: NORM_GRAD_TOL,
+  fusions: () => [BACKWARD_SUMS],
   fixtures: {
     file: "ops.json",
     ops: ["groupNorm"],
@@ -682,6 +685,7 @@ register<LayerP>({
     return groupNorm64(x, [x.length / l, l], 1, w ?? null, b ?? null);
   },
   gradTol: NORM_GRAD_TOL,
+  fusions: () => [BACKWARD_SUMS],
   fixtures: {
     file: "ops.json",
     ops: ["layerNorm"],
@@ -710,8 +714,10 @@ register<BatchP>({
     { shape: [3, 5, 11, 11], training: true, stats: false },
     { shape: [3, 7], training: true, stats: false },
     { shape: [3, 5, 9, 9], training: false, stats: true }, // eval: the running statistics
+    { shape: [3, 5, 9, 9], training: true, stats: true }, // training that updates them
   ],
-  describe: (p) => `${p.training ? "training" : "eval"} on [${p.shape}]`,
+  describe: (p) =>
+    `${p.training ? "training" : "eval"} on [${p.shape}]${p.stats ? " with running statistics" : ""}`,
   inputs: (p) => {
     const c = [p.shape[1]];
     return p.stats ? [p.shape, c, c, c, c] : [p.shape, c, c];
@@ -725,6 +731,8 @@ register<BatchP>({
   cpu: (p, [x, w, b, rm, rv]) =>
     p.training ? batchNorm64(x, p.shape, w, b).y : batchNormEval64(x, p.shape, w, b, rm, rv),
   gradTol: NORM_GRAD_TOL,
+  fusions: (p) =>
+    p.training ? [BACKWARD_SUMS, ...(p.stats ? [{ name: "norm-running-stats", plan: "" }] : [])] : [],
   fixtures: {
     file: "ops.json",
     ops: ["batchNorm2d"],

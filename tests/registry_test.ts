@@ -82,7 +82,8 @@ interface Outcome {
 /**
  * Runs the op under override `spec` with gradients for inputs `grads`, checks the output and those
  * gradients against the reference and that no buffer stays in use; returns the labels of the forward's
- * and of the backward's dispatches, and the output and gradients.
+ * and of the backward's dispatches, and the values it produced (output, constant inputs afterwards,
+ * gradients).
  */
 async function run(c: OpCase, ref: Ref, spec: string, grads: number[], what: string): Promise<Outcome> {
   const before = poolStats().bytesInUse;
@@ -102,7 +103,9 @@ async function run(c: OpCase, ref: Ref, spec: string, grads: number[], what: str
       up.dispose();
       return out;
     }));
+  // the output, then the constant inputs after the op (running statistics it updates in place)
   const values = [await y.toArray()];
+  for (const i of c.noGrad) values.push(await leaves[i].toArray());
   assertClose(values[0], ref.y, c.tol, `${what}: forward`);
   for (const i of grads) {
     const g = leaves[i].grad;
