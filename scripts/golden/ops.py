@@ -3,7 +3,8 @@
 
 Writes tests/fixtures/ops.json: for each case the inputs and parameters, an upstream gradient, the
 outputs and the gradient of sum(output * upstream) with respect to every input and parameter (and,
-for BatchNorm, the running statistics). tests/ops_golden_test.ts replays every case on the GPU.
+for BatchNorm, the running statistics). tests/registry_test.ts replays every case on the GPU, through
+the op of tests/registry.ts that claims it.
 
 Inputs are drawn in float32 and the reference is computed in float64 from those exact values, so the
 fixture holds the true result of the op (PyTorch's float32 kernels have errors of their own, e.g.
