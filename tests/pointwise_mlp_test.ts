@@ -138,7 +138,7 @@ Deno.test("pointwiseMlp: every GEMM variant was exercised", () => {
   }
 });
 
-Deno.test("pointwiseMlp: each fusion alone off gives the same values; no-grad forward skips pre", async () => {
+Deno.test("pointwiseMlp: each fusion alone off gives the same values; a no-grad forward (no pre kept) the same y", async () => {
   const cs = { n: 3, c: 8, hw: 4, o: 8 };
   const { shapes, data } = inputs(cs, 5);
   const dy = randomArray(new Rng(3), cs.n * cs.o * 16);
