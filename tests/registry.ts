@@ -93,10 +93,12 @@ export interface Arr {
   data: number[];
 }
 
-/** One PyTorch fixture case, ready to run. */
+/** One PyTorch fixture case, ready to run, with the op's GPU function and CPU reference on its shape. */
 export interface FixtureCase {
   name: string;
   gpu: (xs: Tensor[]) => Tensor;
+  cpu: CpuFn;
+  cpuBackward?: (xs: Float64Array[], dy: Float64Array) => Float64Array[];
   inputs: Arr[];
   /** Expected gradient of each input (null: the input takes none). */
   grads: (number[] | null)[];
@@ -115,7 +117,7 @@ export interface OpEntry {
   fixtures?: { file: FixtureFile; ops: string[]; load: (raw: unknown) => FixtureCase };
 }
 
-type Run<P> = Omit<FixtureCase, "gpu"> & { p: P };
+type Run<P> = Omit<FixtureCase, "gpu" | "cpu" | "cpuBackward"> & { p: P };
 
 interface OpSpec<P> {
   name: string;
@@ -159,7 +161,12 @@ function register<P>(s: OpSpec<P>): void {
       ops: fx.ops,
       load: (raw) => {
         const { p, ...rest } = fx.load(raw);
-        return { ...rest, gpu: (xs) => s.gpu(p, xs) };
+        return {
+          ...rest,
+          gpu: (xs) => s.gpu(p, xs),
+          cpu: (xs) => s.cpu(p, xs),
+          cpuBackward: s.cpuBackward && ((xs, dy) => s.cpuBackward!(p, xs, dy)),
+        };
       },
     },
   });

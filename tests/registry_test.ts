@@ -2,7 +2,7 @@
 // lists the expected variants for each pass; every variant of every pass, forced through the planner's
 // override, gives the CPU reference's values and gradients, and its kernels are the ones that ran
 // (dispatch labels name the variant); fusions on and off agree; every buffer goes back to the pool.
-// Then every PyTorch fixture case through the op that claims it.
+// Then every PyTorch fixture case through the op that claims it: its CPU reference and its GPU op.
 
 import assert from "node:assert/strict";
 import { poolStats, Rng, scope, tensor } from "../mod.ts";
@@ -231,7 +231,21 @@ Deno.test("every PyTorch fixture case is replayed by exactly one registered op",
 
 const GOLDEN_TOL: Tol = { rtol: 1e-4, atol: 1e-5 };
 
+/**
+ * The CPU reference on the fixture's inputs gives PyTorch's output and gradients, to the fixture's
+ * precision (conv.json holds float32 results, ops.json float64 ones), ten times tighter than the GPU's.
+ */
+function referenceMatches(f: FixtureCase): void {
+  const xs = f.inputs.map((a) => Float64Array.from(a.data)), up = Float64Array.from(f.upstream.data);
+  const tol = { rtol: 1e-5, atol: 1e-6 };
+  assertClose(f.cpu(xs), f.output.data, tol, `${f.name}: CPU reference output`);
+  // finite differences carry an error of their own (~1e-16·|loss|/h)
+  const grads = f.cpuBackward ? f.cpuBackward(xs, up) : finiteDiff(f.cpu, xs, up);
+  f.grads.forEach((g, i) => g && assertClose(grads[i], g, tol, `${f.name}: CPU reference grad ${i}`));
+}
+
 async function replay(f: FixtureCase): Promise<void> {
+  referenceMatches(f);
   const xs = f.inputs.map((a, i) => tensor(a.data, a.shape, { requiresGrad: f.grads[i] !== null }));
   const y = scope(() => {
     const out = f.gpu(xs);
