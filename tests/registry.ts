@@ -276,6 +276,15 @@ register<ConvP>({
     { x: [1, 8, 8, 8], o: 12, k: 1, plan: { forward: T4, inputGrad: T4, weightGrad: T4 } },
     // images under 64 pixels, batch > 1: also one GEMM over all images (columns)
     { x: [3, 8, 4, 4], o: 12, k: 1, bias: false, plan: { forward: T6, inputGrad: T6, weightGrad: T4 } },
+    // longer reductions: the weight gradients split over chunks of the N·H·W pixels
+    { x: [1, 3, 17, 17], o: 7, k: 1, plan: { forward: T1, inputGrad: T1, weightGrad: T1 } },
+    {
+      x: [2, 8, 12, 12],
+      o: 6,
+      k: 1,
+      bias: false,
+      plan: { forward: T4, inputGrad: ["gemm1x1/tiled", "gemm1x1/vec4", "gemm1x1/scalar"], weightGrad: T4 },
+    },
     { x: [1, 3, 9, 9], o: 7, k: 3, pad: 1, plan: DIRECT }, // stem
     { x: [3, 5, 9, 9], o: 6, k: 3, pad: 1, bias: false, plan: DIRECT },
     { x: [3, 5, 3, 3], o: 6, k: 3, plan: DIRECT }, // a 1×1 output
