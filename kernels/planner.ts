@@ -217,11 +217,12 @@ export const FUSIONS = [
   // ConvNeXt's x + γ·branch (layer scale, identity drop path, residual add) in one pass each way, dγ
   // reduced in the backward pass (autograd/ops/layerscale.ts)
   "layerscale-residual",
-  // the depthwise weight gradient's chunk sums added in its own workgroup (no second pass)
+  // the depthwise/direct weight gradient's sums added in its own workgroup, no second pass (depthwise.ts)
   "depthwise-weight-tree",
   // a normalisation's backward sums (two per statistic, dw and db per channel) in one reduction kernel
+  // (norm.ts normBackward over reduce.ts reduceGroups)
   "norm-backward-sums",
-  // BatchNorm's running statistics updated by its statistics kernel (no two extra passes)
+  // BatchNorm's running statistics updated by its statistics kernel, no two extra passes (norm.ts)
   "norm-running-stats",
 ] as const;
 export type Fusion = typeof FUSIONS[number];
