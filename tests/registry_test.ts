@@ -1,12 +1,14 @@
 // The runner of the op registry (tests/registry.ts). For every registered op and shape: the planner
 // lists the expected variants for each pass; every variant of every pass, forced through the planner's
-// override, gives the CPU reference's values and gradients, and its kernels are the ones that ran
-// (dispatch labels name the variant); fusions on and off agree; every buffer goes back to the pool.
+// override, gives the CPU reference's values and gradients under both adapter profiles (their tunings
+// generate different kernels), and its kernels are the ones that ran (dispatch labels name the
+// variant); fusions on and off agree; every buffer goes back to the pool.
 // Then every PyTorch fixture case through the op that claims it: its CPU reference and its GPU op.
 
 import assert from "node:assert/strict";
 import { poolStats, Rng, scope, tensor } from "../mod.ts";
 import { FUSIONS, KNOWN_VARIANTS, withPlanOverride } from "../kernels/planner.ts";
+import { setProfile } from "../kernels/profile.ts";
 import { type CapturedDispatch, startCapture, stopCapture } from "../kernels/runtime.ts";
 import { assertClose, finiteDiff, randomArray, setup, type Tol } from "./helpers.ts";
 import { type FixtureCase, type FixtureFile, type OpCase, REGISTRY } from "./registry.ts";
@@ -168,42 +170,64 @@ Deno.test("the registry covers every planner variant, the required ops and every
 
 const EXACT: Tol = { rtol: 1e-5, atol: 1e-6 };
 
+/** The adapter profiles: their tunings (register blocks, texture GEMM blocks) shape the generated kernels. */
+const PROFILES = ["software", "gpu"] as const;
+
+/** Every variant of every pass of `c`, forced, against the reference; and that it ran. */
+async function sweep(c: OpCase, ref: Ref, name: string): Promise<void> {
+  for (const p of c.passes) {
+    for (const l of p.listed()) {
+      assert.deepEqual(l, p.expected, `${name}: the planner's variants for ${p.pass}`);
+    }
+  }
+  for (const p of c.passes) {
+    for (const v of p.expected) {
+      const what = `${name} ${p.pass}=${v}`;
+      const spec = [p.base?.(v), `${p.target}=${v}`].filter(Boolean).join(",");
+      const o = await run(c, ref, spec, p.grads, what);
+      assertRan(v, p.pass === "forward" ? o.forward : o.backward, what);
+    }
+  }
+}
+
+/** Each fusion of `c` on and off (under its plan): both equal the reference and each other. */
+async function fusions(c: OpCase, ref: Ref, all: number[], name: string): Promise<void> {
+  for (const f of c.fusions) {
+    const what = `${name} ${f.name}`;
+    const on = await run(c, ref, f.plan, all, `${what} on`);
+    const offSpec = [f.plan, `fuse.${f.name}=off`].filter(Boolean).join(",");
+    const off = await run(c, ref, offSpec, all, `${what} off`);
+    on.values.forEach((v, i) => assertClose(v, off.values[i], EXACT, `${what}: on vs off (${i})`));
+    const same = on.pipes.length === off.pipes.length && on.pipes.every((p, i) => p === off.pipes[i]);
+    assert.ok(!same, `${what}: the fusion switch changes no kernel`);
+  }
+}
+
 for (const e of REGISTRY) {
   for (const c of e.cases) {
     const name = `${e.name} ${c.name}`;
-    const body = c.passes.length ? "every variant of every pass" : "forward and gradients";
-    Deno.test(`${name}: ${body} = CPU reference`, async () => {
-      for (const p of c.passes) {
-        for (const l of p.listed()) {
-          assert.deepEqual(l, p.expected, `${name}: the planner's variants for ${p.pass}`);
+    let cached: Ref | null = null;
+    const ref = () => cached ??= reference(c);
+    const all = c.shapes.map((_, i) => i).filter((i) => !c.noGrad.includes(i));
+    for (const profile of c.passes.length ? PROFILES : []) {
+      Deno.test(`${name}: every variant of every pass = CPU reference (${profile} profile)`, async () => {
+        setProfile(profile);
+        try {
+          await sweep(c, ref(), `${name} (${profile})`);
+        } finally {
+          setProfile(null);
         }
-      }
-      const ref = reference(c);
-      const all = c.shapes.map((_, i) => i).filter((i) => !c.noGrad.includes(i));
-      if (!c.passes.length && !c.fusions.length) await run(c, ref, "", all, name);
-      for (const p of c.passes) {
-        for (const v of p.expected) {
-          const what = `${name} ${p.pass}=${v}`;
-          const spec = [p.base?.(v), `${p.target}=${v}`].filter(Boolean).join(",");
-          const o = await run(c, ref, spec, p.grads, what);
-          assertRan(v, p.pass === "forward" ? o.forward : o.backward, what);
-        }
-      }
-      for (const f of c.fusions) {
-        const what = `${name} ${f.name}`;
-        const on = await run(c, ref, f.plan, all, `${what} on`);
-        const off = await run(
-          c,
-          ref,
-          [f.plan, `fuse.${f.name}=off`].filter(Boolean).join(","),
-          all,
-          `${what} off`,
-        );
-        on.values.forEach((v, i) => assertClose(v, off.values[i], EXACT, `${what}: on vs off (${i})`));
-        const same = on.pipes.length === off.pipes.length && on.pipes.every((p, i) => p === off.pipes[i]);
-        assert.ok(!same, `${what}: the fusion switch changes no kernel`);
-      }
-    });
+      });
+    }
+    if (c.fusions.length) {
+      Deno.test(`${name}: ${c.fusions.map((f) => f.name).join(", ")} on = off = CPU reference`, async () => {
+        await fusions(c, ref(), all, name);
+      });
+    } else if (!c.passes.length) {
+      Deno.test(`${name}: forward and gradients = CPU reference`, async () => {
+        await run(c, ref(), "", all, name);
+      });
+    }
   }
 }
 
