@@ -2,8 +2,9 @@
 // sizes; sizes where the vec4 and texture variants apply), its GPU function (the autograd op), its f64
 // CPU reference (forward; backward where kernels/reference/ has one, else the runner takes finite
 // differences of the forward), the PyTorch fixture cases it replays (tests/fixtures/*.json) and its
-// expected plan: the variants the planner lists for each pass of each shape. tests/registry_test.ts runs
-// it all: every variant of every pass, forced through the planner's override.
+// expected plan: the variants the planner lists for each pass of each shape, and the fusions on its path.
+// tests/registry_test.ts runs it all: every variant of every pass, forced through the planner's
+// override, and every fusion on and off. A new op, variant or fusion is registered here.
 
 import { conv2d } from "../autograd/ops/conv.ts";
 import { gelu, softmax } from "../autograd/ops/activation.ts";
@@ -119,6 +120,7 @@ export interface OpEntry {
 
 type Run<P> = Omit<FixtureCase, "gpu" | "cpu" | "cpuBackward"> & { p: P };
 
+/** An op, generic in the parameters `P` of one checked shape (sizes, options, expected plan). */
 interface OpSpec<P> {
   name: string;
   params: P[];
