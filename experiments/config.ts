@@ -74,6 +74,11 @@ Trains the study's models on CIFAR-10 with the notebook's recipe and writes resu
                        (widths 16,32,64,128, depths 1,1,3,1, stem 16), 2,000 training and 500
                        evaluation images, 2 epochs; explicit flags still override it
   --progress-every N   progress bar refresh in steps (default 10)
+  --plan SPEC          force kernel variants or turn fusions off, e.g. "conv=tiled", "fuse=off"
+                       (default: $CONVNEXT_PLAN; see the README's "The kernel plan")
+  --no-autotune        the adapter profile's default kernels (also CONVNEXT_AUTOTUNE=0); by default
+                       competing kernel variants are timed once before the first step and the
+                       winners cached per adapter in ./data/cache/autotune
   -h, --help           this help
 
 Each run writes run<k>.csv and run<k>.json after every epoch, and checkpoints run<k>.last.safetensors
@@ -91,6 +96,8 @@ export interface TrainCli {
   /** The run indices to train: 0..runs-1, or only --run K. */
   runIndices: number[];
   resume: boolean;
+  /** Kernel plan override (--plan) and autotune switch (--no-autotune: false). */
+  kernels: { plan?: string; autotune?: boolean };
   help: boolean;
 }
 
@@ -138,6 +145,8 @@ export function parseTrainArgs(args: string[]): TrainCli {
       resume: { type: "boolean" },
       quick: { type: "boolean" },
       "progress-every": { type: "string" },
+      plan: { type: "string" },
+      "no-autotune": { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -182,6 +191,7 @@ export function parseTrainArgs(args: string[]): TrainCli {
     runs,
     runIndices: one !== undefined ? [one] : Array.from({ length: runs }, (_, i) => i),
     resume: v.resume ?? false,
+    kernels: { plan: v.plan, autotune: v["no-autotune"] ? false : undefined },
     help: v.help ?? false,
   };
 }

@@ -1,7 +1,6 @@
 // `deno task train`: the CLI around `trainRun` (see --help). Ctrl-C, SIGTERM and SIGHUP stop a run
 // after its current step with a checkpoint (experiments/signals.ts).
 
-import { initGPU } from "../kernels/runtime.ts";
 import { makeLoaders } from "../data/loader.ts";
 import { openCifar10 } from "../data/cifar10.ts";
 import { parseTrainArgs, type Stage, TRAIN_HELP, type TrainCli, type TrainConfig } from "./config.ts";
@@ -10,6 +9,8 @@ import { trainRun } from "./trainer.ts";
 import { formatDuration } from "./progress.ts";
 import { configDifferences, previousCheckpoint } from "./checkpoint.ts";
 import { listenForStop } from "./signals.ts";
+import { initEngine } from "./host.ts";
+import { planOverride } from "../kernels/planner.ts";
 
 async function readSummary(path: string): Promise<RunSummary | null> {
   try {
@@ -75,8 +76,13 @@ async function main(args: string[]): Promise<number> {
   const stop = listenForStop();
   const skip = await checkRuns(cli);
 
-  const ctx = await initGPU();
+  const { ctx, autotuneCache } = await initEngine(cli.kernels);
   console.log(`WebGPU adapter: ${ctx.adapterName}${ctx.isFallbackAdapter ? " (software)" : ""}`);
+  console.log(
+    `kernels: ${planOverride() ? `plan override "${planOverride()}", ` : ""}autotune ${
+      autotuneCache ? `on (winners cached in ${autotuneCache})` : "off"
+    }`,
+  );
   if (ctx.isFallbackAdapter && !cli.config.widths && cli.config.epochs >= 10) {
     console.log(
       "note: this is the full-size recipe on a software adapter, which runs WGSL on the CPU: expect days " +

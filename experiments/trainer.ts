@@ -14,7 +14,10 @@ import { clear, gpu, sync, upload } from "../kernels/runtime.ts";
 import { StochasticDepth } from "../nn/layers.ts";
 import { AdamW, CosineAnnealingLR } from "../nn/optim.ts";
 import type { Batch } from "../data/loader.ts";
-import { buildModel, type Model } from "./models.ts";
+import { buildModel, type Model, type ModelOptions } from "./models.ts";
+import { trainingStepPlan } from "./plan.ts";
+import { autotune } from "../kernels/autotune.ts";
+import { autotuneEnabled } from "../kernels/planner.ts";
 import type { TrainConfig } from "./config.ts";
 import { Progress } from "./progress.ts";
 import { csvText, type EpochRow, reportedAccuracy, runPaths, type RunSummary } from "./results.ts";
@@ -126,15 +129,40 @@ function stochasticDepthModules(model: Model): StochasticDepth[] {
   );
 }
 
-export function buildRunModel(cfg: TrainConfig, seed: number): Model {
-  return buildModel(cfg.stage, {
+/** The model options of a run. */
+function runModelOptions(cfg: TrainConfig, seed: number): ModelOptions {
+  return {
     widths: cfg.widths,
     depths: cfg.depths,
     stemFeatures: cfg.stemFeatures,
     dropPath: cfg.dropPath,
     softmaxHead: cfg.protocol === "notebook" ? undefined : false,
     seed,
-  });
+  };
+}
+
+export function buildRunModel(cfg: TrainConfig, seed: number): Model {
+  return buildModel(cfg.stage, runModelOptions(cfg, seed));
+}
+
+/**
+ * With autotune on: meets every conv and matmul shape of a training step in a dry run of the model built
+ * on meta (no GPU work, the run's model and generators untouched) and times the competing variants of
+ * those without a cached winner, so every step of the run, resumed or not, uses the same kernels.
+ */
+async function tuneKernels(cfg: TrainConfig, seed: number, log: (s: string) => void): Promise<void> {
+  if (!autotuneEnabled()) return;
+  trainingStepPlan(cfg.stage, runModelOptions(cfg, seed), cfg.batchSize);
+  const t0 = performance.now();
+  const tuned = await autotune();
+  if (tuned.length) {
+    const changed = tuned.filter((t) => t.winner !== t.fallback).length;
+    log(
+      `autotune: timed the kernel variants of ${tuned.length} shapes in ${
+        ((performance.now() - t0) / 1e3).toFixed(1)
+      } s (${changed} differ from the defaults)`,
+    );
+  }
 }
 
 /** Trains one run; see the file header. */
@@ -143,6 +171,7 @@ export async function trainRun(cfg: TrainConfig, opts: RunOptions): Promise<RunR
   const paths = runPaths(cfg.out, opts.run);
   const device = gpu().device;
   const seed = cfg.seed + opts.run;
+  await tuneKernels(cfg, seed, log);
   const model = buildRunModel(cfg, seed);
   const optimizer = new AdamW(model.parameters(), {
     lr: cfg.lr,

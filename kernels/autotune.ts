@@ -10,6 +10,8 @@ import { convBackwardInput, convBackwardWeight, convForward } from "./conv.ts";
 import { matmul } from "./matmul.ts";
 import {
   convVariants,
+  defaultConvVariant,
+  defaultMatmulVariant,
   loadWinners,
   matmulVariants,
   pendingTunes,
@@ -43,6 +45,8 @@ export function disableAutotune(): void {
 export interface TuneResult {
   key: string;
   winner: string;
+  /** What the profile would have run. */
+  fallback: string;
   /** Median milliseconds of each candidate. */
   ms: Record<string, number>;
 }
@@ -115,7 +119,8 @@ export async function autotune(
     }
     const winner = Object.entries(ms).sort((a, b) => a[1] - b[1])[0][0];
     recordWinner(key, winner);
-    results.push({ key, winner, ms });
+    const fallback = job.op === "conv" ? defaultConvVariant(job.s, job.pass) : defaultMatmulVariant(job.d);
+    results.push({ key, winner, fallback, ms });
     opts.log?.(
       `autotune ${key}: ${winner} (${
         Object.entries(ms).map(([v, t]) => `${v} ${t.toFixed(2)} ms`).join(", ")

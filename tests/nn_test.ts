@@ -23,6 +23,7 @@ import {
 import { kaimingUniformBound } from "../nn/init.ts";
 import { Module, onMeta, readMany, traceModules } from "../nn/module.ts";
 import { main as infoMain, modelInfo } from "../experiments/info.ts";
+import { setPlanOverride } from "../kernels/planner.ts";
 import { assertClose, setup } from "./helpers.ts";
 
 await setup();
@@ -313,7 +314,7 @@ Deno.test("LayerScaler is gamma[:, None, None] · x; StochasticDepth is the iden
   ls.dispose();
 });
 
-Deno.test("deno task info: parameters and FLOPs, JSON, clear errors", () => {
+Deno.test("deno task info: parameters and FLOPs, JSON, clear errors", async () => {
   const info = modelInfo("final", { widths: [16, 32, 64, 128], depths: [1, 1, 3, 1], stemFeatures: 16 });
   assert.equal(info.parameters, 305_690);
   assert.equal(info.flops, 32_225_792);
@@ -323,15 +324,16 @@ Deno.test("deno task info: parameters and FLOPs, JSON, clear errors", () => {
   console.log = (s: string) => out.push(s);
   console.error = (s: string) => err.push(s);
   try {
-    assert.equal(infoMain(["--stage", "kernel7", "--json"]), 0);
-    assert.equal(infoMain(["--stage", "resnet50"]), 1);
-    assert.equal(infoMain(["--stage", "final", "--widths", "a,b"]), 1);
-    assert.equal(infoMain(["--nope"]), 2);
+    assert.equal(await infoMain(["--stage", "kernel7", "--json"]), 0);
+    assert.equal(await infoMain(["--stage", "resnet50"]), 1);
+    assert.equal(await infoMain(["--stage", "final", "--widths", "a,b"]), 1);
+    assert.equal(await infoMain(["--nope"]), 2);
   } finally {
     [console.log, console.error] = [log, error];
   }
   const j = JSON.parse(out[0]);
   assert.equal(j.stage, "kernel7");
+  assert.equal(j.plan, undefined, "no plan without --plan");
   assert.equal(j.parameters, 11_256_970);
   assert.equal(j.flops, 1_213_564_928);
   assert.match(
@@ -340,4 +342,50 @@ Deno.test("deno task info: parameters and FLOPs, JSON, clear errors", () => {
   );
   assert.match(err[1], /--widths expects comma-separated positive integers/);
   assert.match(err[2], /Unknown option '--nope'/);
+});
+
+Deno.test("deno task info --plan: a variant for every conv pass of a training step; --force changes it", async () => {
+  const narrow = [
+    "--stage",
+    "final",
+    "--widths",
+    "16,32,64,128",
+    "--depths",
+    "1,1,3,1",
+    "--stem-features",
+    "16",
+  ];
+  const run = async (extra: string[]) => {
+    const out: string[] = [];
+    const log = console.log;
+    console.log = (s: string) => out.push(s);
+    try {
+      assert.equal(
+        await infoMain([...narrow, "--plan", "--json", "--batch", "4", "--no-autotune", ...extra]),
+        0,
+      );
+    } finally {
+      console.log = log;
+    }
+    return JSON.parse(out[0]) as {
+      layers: { name: string; type: string }[];
+      plan: { layer: string; op: string; pass: string; variant: string; source: string }[];
+    };
+  };
+  const info = await run([]);
+  const convs = info.layers.filter((l) => l.type === "Conv2d").map((l) => l.name);
+  for (const name of convs) {
+    const passes = new Set(info.plan.filter((p) => p.layer === name && p.op === "conv").map((p) => p.pass));
+    assert.ok(passes.has("forward"), `${name} forward planned`);
+    if (name !== convs[0]) assert.ok(passes.has("inputGrad"), `${name} input gradient planned`);
+    assert.ok(passes.has("weightGrad") || passes.has("forward"), name);
+  }
+  assert.ok(info.plan.every((p) => p.source === "default" && p.variant.length > 0));
+  assert.ok(info.plan.some((p) => p.variant.startsWith("gemm1x1/")));
+  const forced = await run(["--force", "conv=scalar"]).finally(() => setPlanOverride(null));
+  const pointwise = forced.plan.filter((p) => p.op === "conv" && p.variant.startsWith("gemm1x1/"));
+  assert.ok(
+    pointwise.length > 0 && pointwise.every((p) => p.variant === "gemm1x1/scalar" && p.source === "override"),
+  );
+  assert.equal(forced.plan.length, info.plan.length, "the override changes variants, not passes");
 });

@@ -1,0 +1,131 @@
+// Autotune: shapes met with autotune on are queued, timed once, and their winners used and stored; the
+// file store keeps them per adapter; off, the planner gives the profile's defaults.
+
+import assert from "node:assert/strict";
+import { conv2d, randn, Rng, scope, sum } from "../mod.ts";
+import { autotune, disableAutotune, enableAutotune } from "../kernels/autotune.ts";
+import {
+  clearWinners,
+  convVariants,
+  defaultConvVariant,
+  pendingTunes,
+  planConv,
+} from "../kernels/planner.ts";
+import { convOutSize, type ConvShape } from "../kernels/shapes.ts";
+import { autotuneCachePath, fileStore } from "../experiments/host.ts";
+import { gpu } from "../kernels/runtime.ts";
+import { parseTrainArgs } from "../experiments/config.ts";
+import { setup } from "./helpers.ts";
+
+await setup();
+
+const shape = (n: number, c: number, hw: number, o: number): ConvShape => ({
+  n,
+  c,
+  h: hw,
+  w: hw,
+  o,
+  k: 1,
+  stride: 1,
+  pad: 0,
+  groups: 1,
+  oh: convOutSize(hw, 1, 1, 0),
+  ow: convOutSize(hw, 1, 1, 0),
+});
+
+Deno.test("autotune: queued shapes are timed, the winner runs and is stored; off gives the defaults", async () => {
+  const saved: Record<string, string>[] = [];
+  enableAutotune({ load: () => ({}), save: (w) => saved.push(w) });
+  try {
+    const rng = new Rng(3);
+    const s = shape(2, 8, 8, 12);
+    scope(() => {
+      const x = randn([2, 8, 8, 8], rng, { requiresGrad: true });
+      const w = randn([12, 8, 1, 1], rng, { requiresGrad: true });
+      sum(conv2d(x, w)).backward();
+    });
+    const queued = pendingTunes().map(([k]) => k);
+    for (const pass of ["forward", "inputGrad", "weightGrad"]) {
+      assert.ok(queued.some((k) => k.startsWith(`conv.${pass}:`)), `${pass} queued: ${queued}`);
+    }
+    const results = await autotune({ reps: 1 });
+    assert.equal(pendingTunes().length, 0);
+    for (const r of results) {
+      assert.ok(Object.keys(r.ms).includes(r.winner), `${r.key}: winner ${r.winner} among the timed`);
+      assert.ok(Object.values(r.ms).every((t) => t >= 0));
+    }
+    const fwd = planConv(s, "forward");
+    assert.equal(fwd.source, "autotune");
+    assert.ok(convVariants(s, "forward").includes(fwd.variant));
+    assert.equal(saved.length, 1);
+    assert.ok(Object.values(saved[0]).includes(fwd.variant));
+  } finally {
+    disableAutotune();
+    clearWinners();
+  }
+  const s = shape(2, 8, 8, 12);
+  assert.deepEqual(planConv(s, "forward"), { variant: defaultConvVariant(s, "forward"), source: "default" });
+});
+
+Deno.test("autotune file store: winners round-trip per adapter; unreadable files are empty", () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const path = `${dir}/sub/cache.json`;
+    const st = fileStore(path);
+    assert.deepEqual(st.load(), {});
+    st.save({ "conv.forward:1,2,3": "gemm1x1/vec4" });
+    assert.deepEqual(fileStore(path).load(), { "conv.forward:1,2,3": "gemm1x1/vec4" });
+    Deno.writeTextFileSync(path, "{not json");
+    assert.deepEqual(fileStore(path).load(), {});
+    const p = autotuneCachePath(gpu());
+    assert.match(p, /deno\d+\.\d+\.\d+\.json$/);
+    assert.ok(!/\s/.test(p.slice(p.lastIndexOf("/"))), "no spaces in the file name");
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("train flags: --plan and --no-autotune", () => {
+  assert.deepEqual(parseTrainArgs(["--plan", "conv=tiled", "--no-autotune"]).kernels, {
+    plan: "conv=tiled",
+    autotune: false,
+  });
+  assert.deepEqual(parseTrainArgs([]).kernels, { plan: undefined, autotune: undefined });
+});
+
+Deno.test("train with autotune on: tunes before its first step and caches the winners per adapter", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const data = Deno.env.get("CIFAR10_DIR") ??
+      new URL("../../shared/data/cifar-10-batches-bin", import.meta.url).pathname;
+    const args = [
+      "--quick",
+      "--train-limit",
+      "64",
+      "--eval-limit",
+      "32",
+      "--epochs",
+      "1",
+      "--batch-size",
+      "32",
+    ];
+    const cmd = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "experiments/train.ts", ...args, "--out", `${dir}/out`, "--data-dir", data],
+      cwd: new URL("..", import.meta.url).pathname,
+      env: { CONVNEXT_AUTOTUNE: "1", CONVNEXT_AUTOTUNE_CACHE: `${dir}/cache` },
+      stdout: "piped",
+      stderr: "piped",
+    });
+    const r = await cmd.output();
+    const out = new TextDecoder().decode(r.stdout), err = new TextDecoder().decode(r.stderr);
+    assert.equal(r.code, 0, err);
+    assert.match(out, /kernels: autotune on \(winners cached in .*\/cache\/.*\.json\)/);
+    assert.match(out, /autotune: timed the kernel variants of \d+ shapes/);
+    const files = [...Deno.readDirSync(`${dir}/cache`)].map((e) => e.name);
+    assert.equal(files.length, 1);
+    const winners = JSON.parse(Deno.readTextFileSync(`${dir}/cache/${files[0]}`));
+    assert.ok(Object.keys(winners).some((k) => k.startsWith("conv.weightGrad:")));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
