@@ -115,8 +115,23 @@ async function createContext(): Promise<GPUContext> {
     adapterName: info.description || `${info.vendor} ${info.architecture} ${info.device}`.trim(),
     isFallbackAdapter: info.isFallbackAdapter ?? false,
     features: { timestampQuery, shaderF16 },
-    limits: device.limits,
+    limits: plainLimits(device.limits),
   };
+}
+
+/**
+ * The device's limits copied into a plain object: every dispatch reads one, and reading a property of
+ * a GPUSupportedLimits crosses into native code (measured ~2 µs per dispatch on Deno).
+ */
+function plainLimits(l: GPUSupportedLimits): GPUSupportedLimits {
+  const out: Record<string, number> = {};
+  for (let o = l; o && o !== Object.prototype; o = Object.getPrototypeOf(o)) {
+    for (const k of Object.getOwnPropertyNames(o)) {
+      const v = (l as unknown as Record<string, unknown>)[k];
+      if (typeof v === "number") out[k] = v;
+    }
+  }
+  return out as unknown as GPUSupportedLimits;
 }
 
 /** The initialised context; throws a clear error when `initGPU()` has not completed. */
