@@ -160,6 +160,11 @@ export function depthwiseWeightTreeFits(k: number): boolean {
   return k * k * WGC * 4 <= gpu().limits.maxComputeWorkgroupStorageSize;
 }
 
+// Division and remainder by a constant, folded when the constant is 1: Chromium's SwiftShader (Dawn)
+// never finishes compiling a loop that divides by a literal 1 (wgpu on lavapipe does).
+const div = (a: string, n: number) => n === 1 ? a : `${a} / ${n}`;
+const mod = (a: string, n: number) => n === 1 ? "0" : `(${a} % ${n})`;
+
 /**
  * dw of a depthwise convolution. With the tree: a workgroup per channel whose lanes take every WGC-th
  * output block and whose sums meet in workgroup memory, writing dw directly (one dispatch). Without:
@@ -234,10 +239,10 @@ ${K.map((kh) => K.map((kw) => `  var a${kh}_${kw} = 0.0;`).join("\n")).join("\n"
   for (var st = start; st < end; st++) {`;
     return `${storageDecls(["dy", "x"], ["out"])}
 ${head}
-    let ow0 = (st % ${colBlocks}) * ${px};
-    let r = st / ${colBlocks};
-    let oh0 = (r % ${rowBlocks}) * ${rh};
-    let nn = r / ${rowBlocks};
+    let ow0 = ${mod("st", colBlocks)} * ${px};
+    let r = ${div("st", colBlocks)};
+    let oh0 = ${mod("r", rowBlocks)} * ${rh};
+    let nn = ${div("r", rowBlocks)};
     let ihb = oh0 * ${stride} - ${pad};
     let iwb = ow0 * ${stride} - ${pad};
     let xc = (nn * ${c} + ch) * ${h * W} + iwb;
