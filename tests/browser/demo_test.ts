@@ -1,0 +1,273 @@
+// `deno task test:browser`: the engine in headless Chromium (Dawn, SwiftShader on a machine without a
+// GPU) through the page `deno task demo` serves:
+//   1. the PyTorch golden fixtures replayed in the page pass the tolerances they pass in Deno;
+//   2. three training steps of the narrow model give the same losses in Chromium as in Deno (≤ 1e-4);
+//   3. `/?autostart` trains 30 steps, the loss falls, a screenshot is written;
+//   4. the model downloaded from the page loads in `deno task eval` (same test accuracy);
+//   5. a checkpoint written by `deno task train` loads in the page (same test accuracy).
+// Outputs (screenshot, downloads, the train run) go under $BROWSER_TEST_OUT (default results/browser/).
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { initGPU } from "../../kernels/runtime.ts";
+import { type CaseResult, JSON_FIXTURES, MODEL_FIXTURES, runJsonFixture } from "../golden_cases.ts";
+import { trainStepsLosses } from "../train_steps_case.ts";
+import { type DemoServer, startDemo } from "../../experiments/demo.ts";
+import { openPage, type Session, waitFor } from "./chromium.ts";
+
+const OUT = Deno.env.get("BROWSER_TEST_OUT") ?? "results/browser";
+await Deno.mkdir(OUT, { recursive: true });
+const fixture = (name: string) => new URL(`../fixtures/${name}`, import.meta.url);
+const opts = { sanitizeOps: false, sanitizeResources: false };
+
+interface DemoStatus {
+  state: string;
+  epoch: number;
+  step: number;
+  loss: number | null;
+  trainAccuracy: number | null;
+  testAccuracy: number | null;
+  imagesPerSec: number | null;
+}
+// deno-lint-ignore no-explicit-any
+type PageGlobal = any;
+
+let demo: DemoServer | null = null;
+async function server(): Promise<DemoServer> {
+  demo ??= await startDemo({ port: 0, log: () => {} });
+  return demo;
+}
+
+let blank: Session | null = null;
+/** One page at `/` (no autostart) for the golden and training-step checks. */
+async function checksPage(): Promise<Session> {
+  if (!blank) {
+    blank = await openPage((await server()).url);
+    await blank.page.evaluate(() => (globalThis as PageGlobal).demo.ensureGpu());
+  }
+  return blank;
+}
+
+function table(rows: CaseResult[], deno?: CaseResult[]): string {
+  return rows.map((r, i) =>
+    `  ${r.fixture.padEnd(26)} ${r.name.padEnd(42)} chromium ${r.maxRelError.toExponential(2)}` +
+    (deno ? `  deno ${deno[i].maxRelError.toExponential(2)}` : "") + `  (rtol ${r.rtol})`
+  ).join("\n");
+}
+
+Deno.test("PyTorch golden fixtures pass in Chromium as in Deno", opts, async () => {
+  await initGPU();
+  const s = await checksPage();
+  const report: string[] = [];
+  for (const name of JSON_FIXTURES) {
+    const parsed = JSON.parse(await Deno.readTextFile(fixture(name)));
+    const inDeno = await runJsonFixture(name, parsed);
+    const inPage: CaseResult[] = await s.page.evaluate(
+      (n, p) => (globalThis as PageGlobal).demo.checks.golden(n, p),
+      name,
+      parsed,
+    );
+    assert.deepEqual(inPage.map((r) => r.name), inDeno.map((r) => r.name), `${name}: the same cases`);
+    report.push(table(inPage, inDeno));
+    for (const r of [...inDeno, ...inPage]) {
+      assert.ok(r.pass, `${name} "${r.name}": worst error ${r.maxRelError} in ${r.worst} (rtol ${r.rtol})`);
+    }
+  }
+  for (const name of MODEL_FIXTURES) {
+    const b64 = btoa(Array.from(await Deno.readFile(fixture(name)), (b) => String.fromCharCode(b)).join(""));
+    const inPage: CaseResult[] = await s.page.evaluate(
+      (n, b) => (globalThis as PageGlobal).demo.checks.goldenModel(n, b),
+      name,
+      b64,
+    );
+    report.push(table(inPage));
+    for (const r of inPage) {
+      assert.ok(r.pass, `${name} "${r.name}": worst error ${r.maxRelError} in ${r.worst}`);
+    }
+  }
+  console.log(`worst |a − e| / (|e| + atol/rtol) per case:\n${report.join("\n")}`);
+  assert.deepEqual(s.errors, []);
+});
+
+Deno.test(
+  "three training steps of the narrow model: the same losses in Chromium and in Deno",
+  opts,
+  async () => {
+    await initGPU();
+    const s = await checksPage();
+    const inDeno = await trainStepsLosses({ steps: 3, batchSize: 16, seed: 7 });
+    const inPage: number[] = await s.page.evaluate(() =>
+      (globalThis as PageGlobal).demo.checks.trainSteps({ steps: 3, batchSize: 16, seed: 7 })
+    );
+    console.log(
+      `losses  deno ${inDeno.map((l) => l.toFixed(6)).join(", ")}\n        chromium ${
+        inPage.map((l) => l.toFixed(6)).join(", ")
+      }`,
+    );
+    assert.equal(inPage.length, 3);
+    inDeno.forEach((l, i) => {
+      const rel = Math.abs(inPage[i] - l) / Math.abs(l);
+      assert.ok(rel <= 1e-4, `step ${i + 1}: chromium ${inPage[i]}, deno ${l} (relative difference ${rel})`);
+    });
+    assert.deepEqual(s.errors, []);
+    await s.close();
+    blank = null;
+  },
+);
+
+let trained: Session | null = null;
+
+Deno.test(
+  "/?autostart trains 30 steps, the loss falls, the page evaluates; screenshot written",
+  opts,
+  async () => {
+    const { url } = await server();
+    const downloads = await Deno.makeTempDir({ prefix: "demo-downloads-" });
+    // 960 training images at batch 32: one epoch of 30 steps, then the test-set evaluation
+    trained = await openPage(`${url}?autostart&batchSize=32&trainImages=960&epochs=1&testImages=200`, {
+      downloadDir: downloads,
+    });
+    (trained as Session & { downloads?: string }).downloads = downloads;
+    const { page } = trained;
+    const status = await waitFor(
+      page,
+      () => {
+        const s = (globalThis as PageGlobal).demo?.status as DemoStatus | undefined;
+        return s && (s.state === "done" || s.state === "error") ? s : null;
+      },
+      "the autostarted run to finish",
+      280_000,
+      1000,
+    );
+    const message = await page.$eval("#message", (e) => e.textContent);
+    assert.equal(status.state, "done", `the run ended in "${status.state}": ${message}`);
+    assert.equal(status.step, 30);
+    const losses: number[] = await page.evaluate(() => (globalThis as PageGlobal).demo.losses);
+    assert.equal(losses.length, 30);
+    const mean = (a: number[]) => a.reduce((x, y) => x + y, 0) / a.length;
+    const first = mean(losses.slice(0, 5)), last = mean(losses.slice(-5));
+    assert.ok(last < first, `the loss did not fall: first five steps ${first}, last five ${last}`);
+    assert.ok(
+      status.testAccuracy !== null && status.testAccuracy > 0.1,
+      `test accuracy ${status.testAccuracy}`,
+    );
+    assert.ok(status.imagesPerSec !== null && status.imagesPerSec > 0);
+    const cells = await page.$$eval("#grid figure", (f) => f.length);
+    assert.ok(cells > 0, "the evaluation grid shows test images");
+    const shot = join(OUT, "demo.png");
+    await page.screenshot({ path: shot as `${string}.png`, fullPage: true });
+    const adapter = await page.$eval("#adapter", (e) => e.textContent);
+    console.log(
+      `${adapter}; loss ${first.toFixed(3)} → ${last.toFixed(3)} (mean of the first and last five steps), ` +
+        `test accuracy ${(100 * status.testAccuracy!).toFixed(1)}% on 200 images, ` +
+        `${status.imagesPerSec!.toFixed(1)} images/s; screenshot ${shot}`,
+    );
+    assert.deepEqual(trained.errors, []);
+  },
+);
+
+async function runDeno(args: string[]): Promise<string> {
+  const r = await new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "piped" }).output();
+  const out = new TextDecoder().decode(r.stdout), err = new TextDecoder().decode(r.stderr);
+  assert.ok(r.success, `deno ${args.join(" ")} failed:\n${out}\n${err}`);
+  return out;
+}
+
+Deno.test(
+  "a model downloaded from the page loads in `deno task eval` with the page's test accuracy",
+  opts,
+  async () => {
+    assert.ok(trained, "needs the trained page of the previous test");
+    const { page } = trained;
+    const dir = (trained as Session & { downloads?: string }).downloads!;
+    await page.click("#download");
+    const file = join(dir, "final-page.safetensors");
+    const end = Date.now() + 60_000;
+    while (!(await Deno.stat(file).then((s) => s.size > 0, () => false))) {
+      assert.ok(Date.now() < end, `no download appeared at ${file}`);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    await new Promise((r) => setTimeout(r, 500)); // let Chromium finish renaming the partial file
+    const status: DemoStatus = await page.evaluate(() => (globalThis as PageGlobal).demo.status);
+    // the notebook protocol evaluates in training mode, in batches of the training batch size
+    const out = await runDeno([
+      "run",
+      "--allow-all",
+      "experiments/eval.ts",
+      "--checkpoint",
+      file,
+      "--eval-limit",
+      "200",
+      "--batch-size",
+      "32",
+      "--train-mode",
+      "--json",
+    ]);
+    const ev = JSON.parse(out.trim().split("\n").at(-1)!) as {
+      stage: string;
+      accuracy: number;
+      images: number;
+    };
+    assert.equal(ev.stage, "final");
+    assert.equal(ev.images, 200);
+    assert.ok(
+      Math.abs(ev.accuracy - status.testAccuracy!) <= 0.01,
+      `deno task eval: ${ev.accuracy}, page: ${status.testAccuracy}`,
+    );
+    await trained.close();
+    trained = null;
+    await Deno.remove(dir, { recursive: true });
+  },
+);
+
+Deno.test(
+  "a checkpoint written by `deno task train` loads in the page with the trainer's test accuracy",
+  opts,
+  async () => {
+    const out = join(OUT, "train-run");
+    await Deno.remove(out, { recursive: true }).catch(() => {});
+    await runDeno([
+      "run",
+      "--allow-all",
+      "experiments/train.ts",
+      "--quick",
+      "--epochs",
+      "1",
+      "--train-limit",
+      "64",
+      "--eval-limit",
+      "64",
+      "--out",
+      out,
+    ]);
+    const summary = JSON.parse(await Deno.readTextFile(join(out, "run0.json"))) as { bestTest: number };
+    const s = await openPage((await server()).url);
+    try {
+      const input = await s.page.$("#checkpoint");
+      await (input as unknown as { uploadFile(p: string): Promise<void> }).uploadFile(
+        join(out, "run0.last.safetensors"),
+      );
+      await waitFor(
+        s.page,
+        () => /^loaded /.test(document.getElementById("message")!.textContent ?? ""),
+        "the upload",
+      );
+      const form = await s.page.$eval("#form", (f) => Object.fromEntries(new FormData(f as HTMLFormElement)));
+      assert.equal(form.widths, "16,32,64,128", "the form shows the checkpoint's configuration");
+      await s.page.evaluate(() => (globalThis as PageGlobal).demo.evaluate());
+      const status: DemoStatus = await s.page.evaluate(() => (globalThis as PageGlobal).demo.status);
+      const msg = await s.page.$eval("#message", (e) => e.textContent);
+      assert.ok(status.testAccuracy !== null, `no evaluation: ${msg}`);
+      // the trainer's epoch 1 test accuracy: notebook protocol, 64 test images in one batch
+      assert.ok(
+        Math.abs(status.testAccuracy - summary.bestTest) <= 1 / 64 + 1e-9,
+        `page ${status.testAccuracy}, trainer ${summary.bestTest}`,
+      );
+      assert.deepEqual(s.errors, []);
+    } finally {
+      await s.close();
+      await demo?.shutdown();
+      demo = null;
+    }
+  },
+);

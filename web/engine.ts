@@ -1,0 +1,22 @@
+// The engine's browser entry: everything the page uses, from the Deno-free layers only (kernels/,
+// autograd/, nn/, the model builders and the batch loader). Files, environment and CLI stay in data/
+// and experiments/ on the Deno side; the page gets CIFAR-10 and checkpoints as bytes.
+
+export { gpu, type GPUContext, initGPU, sync } from "../kernels/runtime.ts";
+export { Rng } from "../autograd/random.ts";
+export { keep, noGrad, scope, Tensor, tensor } from "../autograd/tensor.ts";
+export { crossEntropy } from "../autograd/ops/loss.ts";
+export { AdamW, CosineAnnealingLR } from "../nn/optim.ts";
+export { onMeta, readMany } from "../nn/module.ts";
+export {
+  checkStateFits,
+  decodeSafetensors,
+  encodeSafetensors,
+  moduleTensors,
+  type SafetensorsFile,
+  type TensorEntry,
+} from "../nn/safetensors.ts";
+export { buildModel, type Model, type ModelOptions } from "../experiments/models.ts";
+export { checkStage, NARROW, type Stage, STAGES } from "../experiments/stages.ts";
+export { CifarLoader, makeSplits } from "../data/loader.ts";
+export { CIFAR10, CIFAR10_CLASSES, type CifarSet, IMAGE_BYTES, RECORD_BYTES } from "../data/cifar10_spec.ts";

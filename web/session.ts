@@ -1,0 +1,423 @@
+// What the page trains and evaluates, without the DOM: the trainer's recipe (AdamW, cosine schedule
+// per epoch, cross-entropy, the notebook's or the clean protocol) over batches the loader builds on
+// the GPU, with pause/resume between steps, a test-set evaluation, and checkpoints as safetensors bytes
+// in the format `deno task train` writes (so `deno task eval` and PyTorch read the page's downloads).
+
+import * as E from "./engine.ts";
+import type { TrainConfig } from "../experiments/config.ts";
+import { CHECKPOINT_FORMAT } from "../experiments/checkpoint.ts";
+
+export type State = "idle" | "loading" | "training" | "paused" | "done" | "error";
+
+/** `globalThis.demo.status`: what automation reads. Unknown numbers are null. */
+export interface Status {
+  state: State;
+  epoch: number;
+  step: number;
+  loss: number | null;
+  trainAccuracy: number | null;
+  testAccuracy: number | null;
+  imagesPerSec: number | null;
+}
+
+/** The page's settings (the form). 0 images = all. */
+export interface PageConfig {
+  stage: E.Stage;
+  widths?: number[];
+  depths?: number[];
+  stemFeatures?: number;
+  batchSize: number;
+  epochs: number;
+  lr: number;
+  weightDecay: number;
+  trainImages: number;
+  testImages: number;
+  seed: number;
+  protocol: "notebook" | "clean";
+}
+
+export interface Evaluation {
+  accuracy: number;
+  images: number;
+  perClass: { correct: number; total: number }[];
+  /** The first images of the test set with their predictions. */
+  samples: { image: Uint8Array; label: number; predicted: number }[];
+}
+
+export interface Events {
+  status(s: Status): void;
+  stepDone(step: number, loss: number, accuracy: number): void;
+  epochDone(step: number, row: { epoch: number; loss: number; train: number; test: number }): void;
+  evaluated(e: Evaluation): void;
+  log(msg: string): void;
+}
+
+type Data = { train: E.CifarSet; test: E.CifarSet };
+
+/** The trainer's configuration for a page run (what a checkpoint's metadata carries). */
+export function trainConfig(c: PageConfig): TrainConfig {
+  return {
+    stage: c.stage,
+    epochs: c.epochs,
+    batchSize: c.batchSize,
+    lr: c.lr,
+    weightDecay: c.weightDecay,
+    seed: c.seed,
+    trainLimit: c.trainImages,
+    evalLimit: c.testImages,
+    widths: c.widths,
+    depths: c.depths,
+    stemFeatures: c.stemFeatures,
+    dropPath: 0,
+    protocol: c.protocol,
+    rescoreTrain: false,
+    out: "",
+    progressEvery: 1,
+  };
+}
+
+function buildFor(c: PageConfig): E.Model {
+  return E.buildModel(c.stage, {
+    widths: c.widths,
+    depths: c.depths,
+    stemFeatures: c.stemFeatures,
+    softmaxHead: c.protocol === "notebook" ? undefined : false,
+    seed: c.seed,
+  });
+}
+
+/** Throws a clear error when the model's largest activation at this batch size exceeds the adapter. */
+export function checkLimits(c: PageConfig, limits: GPUSupportedLimits): void {
+  const rows = E.onMeta(() => buildFor(c)).summary([c.batchSize, 3, 32, 32]);
+  const biggest = Math.max(...rows.map((r) => 4 * r.outShape.reduce((a, b) => a * b, 1)));
+  const limit = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
+  if (biggest > limit) {
+    throw new Error(
+      `This WebGPU adapter cannot hold the model: its largest activation at batch ${c.batchSize} needs ` +
+        `${(biggest / 2 ** 20).toFixed(1)} MiB, the adapter offers maxStorageBufferBindingSize ` +
+        `${(limits.maxStorageBufferBindingSize / 2 ** 20).toFixed(0)} MiB and maxBufferSize ` +
+        `${(limits.maxBufferSize / 2 ** 20).toFixed(0)} MiB. Lower the batch size or the widths.`,
+    );
+  }
+}
+
+const argmax = (a: Float32Array, row: number, n: number) => {
+  let best = 0;
+  for (let c = 1; c < n; c++) if (a[row * n + c] > a[row * n + best]) best = c;
+  return best;
+};
+
+/** A loaded checkpoint: the model's tensors, and the optimizer and position when the file has them. */
+interface Loaded {
+  source: string;
+  tensors: Record<string, E.TensorEntry>;
+  optimizer: { step: number; lr: number; tensors: Record<string, Float32Array> } | null;
+  epoch: number;
+  schedulerLastEpoch: number;
+}
+
+export class Session {
+  status: Status = {
+    state: "idle",
+    epoch: 0,
+    step: 0,
+    loss: null,
+    trainAccuracy: null,
+    testAccuracy: null,
+    imagesPerSec: null,
+  };
+  model: E.Model | null = null;
+  config: PageConfig | null = null;
+  private loaded: Loaded | null = null;
+  private resumeGate: (() => void) | null = null;
+  private pauseRequested = false;
+  private epochsDone = 0;
+
+  constructor(
+    private readonly ev: Events,
+    private readonly data: (trainImages: number) => Promise<Data>,
+  ) {}
+
+  private set(patch: Partial<Status>): void {
+    Object.assign(this.status, patch);
+    this.ev.status({ ...this.status });
+  }
+
+  get busy(): boolean {
+    return this.status.state === "loading" || this.status.state === "training" ||
+      this.status.state === "paused";
+  }
+
+  pause(): void {
+    if (this.status.state === "training") this.pauseRequested = true;
+  }
+
+  resume(): void {
+    if (this.status.state !== "paused") return;
+    this.set({ state: "training" });
+    this.resumeGate?.();
+  }
+
+  /** Trains with `c` (from a loaded checkpoint's weights when one was loaded) until done or error. */
+  async train(c: PageConfig, ctx: E.GPUContext): Promise<void> {
+    if (this.busy) throw new Error("a run is already in progress");
+    this.set({ state: "loading", epoch: 0, step: 0, loss: null, trainAccuracy: null, testAccuracy: null });
+    this.pauseRequested = false;
+    try {
+      checkLimits(c, ctx.limits);
+      const data = await this.data(c.trainImages);
+      this.replaceModel(c);
+      const model = this.model!;
+      const opt = new E.AdamW(model.parameters(), {
+        lr: c.lr,
+        betas: [0.9, 0.999],
+        eps: 1e-8,
+        weightDecay: c.weightDecay,
+      });
+      const sched = new E.CosineAnnealingLR(opt, { tMax: c.epochs });
+      let startEpoch = 0;
+      const l = this.loaded;
+      if (l?.optimizer) {
+        opt.loadStateDict(l.optimizer);
+        for (let e = 0; e < l.schedulerLastEpoch; e++) sched.step();
+        startEpoch = l.epoch;
+        this.ev.log(`continuing ${l.source} at epoch ${startEpoch + 1} with its optimizer state`);
+      }
+      try {
+        await this.loop(c, model, opt, sched, data, startEpoch);
+      } finally {
+        opt.dispose();
+      }
+      this.loaded = null;
+      this.set({ state: "done" });
+    } catch (e) {
+      this.set({ state: "error" });
+      throw e;
+    }
+  }
+
+  private replaceModel(c: PageConfig): void {
+    this.model?.dispose();
+    this.model = null;
+    const model = buildFor(c);
+    if (this.loaded) {
+      try {
+        this.applyTensors(model, this.loaded.tensors, this.loaded.source);
+      } catch (e) {
+        model.dispose();
+        throw e;
+      }
+    }
+    this.model = model;
+    this.config = c;
+  }
+
+  private applyTensors(model: E.Model, tensors: Record<string, E.TensorEntry>, source: string): void {
+    E.checkStateFits({ tensors, metadata: {} }, model, source);
+    model.loadStateDict(Object.fromEntries(Object.entries(tensors).map(([n, t]) => [n, t.data])));
+  }
+
+  private async loop(
+    c: PageConfig,
+    model: E.Model,
+    opt: E.AdamW,
+    sched: E.CosineAnnealingLR,
+    data: Data,
+    startEpoch: number,
+  ): Promise<void> {
+    const splits = E.makeSplits(data, {
+      trainLimit: c.trainImages || undefined,
+      testLimit: c.testImages || undefined,
+      validationLimit: 1,
+    });
+    const train = new E.CifarLoader(splits.train, {
+      batchSize: c.batchSize,
+      seed: c.seed,
+      shuffle: true,
+      augment: true,
+    });
+    // evaluation batches of the training batch size, as the trainer's (batch statistics in notebook mode)
+    const test = new E.CifarLoader(splits.test, { batchSize: c.batchSize });
+    let step = startEpoch * train.batchesPerEpoch;
+    for (let epoch = startEpoch; epoch < c.epochs; epoch++) {
+      model.train();
+      this.set({ state: "training", epoch: epoch + 1 });
+      let lossSum = 0, correct = 0, count = 0, busyMs = 0, mark = performance.now();
+      type Pending = { read: Promise<Float32Array[]>; t: E.Tensor[]; labels: Uint8Array };
+      const handle = async (p: Pending) => {
+        const [lv, logits] = await p.read;
+        p.t.forEach((t) => t.dispose());
+        const loss = lv[0], n = p.labels.length, classes = logits.length / n;
+        if (!Number.isFinite(loss)) {
+          throw new Error(
+            `Training diverged: the loss became ${loss} at step ${step + 1}; try a lower learning rate.`,
+          );
+        }
+        let right = 0;
+        p.labels.forEach((label, i) => right += argmax(logits, i, classes) === label ? 1 : 0);
+        lossSum += loss * n, correct += right, count += n, step++;
+        const now = performance.now();
+        busyMs += now - mark;
+        mark = now;
+        this.set({ step, loss, trainAccuracy: correct / count, imagesPerSec: count / (busyMs / 1000) });
+        this.ev.stepDone(step, loss, right / n);
+      };
+      let pending: Pending | null = null;
+      for (const batch of train.epoch(epoch)) {
+        if (this.pauseRequested) {
+          if (pending) await handle(pending);
+          pending = null;
+          await this.paused();
+          mark = performance.now();
+        }
+        const [out, loss] = E.scope(() => {
+          const o = model.forward(batch.x);
+          const l = E.crossEntropy(o, batch.y);
+          opt.zeroGrad();
+          l.backward();
+          opt.step();
+          return [o, l];
+        });
+        batch.x.dispose();
+        batch.y.dispose();
+        // the readback submits this step; the previous step's result is handled while it runs
+        const next: Pending = { read: E.readMany([loss, out]), t: [loss, out], labels: batch.labels };
+        if (pending) await handle(pending);
+        pending = next;
+      }
+      if (pending) await handle(pending);
+      const row = { epoch: epoch + 1, loss: lossSum / count, train: correct / count, test: NaN };
+      const ev = await this.evaluate(test);
+      row.test = ev.accuracy;
+      model.train();
+      sched.step();
+      this.epochsDone = epoch + 1;
+      this.ev.epochDone(step, row);
+    }
+  }
+
+  private paused(): Promise<void> {
+    this.pauseRequested = false;
+    this.set({ state: "paused" });
+    return new Promise((resolve) => this.resumeGate = resolve);
+  }
+
+  /** Test accuracy (overall and per class) of the current model, and the first 40 predictions. */
+  async evaluate(loader?: E.CifarLoader, c = this.config): Promise<Evaluation> {
+    if (!this.model || !c) throw new Error("no model yet: start training or load a checkpoint first");
+    const model = this.model;
+    if (!loader) {
+      const data = await this.data(1);
+      const split =
+        E.makeSplits(data, { testLimit: c.testImages || undefined, trainLimit: 1, validationLimit: 1 }).test;
+      loader = new E.CifarLoader(split, { batchSize: c.batchSize });
+    }
+    // the notebook evaluates in training mode (batch statistics); the clean protocol in eval mode
+    if (c.protocol === "clean") model.eval();
+    const perClass = Array.from({ length: 10 }, () => ({ correct: 0, total: 0 }));
+    const samples: Evaluation["samples"] = [];
+    for (const batch of loader.epoch(0)) {
+      const y = E.noGrad(() => E.scope(() => model.forward(batch.x)));
+      const [out] = await E.readMany([y]);
+      y.dispose();
+      const classes = out.length / batch.size;
+      batch.labels.forEach((label, i) => {
+        const p = argmax(out, i, classes);
+        perClass[label].total++;
+        if (p === label) perClass[label].correct++;
+        if (samples.length < 40) {
+          const k = batch.index * loader!.batchSize + i;
+          samples.push({
+            image: loader!.split.images.subarray(k * 3072, (k + 1) * 3072),
+            label,
+            predicted: p,
+          });
+        }
+      });
+      batch.x.dispose();
+      batch.y.dispose();
+    }
+    const images = perClass.reduce((a, p) => a + p.total, 0);
+    const accuracy = perClass.reduce((a, p) => a + p.correct, 0) / images;
+    const result = { accuracy, images, perClass, samples };
+    this.set({ testAccuracy: accuracy });
+    this.ev.evaluated(result);
+    return result;
+  }
+
+  /** The model as safetensors bytes in the trainer's checkpoint format (model tensors only). */
+  async checkpointBytes(): Promise<Uint8Array> {
+    if (!this.model || !this.config) {
+      throw new Error("no model yet: start training or load a checkpoint first");
+    }
+    const tensors = await E.moduleTensors(this.model);
+    const state = {
+      epoch: this.epochsDone,
+      batch: 0,
+      partial: { lossSum: 0, correct: 0, count: 0, seconds: 0 },
+      rows: [],
+      scheduler: { lastEpoch: this.epochsDone, baseLr: this.config.lr, lr: this.config.lr },
+      dropRng: [],
+    };
+    return E.encodeSafetensors(tensors, {
+      format: CHECKPOINT_FORMAT,
+      stage: this.config.stage,
+      config: JSON.stringify(trainConfig(this.config)),
+      state: JSON.stringify(state),
+      writer: "convnext-webgpu page",
+    });
+  }
+
+  /**
+   * Loads a checkpoint (from `deno task train`, the page or PyTorch) into a model built from `c`, or
+   * from the checkpoint's own configuration when it has one (returned, so the form can show it).
+   */
+  loadCheckpoint(bytes: Uint8Array, source: string, c: PageConfig): PageConfig {
+    if (this.busy) throw new Error("pause is not enough: wait until the run is done to load a checkpoint");
+    const file = E.decodeSafetensors(bytes, source);
+    let cfg = c;
+    if (file.metadata.config) {
+      const t = JSON.parse(file.metadata.config) as TrainConfig;
+      cfg = {
+        ...c,
+        stage: E.checkStage(t.stage),
+        widths: t.widths,
+        depths: t.depths,
+        stemFeatures: t.stemFeatures,
+        protocol: t.protocol,
+        batchSize: t.batchSize,
+        lr: t.lr,
+        weightDecay: t.weightDecay,
+        epochs: t.epochs,
+        seed: t.seed,
+        trainImages: t.trainLimit,
+        testImages: t.evalLimit,
+      };
+    }
+    const model: Record<string, E.TensorEntry> = {}, optim: Record<string, Float32Array> = {};
+    for (const [n, t] of Object.entries(file.tensors)) {
+      if (n.startsWith("optimizer.")) optim[n.slice("optimizer.".length)] = t.data;
+      else model[n] = t;
+    }
+    const meta = JSON.parse(file.metadata.optimizer ?? "null") as { step: number; lr: number } | null;
+    const state = JSON.parse(file.metadata.state ?? "null") as
+      | { epoch: number; batch: number; scheduler: { lastEpoch: number } }
+      | null;
+    this.loaded = {
+      source,
+      tensors: model,
+      optimizer: meta && Object.keys(optim).length ? { ...meta, tensors: optim } : null,
+      epoch: state?.epoch ?? 0,
+      schedulerLastEpoch: state?.scheduler.lastEpoch ?? 0,
+    };
+    try {
+      this.replaceModel(cfg);
+    } catch (e) {
+      this.loaded = null;
+      throw e;
+    }
+    this.epochsDone = this.loaded.epoch;
+    this.set({ state: "idle", epoch: this.loaded.epoch, step: 0, loss: null, testAccuracy: null });
+    return cfg;
+  }
+}
