@@ -6,7 +6,7 @@
 
 import type { EwInput } from "./elementwise.ts";
 import { type Binding, dispatch, grid1D, kernel, linearIndex, WG } from "./runtime.ts";
-import { broadcastIndex, f32, storageDecls, stridesOf } from "./wgsl.ts";
+import { broadcastIndex, divU, f32, modU, storageDecls, stridesOf } from "./wgsl.ts";
 
 export const WG_RED = 64;
 /** Reductions at least this long use a workgroup (tree) per output. */
@@ -17,7 +17,7 @@ function offsetExpr(idx: string, dims: number[], strides: number[]): string {
   if (dims.length === 0) return "0u";
   const inner = stridesOf(dims);
   const terms = dims.map((d, k) => {
-    const coord = k === 0 ? `(${idx} / ${inner[k]}u)` : `((${idx} / ${inner[k]}u) % ${d}u)`;
+    const coord = k === 0 ? divU(idx, inner[k]) : modU(divU(idx, inner[k]), d);
     return strides[k] === 1 ? coord : `${coord} * ${strides[k]}u`;
   });
   return terms.join(" + ");

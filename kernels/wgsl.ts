@@ -25,6 +25,13 @@ export function storageDecls(readNames: string[], writeNames: string[], type = "
 }
 
 /**
+ * `a / n` and `a % n` over u32 with n a literal, folded when n = 1: Chromium's SwiftShader (Dawn)
+ * never finishes compiling a loop that divides by a literal 1 (wgpu on lavapipe does).
+ */
+export const divU = (a: string, n: number): string => n === 1 ? a : `(${a} / ${n}u)`;
+export const modU = (a: string, n: number): string => n === 1 ? "0u" : `(${a} % ${n}u)`;
+
+/**
  * WGSL expression for the flat index into a tensor of shape `inShape` broadcast (numpy rules) to
  * `outShape`, given the flat output index expression `i`.
  */
@@ -38,7 +45,7 @@ export function broadcastIndex(outShape: readonly number[], inShape: readonly nu
   const terms: string[] = [];
   for (let k = 0; k < n; k++) {
     if (padded[k] === 1 || outShape[k] === 1) continue;
-    const coord = k === 0 ? `(${i} / ${outStrides[k]}u)` : `((${i} / ${outStrides[k]}u) % ${outShape[k]}u)`;
+    const coord = k === 0 ? divU(i, outStrides[k]) : modU(divU(i, outStrides[k]), outShape[k]);
     terms.push(inStrides[k] === 1 ? coord : `${coord} * ${inStrides[k]}u`);
   }
   return terms.join(" + ");
