@@ -6,11 +6,12 @@ export {
   flush,
   gpu,
   type GPUContext,
-  initGPU,
   pipelineCacheSize,
   poolStats,
   sync,
 } from "./kernels/runtime.ts";
+// Deno's initGPU (wgpu's primary backends unless DENO_WEBGPU_BACKEND says otherwise; see experiments/host.ts)
+export { initGPU } from "./experiments/host.ts";
 export { Rng } from "./autograd/random.ts";
 export {
   backward,

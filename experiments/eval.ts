@@ -1,7 +1,7 @@
 // `deno task eval --checkpoint FILE`: test accuracy (overall and per class) of a saved checkpoint.
 
+import { initGPU } from "./host.ts";
 import { parseArgs } from "node:util";
-import { initGPU } from "../kernels/runtime.ts";
 import { noGrad, scope } from "../autograd/tensor.ts";
 import { openCifar10 } from "../data/cifar10.ts";
 import { CIFAR10_CLASSES } from "../data/cifar10.ts";

@@ -6,9 +6,45 @@
 //   CONVNEXT_AUTOTUNE=0                         no autotune: the adapter profile's deterministic defaults
 //   CONVNEXT_AUTOTUNE_CACHE=DIR                 where winners are kept (default ./data/cache/autotune)
 
-import { type GPUContext, initGPU } from "../kernels/runtime.ts";
+import { type GPUContext, initGPU as initRuntime, NO_ADAPTER_HELP } from "../kernels/runtime.ts";
 import { setPlanOverride } from "../kernels/planner.ts";
 import { type AutotuneStore, disableAutotune, enableAutotune } from "../kernels/autotune.ts";
+
+/**
+ * Unless DENO_WEBGPU_BACKEND is set, limits Deno's wgpu to its primary backends (Vulkan, Metal, D3D12).
+ * By default wgpu also initialises its OpenGL backend (on Mesa: EGL and a second llvmpipe screen with
+ * threads of its own) in every JS runtime, though the engine always takes the primary adapter; tearing
+ * that unused GL instance down when a runtime ends (each `deno test` module is one) corrupted the heap
+ * in about 1 of 25 runs of eight small GPU test modules ("corrupted size vs. prev_size in fastbins",
+ * exit 134; reproduction: scripts/exit_crash.sh). wgpu reads the variable once, at the first
+ * `requestAdapter`. DENO_WEBGPU_BACKEND=gl still selects OpenGL. Returns true when it set the variable.
+ */
+function preferPrimaryBackends(): boolean {
+  const name = "DENO_WEBGPU_BACKEND";
+  if (Deno.permissions.querySync({ name: "env", variable: name }).state !== "granted") return false;
+  if (Deno.env.get(name) !== undefined) return false;
+  Deno.env.set(name, "vulkan,metal,dx12");
+  return true;
+}
+
+let backendChosen: string | null = null;
+
+/** Deno's `initGPU`: the runtime's, on wgpu's primary backends unless DENO_WEBGPU_BACKEND says otherwise. */
+export async function initGPU(): Promise<GPUContext> {
+  if (backendChosen === null) {
+    backendChosen = preferPrimaryBackends() ? "auto" : envVar("DENO_WEBGPU_BACKEND") ?? "auto";
+  }
+  try {
+    return await initRuntime();
+  } catch (e) {
+    if (backendChosen === "auto" && e instanceof Error && e.message === NO_ADAPTER_HELP) {
+      throw new Error(
+        `${NO_ADAPTER_HELP} (Searched wgpu's Vulkan, Metal and D3D12 backends; DENO_WEBGPU_BACKEND=gl tries OpenGL.)`,
+      );
+    }
+    throw e;
+  }
+}
 
 /** An environment variable, or undefined when unset or when env access is not granted. */
 export function envVar(name: string): string | undefined {
@@ -26,7 +62,7 @@ export interface KernelSettings {
 /** The autotune cache file of this adapter, backend and Deno version. */
 export function autotuneCachePath(ctx: GPUContext): string {
   const dir = envVar("CONVNEXT_AUTOTUNE_CACHE") || "data/cache/autotune";
-  const backend = envVar("DENO_WEBGPU_BACKEND") || "auto";
+  const backend = backendChosen ?? envVar("DENO_WEBGPU_BACKEND") ?? "auto";
   const id = `${ctx.adapterName}-${backend}-deno${Deno.version.deno}`.replace(/[^\w.-]+/g, "_");
   return `${dir}/${id}.json`;
 }

@@ -7,11 +7,10 @@
 
 import { parseArgs } from "node:util";
 import { onMeta } from "../nn/module.ts";
-import { initGPU } from "../kernels/runtime.ts";
 import type { PlanEntry } from "../kernels/planner.ts";
 import { buildModel, type ModelConfig, type ModelOptions, STAGES } from "./models.ts";
 import { formatPlan, trainingStepPlan } from "./plan.ts";
-import { applyKernelSettings } from "./host.ts";
+import { applyKernelSettings, initGPU } from "./host.ts";
 
 const USAGE = `deno task info --stage NAME [options]
 

@@ -3,7 +3,7 @@
 // queues the shapes it meets without a winner (while autotune is on) and `autotune()` times them
 // afterwards on scratch buffers; the trainer does this once before its first step, on a dry run of
 // one step, so every real step of a run uses the same kernels. Winners go to a store (the host keeps
-// it on disk per adapter and Deno version) so later processes start with them.
+// it on disk per adapter and runtime version) so later processes start with them.
 
 import { acquireBuffer, releaseBuffer, sync } from "./runtime.ts";
 import { convBackwardInput, convBackwardWeight, convForward } from "./conv.ts";

@@ -44,48 +44,12 @@ export function initGPU(): Promise<GPUContext> {
   return initPromise;
 }
 
-/** The part of Deno's global that `preferPrimaryBackends` uses (absent in browsers). */
-interface DenoEnvHost {
-  env: { get(name: string): string | undefined; set(name: string, value: string): void };
-  permissions: { querySync(d: { name: "env"; variable: string }): { state: string } };
-}
-
-/**
- * Deno only (feature-detected; a browser picks its own backend): unless DENO_WEBGPU_BACKEND is set,
- * limits wgpu to its primary backends. By default Deno's wgpu also initialises its OpenGL backend
- * (on Mesa: EGL and a second llvmpipe screen with its own threads) in every JS runtime, though the
- * engine always takes the Vulkan/Metal/D3D12 adapter; tearing that unused GL instance down when a
- * runtime ends (each `deno test` module is one) corrupted the heap in about 1 of 25 runs of eight
- * small GPU test modules ("corrupted size vs. prev_size in fastbins" or "double free" after the last
- * test, exit status 134; reproduction: scripts/exit_crash.sh). wgpu reads the variable once per
- * runtime, at the first `requestAdapter`, so this runs before it. DENO_WEBGPU_BACKEND=gl still
- * selects OpenGL on purpose. Returns true when it set the variable.
- */
-function preferPrimaryBackends(): boolean {
-  const deno = (globalThis as { Deno?: DenoEnvHost }).Deno;
-  const name = "DENO_WEBGPU_BACKEND";
-  if (!deno?.env || deno.permissions?.querySync({ name: "env", variable: name }).state !== "granted") {
-    return false;
-  }
-  if (deno.env.get(name) !== undefined) return false;
-  deno.env.set(name, "vulkan,metal,dx12");
-  return true;
-}
-
 async function createContext(): Promise<GPUContext> {
   if (typeof navigator === "undefined" || !("gpu" in navigator)) {
-    throw new Error("This runtime has no WebGPU (navigator.gpu). Use Deno 2. " + NO_ADAPTER_HELP);
+    throw new Error("This JavaScript runtime has no WebGPU (navigator.gpu). " + NO_ADAPTER_HELP);
   }
-  const primaryOnly = preferPrimaryBackends();
   const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
-  if (!adapter) {
-    throw new Error(
-      NO_ADAPTER_HELP +
-        (primaryOnly
-          ? " (Searched wgpu's Vulkan, Metal and D3D12 backends; DENO_WEBGPU_BACKEND=gl tries OpenGL.)"
-          : ""),
-    );
-  }
+  if (!adapter) throw new Error(NO_ADAPTER_HELP);
   const lim = adapter.limits as unknown as Record<string, number>;
   for (const [name, need] of Object.entries(REQUIRED_LIMITS)) {
     if (lim[name] < need) {
@@ -121,7 +85,7 @@ async function createContext(): Promise<GPUContext> {
 
 /**
  * The device's limits copied into a plain object: every dispatch reads one, and reading a property of
- * a GPUSupportedLimits crosses into native code (measured ~2 µs per dispatch on Deno).
+ * a GPUSupportedLimits crosses into native code (measured ~2 µs per dispatch here).
  */
 function plainLimits(l: GPUSupportedLimits): GPUSupportedLimits {
   const out: Record<string, number> = {};

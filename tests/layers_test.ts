@@ -130,3 +130,10 @@ Deno.test("no layer imports from a layer after it (kernels → autograd → nn �
 Deno.test("no import cycles", () => {
   assert.deepEqual(cycles(graph), []);
 });
+
+Deno.test("kernels/, autograd/ and nn/ never mention Deno (they run in browsers too)", () => {
+  const mentions = [...graph.keys()]
+    .filter((f) => /^(kernels|autograd|nn)\//.test(f))
+    .filter((f) => /\bDeno\b/.test(Deno.readTextFileSync(join(ROOT, f))));
+  assert.deepEqual(mentions, []);
+});
