@@ -99,6 +99,19 @@ async function ensureGpu(): Promise<E.GPUContext> {
     );
   }
   gpuCtx = await E.initGPU();
+  if (/swiftshader/i.test(gpuCtx.adapterName)) {
+    // Chromium's SwiftShader does not finish compiling the direct depthwise weight-gradient kernels
+    // (a loop over 49 accumulators with guarded loads); the tiled ones compile in seconds
+    E.setPlanOverride("conv.weightGrad=depthwise/tiled");
+  }
+  if (new URLSearchParams(location.search).has("debug")) {
+    // ?debug: name every pipeline as it is created (which kernel a hung compile belongs to)
+    const d = gpuCtx.device, create = d.createComputePipeline.bind(d);
+    d.createComputePipeline = (desc) => {
+      console.log(`pipeline ${desc.label ?? "?"}`);
+      return create(desc);
+    };
+  }
   // a validation error Dawn reports outside an error scope would otherwise go unseen
   gpuCtx.device.addEventListener("uncapturederror", (e) => {
     console.error(`WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`);

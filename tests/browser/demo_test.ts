@@ -42,7 +42,7 @@ let blank: Session | null = null;
 /** One page at `/` (no autostart) for the golden and training-step checks. */
 async function checksPage(): Promise<Session> {
   if (!blank) {
-    blank = await openPage((await server()).url);
+    blank = await openPage((await server()).url + (Deno.env.get("DEMO_TEST_VERBOSE") ? "?debug" : ""));
     await blank.page.evaluate(() => (globalThis as PageGlobal).demo.ensureGpu());
   }
   return blank;
@@ -55,6 +55,28 @@ function table(rows: CaseResult[], deno?: CaseResult[]): string {
   ).join("\n");
 }
 
+/** `fn` in the page, failing with `what` named when it takes longer than `seconds`. */
+async function inPage<T>(what: string, seconds: number, fn: () => Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const t0 = performance.now();
+  try {
+    return await Promise.race([
+      fn(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`${what}: no answer from the page in ${seconds} s`)),
+          seconds * 1000,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+    if (Deno.env.get("DEMO_TEST_VERBOSE")) {
+      console.log(`${what}: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    }
+  }
+}
+
 Deno.test("PyTorch golden fixtures pass in Chromium as in Deno", opts, async () => {
   await initGPU();
   const s = await checksPage();
@@ -62,26 +84,35 @@ Deno.test("PyTorch golden fixtures pass in Chromium as in Deno", opts, async () 
   for (const name of JSON_FIXTURES) {
     const parsed = JSON.parse(await Deno.readTextFile(fixture(name)));
     const inDeno = await runJsonFixture(name, parsed);
-    const inPage: CaseResult[] = await s.page.evaluate(
-      (n, p) => (globalThis as PageGlobal).demo.checks.golden(n, p),
-      name,
-      parsed,
-    );
-    assert.deepEqual(inPage.map((r) => r.name), inDeno.map((r) => r.name), `${name}: the same cases`);
-    report.push(table(inPage, inDeno));
-    for (const r of [...inDeno, ...inPage]) {
+    // case by case (optim.json is one trajectory), so a failure names its case
+    const parts: unknown[] = "cases" in parsed
+      ? parsed.cases.map((c: unknown) => ({ cases: [c] }))
+      : [parsed];
+    const fromPage: CaseResult[] = [];
+    for (const [i, part] of parts.entries()) {
+      fromPage.push(
+        ...await inPage(
+          `${name} part ${i + 1}/${parts.length}`,
+          120,
+          () => s.page.evaluate((n, p) => (globalThis as PageGlobal).demo.checks.golden(n, p), name, part),
+        ),
+      );
+    }
+    assert.deepEqual(fromPage.map((r) => r.name), inDeno.map((r) => r.name), `${name}: the same cases`);
+    report.push(table(fromPage, inDeno));
+    for (const r of [...inDeno, ...fromPage]) {
       assert.ok(r.pass, `${name} "${r.name}": worst error ${r.maxRelError} in ${r.worst} (rtol ${r.rtol})`);
     }
   }
   for (const name of MODEL_FIXTURES) {
     const b64 = btoa(Array.from(await Deno.readFile(fixture(name)), (b) => String.fromCharCode(b)).join(""));
-    const inPage: CaseResult[] = await s.page.evaluate(
-      (n, b) => (globalThis as PageGlobal).demo.checks.goldenModel(n, b),
+    const fromPage: CaseResult[] = await inPage(
       name,
-      b64,
+      240,
+      () => s.page.evaluate((n, b) => (globalThis as PageGlobal).demo.checks.goldenModel(n, b), name, b64),
     );
-    report.push(table(inPage));
-    for (const r of inPage) {
+    report.push(table(fromPage));
+    for (const r of fromPage) {
       assert.ok(r.pass, `${name} "${r.name}": worst error ${r.maxRelError} in ${r.worst}`);
     }
   }
@@ -96,18 +127,25 @@ Deno.test(
     await initGPU();
     const s = await checksPage();
     const inDeno = await trainStepsLosses({ steps: 3, batchSize: 16, seed: 7 });
-    const inPage: number[] = await s.page.evaluate(() =>
-      (globalThis as PageGlobal).demo.checks.trainSteps({ steps: 3, batchSize: 16, seed: 7 })
+    const fromPage: number[] = await inPage(
+      "three training steps",
+      240,
+      () =>
+        s.page.evaluate(() =>
+          (globalThis as PageGlobal).demo.checks.trainSteps({ steps: 3, batchSize: 16, seed: 7 })
+        ),
     );
     console.log(
-      `losses  deno ${inDeno.map((l) => l.toFixed(6)).join(", ")}\n        chromium ${
-        inPage.map((l) => l.toFixed(6)).join(", ")
-      }`,
+      `losses  deno     ${inDeno.map((l) => l.toFixed(6)).join(", ")}\n` +
+        `        chromium ${fromPage.map((l) => l.toFixed(6)).join(", ")}`,
     );
-    assert.equal(inPage.length, 3);
+    assert.equal(fromPage.length, 3);
     inDeno.forEach((l, i) => {
-      const rel = Math.abs(inPage[i] - l) / Math.abs(l);
-      assert.ok(rel <= 1e-4, `step ${i + 1}: chromium ${inPage[i]}, deno ${l} (relative difference ${rel})`);
+      const rel = Math.abs(fromPage[i] - l) / Math.abs(l);
+      assert.ok(
+        rel <= 1e-4,
+        `step ${i + 1}: chromium ${fromPage[i]}, deno ${l} (relative difference ${rel})`,
+      );
     });
     assert.deepEqual(s.errors, []);
     await s.close();
@@ -249,11 +287,14 @@ Deno.test(
       );
       await waitFor(
         s.page,
-        () => /^loaded /.test(document.getElementById("message")!.textContent ?? ""),
+        () => /^loaded /.test((globalThis as PageGlobal).document.getElementById("message").textContent),
         "the upload",
       );
-      const form = await s.page.$eval("#form", (f) => Object.fromEntries(new FormData(f as HTMLFormElement)));
-      assert.equal(form.widths, "16,32,64,128", "the form shows the checkpoint's configuration");
+      const widths = await s.page.$eval(
+        'input[name="widths"]',
+        (e) => (e as unknown as { value: string }).value,
+      );
+      assert.equal(widths, "16,32,64,128", "the form shows the checkpoint's configuration");
       await s.page.evaluate(() => (globalThis as PageGlobal).demo.evaluate());
       const status: DemoStatus = await s.page.evaluate(() => (globalThis as PageGlobal).demo.status);
       const msg = await s.page.$eval("#message", (e) => e.textContent);
