@@ -62,7 +62,7 @@ export async function openPage(url: string, opts: { downloadDir?: string } = {})
     if (Deno.env.get("DEMO_TEST_VERBOSE")) console.log(`[page ${m.type()}] ${m.text()}`);
   });
   if (opts.downloadDir) {
-    const cdp = await page.createCDPSession();
+    const cdp = await browser.target().createCDPSession();
     await cdp.send("Browser.setDownloadBehavior", {
       behavior: "allow",
       downloadPath: opts.downloadDir,
