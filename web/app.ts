@@ -305,6 +305,13 @@ function init(): void {
     resume: () => session.resume(),
     evaluate,
     download,
+    /** The bytes the download button saves, as base64 (automation cannot read a save dialog's file). */
+    checkpointBase64: async () => {
+      const b = await session.checkpointBytes();
+      let bin = "";
+      for (let i = 0; i < b.length; i += 0x8000) bin += String.fromCharCode(...b.subarray(i, i + 0x8000));
+      return btoa(bin);
+    },
     ensureGpu: async () => (await ensureGpu()).adapterName,
     checks,
   };
