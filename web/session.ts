@@ -127,6 +127,7 @@ export class Session {
     imagesPerSec: null,
   };
   model: E.Model | null = null;
+  private opt: E.AdamW | null = null;
   config: PageConfig | null = null;
   private loaded: Loaded | null = null;
   private resumeGate: (() => void) | null = null;
@@ -183,11 +184,9 @@ export class Session {
         startEpoch = l.epoch;
         this.ev.log(`continuing ${l.source} at epoch ${startEpoch + 1} with its optimizer state`);
       }
-      try {
-        await this.loop(c, model, opt, sched, data, startEpoch);
-      } finally {
-        opt.dispose();
-      }
+      // the parameters live in the optimizer's arena: it is freed with the model (replaceModel)
+      this.opt = opt;
+      await this.loop(c, model, opt, sched, data, startEpoch);
       this.loaded = null;
       this.set({ state: "done" });
     } catch (e) {
@@ -197,8 +196,11 @@ export class Session {
   }
 
   private replaceModel(c: PageConfig): void {
+    // as the trainer does: the model first, then the optimizer that holds its parameters' arena
     this.model?.dispose();
     this.model = null;
+    this.opt?.dispose();
+    this.opt = null;
     const model = buildFor(c);
     if (this.loaded) {
       try {
