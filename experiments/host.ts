@@ -8,6 +8,7 @@
 
 import { type GPUContext, initGPU as initRuntime, NO_ADAPTER_HELP } from "../kernels/runtime.ts";
 import { setPlanOverride } from "../kernels/planner.ts";
+import { setBackendHint } from "../kernels/profile.ts";
 import { type AutotuneStore, disableAutotune, enableAutotune } from "../kernels/autotune.ts";
 
 /**
@@ -34,6 +35,7 @@ export async function initGPU(): Promise<GPUContext> {
   if (backendChosen === null) {
     backendChosen = preferPrimaryBackends() ? "auto" : envVar("DENO_WEBGPU_BACKEND") ?? "auto";
   }
+  setBackendHint(backendChosen);
   try {
     return await initRuntime();
   } catch (e) {

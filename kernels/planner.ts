@@ -72,9 +72,9 @@ export function convVariants(s: ConvShape, pass: ConvPass): string[] {
   // the backward passes of a patch conv are planned only when its forward did not rewrite the graph
   if (isPatchConv(s)) return pass === "forward" ? ["patches", "direct/blocked"] : ["direct/blocked"];
   if (isDepthwise(s)) {
-    return depthwiseTiledSupports(s, TILED_PASS[pass])
-      ? ["depthwise/tiled", "depthwise/direct"]
-      : ["depthwise/direct"];
+    const tiled = depthwiseTiledSupports(s, TILED_PASS[pass]) &&
+      !adapterProfile().variantsOff.includes("depthwise/tiled");
+    return tiled ? ["depthwise/tiled", "depthwise/direct"] : ["depthwise/direct"];
   }
   if (!isPointwise(s)) return ["direct/blocked"];
   const v: string[] = [];
@@ -229,7 +229,7 @@ export type Fusion = typeof FUSIONS[number];
 
 /** Whether fusion `name` is on (the last matching override rule wins). */
 export function fusionEnabled(name: Fusion): boolean {
-  let on = true;
+  let on = !adapterProfile().fusionsOff.includes(name);
   for (const r of overrides) if (r.target === "fuse" || r.target === `fuse.${name}`) on = r.variant === "on";
   return on;
 }

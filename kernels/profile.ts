@@ -39,6 +39,10 @@ export interface AdapterProfile {
   columnsBelowPixels: number;
   /** Whether the halo-tiled depthwise kernels (workgroup memory) are the default where they apply. */
   tiledDepthwise: boolean;
+  /** Fusions off by default on this adapter (an override can still turn them on). */
+  fusionsOff: readonly string[];
+  /** Variants the planner never offers on this adapter (they do not finish compiling there). */
+  variantsOff: readonly string[];
 }
 
 const SOFTWARE: AdapterProfile = {
@@ -50,6 +54,20 @@ const SOFTWARE: AdapterProfile = {
   textureMinWeight: { rows: 32, cols: 32 },
   columnsBelowPixels: 64,
   tiledDepthwise: false,
+  fusionsOff: [],
+  variantsOff: [],
+};
+
+/**
+ * lavapipe's llvmpipe behind wgpu's OpenGL backend (Deno's DENO_WEBGPU_BACKEND=gl): the same adapter
+ * name, but the depthwise weight gradient's workgroup tree and the halo-tiled depthwise weight gradient
+ * never finish there (measured: a narrow final step, or autotune timing that variant, did not complete
+ * in 5 minutes; the split reduction runs), so both are off.
+ */
+const SOFTWARE_GL: AdapterProfile = {
+  ...SOFTWARE,
+  fusionsOff: ["depthwise-weight-tree"],
+  variantsOff: ["depthwise/tiled"],
 };
 
 const GPU: AdapterProfile = {
@@ -61,6 +79,8 @@ const GPU: AdapterProfile = {
   textureMinWeight: { rows: 32, cols: 32 },
   columnsBelowPixels: 64,
   tiledDepthwise: true,
+  fusionsOff: [],
+  variantsOff: [],
 };
 
 /** Whether an adapter of this name runs WGSL on the CPU. */
@@ -69,6 +89,13 @@ export function isSoftwareAdapter(name: string, isFallback = false): boolean {
 }
 
 let forced: AdapterProfile | null = null;
+let backend = "";
+
+/** Tells the profile which backend the host's WebGPU uses under the adapter ("gl" matters; see SOFTWARE_GL). */
+export function setBackendHint(name: string): void {
+  backend = name;
+  cached = null;
+}
 let cached: { name: string; profile: AdapterProfile } | null = null;
 
 /** The profile of the current adapter (or the one forced by `setProfile`). */
