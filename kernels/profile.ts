@@ -59,7 +59,7 @@ const SOFTWARE: AdapterProfile = {
 };
 
 /**
- * lavapipe's llvmpipe behind wgpu's OpenGL backend (Deno's DENO_WEBGPU_BACKEND=gl): the same adapter
+ * lavapipe's llvmpipe behind wgpu's OpenGL backend (the host says "gl"): the same adapter
  * name, but the depthwise weight gradient's workgroup tree and the halo-tiled depthwise weight gradient
  * never finish there (measured: a narrow final step, or autotune timing that variant, did not complete
  * in 5 minutes; the split reduction runs), so both are off.
