@@ -90,13 +90,13 @@ export function isSoftwareAdapter(name: string, isFallback = false): boolean {
 
 let forced: AdapterProfile | null = null;
 let backend = "";
+let cached: { name: string; profile: AdapterProfile } | null = null;
 
 /** Tells the profile which backend the host's WebGPU uses under the adapter ("gl" matters; see SOFTWARE_GL). */
 export function setBackendHint(name: string): void {
   backend = name;
   cached = null;
 }
-let cached: { name: string; profile: AdapterProfile } | null = null;
 
 /** The profile of the current adapter (or the one forced by `setProfile`). */
 export function adapterProfile(): AdapterProfile {
@@ -105,7 +105,9 @@ export function adapterProfile(): AdapterProfile {
   if (cached?.name !== c.adapterName) {
     cached = {
       name: c.adapterName,
-      profile: isSoftwareAdapter(c.adapterName, c.isFallbackAdapter) ? SOFTWARE : GPU,
+      profile: isSoftwareAdapter(c.adapterName, c.isFallbackAdapter)
+        ? (backend === "gl" ? SOFTWARE_GL : SOFTWARE)
+        : GPU,
     };
   }
   return cached.profile;
