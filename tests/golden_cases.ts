@@ -142,7 +142,8 @@ export async function runOpsFixture(fixture: { cases: OpCase[] }): Promise<CaseR
 
 // ---------------------------------------------------------------- conv.json
 
-interface ConvCase {
+/** A case of tests/fixtures/conv.json (scripts/golden/conv.py). */
+export interface ConvCase {
   name: string;
   stride: number;
   padding: number;

@@ -21,6 +21,7 @@ import type { Rng } from "../autograd/random.ts";
 import type { Tensor } from "../autograd/tensor.ts";
 import { type ConvPass, convVariants, fusionEnabled, matmulVariants } from "../kernels/planner.ts";
 import type { MatmulDims } from "../kernels/shapes.ts";
+import type { ConvCase as ConvFixture } from "./golden_cases.ts";
 import {
   convBackwardBiasRef,
   convBackwardInputRef,
@@ -204,25 +205,6 @@ function opsRun<P>(raw: unknown, names: string[], p: (c: OpsFixture) => P): Run<
     output: c.output,
     after: [],
   };
-}
-
-/** A case of tests/fixtures/conv.json (scripts/golden/conv.py). */
-interface ConvFixture {
-  name: string;
-  stride: number;
-  padding: number;
-  groups: number;
-  xShape: number[];
-  wShape: number[];
-  yShape: number[];
-  x: number[];
-  w: number[];
-  b: number[] | null;
-  gy: number[];
-  y: number[];
-  gx: number[];
-  gw: number[];
-  gb: number[] | null;
 }
 
 // ---------------------------------------------------------------- conv2d
