@@ -10,7 +10,8 @@
 //   gemm1x1/columns-tiled    the same over all images at once
 //   gemm1x1/vec4             below: a register block per invocation (16×16 on a software adapter, where
 //                            every load is a gather and spilled accumulators are cheap; 8×8 elsewhere),
-//                            operands read as vec4 straight from storage (C and H·W multiples of 4)
+//                            operands read as vec4 straight from storage (C and H·W multiples of 4);
+//                            forward and input gradient take a GEMM epilogue (GELU, GELU's backward)
 //   gemm1x1/scalar           below: 4×4 blocks, scalar loads, any sizes
 
 import {
@@ -65,7 +66,14 @@ function nextPixel(p: number, o: number, c: number): string {
 const V4 = "array<vec4<f32>>";
 
 /** Forward, vec4 path: a block of RB output channels × CB pixels per invocation, K unrolled by 4. */
-function forwardVec4(x: Binding, w: Binding, b: Binding | null, y: Binding, s: ConvShape): void {
+function forwardVec4(
+  x: Binding,
+  w: Binding,
+  b: Binding | null,
+  y: Binding,
+  s: ConvShape,
+  ep?: GemmEpilogue,
+): void {
   const { n, c, o } = s;
   const p4 = (s.h * s.w) / 4, c4 = c / 4;
   const rb = blockEdge(o), cb4 = blockEdge(p4 * 4) / 4;
@@ -74,10 +82,12 @@ function forwardVec4(x: Binding, w: Binding, b: Binding | null, y: Binding, s: C
   const { groups, index } = convGrid(total, n);
   const I = range(rb), J = range(cb4);
   const pipe = kernel(
-    specKey("c1x1f4", convKey(s), !!b, rb, cb4, groups),
+    specKey("c1x1f4", convKey(s), !!b, rb, cb4, groups, epilogueTag(ep)),
     "gemm1x1/vec4",
     () =>
-      `@group(0) @binding(0) var<storage, read> x: ${V4};
+      `${epilogueDecl(ep, b ? 4 : 3, "vec4<f32>")}
+${epilogueFns(ep)}
+@group(0) @binding(0) var<storage, read> x: ${V4};
 @group(0) @binding(1) var<storage, read> w: ${V4};
 ${b ? "@group(0) @binding(2) var<storage, read> b: array<f32>;\n" : ""}@group(0) @binding(${
         b ? 3 : 2
@@ -110,19 +120,25 @@ ${
 ${
         I.map((i) =>
           J.map((j) =>
-            `  if (row0 + ${i} < ${o} && col0 + ${j} < ${p4}) { y[yb + (row0 + ${i}) * ${p4} + c${j}] = acc${i}_${j}${
-              b ? ` + b[row0 + ${i}]` : ""
-            }; }`
+            `  if (row0 + ${i} < ${o} && col0 + ${j} < ${p4}) { ${
+              epilogueStore(
+                ep,
+                `yb + (row0 + ${i}) * ${p4} + c${j}`,
+                `acc${i}_${j}${b ? ` + b[row0 + ${i}]` : ""}`,
+                true,
+                "y",
+              )
+            } }`
           ).join("\n")
         ).join("\n")
       }
 }`,
   );
-  dispatch(pipe, b ? [x, w, b, y] : [x, w, y], groups);
+  dispatch(pipe, [...(b ? [x, w, b, y] : [x, w, y]), ...epilogueBindings(ep)], groups);
 }
 
 /** Input gradient, vec4 path: dx[n] = wᵀ · dy[n]; wᵀ is read as vec4 over 4 input channels. */
-function backwardInputVec4(dy: Binding, w: Binding, dx: Binding, s: ConvShape): void {
+function backwardInputVec4(dy: Binding, w: Binding, dx: Binding, s: ConvShape, ep?: GemmEpilogue): void {
   const { n, c, o } = s;
   const p4 = (s.h * s.w) / 4, c4 = c / 4;
   const rb4 = blockEdge(c) / 4, cb4 = blockEdge(p4 * 4) / 4;
@@ -131,10 +147,12 @@ function backwardInputVec4(dy: Binding, w: Binding, dx: Binding, s: ConvShape): 
   const { groups, index } = convGrid(total, n);
   const I = range(rb4), J = range(cb4);
   const pipe = kernel(
-    specKey("c1x1i4", convKey(s), rb4, cb4, groups),
+    specKey("c1x1i4", convKey(s), rb4, cb4, groups, epilogueTag(ep)),
     "gemm1x1/vec4",
     () =>
-      `@group(0) @binding(0) var<storage, read> dy: ${V4};
+      `${epilogueDecl(ep, 3, "vec4<f32>")}
+${epilogueFns(ep)}
+@group(0) @binding(0) var<storage, read> dy: ${V4};
 @group(0) @binding(1) var<storage, read> w: ${V4};
 @group(0) @binding(2) var<storage, read_write> dx: ${V4};
 @compute @workgroup_size(${WGC})
@@ -171,14 +189,16 @@ ${
         I.map((i) =>
           R4.map((q) =>
             J.map((j) =>
-              `  if (row0 + ${i} < ${c4} && col0 + ${j} < ${p4}) { dx[xb + (r${i} * 4 + ${q}) * ${p4} + c${j}] = acc${i}_${q}_${j}; }`
+              `  if (row0 + ${i} < ${c4} && col0 + ${j} < ${p4}) { ${
+                epilogueStore(ep, `xb + (r${i} * 4 + ${q}) * ${p4} + c${j}`, `acc${i}_${q}_${j}`, true, "dx")
+              } }`
             ).join("\n")
           ).join("\n")
         ).join("\n")
       }
 }`,
   );
-  dispatch(pipe, [dy, w, dx], groups);
+  dispatch(pipe, [dy, w, dx, ...epilogueBindings(ep)], groups);
 }
 
 /** Weight gradient, vec4 path: both operands are contiguous along the pixels, read as vec4. */
@@ -488,12 +508,13 @@ ${
 
 // ---------------------------------------------------------------- with a GELU epilogue
 
-/** Variants whose GEMM store (or transpose back) takes an epilogue; vec4 and scalar run unfused. */
+/** Variants whose GEMM store (or transpose back) takes an epilogue; scalar runs unfused. */
 export const conv1x1EpilogueVariants = [
   "gemm1x1/texture",
   "gemm1x1/tiled",
   "gemm1x1/columns-texture",
   "gemm1x1/columns-tiled",
+  "gemm1x1/vec4",
 ];
 
 /**
@@ -518,6 +539,7 @@ export function conv1x1ForwardGelu(
       matmul(w, xt, yt, d, { rowBias, variant: gemmVariant(variant) });
     return imagesAsColumns(x, s.c, y, s.o, s, mm, epilogue);
   }
+  if (variant === "gemm1x1/vec4") return forwardVec4(x, w, b, y, s, epilogue);
   if (conv1x1EpilogueVariants.includes(variant)) {
     return matmul(w, x, y, conv1x1Dims(s, "forward"), { rowBias, epilogue, variant: gemmVariant(variant) });
   }
@@ -548,6 +570,7 @@ export function conv1x1BackwardInputGeluGrad(
     const mm = (dyt: GPUBuffer, dxt: GPUBuffer) => matmul(w, dyt, dxt, d, { variant: gemmVariant(variant) });
     return imagesAsColumns(dy, s.o, dx, s.c, s, mm, epilogue);
   }
+  if (variant === "gemm1x1/vec4") return backwardInputVec4(dy, w, dx, s, epilogue);
   if (conv1x1EpilogueVariants.includes(variant)) {
     return matmul(w, dy, dx, conv1x1Dims(s, "inputGrad"), { epilogue, variant: gemmVariant(variant) });
   }
