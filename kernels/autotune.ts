@@ -20,6 +20,7 @@ import {
   tunedWinners,
 } from "./planner.ts";
 import type { ConvShape, MatmulDims } from "./shapes.ts";
+import { adapterProfile } from "./profile.ts";
 
 /** Where winners persist between processes. */
 export interface AutotuneStore {
@@ -51,9 +52,14 @@ export interface TuneResult {
   ms: Record<string, number>;
 }
 
-/** Candidates worth timing: the scalar 1×1 GEMM only where the vec4 one cannot run. */
+/**
+ * Candidates worth timing: the scalar 1×1 GEMM only where the vec4 one cannot run; the texture ones
+ * only where the profile makes them candidates (timed alone, they hide their cost in a step).
+ */
 function candidates(all: string[]): string[] {
-  return all.includes("gemm1x1/vec4") ? all.filter((x) => x !== "gemm1x1/scalar") : all;
+  const texture = adapterProfile().conv1x1Texture;
+  const v = all.filter((x) => texture || !/^gemm1x1\/.*texture$/.test(x));
+  return v.includes("gemm1x1/vec4") ? v.filter((x) => x !== "gemm1x1/scalar") : v;
 }
 
 function convRunner(s: ConvShape, pass: "forward" | "inputGrad" | "weightGrad") {

@@ -100,6 +100,7 @@ export function defaultConvVariant(s: ConvShape, pass: ConvPass): string {
   if (!prof.textureGemm) {
     return v.includes("gemm1x1/columns-tiled") ? "gemm1x1/columns-tiled" : "gemm1x1/tiled";
   }
+  if (!prof.conv1x1Texture) return v.includes("gemm1x1/vec4") ? "gemm1x1/vec4" : "gemm1x1/scalar";
   if (pass === "weightGrad") {
     const { rows, cols } = prof.textureMinWeight;
     if (v.includes("gemm1x1/texture") && s.o >= rows && s.c >= cols) return "gemm1x1/texture";

@@ -31,7 +31,15 @@ export interface AdapterProfile {
   /** Whether GEMMs read their operands from textures by default (else the tiled storage GEMM). */
   textureGemm: boolean;
   textureTuning: TextureGemmTuning;
-  /** The texture GEMM serves 1×1 convs whose result is at least this many rows × columns. */
+  /**
+   * Whether the texture GEMM is a candidate for 1×1 convs: their default (with textureGemm) and timed
+   * by autotune. Off on a software adapter: in a training step its operand copies into textures cost
+   * more than its fetches save, which timing one conv alone does not show (lavapipe, narrow final step
+   * at batch 64, A/B in one process: 599 ms with it, 472 ms with gemm1x1/vec4; full final 7422 vs
+   * 7005 ms). An override can still force it.
+   */
+  conv1x1Texture: boolean;
+  /** With conv1x1Texture, the texture GEMM serves 1×1 convs whose result is at least this many rows × columns. */
   textureMin: { rows: number; cols: number };
   /** ... and weight gradients at least this large (O × C). */
   textureMinWeight: { rows: number; cols: number };
@@ -49,6 +57,7 @@ const SOFTWARE: AdapterProfile = {
   kind: "software",
   blockEdge: 16,
   textureGemm: true,
+  conv1x1Texture: false,
   textureTuning: { rows: 16, colVecs: 2, wgx: 8, wgy: 8 },
   textureMin: { rows: 64, cols: 64 },
   textureMinWeight: { rows: 32, cols: 32 },
@@ -74,6 +83,7 @@ const GPU: AdapterProfile = {
   kind: "gpu",
   blockEdge: 8,
   textureGemm: false,
+  conv1x1Texture: true,
   textureTuning: { rows: 8, colVecs: 2, wgx: 8, wgy: 8 },
   textureMin: { rows: 64, cols: 64 },
   textureMinWeight: { rows: 32, cols: 32 },
