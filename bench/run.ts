@@ -171,6 +171,9 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
 
 // ---------------------------------------------------------------- targets of the issue
 
+/** Issue 11: the GEMM rows of `final` reach this share of the FMA peak measured in the same run. */
+const GEMM_PEAK_GOAL = 35;
+
 export function evaluateTargets(
   c: Ceilings,
   kernels: KernelRow[],
@@ -198,8 +201,8 @@ export function evaluateTargets(
     out.push({
       name: `final 1×1 convs (${name}): worst % of FMA peak`,
       value: v,
-      goal: "≥ 20%",
-      met: v === null ? null : v >= 20,
+      goal: `≥ ${GEMM_PEAK_GOAL}%`,
+      met: v === null ? null : v >= GEMM_PEAK_GOAL,
       detail: rows.length
         ? `${rows.length} rows, best ${Math.max(...rows.map((r) => r.gflops)).toFixed(2)} GFLOP/s, worst ${
           Math.min(...rows.map((r) => r.gflops)).toFixed(2)
