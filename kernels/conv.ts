@@ -25,14 +25,19 @@ import {
   withPartials,
 } from "./conv_common.ts";
 import { convKey } from "./shapes.ts";
-import { conv1x1BackwardInput, conv1x1BackwardWeight, conv1x1Forward } from "./conv1x1.ts";
+import {
+  conv1x1BackwardInput,
+  conv1x1BackwardWeight,
+  conv1x1Forward,
+  conv1x1WeightBiasVariants,
+} from "./conv1x1.ts";
 import { depthwiseBackwardInput, depthwiseBackwardWeight, depthwiseForward } from "./depthwise.ts";
 import {
   depthwiseTiledBackwardInput,
   depthwiseTiledBackwardWeight,
   depthwiseTiledForward,
 } from "./depthwise_tiled.ts";
-import { planConv } from "./planner.ts";
+import { fusionEnabled, planConv } from "./planner.ts";
 
 export { convOutSize, type ConvShape } from "./conv_common.ts";
 
@@ -73,19 +78,27 @@ export function convBackwardInput(
   unsupported(variant, "input gradient");
 }
 
-/** dw from dy and x. */
+/**
+ * dw from dy and x; with `db`, also the bias gradient Σ dy: inside the weight-gradient kernel where
+ * the variant sums it and the "weight-grad-bias" fusion is on, else by a reduction pass after it.
+ */
 export function convBackwardWeight(
   dy: Binding,
   x: Binding,
   dw: Binding,
   s: ConvShape,
   variant = planConv(s, "weightGrad").variant,
+  db: Binding | null = null,
 ): void {
-  if (variant.startsWith("gemm1x1/")) return conv1x1BackwardWeight(dy, x, dw, s, variant);
-  if (variant === "depthwise/direct") return depthwiseBackwardWeight(dy, x, dw, s);
-  if (variant === "depthwise/tiled") return depthwiseTiledBackwardWeight(dy, x, dw, s);
-  if (variant === "direct/blocked") return directBackwardWeight(dy, x, dw, s);
-  unsupported(variant, "weight gradient");
+  if (db && conv1x1WeightBiasVariants.includes(variant) && fusionEnabled("weight-grad-bias")) {
+    return conv1x1BackwardWeight(dy, x, dw, s, variant, db);
+  }
+  if (variant.startsWith("gemm1x1/")) conv1x1BackwardWeight(dy, x, dw, s, variant);
+  else if (variant === "depthwise/direct") depthwiseBackwardWeight(dy, x, dw, s);
+  else if (variant === "depthwise/tiled") depthwiseTiledBackwardWeight(dy, x, dw, s);
+  else if (variant === "direct/blocked") directBackwardWeight(dy, x, dw, s);
+  else unsupported(variant, "weight gradient");
+  if (db) convBackwardBias(dy, db, s);
 }
 
 /** db = Σ_{n,oh,ow} dy. */

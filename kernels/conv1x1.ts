@@ -26,6 +26,7 @@ import {
 import { matmul } from "./matmul.ts";
 import { gemmSplitK, matmulTiled } from "./gemm_tiled.ts";
 import { storageDecls } from "./wgsl.ts";
+import { sumAxes } from "./reduce.ts";
 import {
   blockEdge,
   convGrid,
@@ -201,8 +202,12 @@ ${
   dispatch(pipe, [dy, w, dx, ...epilogueBindings(ep)], groups);
 }
 
-/** Weight gradient, vec4 path: both operands are contiguous along the pixels, read as vec4. */
-function backwardWeightVec4(dy: Binding, x: Binding, dw: Binding, s: ConvShape): void {
+/**
+ * Weight gradient, vec4 path: both operands are contiguous along the pixels, read as vec4. With `db`,
+ * the bias gradient Σ dy is summed from the dy values the kernel loads anyway (each invocation of the
+ * first column block writes its rows' partial sums).
+ */
+function backwardWeightVec4(dy: Binding, x: Binding, dw: Binding, s: ConvShape, db: Binding | null): void {
   const { n, c, o } = s;
   const p4 = (s.h * s.w) / 4;
   const steps = n * p4;
@@ -213,12 +218,13 @@ function backwardWeightVec4(dy: Binding, x: Binding, dw: Binding, s: ConvShape):
   const { groups, index } = convGrid(total, chunks);
   const I = range(rb), J4 = range(cb / 4), J = range(cb);
   const pipe = kernel(
-    specKey("c1x1w4", convKey(s), chunks, len, rb, cb, groups),
+    specKey("c1x1w4", convKey(s), chunks, len, rb, cb, groups, !!db),
     "gemm1x1/vec4",
     () =>
       `@group(0) @binding(0) var<storage, read> dy: ${V4};
 @group(0) @binding(1) var<storage, read> x: ${V4};
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
+${db ? "@group(0) @binding(3) var<storage, read_write> bout: array<f32>;" : ""}
 @compute @workgroup_size(${WGC})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
@@ -229,6 +235,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 ${I.map((i) => `  let r${i} = min(row0 + ${i}, ${o - 1}) * ${p4};`).join("\n")}
 ${J.map((j) => `  let c${j} = min(col0 + ${j}, ${c - 1}) * ${p4};`).join("\n")}
 ${I.map((i) => J4.map((j) => `  var acc${i}_${j} = vec4<f32>(0.0);`).join("\n")).join("\n")}
+${db ? I.map((i) => `  var bs${i} = vec4<f32>(0.0);`).join("\n") : ""}
   let start = chunk * ${len};
   let end = min(start + ${len}, ${steps});
   var q = start % ${p4};
@@ -239,7 +246,7 @@ ${I.map((i) => J4.map((j) => `  var acc${i}_${j} = vec4<f32>(0.0);`).join("\n"))
 ${J.map((j) => `    let b${j} = x[b + c${j}];`).join("\n")}
 ${
         I.map((i) =>
-          `    let a${i} = dy[a + r${i}];\n` +
+          `    let a${i} = dy[a + r${i}];\n` + (db ? `    bs${i} += a${i};\n` : "") +
           J4.map((j) =>
             `    acc${i}_${j} += vec4<f32>(${R4.map((k) => `dot(a${i}, b${j * 4 + k})`).join(", ")});`
           ).join("\n")
@@ -257,14 +264,30 @@ ${
           ).join("\n")
         ).join("\n")
       }
+${
+        db
+          ? `  if (col0 == 0) {\n${
+            I.map((i) =>
+              `    if (row0 + ${i} < ${o}) { bout[chunk * ${o} + row0 + ${i}] = dot(bs${i}, vec4<f32>(1.0)); }`
+            )
+              .join("\n")
+          }\n  }`
+          : ""
+      }
 }`,
   );
+  // the bias partials (one row of O per chunk) are summed like the weight's
+  const bPart = db && chunks > 1 ? acquireBuffer(chunks * o * 4) : null;
   withPartials(
     chunks,
     o * c,
     dw,
-    (dst) => dispatch(pipe, [dy, x, dst], groups),
+    (dst) => dispatch(pipe, [dy, x, dst, ...(db ? [bPart ?? db] : [])], groups),
   );
+  if (bPart) {
+    sumAxes(bPart, [chunks, o], [0], db!);
+    releaseBuffer(bPart);
+  }
 }
 
 /**
@@ -443,18 +466,28 @@ export function conv1x1BackwardInput(
   });
 }
 
-/** dw = Σ_n dy[n] · x[n]ᵀ, by `variant`: split over chunks of the N·P pixels plus a second pass. */
+/** Variants whose weight-gradient kernel also sums the bias gradient (the others leave it to a pass). */
+export const conv1x1WeightBiasVariants = ["gemm1x1/vec4"];
+
+/**
+ * dw = Σ_n dy[n] · x[n]ᵀ, by `variant`: split over chunks of the N·P pixels plus a second pass. With
+ * `db` (only for conv1x1WeightBiasVariants), db = Σ dy from the same kernel.
+ */
 export function conv1x1BackwardWeight(
   dy: Binding,
   x: Binding,
   dw: Binding,
   s: ConvShape,
   variant: string,
+  db: Binding | null = null,
 ): void {
+  if (db && !conv1x1WeightBiasVariants.includes(variant)) {
+    throw new Error(`conv1x1BackwardWeight: ${variant} does not sum the bias gradient`);
+  }
   const d = conv1x1Dims(s, "weightGrad");
   if (variant === "gemm1x1/texture") return matmul(dy, x, dw, d, { variant: "matmul/texture" });
   if (variant === "gemm1x1/tiled") return matmulTiled(dy, x, dw, d, { splitK: gemmSplitK(d) });
-  if (variant === "gemm1x1/vec4") return backwardWeightVec4(dy, x, dw, s);
+  if (variant === "gemm1x1/vec4") return backwardWeightVec4(dy, x, dw, s, db);
   const { n, c, o } = s;
   const p = s.h * s.w;
   const steps = n * p;

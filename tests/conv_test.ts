@@ -8,6 +8,7 @@ import { assertClose, setup } from "./helpers.ts";
 import assert from "node:assert/strict";
 import { startCapture, stopCapture } from "../kernels/runtime.ts";
 import { setProfile } from "../kernels/profile.ts";
+import { setPlanOverride } from "../kernels/planner.ts";
 import {
   convBackwardBiasRef,
   convBackwardInputRef,
@@ -48,10 +49,15 @@ Deno.test("conv2d rejects bad shapes with clear errors", () => {
 
 for (const [n, c, o, hw, swaps] of [[2, 64, 68, 8, 0], [3, 64, 68, 4, 4]]) {
   Deno.test(`1×1 conv through the texture GEMM (${n}×${c}→${o} on ${hw}×${hw}) = CPU reference and gradients`, async () => {
-    // big enough that every pass takes the texture GEMM under the software profile (C, O ≥ 64); on 4×4
-    // images the forward and input gradient run as one GEMM over all images (transposed in and out).
-    // Gradients are checked against the analytic CPU backward.
+    // every pass forced onto the texture GEMM (the software profile no longer picks it for convs); on
+    // 4×4 images the forward and input gradient run as one GEMM over all images (transposed in and
+    // out). Gradients are checked against the analytic CPU backward.
     setProfile("software");
+    setPlanOverride(
+      hw < 8
+        ? "conv.forward=gemm1x1/columns-texture,conv.inputGrad=gemm1x1/columns-texture,conv.weightGrad=gemm1x1/texture"
+        : "conv=gemm1x1/texture",
+    );
     const p = hw * hw;
     const rand = (len: number, seed: number) =>
       Float32Array.from({ length: len }, (_, i) => Math.sin(seed * 1000 + i * 1.7));
@@ -63,6 +69,7 @@ for (const [n, c, o, hw, swaps] of [[2, 64, 68, 8, 0], [3, 64, 68, 4, 4]]) {
     const y = conv2d(x, w, b);
     y.backward(tensor(gs, [n, o, hw, hw]));
     const kernels = stopCapture().map((d) => d.label);
+    setPlanOverride(null);
     setProfile(null);
     assert.equal(kernels.filter((k) => k === "matmul/texture").length, 3, `kernels: ${kernels}`);
     assert.equal(kernels.filter((k) => k === "gemm1x1/columns").length, swaps, `kernels: ${kernels}`);

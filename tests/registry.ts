@@ -262,6 +262,7 @@ register<ConvP>({
     { x: [3, 8, 4, 4], o: 12, k: 1, bias: false, plan: { forward: T6, inputGrad: T6, weightGrad: T4 } },
     // longer reductions: the weight gradients split over chunks of the N·H·W pixels
     { x: [1, 3, 17, 17], o: 7, k: 1, plan: { forward: T1, inputGrad: T1, weightGrad: T1 } },
+    { x: [4, 8, 16, 16], o: 8, k: 1, plan: { forward: T4, inputGrad: T4, weightGrad: T4 } },
     {
       x: [2, 8, 12, 12],
       o: 6,
@@ -318,11 +319,16 @@ register<ConvP>({
   },
   gradTol: { rtol: 1e-4, atol: 1e-4 },
   plan: convPlan,
-  // the direct depthwise weight gradient sums its chunks in one workgroup
-  fusions: (p) =>
-    p.groups === p.x[1] && p.o === p.x[1]
+  // the direct depthwise weight gradient sums its chunks in one workgroup; the vec4 1×1 weight
+  // gradient sums the bias gradient too
+  fusions: (p) => [
+    ...(p.groups === p.x[1] && p.o === p.x[1]
       ? [{ name: "depthwise-weight-tree", plan: "conv.weightGrad=depthwise/direct" }]
-      : [],
+      : []),
+    ...(p.plan?.weightGrad.includes("gemm1x1/vec4") && p.bias !== false
+      ? [{ name: "weight-grad-bias", plan: "conv.weightGrad=gemm1x1/vec4" }]
+      : []),
+  ],
   fixtures: {
     file: "conv.json",
     ops: [],
@@ -395,7 +401,13 @@ register<MlpP>({
     return [pass("forward", [0, 1, 2, 3, 4]), pass("inputGrad", [0]), pass("weightGrad", [1, 2, 3, 4])];
   },
   // the GELU and its backward go into the stores of the GEMM variants that take an epilogue
-  fusions: () => [{ name: "bias-gelu", plan: "conv=tiled" }, { name: "gelu-backward", plan: "conv=tiled" }],
+  fusions: (p) => [
+    { name: "bias-gelu", plan: "conv=tiled" },
+    { name: "gelu-backward", plan: "conv=tiled" },
+    ...(p.plan.weightGrad.includes("gemm1x1/vec4")
+      ? [{ name: "weight-grad-bias", plan: "conv=gemm1x1/vec4" } as const]
+      : []),
+  ],
 });
 
 // ---------------------------------------------------------------- matmul and linear

@@ -100,14 +100,12 @@ export function conv2d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv2dOpti
       gx = empty(x.shape);
       convBackwardInput(g.binding(), w.binding(), gx.binding(), s, inputGrad || undefined);
     }
+    if (bias?.requiresGrad) gb = empty(bias.shape);
     if (w.requiresGrad) {
       gw = empty(w.shape);
-      convBackwardWeight(g.binding(), x.binding(), gw.binding(), s, weightGrad || undefined);
-    }
-    if (bias?.requiresGrad) {
-      gb = empty(bias.shape);
-      convBackwardBias(g.binding(), gb.binding(), s);
-    }
+      // the bias gradient with it (in the same kernel where the variant can)
+      convBackwardWeight(g.binding(), x.binding(), gw.binding(), s, weightGrad || undefined, gb?.binding());
+    } else if (gb) convBackwardBias(g.binding(), gb.binding(), s);
     return bias ? [gx, gw, gb] : [gx, gw];
   });
 }

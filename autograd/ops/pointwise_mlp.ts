@@ -83,26 +83,23 @@ export function pointwiseMlp(
         dh.dispose();
       }
     }
+    // each weight gradient with its bias gradient (in the same kernel where the variant can)
+    const gb2 = b2?.requiresGrad ? grads.set(b2, empty(b2.shape)).get(b2)!.binding() : null;
     if (w2.requiresGrad) {
       const gw = grads.set(w2, empty(w2.shape)).get(w2)!;
-      convBackwardWeight(g.binding(), h.binding(), gw.binding(), s2, wg2);
-    }
-    if (b2?.requiresGrad) {
-      convBackwardBias(g.binding(), grads.set(b2, empty(b2.shape)).get(b2)!.binding(), s2);
-    }
+      convBackwardWeight(g.binding(), h.binding(), gw.binding(), s2, wg2, gb2);
+    } else if (gb2) convBackwardBias(g.binding(), gb2, s2);
     // expand conv: dx, dw1, db1 from dpre
     if (dpre) {
       if (x.requiresGrad) {
         const gx = grads.set(x, empty(x.shape)).get(x)!;
         convBackwardInput(dpre.binding(), w1.binding(), gx.binding(), s1, ig1);
       }
+      const gb1 = b1?.requiresGrad ? grads.set(b1, empty(b1.shape)).get(b1)!.binding() : null;
       if (w1.requiresGrad) {
         const gw = grads.set(w1, empty(w1.shape)).get(w1)!;
-        convBackwardWeight(dpre.binding(), x.binding(), gw.binding(), s1, wg1);
-      }
-      if (b1?.requiresGrad) {
-        convBackwardBias(dpre.binding(), grads.set(b1, empty(b1.shape)).get(b1)!.binding(), s1);
-      }
+        convBackwardWeight(dpre.binding(), x.binding(), gw.binding(), s1, wg1, gb1);
+      } else if (gb1) convBackwardBias(dpre.binding(), gb1, s1);
       dpre.dispose();
     }
     return inputs.map((t) => grads.get(t) ?? null);
