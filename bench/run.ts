@@ -6,9 +6,9 @@ import { planOverride } from "../kernels/planner.ts";
 import { initEngine, type KernelSettings } from "../experiments/host.ts";
 import { type Ceilings, measureCeilings } from "./ceilings.ts";
 import { benchKernels, type KernelRow } from "./kernels.ts";
-import { benchStep, NARROW, type StepCase, type StepRow } from "./steps.ts";
+import { benchStep, NARROW, prepareStep, type StepCase, type StepRow, timeSteps } from "./steps.ts";
 import type { CompareRow, TfjsInfo } from "./tfjs.ts";
-import { compareTorch, type TorchSection } from "./torch.ts";
+import { compareTorch, type OurSteps, type TorchSection } from "./torch.ts";
 import type { MeasureOptions } from "./timing.ts";
 import type { ModelOptions } from "../experiments/models.ts";
 
@@ -55,7 +55,7 @@ export interface BenchReport {
   kernels: KernelRow[];
   steps: StepRow[];
   tfjs: { info: TfjsInfo | null; rows: CompareRow[]; error: string | null } | null;
-  /** PyTorch CPU on the same training steps (`--compare torch`), run after ours. */
+  /** PyTorch CPU on the same training steps (`--compare torch`), interleaved with ours. */
   torch: TorchSection | null;
   /** Issue targets, evaluated on the rows above. */
   targets: { name: string; value: number | null; goal: string; met: boolean | null; detail: string }[];
@@ -127,7 +127,17 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     // after our steps have finished (awaited above), so the two never share the cores
     const cases = o.steps.filter((s) => !filter || filter(`step ${s.name}`) || filter(s.name));
     log(`PyTorch training steps (${cases.length} cases, ${navigator.hardwareConcurrency} threads) ...`);
-    torch = await compareTorch(cases, { warmup: 1, runs: o.stepRuns, ours: steps, log });
+    // our steps again, interleaved with PyTorch's round by round (the autotune winners are kept)
+    const timeOurs: OurSteps = async (c, warmup, runs) => {
+      const p = prepareStep(c);
+      try {
+        const st = await timeSteps(p, warmup, runs);
+        return st.samplesMs ?? [st.medianMs];
+      } finally {
+        p.dispose();
+      }
+    };
+    torch = await compareTorch(cases, { warmup: 1, runs: o.stepRuns, ours: steps, timeOurs, rounds: 3, log });
     if (torch.skipped) log(`  PyTorch skipped: ${torch.skipped}`);
     if (torch.error) errors.push(`PyTorch: ${torch.error}`);
     for (const r of torch.rows) if (r.error) errors.push(`PyTorch step ${r.name}: ${r.error}`);
@@ -301,8 +311,8 @@ export function formatTorch(t: TorchSection): string[] {
     out.push(
       `PyTorch ${t.info.version} (${t.info.python}), ${t.info.threads} threads, oneDNN ${
         t.info.mkldnn ? "on" : "off"
-      }; run after ours, not beside it; wall clock, median of the same steps after the same warm-up; ` +
-        "ratio = ours ms / PyTorch ms",
+      }; never beside ours: 3 rounds of our steps then PyTorch's per case (interleaved, so both see the same ` +
+        "machine); wall clock, medians over the rounds; ratio = ours ms / PyTorch ms",
     );
   }
   if (t.rows.length) {

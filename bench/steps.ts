@@ -33,8 +33,8 @@ export interface StepRow {
   imagesPerSec: number;
   /** Achieved GFLOP/s over the step, counting 3 × forward FLOPs. */
   gflops: number;
-  /** GPU memory: pooled buffers the step allocated (activations, gradients, temporaries, the input
-   * batch), and parameters + gradients + AdamW moments (four f32 arenas). */
+  /** GPU memory: pooled buffers the step allocated (activations, gradients, temporaries), and
+   * parameters + gradients + AdamW moments (four f32 arenas). */
   poolBytes: number;
   paramBytes: number;
   /** Operand textures of the texture matmul (allocated once, reused). */
@@ -63,36 +63,61 @@ export interface StepBenchOptions {
   log?: (line: string) => void;
 }
 
-export async function benchStep(c: StepCase, opts: StepBenchOptions): Promise<StepRow> {
+/** A case's model, AdamW and a random batch, and `step()` recording one training step on them. */
+export interface PreparedStep {
+  step: () => void;
+  params: number;
+  forwardFlopsPerImage: number;
+  dispose: () => void;
+}
+
+export function prepareStep(c: StepCase): PreparedStep {
   const model = buildModel(c.stage, { seed: 1, ...c.model });
   model.train();
   const params = model.parameters();
-  const nParams = params.reduce((a, p) => a + p.size, 0);
-  const fwdFlops = model.flops([1, 3, 32, 32]);
   const opt = new AdamW(params, { lr: 0.004, weightDecay: 0.05 });
-  trimPool(); // count only what this step allocates from here on
-  const poolBefore = poolStats().bytesAllocated;
-  const rng = new Rng(7);
-  const x = randn([c.batch, 3, 32, 32], rng);
+  const x = randn([c.batch, 3, 32, 32], new Rng(7));
   // the targets live on the GPU, so recording a step uploads (and so submits) nothing
   const labels = tensor(Int32Array.from({ length: c.batch }, (_, i) => i % 10), [c.batch]);
-  const step = () =>
-    scope(() => {
-      const out = model.forward(x);
-      const loss = crossEntropy(out, labels);
-      opt.zeroGrad();
-      loss.backward();
-      opt.step();
-    });
+  return {
+    step: () =>
+      scope(() => {
+        const out = model.forward(x);
+        const loss = crossEntropy(out, labels);
+        opt.zeroGrad();
+        loss.backward();
+        opt.step();
+      }),
+    params: params.reduce((a, p) => a + p.size, 0),
+    forwardFlopsPerImage: model.flops([1, 3, 32, 32]),
+    dispose: () => {
+      x.dispose();
+      labels.dispose();
+      opt.dispose();
+      model.dispose();
+    },
+  };
+}
+
+/** Wall time of `runs` training steps of a prepared case (each submitted and waited for). */
+export function timeSteps(p: PreparedStep, warmup: number, runs: number): Promise<Stats> {
+  return measureAsync(async () => {
+    p.step();
+    await sync();
+  }, { warmup, runs });
+}
+
+export async function benchStep(c: StepCase, opts: StepBenchOptions): Promise<StepRow> {
+  const prepared = prepareStep(c);
+  trimPool(); // count only what this step allocates from here on
+  const poolBefore = poolStats().bytesAllocated;
+  const { step, params: nParams, forwardFlopsPerImage: fwdFlops } = prepared;
   if (autotuneEnabled()) {
     step(); // meets every shape of the step, so autotune can time their candidates
     await sync();
     await autotune({ log: opts.log });
   }
-  const timing = await measureAsync(async () => {
-    step();
-    await sync();
-  }, { warmup: opts.warmup, runs: opts.runs });
+  const timing = await timeSteps(prepared, opts.warmup, opts.runs);
   const pool = poolStats();
   const host: number[] = [];
   let dispatches = 0;
@@ -127,10 +152,7 @@ export async function benchStep(c: StepCase, opts: StepBenchOptions): Promise<St
     overheadPct = ((profiledWallMs - kernelMs) / kernelMs) * 100;
     top = p.byKernel.slice(0, 8);
   }
-  x.dispose();
-  labels.dispose();
-  opt.dispose();
-  model.dispose();
+  prepared.dispose();
   const s = timing.medianMs / 1e3;
   const row: StepRow = {
     name: c.name,

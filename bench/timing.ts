@@ -17,6 +17,8 @@ export type TimingMethod = "gpu-timestamp" | "wall";
 export interface Stats {
   /** Median over the samples of the per-call time, milliseconds. */
   medianMs: number;
+  /** The per-call time of every sample, ms. */
+  samplesMs?: number[];
   minMs: number;
   maxMs: number;
   /** (max − min) / median, in percent. */
@@ -131,6 +133,7 @@ function summarize(per: number[], inner: number, method: TimingMethod): Stats {
   const med = median(per), lo = Math.min(...per), hi = Math.max(...per);
   return {
     medianMs: med,
+    samplesMs: per,
     minMs: lo,
     maxMs: hi,
     spreadPct: med > 0 ? ((hi - lo) / med) * 100 : 0,

@@ -1,7 +1,9 @@
 // PyTorch CPU as a bench peer (`deno task bench --compare torch`): the same training-step cases as
 // bench/steps.ts, run by scripts/torch_bench.py on the notebook's own PyTorch models
-// (scripts/golden/models.py), in a child process that runs after our steps have finished, never
-// beside them. The parameter count of every case must equal ours, or the case is not timed.
+// (scripts/golden/models.py) in a child process, never beside our steps. The parameter count of
+// every case must equal ours, or the case is not timed. Interleaved: for each case, a few rounds of
+// our steps then PyTorch's, so a machine whose speed drifts (a shared host: 1.5× within minutes,
+// seen here) slows both sides alike; the ratio is the median of our steps over the median of theirs.
 //
 // The interpreter: $CONVNEXT_TORCH_PYTHON if set, else Debian's /usr/bin/python3 (python3-torch), else
 // python3 on PATH. Without one that can import torch the section is skipped with the reason.
@@ -185,7 +187,7 @@ export function torchRows(
       oursParams: c.expectParams,
       torchParams,
       warmup: c.warmup,
-      runs: c.runs,
+      runs: r?.runs ?? c.runs,
       torchMs: error ? null : torchMs,
       torchMinMs: error ? null : r?.minMs ?? null,
       torchMaxMs: error ? null : r?.maxMs ?? null,
@@ -196,23 +198,86 @@ export function torchRows(
   });
 }
 
-/** The PyTorch section: every case timed in one child process, after ours. */
+/** Our side of an interleaved round: the wall ms of `runs` steps of a case (after `warmup`). */
+export type OurSteps = (c: StepCase, warmup: number, runs: number) => Promise<number[]>;
+
+/**
+ * The PyTorch section. With `timeOurs` (our steps ran), each case takes `rounds` rounds of our steps
+ * then PyTorch's (a child process per round), and the row's ours/theirs come from those rounds;
+ * without it every case is timed once, in one child process, beside nothing of ours.
+ */
 export async function compareTorch(
   cases: StepCase[],
-  opts: { warmup: number; runs: number; ours: StepRow[]; log?: (line: string) => void; pythons?: string[] },
+  opts: {
+    warmup: number;
+    runs: number;
+    ours: StepRow[];
+    timeOurs?: OurSteps;
+    rounds?: number;
+    log?: (line: string) => void;
+    pythons?: string[];
+  },
 ): Promise<TorchSection> {
   const req = cases.map((c) => torchCase(c, opts.warmup, opts.runs));
   const threads = navigator.hardwareConcurrency || 1;
+  const run = (cs: typeof req) =>
+    runTorchScript({ threads, cases: cs }, { pythons: opts.pythons, log: opts.log });
   try {
-    const out = await runTorchScript({ threads, cases: req }, { pythons: opts.pythons, log: opts.log });
-    if ("unavailable" in out) return { info: null, rows: [], skipped: out.unavailable, error: null };
-    return {
-      info: { version: out.torch, python: out.python, threads: out.threads, mkldnn: out.mkldnn },
-      rows: torchRows(req, out.results, opts.ours),
-      skipped: null,
-      error: null,
-    };
+    const interleave = opts.timeOurs && opts.ours.length > 0;
+    if (!interleave) {
+      const out = await run(req);
+      if ("unavailable" in out) return { info: null, rows: [], skipped: out.unavailable, error: null };
+      return { info: infoOf(out), rows: torchRows(req, out.results, opts.ours), skipped: null, error: null };
+    }
+    const rounds = Math.max(1, opts.rounds ?? 3);
+    let info: TorchInfo | null = null;
+    const results: TorchResult[] = [];
+    const ours: StepRow[] = [];
+    for (const [i, c] of cases.entries()) {
+      const mine = opts.ours.find((s) => s.name === c.name && s.batch === c.batch);
+      const samples: number[] = [], theirs: TorchResult[] = [];
+      for (let r = 0; r < rounds; r++) {
+        if (mine) samples.push(...await opts.timeOurs!(c, r === 0 ? opts.warmup : 0, opts.runs));
+        const out = await run([req[i]]);
+        if ("unavailable" in out) return { info: null, rows: [], skipped: out.unavailable, error: null };
+        info = infoOf(out);
+        theirs.push(out.results[0]);
+        if (out.results[0]?.error) break;
+      }
+      results.push(mergeResults(theirs));
+      if (mine) ours.push({ ...mine, timing: { ...mine.timing, ...summary(samples) } });
+      opts.log?.(
+        `  ${c.name}: ${rounds} rounds interleaved, ours ${summary(samples).medianMs.toFixed(1)} ms/step`,
+      );
+    }
+    return { info, rows: torchRows(req, results, ours), skipped: null, error: null };
   } catch (e) {
     return { info: null, rows: [], skipped: null, error: e instanceof Error ? e.message : String(e) };
   }
+}
+
+function infoOf(out: TorchOutput): TorchInfo {
+  return { version: out.torch, python: out.python, threads: out.threads, mkldnn: out.mkldnn };
+}
+
+function summary(xs: number[]): { medianMs: number; minMs: number; maxMs: number; runs: number } {
+  const s = [...xs].sort((a, b) => a - b);
+  const med = s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+  return { medianMs: med, minMs: s[0], maxMs: s[s.length - 1], runs: s.length };
+}
+
+/** One result from several rounds of the same case: all samples, their median and range. */
+export function mergeResults(rs: TorchResult[]): TorchResult {
+  const bad = rs.find((r) => r.error);
+  if (bad || rs.length === 0) return bad ?? rs[0];
+  const samples = rs.flatMap((r) => r.samplesMs);
+  const st = summary(samples);
+  return {
+    ...rs[0],
+    runs: samples.length,
+    samplesMs: samples,
+    medianMs: st.medianMs,
+    minMs: st.minMs,
+    maxMs: st.maxMs,
+  };
 }
