@@ -4,7 +4,7 @@
 // per output loops over its elements. `key(name, spec)` names the pipeline and `source(spec)` runs only on a
 // pipeline-cache miss; `reduceExprs` is the launcher on bindings.
 
-import type { EwInput } from "./elementwise.ts";
+import { type EwInput, quarter, vec4Applies, vec4Inputs } from "./elementwise.ts";
 import { type Binding, dispatch, grid1D, kernel, linearIndex, WG } from "./runtime.ts";
 import { broadcastIndex, divU, f32, modU, storageDecls, stridesOf } from "./wgsl.ts";
 
@@ -226,19 +226,39 @@ function groupsKey(name: string, s: GroupsSource): string {
  * each runs the tree reduction of one output of its group. The branch on the workgroup's number is
  * uniform, so the barriers inside it are valid.
  */
+/**
+ * Whether `reduceGroups` reads vec4s: every group sums the last axis, and the inputs are whole along
+ * it or broadcast across it (as the vec4 elementwise kernel; each expression runs per component).
+ */
+function groupsVec4(s: GroupsSource): boolean {
+  const last = s.shape.length - 1;
+  return vec4Applies({ inputShapes: s.inputShapes, outShape: s.shape }) &&
+    s.groups.every((g) => g.axes.includes(last));
+}
+
 function groupsSource(s: GroupsSource, grid: [number, number]): string {
   const names = s.inputShapes.map((_, k) => `in${k}`);
   const outNames = Array.from({ length: s.outs }, (_, k) => `out${k}`);
-  const loads = s.inputShapes.map((shape, k) => `let v${k} = in${k}[${broadcastIndex(s.shape, shape, "i")}];`)
-    .join(" ");
+  const vec = groupsVec4(s);
+  const v4 = vec4Inputs(s.inputShapes, s.shape, "i");
+  const shape = vec ? quarter(s.shape) : s.shape;
+  const loads = vec
+    ? v4.loads.join(" ")
+    : s.inputShapes.map((sh, k) => `let v${k} = in${k}[${broadcastIndex(s.shape, sh, "i")}];`).join(" ");
+  const outDecls = outNames.map((n, j) =>
+    `@group(0) @binding(${names.length + j}) var<storage, read_write> ${n}: array<f32>;`
+  );
+  const decls = vec ? [...v4.decls, ...outDecls].join("\n") : storageDecls(names, outNames);
   const K = Math.max(...s.groups.map((g) => g.exprs.length));
   let first = 0;
   const bodies = s.groups.map((g) => {
-    const { outN, R, base, inner } = split(s.shape, g.axes);
+    const { outN, R, base, inner } = split(shape, g.axes);
     const start = first;
     first += outN;
     const sc = (g.scale ?? 1) === 1 ? "" : ` * ${f32(g.scale!)}`;
     const e = g.exprs;
+    const adds = e.map((x, k) => `acc${k} += ${x};`).join(" ");
+    const sums = vec ? [0, 1, 2, 3].map((c) => `{ ${v4.component(c)} ${adds} }`).join("\n      ") : adds;
     return `if (wg >= ${start}u && wg < ${first}u) {
     let o = wg - ${start}u;
     let b = ${base};
@@ -246,7 +266,7 @@ function groupsSource(s: GroupsSource, grid: [number, number]): string {
     for (var r = lid; r < ${R}u; r += ${WG_RED}u) {
       let i = b + ${inner};
       ${loads}
-      ${e.map((x, k) => `acc${k} += ${x};`).join(" ")}
+      ${sums}
     }
 ${e.map((_, k) => `    part[${k * WG_RED}u + lid] = acc${k};`).join("\n")}
     workgroupBarrier();
@@ -261,7 +281,7 @@ ${g.dst.map((d, k) => `      out${d.slot}[${d.offset}u + o] = part[${k * WG_RED}
     }
   }`;
   });
-  return `${storageDecls(names, outNames)}
+  return `${decls}
 var<workgroup> part: array<f32, ${WG_RED * K}>;
 @compute @workgroup_size(${WG_RED})
 fn main(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

@@ -1,6 +1,7 @@
 import { add, mul, relu, scale, sub, tensor } from "../mod.ts";
 import { broadcastTo, checkOp, setup } from "./helpers.ts";
 import assert from "node:assert/strict";
+import { vec4Applies } from "../kernels/elementwise.ts";
 
 await setup();
 
@@ -15,7 +16,20 @@ const shapes: [number[], number[], number[]][] = [
   [[3, 5, 9, 9], [1, 5, 1, 1], [3, 5, 9, 9]], // per-channel (bias, layer scale)
   [[1, 7], [3, 1], [3, 7]], // both sides broadcast
   [[2, 3, 5], [5], [2, 3, 5]], // trailing vector
+  // last axis a multiple of 4: the vec4 kernel, inputs whole along it or broadcast across it
+  [[2, 3, 8], [2, 3, 8], [2, 3, 8]],
+  [[2, 3, 8], [3, 1], [2, 3, 8]],
+  [[2, 3, 8], [8], [2, 3, 8]],
+  [[1, 8], [3, 1], [3, 8]],
 ];
+
+Deno.test("the vec4 elementwise kernel takes exactly the shapes whose last axis allows it", () => {
+  const applies = (ins: number[][], out: number[]) => vec4Applies({ inputShapes: ins, outShape: out });
+  assert.equal(applies([[2, 3, 8], [3, 1], [8], []], [2, 3, 8]), true);
+  assert.equal(applies([[2, 3, 9]], [2, 3, 9]), false);
+  assert.equal(applies([[2, 1, 8], [3, 2]], [2, 3, 8]), false);
+  assert.equal(applies([[4, 1]], [4, 1]), false);
+});
 
 for (const [sa, sb, so] of shapes) {
   Deno.test(`add/sub/mul ${sa} with ${sb}`, async () => {
