@@ -12,8 +12,8 @@
 // Statistics use one workgroup per statistic with a tree in workgroup memory when the reduction is long,
 // and one invocation per statistic that loops otherwise.
 
-import { elementwise, type EwInput } from "./elementwise.ts";
-import { reduceExprs, reduceGroups, split, TREE_MIN, WG_RED } from "./reduce.ts";
+import { elementwise, type EwInput, quarter } from "./elementwise.ts";
+import { outputDecls, reduceExprs, reduceGroups, split, TREE_MIN, WG_RED } from "./reduce.ts";
 import {
   acquireBuffer,
   type Binding,
@@ -58,6 +58,13 @@ export function statsKey(s: StatsSource): string {
   return `norm_stats:${s.shape}:${s.axes}:${s.eps}:${s.variance ? 1 : 0}:${s.momentum}`;
 }
 
+/** The workgroup tree adding `part` into part[0]. */
+const treeSum = `  workgroupBarrier();
+  for (var w = ${WG_RED / 2}u; w > 0u; w = w / 2u) {
+    if (lid < w) { part[lid] += part[lid + w]; }
+    workgroupBarrier();
+  }`;
+
 export function statsSource(s: StatsSource): string {
   const { outN, R, base, inner } = split(s.shape, s.axes);
   const outs = [
@@ -77,13 +84,43 @@ export function statsSource(s: StatsSource): string {
     `mean[o] = x0 + m; rstd[o] = 1.0 / sqrt(${v} + ${f32(s.eps)});${
       s.variance ? ` variance[o] = ${v};` : ""
     }${running(v)}`;
+  // vec4 loads where the summed last axis is a multiple of 4 (elementwise.ts vec4Applies)
+  const vec = R >= TREE_MIN && s.axes.includes(s.shape.length - 1) && s.shape[s.shape.length - 1] % 4 === 0;
+  if (vec) {
+    const q = split(quarter(s.shape), s.axes);
+    return `@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
+${outputDecls(1, outs).join("\n")}
+var<workgroup> part: array<f32, ${WG_RED}>;
+@compute @workgroup_size(${WG_RED})
+fn main(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let o = ${linearIndex(grid1D(outN, 1), 1)};
+  let valid = o < ${outN}u;
+  let b = ${q.base};
+  var x0 = 0.0;
+  if (valid) { x0 = x[b].x; }
+  var acc = 0.0;
+  if (valid) {
+    for (var r = lid; r < ${q.R}u; r += ${WG_RED}u) { acc += dot(x[b + ${q.inner}] - x0, vec4<f32>(1.0)); }
+  }
+  part[lid] = acc;
+${treeSum}
+  let m = part[0] * ${invR};
+  workgroupBarrier();
+  var sq = 0.0;
+  if (valid) {
+    for (var r = lid; r < ${q.R}u; r += ${WG_RED}u) { let d = (x[b + ${q.inner}] - x0) - m; sq += dot(d, d); }
+  }
+  part[lid] = sq;
+${treeSum}
+  if (lid == 0u && valid) {
+    let v = part[0] * ${invR};
+    ${write("v")}
+  }
+}`;
+  }
   if (R >= TREE_MIN) {
     const grid = grid1D(outN, 1);
-    const tree = `  workgroupBarrier();
-  for (var w = ${WG_RED / 2}u; w > 0u; w = w / 2u) {
-    if (lid < w) { part[lid] += part[lid + w]; }
-    workgroupBarrier();
-  }`;
+    const tree = treeSum;
     return `${decls}
 var<workgroup> part: array<f32, ${WG_RED}>;
 @compute @workgroup_size(${WG_RED})

@@ -81,6 +81,10 @@ export interface ReduceSource {
   scale: number;
 }
 
+/** Writable f32 arrays `names`, bound after `first` inputs (beside the vec4 kernels' input declarations). */
+export const outputDecls = (first: number, names: string[]): string[] =>
+  names.map((n, j) => `@group(0) @binding(${first + j}) var<storage, read_write> ${n}: array<f32>;`);
+
 /** Whether a reduction of `R` elements per output runs one workgroup (tree) per output. */
 const usesTree = (R: number) => R >= TREE_MIN;
 
@@ -102,7 +106,15 @@ export function source(s: ReduceSource): string {
   const decls = storageDecls(names, outNames);
   if (usesTree(R)) {
     const grid = grid1D(outN, 1);
-    return `${decls}
+    // vec4 loads where the summed last axis allows (as reduceGroups)
+    const vec = vec4Applies({ inputShapes: s.inputShapes, outShape: s.shape }) &&
+      s.axes.includes(s.shape.length - 1);
+    const v4 = vec4Inputs(s.inputShapes, s.shape, "i");
+    const q = vec ? split(quarter(s.shape), s.axes) : { R, base, inner };
+    const body = vec
+      ? `${v4.loads.join(" ")}\n      ${[0, 1, 2, 3].map((c) => `{ ${v4.component(c)} ${adds} }`).join(" ")}`
+      : `${loads}\n      ${adds}`;
+    return `${vec ? [...v4.decls, ...outputDecls(names.length, outNames)].join("\n") : decls}
 var<workgroup> part: array<f32, ${WG_RED * K}>;
 @compute @workgroup_size(${WG_RED})
 fn main(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -110,11 +122,10 @@ fn main(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) 
   let valid = o < ${outN}u;
   ${accs}
   if (valid) {
-    let b = ${base};
-    for (var r = lid; r < ${R}u; r += ${WG_RED}u) {
-      let i = b + ${inner};
-      ${loads}
-      ${adds}
+    let b = ${q.base};
+    for (var r = lid; r < ${q.R}u; r += ${WG_RED}u) {
+      let i = b + ${q.inner};
+      ${body}
     }
   }
 ${s.exprs.map((_, k) => `  part[${k * WG_RED}u + lid] = acc${k};`).join("\n")}
@@ -245,10 +256,9 @@ function groupsSource(s: GroupsSource, grid: [number, number]): string {
   const loads = vec
     ? v4.loads.join(" ")
     : s.inputShapes.map((sh, k) => `let v${k} = in${k}[${broadcastIndex(s.shape, sh, "i")}];`).join(" ");
-  const outDecls = outNames.map((n, j) =>
-    `@group(0) @binding(${names.length + j}) var<storage, read_write> ${n}: array<f32>;`
-  );
-  const decls = vec ? [...v4.decls, ...outDecls].join("\n") : storageDecls(names, outNames);
+  const decls = vec
+    ? [...v4.decls, ...outputDecls(names.length, outNames)].join("\n")
+    : storageDecls(names, outNames);
   const K = Math.max(...s.groups.map((g) => g.exprs.length));
   let first = 0;
   const bodies = s.groups.map((g) => {

@@ -656,6 +656,9 @@ register<GroupP>({
     { shape: [1, 6, 9, 9], groups: 3, affine: true }, // one invocation per statistic
     { shape: [3, 5, 4, 4], groups: 5, affine: false },
     { shape: [3, 5, 9, 9], groups: 1, affine: true },
+    // last axis a multiple of 4 and long sums: the vec4 statistics, backward-sum and elementwise kernels
+    { shape: [2, 6, 8, 8], groups: 1, affine: true },
+    { shape: [2, 4, 16, 16], groups: 2, affine: false },
   ],
   describe: (p) => `(${p.groups}) of [${p.shape}]${p.affine ? " with weight and bias" : ""}`,
   inputs: (p) => p.affine ? [p.shape, [p.shape[1]], [p.shape[1]]] : [p.shape],
@@ -727,6 +730,7 @@ register<BatchP>({
     { shape: [3, 7], training: true, stats: false },
     { shape: [3, 5, 9, 9], training: false, stats: true }, // eval: the running statistics
     { shape: [3, 5, 9, 9], training: true, stats: true }, // training that updates them
+    { shape: [4, 3, 8, 8], training: true, stats: true }, // vec4 kernels (last axis 64, sums of 256)
   ],
   describe: (p) =>
     `${p.training ? "training" : "eval"} on [${p.shape}]${p.stats ? " with running statistics" : ""}`,
