@@ -84,12 +84,16 @@ export function statsSource(s: StatsSource): string {
     `mean[o] = x0 + m; rstd[o] = 1.0 / sqrt(${v} + ${f32(s.eps)});${
       s.variance ? ` variance[o] = ${v};` : ""
     }${running(v)}`;
-  // vec4 loads where the summed last axis is a multiple of 4 (elementwise.ts vec4Applies)
-  const vec = R >= TREE_MIN && s.axes.includes(s.shape.length - 1) && s.shape[s.shape.length - 1] % 4 === 0;
-  if (vec) {
-    const q = split(quarter(s.shape), s.axes);
-    return `@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
-${outputDecls(1, outs).join("\n")}
+  if (R >= TREE_MIN) {
+    // vec4 loads where the summed last axis is a multiple of 4 (as elementwise.ts vec4Applies)
+    const vec = s.axes.includes(s.shape.length - 1) && s.shape[s.shape.length - 1] % 4 === 0;
+    const q = vec ? split(quarter(s.shape), s.axes) : { R, base, inner };
+    const sum = (e: string) => (vec ? `dot(${e}, vec4<f32>(1.0))` : e);
+    const sq = (d: string) => (vec ? `dot(${d}, ${d})` : `${d} * ${d}`);
+    const head = vec
+      ? `@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;\n${outputDecls(1, outs).join("\n")}`
+      : decls;
+    return `${head}
 var<workgroup> part: array<f32, ${WG_RED}>;
 @compute @workgroup_size(${WG_RED})
 fn main(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -97,10 +101,10 @@ fn main(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) 
   let valid = o < ${outN}u;
   let b = ${q.base};
   var x0 = 0.0;
-  if (valid) { x0 = x[b].x; }
+  if (valid) { x0 = x[b]${vec ? ".x" : ""}; }
   var acc = 0.0;
   if (valid) {
-    for (var r = lid; r < ${q.R}u; r += ${WG_RED}u) { acc += dot(x[b + ${q.inner}] - x0, vec4<f32>(1.0)); }
+    for (var r = lid; r < ${q.R}u; r += ${WG_RED}u) { acc += ${sum(`x[b + ${q.inner}] - x0`)}; }
   }
   part[lid] = acc;
 ${treeSum}
@@ -108,42 +112,12 @@ ${treeSum}
   workgroupBarrier();
   var sq = 0.0;
   if (valid) {
-    for (var r = lid; r < ${q.R}u; r += ${WG_RED}u) { let d = (x[b + ${q.inner}] - x0) - m; sq += dot(d, d); }
+    for (var r = lid; r < ${q.R}u; r += ${WG_RED}u) { let d = (x[b + ${q.inner}] - x0) - m; sq += ${
+      sq("d")
+    }; }
   }
   part[lid] = sq;
 ${treeSum}
-  if (lid == 0u && valid) {
-    let v = part[0] * ${invR};
-    ${write("v")}
-  }
-}`;
-  }
-  if (R >= TREE_MIN) {
-    const grid = grid1D(outN, 1);
-    const tree = treeSum;
-    return `${decls}
-var<workgroup> part: array<f32, ${WG_RED}>;
-@compute @workgroup_size(${WG_RED})
-fn main(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let o = ${linearIndex(grid, 1)};
-  let valid = o < ${outN}u;
-  let b = ${base};
-  var x0 = 0.0;
-  if (valid) { x0 = x[b]; }
-  var acc = 0.0;
-  if (valid) {
-    for (var r = lid; r < ${R}u; r += ${WG_RED}u) { acc += x[b + ${inner}] - x0; }
-  }
-  part[lid] = acc;
-${tree}
-  let m = part[0] * ${invR};
-  workgroupBarrier();
-  var sq = 0.0;
-  if (valid) {
-    for (var r = lid; r < ${R}u; r += ${WG_RED}u) { let d = (x[b + ${inner}] - x0) - m; sq += d * d; }
-  }
-  part[lid] = sq;
-${tree}
   if (lid == 0u && valid) {
     let v = part[0] * ${invR};
     ${write("v")}
