@@ -5,6 +5,7 @@ import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
   formatStatus,
+  LOG_ERROR,
   LOG_EXIT,
   LOG_START,
   parseLogTail,
@@ -103,12 +104,20 @@ async function status(cli: StudyCli): Promise<number> {
   return 0;
 }
 
-/** Copies a child's output stream to our own stream and to the run's log. */
-async function tee(src: ReadableStream<Uint8Array>, dst: typeof Deno.stdout, log: Deno.FsFile) {
+/** Copies a child's output stream to our own stream and to the run's log; gives its last line. */
+async function tee(
+  src: ReadableStream<Uint8Array>,
+  dst: typeof Deno.stdout,
+  log: Deno.FsFile,
+): Promise<string> {
+  const dec = new TextDecoder();
+  let tail = "";
   for await (const chunk of src) {
     await dst.write(chunk);
     await log.write(chunk);
+    tail = (tail + dec.decode(chunk, { stream: true })).slice(-4096);
   }
+  return tail.split("\n").map((l) => l.trim()).filter((l) => l).at(-1) ?? "";
 }
 
 /** --scheduler local: one `train` process per run, in order; complete runs are skipped. */
@@ -158,9 +167,15 @@ async function runLocal(cli: StudyCli): Promise<number> {
           stdout: "piped",
           stderr: "piped",
         }).spawn();
-        await Promise.all([tee(child.stdout, Deno.stdout, log), tee(child.stderr, Deno.stderr, log)]);
+        const [, lastErr] = await Promise.all([
+          tee(child.stdout, Deno.stdout, log),
+          tee(child.stderr, Deno.stderr, log),
+        ]);
         const { code } = await child.status;
         child = null;
+        // stdout and stderr reach the log through two pipes, so their order there is not the
+        // child's; the error line is repeated in a marker that --status reads.
+        if (code !== 0 && lastErr) await log.write(enc.encode(`${LOG_ERROR}${lastErr}\n`));
         await log.write(enc.encode(`${LOG_EXIT}${code}\n`));
         if (code === 130 || code === 143) {
           console.log(`study: stopped; run it again to resume ${p.stage} run ${p.run}`);

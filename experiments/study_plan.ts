@@ -209,6 +209,8 @@ export function trainArgsFor(p: PlannedRun, trainArgs: string[]): string[] {
 /** Marker lines the study writes into a run's log around each attempt. */
 export const LOG_START = "study: start";
 export const LOG_EXIT = "study: exit ";
+/** The last line a failed attempt wrote to stderr (local backend). */
+export const LOG_ERROR = "study: error: ";
 
 export interface LogTail {
   /** The last line the trainer wrote (not a study marker). */
@@ -222,14 +224,17 @@ export interface LogTail {
 export function parseLogTail(text: string, ageSeconds: number): LogTail {
   const lines = text.split("\n").map((l) => l.trimEnd()).filter((l) => l);
   let exitCode: number | undefined;
+  let error: string | undefined;
   for (let i = lines.length - 1; i >= 0; i--) {
-    if (lines[i].startsWith(LOG_EXIT)) {
-      exitCode = Number.parseInt(lines[i].slice(LOG_EXIT.length));
-      break;
-    }
     if (lines[i].startsWith(LOG_START)) break;
+    if (exitCode === undefined && lines[i].startsWith(LOG_EXIT)) {
+      exitCode = Number.parseInt(lines[i].slice(LOG_EXIT.length));
+    } else if (exitCode !== undefined && lines[i].startsWith(LOG_ERROR)) {
+      error = lines[i].slice(LOG_ERROR.length);
+      break;
+    } else if (exitCode !== undefined) break;
   }
-  const last = [...lines].reverse().find((l) => !l.startsWith("study: ")) ?? "";
+  const last = error ?? [...lines].reverse().find((l) => !l.startsWith("study: ")) ?? "";
   return { lastLine: last, exitCode, ageSeconds };
 }
 

@@ -169,6 +169,10 @@ Deno.test("run status from its files and its Slurm task", () => {
   const failed =
     "study: start x\nWebGPU adapter: y\ntrain: Training diverged: the loss became NaN\nstudy: exit 1\n";
   assert.equal(tail(failed).exitCode, 1);
+  // stdout's lines may land after stderr's: the error marker names the error
+  const raced = "study: start x\ntrain: data missing\nkernels: autotune off\n" +
+    "study: error: train: data missing\nstudy: exit 1\n";
+  assert.deepEqual(tail(raced), { lastLine: "train: data missing", exitCode: 1, ageSeconds: 5 });
   // a new attempt after an exit line has no exit code yet
   assert.equal(tail(failed + "study: start again\n").exitCode, undefined);
   const summary = (epochsCompleted: number, complete = false) => ({
@@ -384,7 +388,11 @@ Deno.test("deno task study: --dry-run prints the script, the local backend skips
     assert.match(r.err, /study: 1 run\(s\) failed: final run 1 \(exit 1, see .*run1\.log\)/);
     const log = await Deno.readTextFile(`${dir}/final/run1.log`);
     assert.match(log, /^study: start .* local pid \d+ on .*: final run 1\n/);
-    assert.match(log, /train: CIFAR-10 file data_batch_1\.bin is missing .*\nstudy: exit 1\n$/);
+    // the two pipes interleave in any order; the study repeats stderr's last line before the exit
+    assert.match(
+      log,
+      /\nstudy: error: train: CIFAR-10 file data_batch_1\.bin is missing .*\nstudy: exit 1\n$/,
+    );
     const st = await study(["--status", ...args]);
     assert.equal(st.code, 0, st.err);
     assert.match(st.out, /final run 0 {2}complete: 1 epochs, reported 50\.00% \(epoch 1\)\n/);
