@@ -15,6 +15,8 @@
 import { Rng } from "../autograd/random.ts";
 import { currentModule, isGradEnabled, type Tensor } from "../autograd/tensor.ts";
 import { pointwiseMlp } from "../autograd/ops/pointwise_mlp.ts";
+import { conv2dWithGroupStats, type NormStatistics } from "../autograd/ops/conv.ts";
+import { groupNorm } from "../autograd/ops/norm.ts";
 import { fusionEnabled } from "../kernels/planner.ts";
 import { isDryRun } from "../kernels/runtime.ts";
 import { add } from "../autograd/ops/elementwise.ts";
@@ -313,34 +315,76 @@ class RelayGELU extends GELU {
   }
 }
 
+/** A GroupNorm whose next forward may be taken over by `relay`, like RelayConv2d. */
+class RelayGroupNorm extends GroupNorm {
+  relay: ((x: Tensor) => Tensor) | null = null;
+
+  override get typeName(): string {
+    return "GroupNorm";
+  }
+
+  override forward(x: Tensor): Tensor {
+    const r = this.relay;
+    this.relay = null;
+    return r ? r(x) : super.forward(x);
+  }
+
+  /** This norm of x with x's statistics already taken (by the conv that produced x). */
+  withStats(x: Tensor, stats: NormStatistics): Tensor {
+    return groupNorm(x, this.numGroups, this.param("weight"), this.param("bias"), this.eps, stats);
+  }
+}
+
 /**
- * A ConvNeXt block's `block` Sequential: dwconv → GroupNorm → [1×1 → GELU → 1×1], the bracket as one
- * fused op (autograd/ops/pointwise_mlp.ts) unless both its fusions are off. Every module is still
- * entered in order (traces and plans list each, parameters and names are theirs): the expand conv's
- * forward runs the fused op, the GELU and the project conv hand its result on. A dry run without a tape
- * is `summary()`, whose rows need each module's own output shape (and which has no GPU work fusion
- * could save): it runs module by module.
+ * A ConvNeXt block's `block` Sequential: dwconv → GroupNorm → [1×1 → GELU → 1×1]. Two fusions span
+ * modules: the dwconv's store takes the GroupNorm's statistics ("depthwise-norm-stats",
+ * autograd/ops/conv.ts conv2dWithGroupStats), and the bracket is one op (autograd/ops/pointwise_mlp.ts)
+ * unless both its fusions are off. Every module is still entered in order (traces and plans list each,
+ * parameters and names are theirs): a module whose work an earlier one did hands its result on. A dry
+ * run without a tape is `summary()`, whose rows need each module's own output shape (and which has no
+ * GPU work fusion could save): it runs module by module.
  */
 function convNextBlockBody(block: Sequential, x: Tensor): Tensor {
-  const fused = (fusionEnabled("bias-gelu") || fusionEnabled("gelu-backward")) &&
-    !(isDryRun() && !isGradEnabled());
-  if (!fused) return block.forward(x);
-  const [, , expand, gelu, project] = block.layers as [Module, Module, RelayConv2d, RelayGELU, RelayConv2d];
-  // the project conv's layer name in the plan log ("" when untraced, as for every module then)
-  const base = currentModule();
-  const projectName = base ? `${base}.block.4` : "";
+  if (isDryRun() && !isGradEnabled()) return block.forward(x);
+  const [dw, norm, expand, gelu, project] = block.layers as [
+    RelayConv2d,
+    RelayGroupNorm,
+    RelayConv2d,
+    RelayGELU,
+    RelayConv2d,
+  ];
+  if (fusionEnabled("depthwise-norm-stats")) {
+    dw.relay = (h) => {
+      const opts = { stride: dw.stride, padding: dw.padding, groups: dw.groups };
+      const { y, stats } = conv2dWithGroupStats(h, dw.weight, dw.bias, opts, norm.numGroups, norm.eps);
+      if (!stats) return y;
+      const z = norm.withStats(y, stats);
+      norm.relay = () => z;
+      return z;
+    };
+  }
   let y: Tensor | null = null;
   const handOn = () => y!;
-  expand.relay = (h) =>
-    y = pointwiseMlp(h, expand.weight, expand.bias, project.weight, project.bias, {
-      layers: [currentModule(), projectName],
-    });
-  gelu.relay = handOn;
-  project.relay = handOn;
+  if (fusionEnabled("bias-gelu") || fusionEnabled("gelu-backward")) {
+    // the project conv's layer name in the plan log ("" when untraced, as for every module then)
+    const base = currentModule();
+    const projectName = base ? `${base}.block.4` : "";
+    expand.relay = (h) =>
+      y = pointwiseMlp(h, expand.weight, expand.bias, project.weight, project.bias, {
+        layers: [currentModule(), projectName],
+      });
+    gelu.relay = handOn;
+    project.relay = handOn;
+  }
   try {
     return block.forward(x);
   } finally {
-    expand.relay = gelu.relay = project.relay = null;
+    dw.relay =
+      norm.relay =
+      expand.relay =
+      gelu.relay =
+      project.relay =
+        null;
   }
 }
 
@@ -374,8 +418,8 @@ class ConvNextBlock extends Module {
     this.block = this.addModule(
       "block",
       new Sequential(
-        new Conv2d(inF, inF, 7, { padding: 3, bias: false, groups: inF, rng }),
-        new GroupNorm(1, inF),
+        new RelayConv2d(inF, inF, 7, { padding: 3, bias: false, groups: inF, rng }),
+        new RelayGroupNorm(1, inF),
         new RelayConv2d(inF, e, 1, { rng }),
         new RelayGELU(),
         new RelayConv2d(e, outF, 1, { rng }),

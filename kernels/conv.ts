@@ -31,7 +31,12 @@ import {
   conv1x1Forward,
   conv1x1WeightBiasVariants,
 } from "./conv1x1.ts";
-import { depthwiseBackwardInput, depthwiseBackwardWeight, depthwiseForward } from "./depthwise.ts";
+import {
+  depthwiseBackwardInput,
+  depthwiseBackwardWeight,
+  depthwiseForward,
+  depthwiseForwardParts,
+} from "./depthwise.ts";
 import {
   depthwiseTiledBackwardInput,
   depthwiseTiledBackwardWeight,
@@ -45,7 +50,18 @@ const unsupported = (variant: string, pass: string): never => {
   throw new Error(`conv ${pass}: variant "${variant}" does not run here (see kernels/planner.ts)`);
 };
 
-/** y = conv(x, w) + b. */
+/**
+ * Blocks per image whose statistics forward `variant` can write beside y (depthwise/direct:
+ * kernels/depthwise.ts depthwiseForwardParts), else 0.
+ */
+export function convForwardParts(s: ConvShape, variant: string): number {
+  return variant === "depthwise/direct" ? depthwiseForwardParts(s) : 0;
+}
+
+/**
+ * y = conv(x, w) + b; with `parts` (a variant where convForwardParts > 0) also the count, mean and
+ * sum of squared deviations of each output block, for normStatsFromParts (kernels/norm.ts).
+ */
 export function convForward(
   x: Binding,
   w: Binding,
@@ -53,10 +69,12 @@ export function convForward(
   y: Binding,
   s: ConvShape,
   variant = planConv(s, "forward").variant,
+  parts: Binding | null = null,
 ): void {
   if (s.n * s.o * s.oh * s.ow === 0) return;
+  if (parts && !convForwardParts(s, variant)) unsupported(variant, "forward with statistics");
   if (variant.startsWith("gemm1x1/")) return conv1x1Forward(x, w, b, y, s, variant);
-  if (variant === "depthwise/direct") return depthwiseForward(x, w, b, y, s);
+  if (variant === "depthwise/direct") return depthwiseForward(x, w, b, y, s, parts);
   if (variant === "depthwise/tiled") return depthwiseTiledForward(x, w, b, y, s);
   if (variant === "direct/blocked") return directForward(x, w, b, y, s);
   unsupported(variant, "forward");

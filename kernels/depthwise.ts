@@ -50,6 +50,7 @@ function depthwiseConv(
   cols: Axis,
   widx: (u: number, v: number) => number,
   widxKey: string,
+  parts: Binding | null = null,
 ): void {
   const h = rows.inSize, W = cols.inSize;
   const { rh, px } = block(rows.outSub, cols.outSub);
@@ -59,7 +60,7 @@ function depthwiseConv(
   const seg = cols.taps > 0 ? (px - 1) * cols.stride + cols.taps : 0;
   const segIdx = (j: number, v: number) => j * cols.stride + cols.step * v - minV;
   const { groups, index } = convGrid(total, n);
-  const key = specKey(name, n, c, k, rows, cols, !!b, widxKey, groups);
+  const key = specKey(name, n, c, k, rows, cols, !!b, widxKey, groups, !!parts);
   const pipe = kernel(key, "depthwise/direct", () => {
     const R = range(rh), J = range(px), U = range(rows.taps), V = range(cols.taps);
     // input rows (relative to oh0·stride + off) and the (output row, row tap) pairs that read each
@@ -86,7 +87,26 @@ ${
       }
     }
   }`;
-    return `${storageDecls(b ? ["x", "w", "b"] : ["x", "w"], ["y"])}
+    const reads = b ? ["x", "w", "b"] : ["x", "w"];
+    const partsDecl = parts
+      ? `\n@group(0) @binding(${reads.length + 1}) var<storage, read_write> parts: array<vec4<f32>>;`
+      : "";
+    const ok = (r: number, j: number) => `oh0 + ${r} < ${rows.outSub} && ow0 + ${j} < ${cols.outSub}`;
+    const val = (r: number, j: number) => `a${r}_${j}${b ? " + b[ch]" : ""}`;
+    const RJ = R.flatMap((r) => J.map((j) => [r, j] as const));
+    // the block's count, mean and sum of squared deviations (two passes over its registers), which
+    // normStatsFromParts combines into a normalisation's statistics (fusion "depthwise-norm-stats")
+    const stats = parts
+      ? `
+  var pc = 0.0;
+  var ps = 0.0;
+${RJ.map(([r, j]) => `  if (${ok(r, j)}) { pc += 1.0; ps += ${val(r, j)}; }`).join("\n")}
+  let pm = ps / max(pc, 1.0);
+  var pq = 0.0;
+${RJ.map(([r, j]) => `  if (${ok(r, j)}) { let d = ${val(r, j)} - pm; pq += d * d; }`).join("\n")}
+  parts[nn * ${total} + t] = vec4<f32>(pc, pm, pq, 0.0);`
+      : "";
+    return `${storageDecls(reads, ["y"])}${partsDecl}
 @compute @workgroup_size(${WGC})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
@@ -107,24 +127,43 @@ ${R.map((r) => J.map((j) => `  var a${r}_${j} = 0.0;`).join("\n")).join("\n")}
 ${[...uses.entries()].sort((p, q) => p[0] - q[0]).map(rowCode).join("\n")}
   let yb = (nn * ${c} + ch) * ${rows.outFull * cols.outFull};
 ${
-      R.map((r) =>
-        J.map((j) =>
-          `  if (oh0 + ${r} < ${rows.outSub} && ow0 + ${j} < ${cols.outSub}) { y[yb + (${rows.outA} + ${rows.outS} * (oh0 + ${r})) * ${cols.outFull} + ${cols.outA} + ${cols.outS} * (ow0 + ${j})] = a${r}_${j}${
-            b ? " + b[ch]" : ""
-          }; }`
-        ).join("\n")
+      RJ.map(([r, j]) =>
+        `  if (${
+          ok(r, j)
+        }) { y[yb + (${rows.outA} + ${rows.outS} * (oh0 + ${r})) * ${cols.outFull} + ${cols.outA} + ${cols.outS} * (ow0 + ${j})] = ${
+          val(r, j)
+        }; }`
       ).join("\n")
-    }
+    }${stats}
 }`;
   });
-  dispatch(pipe, b ? [inp, w, b, out] : [inp, w, out], groups);
+  dispatch(pipe, [inp, w, ...(b ? [b] : []), out, ...(parts ? [parts] : [])], groups);
 }
 
-/** y = depthwise(x, w) + b. */
-export function depthwiseForward(x: Binding, w: Binding, b: Binding | null, y: Binding, s: ConvShape): void {
+/**
+ * Output blocks per image of the forward pass: with `parts`, depthwiseForward writes one
+ * (count, mean, M2, 0) per block, channel-major (blocks of channel ch at ch·blocks/C …).
+ */
+export function depthwiseForwardParts(s: ConvShape): number {
+  const { rh, px } = block(s.oh, s.ow);
+  return s.c * Math.ceil(s.oh / rh) * Math.ceil(s.ow / px);
+}
+
+/**
+ * y = depthwise(x, w) + b; with `parts` (N · depthwiseForwardParts(s) vec4s) also each output block's
+ * element count, mean and sum of squared deviations from it.
+ */
+export function depthwiseForward(
+  x: Binding,
+  w: Binding,
+  b: Binding | null,
+  y: Binding,
+  s: ConvShape,
+  parts: Binding | null = null,
+): void {
   const { k, stride, pad } = s;
   const rows = forwardAxis(s.h, s.oh, k, stride, pad), cols = forwardAxis(s.w, s.ow, k, stride, pad);
-  depthwiseConv("depthwise_forward", x, w, b, y, s.n, s.c, k, rows, cols, (u, v) => u * k + v, "f");
+  depthwiseConv("depthwise_forward", x, w, b, y, s.n, s.c, k, rows, cols, (u, v) => u * k + v, "f", parts);
 }
 
 /**

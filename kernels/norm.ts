@@ -166,6 +166,71 @@ export function normStats(x: Binding, s: NormStatsSpec): void {
   dispatch(pipe, bindings, tree ? grid1D(outN, 1) : grid1D(outN));
 }
 
+/** Statistics from the per-block partials a producing kernel wrote (see `normStatsFromParts`). */
+export interface NormPartsSpec {
+  /** Statistics (e.g. N·G for GroupNorm), each combining `parts` consecutive partials. */
+  stats: number;
+  parts: number;
+  eps: number;
+  mean: Binding;
+  rstd: Binding;
+}
+
+/**
+ * Mean and 1/sqrt(var + eps) per statistic from partials vec4(count, mean, M2, ·) (M2: the sum of
+ * squared deviations from the partial's mean), combined pairwise as Chan et al. do:
+ *   n = na + nb, δ = mb − ma, mean = ma + δ·nb/n, M2 = M2a + M2b + δ²·na·nb/n
+ * — no E[x²] − E[x]² cancellation, like the two-pass `normStats`. One workgroup per statistic: each
+ * lane folds a strided share of the partials, then a tree in workgroup memory.
+ */
+export function normStatsFromParts(parts: Binding, s: NormPartsSpec): void {
+  if (s.stats === 0) return;
+  const key = `norm_stats_parts:${s.stats}:${s.parts}:${s.eps}`;
+  const pipe = kernel(
+    key,
+    "norm_stats_parts",
+    () =>
+      `@group(0) @binding(0) var<storage, read> parts: array<vec4<f32>>;
+${outputDecls(1, ["mean", "rstd"]).join("\n")}
+var<workgroup> pn: array<f32, ${WG_RED}>;
+var<workgroup> pm: array<f32, ${WG_RED}>;
+var<workgroup> pq: array<f32, ${WG_RED}>;
+fn combine(a: vec3<f32>, b: vec3<f32>) -> vec3<f32> {
+  let n = a.x + b.x;
+  if (n == 0.0) { return a; }
+  let d = b.y - a.y;
+  let f = b.x / n;
+  return vec3<f32>(n, a.y + d * f, a.z + b.z + d * d * a.x * f);
+}
+@compute @workgroup_size(${WG_RED})
+fn main(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let o = ${linearIndex(grid1D(s.stats, 1), 1)};
+  var acc = vec3<f32>(0.0);
+  if (o < ${s.stats}u) {
+    for (var r = lid; r < ${s.parts}u; r += ${WG_RED}u) { acc = combine(acc, parts[o * ${s.parts}u + r].xyz); }
+  }
+  pn[lid] = acc.x;
+  pm[lid] = acc.y;
+  pq[lid] = acc.z;
+  workgroupBarrier();
+  for (var w = ${WG_RED / 2}u; w > 0u; w = w / 2u) {
+    if (lid < w) {
+      let c = combine(vec3<f32>(pn[lid], pm[lid], pq[lid]), vec3<f32>(pn[lid + w], pm[lid + w], pq[lid + w]));
+      pn[lid] = c.x;
+      pm[lid] = c.y;
+      pq[lid] = c.z;
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u && o < ${s.stats}u) {
+    mean[o] = pm[0];
+    rstd[o] = 1.0 / sqrt(pq[0] / max(pn[0], 1.0) + ${f32(s.eps)});
+  }
+}`,
+  );
+  dispatch(pipe, [parts, s.mean, s.rstd], grid1D(s.stats, 1));
+}
+
 // ---------------------------------------------------------------- apply and backward
 //
 // The rest of a normalisation is elementwise kernels and sums (kernels/elementwise.ts, reduce.ts) over

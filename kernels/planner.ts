@@ -225,6 +225,9 @@ export const FUSIONS = [
   "norm-backward-sums",
   // BatchNorm's running statistics updated by its statistics kernel, no two extra passes (norm.ts)
   "norm-running-stats",
+  // ConvNeXt's GroupNorm(1) statistics from blocks the depthwise/direct forward writes beside its output,
+  // combined by one small kernel: no two passes over the tensor (autograd/ops/conv.ts conv2dWithGroupStats)
+  "depthwise-norm-stats",
   // a conv's bias gradient summed by its weight-gradient kernel from the dy it reads anyway, no
   // reduction pass (kernels/conv.ts convBackwardWeight; the variants of conv1x1WeightBiasVariants)
   "weight-grad-bias",

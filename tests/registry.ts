@@ -6,7 +6,7 @@
 // tests/registry_test.ts runs it all: every variant of every pass, forced through the planner's
 // override, and every fusion on and off. A new op, variant or fusion is registered here.
 
-import { conv2d } from "../autograd/ops/conv.ts";
+import { conv2d, conv2dWithGroupStats } from "../autograd/ops/conv.ts";
 import { gelu, softmax } from "../autograd/ops/activation.ts";
 import { add, mul, relu } from "../autograd/ops/elementwise.ts";
 import { layerScaleResidual } from "../autograd/ops/layerscale.ts";
@@ -676,6 +676,47 @@ register<GroupP>({
         affine: true,
       })),
   },
+});
+
+// ---------------------------------------------------------------- depthwise conv → GroupNorm
+
+interface DwNormP {
+  x: [number, number, number, number];
+  k: number;
+  stride: number;
+  groups: number;
+  bias: boolean;
+}
+
+const dwNormS = (p: DwNormP) => convShape(p.x, p.x[1], p.k, p.stride, p.k >> 1, p.x[1]);
+
+// ConvNeXt's dwconv → GroupNorm(1), the statistics taken from blocks the conv's store writes
+// (partial blocks at the odd edges; several groups; a conv bias; stride 2)
+register<DwNormP>({
+  name: "dwconvGroupNorm",
+  params: [
+    { x: [3, 6, 9, 9], k: 7, stride: 1, groups: 1, bias: false },
+    { x: [2, 8, 8, 8], k: 7, stride: 1, groups: 2, bias: true },
+    { x: [1, 4, 11, 10], k: 3, stride: 2, groups: 4, bias: false },
+  ],
+  describe: (p) =>
+    `${p.k}×${p.k}${p.stride > 1 ? `/${p.stride}` : ""} depthwise on [${p.x}]${p.bias ? " +bias" : ""} → ` +
+    `groupNorm(${p.groups})`,
+  inputs: (p) => {
+    const c = p.x[1];
+    return [p.x, [c, 1, p.k, p.k], [c], [c], ...(p.bias ? [[c]] : [])];
+  },
+  gpu: (p, [x, w, gamma, beta, b]) => {
+    const opts = { stride: p.stride, padding: p.k >> 1, groups: p.x[1] };
+    const { y, stats } = conv2dWithGroupStats(x, w, b ?? null, opts, p.groups, 1e-5);
+    return groupNorm(y, p.groups, gamma, beta, 1e-5, stats);
+  },
+  cpu: (p, [x, w, gamma, beta, b]) => {
+    const s = dwNormS(p);
+    return groupNorm64(convForwardRef(x, w, b ?? null, s), [s.n, s.o, s.oh, s.ow], p.groups, gamma, beta);
+  },
+  gradTol: NORM_GRAD_TOL,
+  fusions: () => [{ name: "depthwise-norm-stats", plan: "conv.forward=depthwise/direct" }],
 });
 
 interface LayerP {

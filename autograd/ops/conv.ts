@@ -6,11 +6,13 @@ import {
   convBackwardInput,
   convBackwardWeight,
   convForward,
+  convForwardParts,
   convOutSize,
   type ConvShape,
 } from "../../kernels/conv.ts";
 import { gatherPatches, scatterPatches } from "../../kernels/patches.ts";
-import { planConv } from "../../kernels/planner.ts";
+import { normStatsFromParts } from "../../kernels/norm.ts";
+import { fusionEnabled, planConv } from "../../kernels/planner.ts";
 import { currentModule, empty, isGradEnabled, record, type Tensor } from "../tensor.ts";
 import { reshape } from "./shape.ts";
 
@@ -76,8 +78,44 @@ export function conv2dShape(
  * w [O, C/groups, k, k], b [O]; returns [N, O, OH, OW] with OH = ⌊(H + 2·padding − k)/stride⌋ + 1.
  */
 export function conv2d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv2dOptions = {}): Tensor {
+  return convWith(x, w, b ?? null, conv2dShape(x, w, b, opts), null).y;
+}
+
+/** Mean and 1/sqrt(var + eps) of a normalisation's statistics, shaped as it keeps them. */
+export interface NormStatistics {
+  mean: Tensor;
+  rstd: Tensor;
+}
+
+/**
+ * conv2d, and the statistics `groupNorm(y, groups, ·, ·, eps)` needs, taken in the conv's store where
+ * its forward variant can (depthwise/direct) and fusion "depthwise-norm-stats" is on: each output block
+ * writes its count, mean and M2, and one small kernel combines them (kernels/norm.ts
+ * normStatsFromParts) instead of the two passes over y. `stats` is null where the fusion does not apply.
+ */
+export function conv2dWithGroupStats(
+  x: Tensor,
+  w: Tensor,
+  b: Tensor | null,
+  opts: Conv2dOptions,
+  groups: number,
+  eps: number,
+): { y: Tensor; stats: NormStatistics | null } {
   const s = conv2dShape(x, w, b, opts);
-  // Every pass is planned here, at forward time, so the plan names the layer that runs it.
+  if (!Number.isInteger(groups) || groups < 1 || s.o % groups !== 0) {
+    throw new Error(`conv2dWithGroupStats: ${groups} groups do not divide the ${s.o} output channels`);
+  }
+  return convWith(x, w, b, s, { groups, eps });
+}
+
+/** The op behind conv2d: plans every pass now (so the plan names the layer), runs the forward, records. */
+function convWith(
+  x: Tensor,
+  w: Tensor,
+  bias: Tensor | null,
+  s: ConvShape,
+  norm: { groups: number; eps: number } | null,
+): { y: Tensor; stats: NormStatistics | null } {
   const layer = currentModule();
   const forward = planConv(s, "forward", layer).variant;
   // Windows that do not overlap and need no padding (ConvNeXt's 2×2 stride-2 downsampling, the
@@ -85,16 +123,37 @@ export function conv2d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv2dOpti
   // convolution (4× faster on the full-size downsampling layers on lavapipe).
   if (forward === "patches") {
     const p = patches(x, s);
-    return conv2d(p, reshape(w, [s.o, s.c * s.k * s.k, 1, 1]), b);
+    return { y: conv2d(p, reshape(w, [s.o, s.c * s.k * s.k, 1, 1]), bias), stats: null };
   }
-  const bias = b ?? null;
   const inputs = bias ? [x, w, bias] : [x, w];
   const tracking = isGradEnabled() && inputs.some((t) => t.requiresGrad);
   const inputGrad = tracking && x.requiresGrad ? planConv(s, "inputGrad", layer).variant : "";
   const weightGrad = tracking && w.requiresGrad ? planConv(s, "weightGrad", layer).variant : "";
   const y = empty([s.n, s.o, s.oh, s.ow]);
-  convForward(x.binding(), w.binding(), bias ? bias.binding() : null, y.binding(), s, forward);
-  return record(y, inputs, (g) => {
+  const perImage = norm && fusionEnabled("depthwise-norm-stats") ? convForwardParts(s, forward) : 0;
+  const parts = perImage ? empty([s.n * perImage, 4]) : null;
+  convForward(
+    x.binding(),
+    w.binding(),
+    bias ? bias.binding() : null,
+    y.binding(),
+    s,
+    forward,
+    parts?.binding(),
+  );
+  let stats: NormStatistics | null = null;
+  if (norm && parts) {
+    stats = { mean: empty([s.n, norm.groups, 1, 1]), rstd: empty([s.n, norm.groups, 1, 1]) };
+    normStatsFromParts(parts.binding(), {
+      stats: s.n * norm.groups,
+      parts: perImage / norm.groups,
+      eps: norm.eps,
+      mean: stats.mean.binding(),
+      rstd: stats.rstd.binding(),
+    });
+    parts.dispose();
+  }
+  const out = record(y, inputs, (g) => {
     let gx: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
     if (x.requiresGrad) {
       gx = empty(x.shape);
@@ -108,6 +167,7 @@ export function conv2d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv2dOpti
     } else if (gb) convBackwardBias(g.binding(), gb.binding(), s);
     return bias ? [gx, gw, gb] : [gx, gw];
   });
+  return { y: out, stats };
 }
 
 /** x [N, C, H, W] → [N, C·k·k, OH, OW], the non-overlapping k×k windows of a stride-`stride` conv. */

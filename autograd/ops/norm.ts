@@ -23,6 +23,7 @@ import {
 } from "../../kernels/norm.ts";
 import { fusionEnabled } from "../../kernels/planner.ts";
 import { empty, numel, record, type Tensor } from "../tensor.ts";
+import type { NormStatistics } from "./conv.ts";
 
 function checkParam(op: string, name: string, p: Tensor | null | undefined, shape: number[]): void {
   if (!p) return;
@@ -137,8 +138,15 @@ function normWithBatchStats(
   bias: Tensor | null,
   eps: number,
   running: RunningStats | null = null,
+  given: NormStatistics | null = null,
 ): Tensor {
   const st = statShape(p);
+  if (given) {
+    if (given.mean.size !== numel(st) || given.rstd.size !== numel(st)) {
+      throw new Error(`${p.op}: given statistics ${given.mean.describe()} do not match [${st.join(", ")}]`);
+    }
+    return normalize(p, x, given.mean, given.rstd, weight, bias);
+  }
   const mean = empty(st), rstd = empty(st);
   // the running statistics are updated by the statistics kernel itself, or by two more passes
   const fuseRunning = running !== null && fusionEnabled("norm-running-stats");
@@ -167,6 +175,18 @@ function normWithBatchStats(
     );
     variance.dispose();
   }
+  return normalize(p, x, mean, rstd, weight, bias);
+}
+
+/** The apply and its backward, with statistics of x (now owned by the tape node). */
+function normalize(
+  p: NormView,
+  x: Tensor,
+  mean: Tensor,
+  rstd: Tensor,
+  weight: Tensor | null,
+  bias: Tensor | null,
+): Tensor {
   const out = applyNorm(p, x, mean, rstd, weight, bias);
   const inputs = [x, ...(weight ? [weight] : []), ...(bias ? [bias] : [])];
   return record(out, inputs, (g) => {
@@ -186,6 +206,8 @@ function checkEps(op: string, eps: number): void {
 /**
  * Group normalisation of `x` [N, C, *] (torch.nn.functional.group_norm): statistics per sample and
  * group of C/groups channels; `weight`, `bias` of shape [C]. GroupNorm(1, C) is ConvNeXt's "LayerNorm".
+ * `stats`: x's statistics [N, groups, 1, 1] with this eps, already taken by the kernel that produced x
+ * (conv2dWithGroupStats); the op takes them over (and frees them with its tape node).
  */
 export function groupNorm(
   x: Tensor,
@@ -193,6 +215,7 @@ export function groupNorm(
   weight?: Tensor | null,
   bias?: Tensor | null,
   eps = 1e-5,
+  stats: NormStatistics | null = null,
 ): Tensor {
   const op = "groupNorm";
   if (x.rank < 2) throw new Error(`${op}: expects an input [N, C, *], got ${x.describe()}`);
@@ -210,7 +233,7 @@ export function groupNorm(
     statAxes: [2, 3],
     affShape: [1, groups, c / groups, 1],
   };
-  return normWithBatchStats(plan, x, weight ?? null, bias ?? null, eps);
+  return normWithBatchStats(plan, x, weight ?? null, bias ?? null, eps, null, stats);
 }
 
 /**
