@@ -285,50 +285,37 @@ class ResNet extends Model {
 
 // ---------------------------------------------------------------- step 7 (ConvNeXt)
 
-/** A Conv2d whose next forward may be taken over by `relay` (set by its ConvNeXt block for one call). */
-class RelayConv2d extends Conv2d {
-  relay: ((x: Tensor) => Tensor) | null = null;
+/**
+ * `Base` whose next forward may be taken over by `relay` (set by its ConvNeXt block for one call); it
+ * keeps `name` as its type in traces and summaries.
+ */
+// deno-lint-ignore no-explicit-any
+function relayed<B extends new (...args: any[]) => { forward(x: Tensor): Tensor }>(
+  Base: B,
+  name: string,
+) {
+  return class extends Base {
+    relay: ((x: Tensor) => Tensor) | null = null;
 
-  override get typeName(): string {
-    return "Conv2d";
-  }
+    // Module's getter (the constructor's name), which the constraint above does not name
+    get typeName(): string {
+      return name;
+    }
 
-  override forward(x: Tensor): Tensor {
-    const r = this.relay;
-    this.relay = null;
-    return r ? r(x) : super.forward(x);
-  }
+    override forward(x: Tensor): Tensor {
+      const r = this.relay;
+      this.relay = null;
+      return r ? r(x) : super.forward(x);
+    }
+  };
 }
 
-/** A GELU whose next forward may be taken over by `relay`, like RelayConv2d. */
-class RelayGELU extends GELU {
-  relay: ((x: Tensor) => Tensor) | null = null;
+const RelayConv2d = relayed(Conv2d, "Conv2d");
+type RelayConv2d = InstanceType<typeof RelayConv2d>;
+const RelayGELU = relayed(GELU, "GELU");
+type RelayGELU = InstanceType<typeof RelayGELU>;
 
-  override get typeName(): string {
-    return "GELU";
-  }
-
-  override forward(x: Tensor): Tensor {
-    const r = this.relay;
-    this.relay = null;
-    return r ? r(x) : super.forward(x);
-  }
-}
-
-/** A GroupNorm whose next forward may be taken over by `relay`, like RelayConv2d. */
-class RelayGroupNorm extends GroupNorm {
-  relay: ((x: Tensor) => Tensor) | null = null;
-
-  override get typeName(): string {
-    return "GroupNorm";
-  }
-
-  override forward(x: Tensor): Tensor {
-    const r = this.relay;
-    this.relay = null;
-    return r ? r(x) : super.forward(x);
-  }
-
+class RelayGroupNorm extends relayed(GroupNorm, "GroupNorm") {
   /** This norm of x with x's statistics already taken (by the conv that produced x). */
   withStats(x: Tensor, stats: NormStatistics): Tensor {
     return groupNorm(x, this.numGroups, this.param("weight"), this.param("bias"), this.eps, stats);
@@ -379,12 +366,7 @@ function convNextBlockBody(block: Sequential, x: Tensor): Tensor {
   try {
     return block.forward(x);
   } finally {
-    dw.relay =
-      norm.relay =
-      expand.relay =
-      gelu.relay =
-      project.relay =
-        null;
+    for (const m of [dw, norm, expand, gelu, project]) m.relay = null;
   }
 }
 
