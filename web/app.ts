@@ -98,13 +98,18 @@ async function ensureGpu(): Promise<E.GPUContext> {
         "browser with WebGPU enabled, and open the page from localhost or https.",
     );
   }
-  gpuCtx = await E.initGPU();
-  if (/swiftshader/i.test(gpuCtx.adapterName)) {
-    // Chromium's SwiftShader does not finish compiling the direct depthwise weight-gradient kernels
-    // (a loop over 49 accumulators with guarded loads); the tiled ones compile in seconds
-    E.setPlanOverride("conv.weightGrad=depthwise/tiled");
-  }
-  if (new URLSearchParams(location.search).has("debug")) {
+  const ctx = await E.initGPU();
+  const q = new URLSearchParams(location.search);
+  // Chromium's SwiftShader does not finish compiling the direct depthwise weight-gradient kernels
+  // (a loop over 49 accumulators with guarded loads); the tiled ones compile in seconds. ?plan= adds
+  // rules after that one (the trainer's --plan syntax, e.g. ?plan=fuse=off)
+  const rules = [
+    /swiftshader/i.test(ctx.adapterName) ? "conv.weightGrad=depthwise/tiled" : "",
+    q.get("plan"),
+  ];
+  E.setPlanOverride(rules.filter(Boolean).join(",")); // throws on a bad ?plan=, before the GPU counts as ready
+  gpuCtx = ctx;
+  if (q.has("debug")) {
     // ?debug: name every pipeline as it is created (which kernel a hung compile belongs to)
     const d = gpuCtx.device, create = d.createComputePipeline.bind(d);
     d.createComputePipeline = (desc) => {
@@ -313,6 +318,8 @@ function init(): void {
       return btoa(bin);
     },
     ensureGpu: async () => (await ensureGpu()).adapterName,
+    /** The plan override in force (the adapter's rules, then ?plan=). */
+    plan: () => E.planOverride(),
     checks,
   };
   ensureGpu().then(() => {

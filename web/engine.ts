@@ -3,7 +3,7 @@
 // and experiments/ on the Deno side; the page gets CIFAR-10 and checkpoints as bytes.
 
 export { gpu, type GPUContext, initGPU, sync } from "../kernels/runtime.ts";
-export { setPlanOverride } from "../kernels/planner.ts";
+export { planOverride, setPlanOverride } from "../kernels/planner.ts";
 export { Rng } from "../autograd/random.ts";
 export { keep, noGrad, scope, Tensor, tensor } from "../autograd/tensor.ts";
 export { crossEntropy } from "../autograd/ops/loss.ts";

@@ -2,9 +2,10 @@
 // GPU) through the page `deno task demo` serves:
 //   1. the PyTorch golden fixtures replayed in the page pass the tolerances they pass in Deno;
 //   2. three training steps of the narrow model give the same losses in Chromium as in Deno (≤ 1e-4);
-//   3. `/?autostart` trains 30 steps, the loss falls, a screenshot is written;
-//   4. the model downloaded from the page loads in `deno task eval` (same test accuracy);
-//   5. a checkpoint written by `deno task train` loads in the page (same test accuracy).
+//   3. ?plan= adds plan rules after the page's own, and a bad rule is a clear error;
+//   4. `/?autostart` trains 30 steps, the loss falls, a screenshot is written;
+//   5. the model downloaded from the page loads in `deno task eval` (same test accuracy);
+//   6. a checkpoint written by `deno task train` loads in the page (same test accuracy).
 // Outputs (screenshot, downloads, the train run) go under $BROWSER_TEST_OUT (default results/browser/).
 
 import assert from "node:assert/strict";
@@ -159,6 +160,41 @@ Deno.test(
     assert.deepEqual(s.errors, []);
     await s.close();
     blank = null;
+  },
+);
+
+Deno.test(
+  "?plan= adds the trainer's plan rules after the page's own; a bad one is a clear error",
+  opts,
+  async () => {
+    const { url } = await server();
+    const ok = await openPage(`${url}?plan=${encodeURIComponent("fuse.bias-gelu=off")}`);
+    try {
+      const adapter: string = await ok.page.evaluate(() => (globalThis as PageGlobal).demo.ensureGpu());
+      const plan: string = await ok.page.evaluate(() => (globalThis as PageGlobal).demo.plan());
+      const own = /swiftshader/i.test(adapter) ? "conv.weightGrad=depthwise/tiled," : "";
+      assert.equal(plan, `${own}fuse.bias-gelu=off`);
+      assert.deepEqual(ok.errors, []);
+    } finally {
+      await ok.close();
+    }
+    const bad = await openPage(`${url}?plan=${encodeURIComponent("conv=nonsense")}`);
+    try {
+      const err: string = await bad.page.evaluate(() =>
+        (globalThis as PageGlobal).demo.ensureGpu().then(() => "no error", (e: Error) => e.message)
+      );
+      assert.match(err, /Plan override "conv=nonsense": unknown variant "nonsense"/);
+      const message = await waitFor(
+        bad.page,
+        () => (globalThis as PageGlobal).document.querySelector("#message")?.textContent || null,
+        "the page's error message",
+        30_000,
+        200,
+      );
+      assert.match(message, /unknown variant "nonsense"/);
+    } finally {
+      await bad.close();
+    }
   },
 );
 
