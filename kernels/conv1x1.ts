@@ -8,8 +8,8 @@
 //   gemm1x1/columns-texture  small images: [N, C, P] transposed to [C, N·P], one texture GEMM, back
 //   gemm1x1/tiled            the workgroup-tiled GEMM of kernels/gemm_tiled.ts (split-K weight gradient)
 //   gemm1x1/columns-tiled    the same over all images at once
-//   gemm1x1/vec4             below: a register block per invocation (16×16 on a software adapter, where
-//                            every load is a gather and spilled accumulators are cheap; 8×8 elsewhere),
+//   gemm1x1/vec4             below: a register block per invocation (32×32 on lavapipe, where every load
+//                            is a gather and spilled accumulators are cheap; 8×8 elsewhere),
 //                            operands read as vec4 straight from storage (C and H·W multiples of 4);
 //                            forward and input gradient take a GEMM epilogue (GELU, GELU's backward)
 //   gemm1x1/scalar           below: 4×4 blocks, scalar loads, any sizes
@@ -27,16 +27,9 @@ import { matmul } from "./matmul.ts";
 import { gemmSplitK, matmulTiled } from "./gemm_tiled.ts";
 import { storageDecls } from "./wgsl.ts";
 import { sumAxes } from "./reduce.ts";
-import {
-  blockEdge,
-  convGrid,
-  type ConvShape,
-  specKey,
-  splitReduction,
-  WGC,
-  withPartials,
-} from "./conv_common.ts";
+import { convGrid, type ConvShape, specKey, splitReduction, WGC, withPartials } from "./conv_common.ts";
 import { conv1x1Dims } from "./planner.ts";
+import { gemmBlockEdge } from "./profile.ts";
 import {
   epilogueBindings,
   epilogueDecl,
@@ -77,7 +70,7 @@ function forwardVec4(
 ): void {
   const { n, c, o } = s;
   const p4 = (s.h * s.w) / 4, c4 = c / 4;
-  const rb = blockEdge(o), cb4 = blockEdge(p4 * 4) / 4;
+  const rb = gemmBlockEdge(o), cb4 = gemmBlockEdge(p4 * 4) / 4;
   const rowBlocks = Math.ceil(o / rb), colBlocks = Math.ceil(p4 / cb4);
   const total = rowBlocks * colBlocks;
   const { groups, index } = convGrid(total, n);
@@ -142,7 +135,7 @@ ${
 function backwardInputVec4(dy: Binding, w: Binding, dx: Binding, s: ConvShape, ep?: GemmEpilogue): void {
   const { n, c, o } = s;
   const p4 = (s.h * s.w) / 4, c4 = c / 4;
-  const rb4 = blockEdge(c) / 4, cb4 = blockEdge(p4 * 4) / 4;
+  const rb4 = gemmBlockEdge(c) / 4, cb4 = gemmBlockEdge(p4 * 4) / 4;
   const rowBlocks = Math.ceil(c4 / rb4), colBlocks = Math.ceil(p4 / cb4);
   const total = rowBlocks * colBlocks;
   const { groups, index } = convGrid(total, n);
@@ -212,7 +205,7 @@ function backwardWeightVec4(dy: Binding, x: Binding, dw: Binding, s: ConvShape, 
   const p4 = (s.h * s.w) / 4;
   const steps = n * p4;
   const { chunks, len } = splitReduction(steps, o * c, 32);
-  const rb = blockEdge(o), cb = blockEdge(c);
+  const rb = gemmBlockEdge(o), cb = gemmBlockEdge(c);
   const rowBlocks = Math.ceil(o / rb), colBlocks = Math.ceil(c / cb);
   const total = rowBlocks * colBlocks;
   const { groups, index } = convGrid(total, chunks);

@@ -13,6 +13,8 @@ Deno.test("adapter profile: software adapters told apart from GPUs, per backend 
   const vk = profileFor(lavapipe, false, "vulkan"), gl = profileFor(lavapipe, false, "gl");
   assert.equal(vk.kind, "software");
   assert.equal(vk.blockEdge, 16);
+  assert.equal(vk.gemmBlockEdge, 32);
+  assert.equal(gl.gemmBlockEdge, 32);
   assert.deepEqual(vk.fusionsOff, []);
   assert.deepEqual(vk.variantsOff, []);
   // behind wgpu's GL backend the workgroup-tree weight gradient and the tiled depthwise never finish
@@ -25,12 +27,14 @@ Deno.test("adapter profile: software adapters told apart from GPUs, per backend 
     const sw = profileFor("google swiftshader", true, b);
     assert.equal(sw.kind, "software");
     assert.equal(sw.blockEdge, 8);
+    assert.equal(sw.gemmBlockEdge, 8);
     assert.deepEqual(sw.fusionsOff, []);
     assert.equal(sw.textureGemm, vk.textureGemm);
   }
 
   const g = profileFor("NVIDIA H200", false, "vulkan");
   assert.equal(g.kind, "gpu");
+  assert.equal(g.gemmBlockEdge, 8);
   assert.ok(g.tiledDepthwise);
   assert.deepEqual(g.fusionsOff, []);
 });

@@ -263,6 +263,8 @@ register<ConvP>({
     // longer reductions: the weight gradients split over chunks of the N·H·W pixels
     { x: [1, 3, 17, 17], o: 7, k: 1, plan: { forward: T1, inputGrad: T1, weightGrad: T1 } },
     { x: [4, 8, 16, 16], o: 8, k: 1, plan: { forward: T4, inputGrad: T4, weightGrad: T4 } },
+    // more channels and pixels than one register block of the software profile (32): partial blocks
+    { x: [2, 36, 8, 8], o: 40, k: 1, plan: { forward: T4, inputGrad: T4, weightGrad: T4 } },
     {
       x: [2, 8, 12, 12],
       o: 6,
