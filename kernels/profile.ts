@@ -32,7 +32,9 @@ export interface AdapterProfile {
    * Register block edge (multiple of 4) of the vec4 1×1-conv GEMMs (gemm1x1/vec4). On lavapipe 32: each
    * operand load is a per-lane gather, so a larger block (loads ∝ edge, FMAs ∝ edge²) pays up to 32 (A/B
    * in one process, batch 64, edge 16 → 32: the final model's 1×1 GEMMs 1.5-2× faster, 40 and 48 no
-   * better or slower; narrow final step −17 %, full final step −29 %).
+   * better or slower; narrow final step −17 %, full final step −29 %). The price is compile time, paid once
+   * per shape: the 32×32 weight-gradient kernel took 19.6 s to build on a slow VM (16×16: 2.4 s; 32×16:
+   * 6.3 s, but 1.37× slower to run).
    */
   gemmBlockEdge: number;
   /** Whether GEMMs read their operands from textures by default (else the tiled storage GEMM). */
