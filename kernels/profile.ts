@@ -149,12 +149,15 @@ export function setProfile(p: AdapterProfile | "software" | "gpu" | null): void 
   forced = p === "software" ? SOFTWARE : p === "gpu" ? GPU : p;
 }
 
-/** Register block edge for a dimension of `size`: a multiple of 4, at most the profile's edge. */
+/** A register block edge for a dimension of `size`: a multiple of 4, at most `edge`. */
+const clampEdge = (edge: number, size: number) => Math.min(edge, Math.ceil(size / 4) * 4);
+
+/** Register block edge of the direct and depthwise kernels for a dimension of `size`. */
 export function blockEdge(size: number): number {
-  return Math.min(adapterProfile().blockEdge, Math.ceil(size / 4) * 4);
+  return clampEdge(adapterProfile().blockEdge, size);
 }
 
-/** The same for the vec4 1×1-conv GEMMs (their own edge: see AdapterProfile.gemmBlockEdge). */
+/** Register block edge of the vec4 1×1-conv GEMMs for a dimension of `size`. */
 export function gemmBlockEdge(size: number): number {
-  return Math.min(adapterProfile().gemmBlockEdge, Math.ceil(size / 4) * 4);
+  return clampEdge(adapterProfile().gemmBlockEdge, size);
 }
