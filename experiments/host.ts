@@ -5,10 +5,11 @@
 //   CONVNEXT_PLAN="conv=tiled,matmul=generic"   force kernel variants (see kernels/planner.ts)
 //   CONVNEXT_AUTOTUNE=0                         no autotune: the adapter profile's deterministic defaults
 //   CONVNEXT_AUTOTUNE_CACHE=DIR                 where winners are kept (default ./data/cache/autotune)
+//   CONVNEXT_PROFILE="gemmBlockEdge=16"         change numeric knobs of the adapter profile (kernels/profile.ts)
 
 import { type GPUContext, initGPU as initRuntime, NO_ADAPTER_HELP } from "../kernels/runtime.ts";
 import { setPlanOverride } from "../kernels/planner.ts";
-import { setBackendHint } from "../kernels/profile.ts";
+import { setBackendHint, setProfileTuning } from "../kernels/profile.ts";
 import { type AutotuneStore, disableAutotune, enableAutotune } from "../kernels/autotune.ts";
 
 /**
@@ -30,12 +31,16 @@ function preferPrimaryBackends(): boolean {
 
 let backendChosen: string | null = null;
 
-/** Deno's `initGPU`: the runtime's, on wgpu's primary backends unless DENO_WEBGPU_BACKEND says otherwise. */
+/**
+ * Deno's `initGPU`: the runtime's, on wgpu's primary backends unless DENO_WEBGPU_BACKEND says otherwise,
+ * with the profile knobs of CONVNEXT_PROFILE.
+ */
 export async function initGPU(): Promise<GPUContext> {
   if (backendChosen === null) {
     backendChosen = preferPrimaryBackends() ? "auto" : envVar("DENO_WEBGPU_BACKEND") ?? "auto";
   }
   setBackendHint(backendChosen);
+  setProfileTuning(envVar("CONVNEXT_PROFILE") ?? null);
   try {
     return await initRuntime();
   } catch (e) {

@@ -111,6 +111,7 @@ ${
       }
   }
   let yb = nn * ${o * p4};
+${b ? I.map((i) => `  let bias${i} = b[min(row0 + ${i}, ${o - 1})];`).join("\n") : ""}
 ${
         I.map((i) =>
           J.map((j) =>
@@ -118,7 +119,7 @@ ${
               epilogueStore(
                 ep,
                 `yb + (row0 + ${i}) * ${p4} + c${j}`,
-                `acc${i}_${j}${b ? ` + b[row0 + ${i}]` : ""}`,
+                `acc${i}_${j}${b ? ` + bias${i}` : ""}`,
                 true,
                 "y",
               )
@@ -216,7 +217,7 @@ function backwardWeightVec4(dy: Binding, x: Binding, dw: Binding, s: ConvShape, 
     () =>
       `@group(0) @binding(0) var<storage, read> dy: ${V4};
 @group(0) @binding(1) var<storage, read> x: ${V4};
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: ${V4};
 ${db ? "@group(0) @binding(3) var<storage, read_write> bout: array<f32>;" : ""}
 @compute @workgroup_size(${WGC})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -247,13 +248,13 @@ ${
       }
 ${nextPixel(p4, o, c)}
   }
-  let ob = chunk * ${o * c};
+  let ob = chunk * ${(o * c) / 4};
 ${
         I.map((i) =>
-          J.map((j) =>
-            `  if (row0 + ${i} < ${o} && col0 + ${j} < ${c}) { out[ob + (row0 + ${i}) * ${c} + col0 + ${j}] = acc${i}_${
-              Math.floor(j / 4)
-            }[${j % 4}]; }`
+          J4.map((j) =>
+            `  if (row0 + ${i} < ${o} && col0 + ${j * 4} < ${c}) { out[ob + (row0 + ${i}) * ${
+              c / 4
+            } + col0 / 4 + ${j}] = acc${i}_${j}; }`
           ).join("\n")
         ).join("\n")
       }

@@ -127,6 +127,40 @@ export function isSoftwareAdapter(name: string, isFallback = false): boolean {
 let forced: AdapterProfile | null = null;
 let backend = "";
 let cached: { name: string; profile: AdapterProfile } | null = null;
+let tuning: Partial<Pick<AdapterProfile, TuningKey>> = {};
+
+/** The numeric knobs `setProfileTuning` may change. */
+const TUNING_KEYS = ["blockEdge", "gemmBlockEdge", "columnsBelowPixels"] as const;
+type TuningKey = typeof TUNING_KEYS[number];
+
+/**
+ * Changes numeric knobs of the detected profile, from a spec like "gemmBlockEdge=16,blockEdge=8"
+ * (CONVNEXT_PROFILE in Deno; null or "" restores the defaults). Block edges are multiples of 4 from 4
+ * to 64. A profile forced by `setProfile` is used as given. E.g. the test suite runs with
+ * gemmBlockEdge=16: a 32×32 block takes 4-7× longer to compile on llvmpipe (seconds per kernel, and the
+ * suite builds hundreds), while tests/registry_test.ts still checks the 32-wide kernels.
+ */
+export function setProfileTuning(spec: string | null): void {
+  const next: Partial<Record<TuningKey, number>> = {};
+  for (const part of (spec ?? "").split(",").map((x) => x.trim()).filter(Boolean)) {
+    const [key, value, extra] = part.split("=").map((x) => x.trim());
+    if (!(TUNING_KEYS as readonly string[]).includes(key) || value === undefined || extra !== undefined) {
+      throw new Error(`profile tuning "${part}": expected KEY=N with KEY one of ${TUNING_KEYS.join(", ")}`);
+    }
+    const n = Number(value);
+    const edge = key !== "columnsBelowPixels";
+    if (!Number.isInteger(n) || n < 1 || (edge && (n % 4 !== 0 || n > 64))) {
+      throw new Error(
+        `profile tuning "${part}": ${key} must be ${
+          edge ? "a multiple of 4 from 4 to 64" : "a positive integer"
+        }`,
+      );
+    }
+    next[key as TuningKey] = n;
+  }
+  tuning = next;
+  cached = null;
+}
 
 /** Tells the profile which backend the host's WebGPU uses under the adapter ("gl" matters; see SOFTWARE_GL). */
 export function setBackendHint(name: string): void {
@@ -134,12 +168,13 @@ export function setBackendHint(name: string): void {
   cached = null;
 }
 
-/** The profile of the current adapter (or the one forced by `setProfile`). */
+/** The profile of the current adapter with `setProfileTuning`'s knobs (or the one forced by `setProfile`). */
 export function adapterProfile(): AdapterProfile {
   if (forced) return forced;
   const c = gpu();
   if (cached?.name !== c.adapterName) {
-    cached = { name: c.adapterName, profile: profileFor(c.adapterName, c.isFallbackAdapter, backend) };
+    const detected = profileFor(c.adapterName, c.isFallbackAdapter, backend);
+    cached = { name: c.adapterName, profile: { ...detected, ...tuning } };
   }
   return cached.profile;
 }

@@ -1,7 +1,16 @@
 // The adapter profile: which profile an adapter name and host backend get, and what each one changes.
 
 import assert from "node:assert/strict";
-import { isSoftwareAdapter, profileFor } from "../kernels/profile.ts";
+import {
+  adapterProfile,
+  gemmBlockEdge,
+  isSoftwareAdapter,
+  profileFor,
+  setProfile,
+  setProfileTuning,
+} from "../kernels/profile.ts";
+import { gpu } from "../kernels/runtime.ts";
+import { setup } from "./helpers.ts";
 
 Deno.test("adapter profile: software adapters told apart from GPUs, per backend and implementation", () => {
   const lavapipe = "llvmpipe (LLVM 15.0.6, 256 bits)";
@@ -37,4 +46,30 @@ Deno.test("adapter profile: software adapters told apart from GPUs, per backend 
   assert.equal(g.gemmBlockEdge, 8);
   assert.ok(g.tiledDepthwise);
   assert.deepEqual(g.fusionsOff, []);
+});
+
+Deno.test("adapter profile: CONVNEXT_PROFILE-style tuning changes the detected profile's knobs only", async () => {
+  await setup();
+  const detected = profileFor(gpu().adapterName, gpu().isFallbackAdapter);
+  try {
+    setProfileTuning("gemmBlockEdge=12, columnsBelowPixels=100");
+    assert.equal(adapterProfile().gemmBlockEdge, 12);
+    assert.equal(adapterProfile().columnsBelowPixels, 100);
+    assert.equal(adapterProfile().blockEdge, detected.blockEdge);
+    assert.equal(gemmBlockEdge(64), 12);
+    assert.equal(gemmBlockEdge(6), 8); // clamped to the dimension, rounded up to 4
+    // a forced profile is used as given
+    setProfile("software");
+    assert.equal(adapterProfile().gemmBlockEdge, 32);
+    setProfile(null);
+    assert.equal(adapterProfile().gemmBlockEdge, 12);
+    for (const bad of ["gemmBlockEdge=10", "gemmBlockEdge=128", "blockEdge", "edge=8", "blockEdge=8=8"]) {
+      assert.throws(() => setProfileTuning(bad), /profile tuning/, bad);
+    }
+    assert.equal(adapterProfile().gemmBlockEdge, 12, "a rejected spec changes nothing");
+  } finally {
+    setProfile(null);
+    setProfileTuning(null);
+  }
+  assert.deepEqual(adapterProfile(), detected);
 });
