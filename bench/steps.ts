@@ -7,7 +7,7 @@ import { crossEntropy } from "../autograd/ops/loss.ts";
 import { Rng } from "../autograd/random.ts";
 import { randn, scope, tensor } from "../autograd/tensor.ts";
 import { buildModel, type ModelOptions } from "../experiments/models.ts";
-import { matmulTextureBytes } from "../kernels/matmul.ts";
+import { operandTextureBytes } from "../kernels/texture_operand.ts";
 import { commandStats, poolStats, setPassPerDispatch, sync, trimPool } from "../kernels/runtime.ts";
 import { AdamW } from "../nn/optim.ts";
 import { autotune } from "../kernels/autotune.ts";
@@ -165,7 +165,7 @@ export async function benchStep(c: StepCase, opts: StepBenchOptions): Promise<St
     gflops: (3 * fwdFlops * c.batch) / s / 1e9,
     poolBytes: pool.bytesAllocated - poolBefore,
     paramBytes: 4 * 4 * nParams,
-    textureBytes: matmulTextureBytes(),
+    textureBytes: operandTextureBytes(),
     kernelMs,
     profiledWallMs,
     overheadPct,

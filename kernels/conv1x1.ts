@@ -12,6 +12,8 @@
 //                            is a gather and spilled accumulators are cheap; 8×8 elsewhere),
 //                            operands read as vec4 straight from storage (C and H·W multiples of 4);
 //                            forward and input gradient take a GEMM epilogue (GELU, GELU's backward)
+//   gemm1x1/vec4-texture     the same with both operands fetched from operand textures (a copy each,
+//                            kernels/texture_operand.ts): the default on lavapipe
 //   gemm1x1/scalar           below: 4×4 blocks, scalar loads, any sizes
 
 import {
@@ -22,6 +24,7 @@ import {
   kernel,
   linearIndex,
   releaseBuffer,
+  type Resource,
 } from "./runtime.ts";
 import { matmul } from "./matmul.ts";
 import { gemmSplitK, matmulTiled } from "./gemm_tiled.ts";
@@ -30,6 +33,7 @@ import { sumAxes } from "./reduce.ts";
 import { convGrid, type ConvShape, specKey, splitReduction, WGC, withPartials } from "./conv_common.ts";
 import { conv1x1Dims } from "./planner.ts";
 import { gemmBlockEdge } from "./profile.ts";
+import { textureOperand, WGSL_TEXEL_COORD } from "./texture_operand.ts";
 import {
   epilogueBindings,
   epilogueDecl,
@@ -59,6 +63,56 @@ function nextPixel(p: number, o: number, c: number): string {
 /** Binding of a buffer whose length is a multiple of 4 floats, read as vec4. */
 const V4 = "array<vec4<f32>>";
 
+/** The vec4 variant that fetches both GEMM operands from operand textures (kernels/texture_operand.ts). */
+const VEC4_TEXTURE = "gemm1x1/vec4-texture";
+
+/** WGSL declaring GEMM operand `name` at `binding`: a vec4 storage buffer, or an operand texture. */
+function operandDecl(name: string, binding: number, tex: boolean): string {
+  return `@group(0) @binding(${binding}) var${tex ? "" : "<storage, read>"} ${name}: ${
+    tex ? "texture_2d<f32>" : V4
+  };`;
+}
+
+/** WGSL loading vec4 `idx` (an i32) of GEMM operand `name`. */
+function operandLoad(name: string, idx: string, tex: boolean): string {
+  return tex ? `textureLoad(${name}, tc(u32(${idx})), 0)` : `${name}[${idx}]`;
+}
+
+/** What a kernel binds for GEMM operand `src` of `floats` floats: the buffer, or a texture holding it. */
+function operandResource(role: string, src: Binding, floats: number, tex: boolean): Resource {
+  return tex ? textureOperand(role, src, floats) : src;
+}
+
+/**
+ * The pixel columns of the vec4 forward and input-gradient GEMMs, in vec4s of 4 pixels. Per image
+ * (grid z = image) unless a register block is wider than one image (4×4 images on lavapipe): then the
+ * columns run over all N·H·W pixels (z = 1), so that blocks stay full.
+ */
+function pixelColumns(s: ConvShape) {
+  const p4 = (s.h * s.w) / 4;
+  const merged = gemmBlockEdge(p4 * 4) < gemmBlockEdge(s.n * p4 * 4);
+  const cols4 = merged ? s.n * p4 : p4;
+  return { p4, c4: s.c / 4, cols4, cb4: gemmBlockEdge(cols4 * 4) / 4, z: merged ? 1 : s.n, merged };
+}
+
+/**
+ * WGSL of a block's column offsets: x<j> into the operand read along K (`x` channels per image), y<j>
+ * into the result (`y` channels), for the vec4 columns col0 + j (clamped to the last).
+ */
+function columnBases(s: ConvShape, J: number[], ch: { x: number; y: number }): string {
+  const { p4, cols4, merged } = pixelColumns(s);
+  return J.map((j) => {
+    const col = `min(col0 + ${j}, ${cols4 - 1})`;
+    if (!merged) {
+      return `  let x${j} = i32(gid.z) * ${ch.x * p4} + ${col};\n  let y${j} = i32(gid.z) * ${
+        ch.y * p4
+      } + ${col};`;
+    }
+    return `  let n${j} = ${col} / ${p4};\n  let p${j} = ${col} % ${p4};
+  let x${j} = n${j} * ${ch.x * p4} + p${j};\n  let y${j} = n${j} * ${ch.y * p4} + p${j};`;
+  }).join("\n");
+}
+
 /** Forward, vec4 path: a block of RB output channels × CB pixels per invocation, K unrolled by 4. */
 function forwardVec4(
   x: Binding,
@@ -66,23 +120,25 @@ function forwardVec4(
   b: Binding | null,
   y: Binding,
   s: ConvShape,
+  tex: boolean,
   ep?: GemmEpilogue,
 ): void {
-  const { n, c, o } = s;
-  const p4 = (s.h * s.w) / 4, c4 = c / 4;
-  const rb = gemmBlockEdge(o), cb4 = gemmBlockEdge(p4 * 4) / 4;
-  const rowBlocks = Math.ceil(o / rb), colBlocks = Math.ceil(p4 / cb4);
+  const { o } = s;
+  const { p4, c4, cols4, cb4, z, merged } = pixelColumns(s);
+  const rb = gemmBlockEdge(o);
+  const rowBlocks = Math.ceil(o / rb), colBlocks = Math.ceil(cols4 / cb4);
   const total = rowBlocks * colBlocks;
-  const { groups, index } = convGrid(total, n);
+  const { groups, index } = convGrid(total, z);
   const I = range(rb), J = range(cb4);
   const pipe = kernel(
-    specKey("c1x1f4", convKey(s), !!b, rb, cb4, groups, epilogueTag(ep)),
-    "gemm1x1/vec4",
+    specKey("c1x1f4", convKey(s), !!b, rb, cb4, merged, groups, tex, epilogueTag(ep)),
+    tex ? VEC4_TEXTURE : "gemm1x1/vec4",
     () =>
       `${epilogueDecl(ep, b ? 4 : 3, "vec4<f32>")}
 ${epilogueFns(ep)}
-@group(0) @binding(0) var<storage, read> x: ${V4};
-@group(0) @binding(1) var<storage, read> w: ${V4};
+${tex ? WGSL_TEXEL_COORD : ""}
+${operandDecl("x", 0, tex)}
+${operandDecl("w", 1, tex)}
 ${b ? "@group(0) @binding(2) var<storage, read> b: array<f32>;\n" : ""}@group(0) @binding(${
         b ? 3 : 2
       }) var<storage, read_write> y: ${V4};
@@ -90,19 +146,21 @@ ${b ? "@group(0) @binding(2) var<storage, read> b: array<f32>;\n" : ""}@group(0)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
   if (t >= ${total}) { return; }
-  let nn = i32(gid.z);
   let row0 = (t / ${colBlocks}) * ${rb};
   let col0 = (t % ${colBlocks}) * ${cb4};
 ${I.map((i) => `  let r${i} = min(row0 + ${i}, ${o - 1}) * ${c4};`).join("\n")}
-${J.map((j) => `  let c${j} = min(col0 + ${j}, ${p4 - 1});`).join("\n")}
+${columnBases(s, J, { x: s.c, y: o })}
 ${I.map((i) => J.map((j) => `  var acc${i}_${j} = vec4<f32>(0.0);`).join("\n")).join("\n")}
-  let xb = nn * ${c * p4};
   for (var k4 = 0; k4 < ${c4}; k4++) {
-    let xo = xb + k4 * ${4 * p4};
-${J.map((j) => R4.map((q) => `    let b${q}_${j} = x[xo + ${q * p4} + c${j}];`).join("\n")).join("\n")}
+    let ko = k4 * ${4 * p4};
+${
+        J.map((j) =>
+          R4.map((q) => `    let b${q}_${j} = ${operandLoad("x", `x${j} + ko + ${q * p4}`, tex)};`).join("\n")
+        ).join("\n")
+      }
 ${
         I.map((i) =>
-          `    let a${i} = w[r${i} + k4];\n` +
+          `    let a${i} = ${operandLoad("w", `r${i} + k4`, tex)};\n` +
           J.map((j) =>
             `    acc${i}_${j} += a${i}.x * b0_${j} + a${i}.y * b1_${j} + a${i}.z * b2_${j} + a${i}.w * b3_${j};`
           )
@@ -110,15 +168,14 @@ ${
         ).join("\n")
       }
   }
-  let yb = nn * ${o * p4};
 ${b ? I.map((i) => `  let bias${i} = b[min(row0 + ${i}, ${o - 1})];`).join("\n") : ""}
 ${
         I.map((i) =>
           J.map((j) =>
-            `  if (row0 + ${i} < ${o} && col0 + ${j} < ${p4}) { ${
+            `  if (row0 + ${i} < ${o} && col0 + ${j} < ${cols4}) { ${
               epilogueStore(
                 ep,
-                `yb + (row0 + ${i}) * ${p4} + c${j}`,
+                `y${j} + (row0 + ${i}) * ${p4}`,
                 `acc${i}_${j}${b ? ` + bias${i}` : ""}`,
                 true,
                 "y",
@@ -129,63 +186,70 @@ ${
       }
 }`,
   );
-  dispatch(pipe, [...(b ? [x, w, b, y] : [x, w, y]), ...epilogueBindings(ep)], groups);
+  const xr = operandResource("B", x, s.n * s.c * p4 * 4, tex), wr = operandResource("A", w, o * s.c, tex);
+  dispatch(pipe, [xr, wr, ...(b ? [b] : []), y, ...epilogueBindings(ep)], groups);
 }
 
 /** Input gradient, vec4 path: dx[n] = wᵀ · dy[n]; wᵀ is read as vec4 over 4 input channels. */
-function backwardInputVec4(dy: Binding, w: Binding, dx: Binding, s: ConvShape, ep?: GemmEpilogue): void {
-  const { n, c, o } = s;
-  const p4 = (s.h * s.w) / 4, c4 = c / 4;
-  const rb4 = gemmBlockEdge(c) / 4, cb4 = gemmBlockEdge(p4 * 4) / 4;
-  const rowBlocks = Math.ceil(c4 / rb4), colBlocks = Math.ceil(p4 / cb4);
+function backwardInputVec4(
+  dy: Binding,
+  w: Binding,
+  dx: Binding,
+  s: ConvShape,
+  tex: boolean,
+  ep?: GemmEpilogue,
+): void {
+  const { c, o } = s;
+  const { p4, c4, cols4, cb4, z, merged } = pixelColumns(s);
+  const rb4 = gemmBlockEdge(c) / 4;
+  const rowBlocks = Math.ceil(c4 / rb4), colBlocks = Math.ceil(cols4 / cb4);
   const total = rowBlocks * colBlocks;
-  const { groups, index } = convGrid(total, n);
+  const { groups, index } = convGrid(total, z);
   const I = range(rb4), J = range(cb4);
   const pipe = kernel(
-    specKey("c1x1i4", convKey(s), rb4, cb4, groups, epilogueTag(ep)),
-    "gemm1x1/vec4",
+    specKey("c1x1i4", convKey(s), rb4, cb4, merged, groups, tex, epilogueTag(ep)),
+    tex ? VEC4_TEXTURE : "gemm1x1/vec4",
     () =>
       `${epilogueDecl(ep, 3, "vec4<f32>")}
 ${epilogueFns(ep)}
-@group(0) @binding(0) var<storage, read> dy: ${V4};
-@group(0) @binding(1) var<storage, read> w: ${V4};
+${tex ? WGSL_TEXEL_COORD : ""}
+${operandDecl("dy", 0, tex)}
+${operandDecl("w", 1, tex)}
 @group(0) @binding(2) var<storage, read_write> dx: ${V4};
 @compute @workgroup_size(${WGC})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
   if (t >= ${total}) { return; }
-  let nn = i32(gid.z);
   let row0 = (t / ${colBlocks}) * ${rb4};
   let col0 = (t % ${colBlocks}) * ${cb4};
 ${I.map((i) => `  let r${i} = min(row0 + ${i}, ${c4 - 1});`).join("\n")}
-${J.map((j) => `  let c${j} = min(col0 + ${j}, ${p4 - 1});`).join("\n")}
+${columnBases(s, J, { x: o, y: c })}
 ${
         I.map((i) =>
           R4.map((q) => J.map((j) => `  var acc${i}_${q}_${j} = vec4<f32>(0.0);`).join("\n")).join("\n")
         ).join("\n")
       }
-  var dyo = nn * ${o * p4};
+  var ko = 0;
   var wo = 0;
   for (var k = 0; k < ${o}; k++) {
-${J.map((j) => `    let b${j} = dy[dyo + c${j}];`).join("\n")}
+${J.map((j) => `    let b${j} = ${operandLoad("dy", `x${j} + ko`, tex)};`).join("\n")}
 ${
         I.map((i) =>
-          `    let a${i} = w[wo + r${i}];\n` +
+          `    let a${i} = ${operandLoad("w", `wo + r${i}`, tex)};\n` +
           R4.map((q) => J.map((j) => `    acc${i}_${q}_${j} += a${i}.${"xyzw"[q]} * b${j};`).join("\n")).join(
             "\n",
           )
         ).join("\n")
       }
-    dyo += ${p4};
+    ko += ${p4};
     wo += ${c4};
   }
-  let xb = nn * ${c * p4};
 ${
         I.map((i) =>
           R4.map((q) =>
             J.map((j) =>
-              `  if (row0 + ${i} < ${c4} && col0 + ${j} < ${p4}) { ${
-                epilogueStore(ep, `xb + (r${i} * 4 + ${q}) * ${p4} + c${j}`, `acc${i}_${q}_${j}`, true, "dx")
+              `  if (row0 + ${i} < ${c4} && col0 + ${j} < ${cols4}) { ${
+                epilogueStore(ep, `y${j} + (r${i} * 4 + ${q}) * ${p4}`, `acc${i}_${q}_${j}`, true, "dx")
               } }`
             ).join("\n")
           ).join("\n")
@@ -193,7 +257,8 @@ ${
       }
 }`,
   );
-  dispatch(pipe, [dy, w, dx, ...epilogueBindings(ep)], groups);
+  const dyr = operandResource("B", dy, s.n * o * p4 * 4, tex), wr = operandResource("A", w, o * c, tex);
+  dispatch(pipe, [dyr, wr, dx, ...epilogueBindings(ep)], groups);
 }
 
 /**
@@ -201,7 +266,14 @@ ${
  * the bias gradient Σ dy is summed from the dy values the kernel loads anyway (each invocation of the
  * first column block writes its rows' partial sums).
  */
-function backwardWeightVec4(dy: Binding, x: Binding, dw: Binding, s: ConvShape, db: Binding | null): void {
+function backwardWeightVec4(
+  dy: Binding,
+  x: Binding,
+  dw: Binding,
+  s: ConvShape,
+  db: Binding | null,
+  tex: boolean,
+): void {
   const { n, c, o } = s;
   const p4 = (s.h * s.w) / 4;
   const steps = n * p4;
@@ -212,11 +284,12 @@ function backwardWeightVec4(dy: Binding, x: Binding, dw: Binding, s: ConvShape, 
   const { groups, index } = convGrid(total, chunks);
   const I = range(rb), J4 = range(cb / 4), J = range(cb);
   const pipe = kernel(
-    specKey("c1x1w4", convKey(s), chunks, len, rb, cb, groups, !!db),
-    "gemm1x1/vec4",
+    specKey("c1x1w4", convKey(s), chunks, len, rb, cb, groups, !!db, tex),
+    tex ? VEC4_TEXTURE : "gemm1x1/vec4",
     () =>
-      `@group(0) @binding(0) var<storage, read> dy: ${V4};
-@group(0) @binding(1) var<storage, read> x: ${V4};
+      `${tex ? WGSL_TEXEL_COORD : ""}
+${operandDecl("dy", 0, tex)}
+${operandDecl("x", 1, tex)}
 @group(0) @binding(2) var<storage, read_write> out: ${V4};
 ${db ? "@group(0) @binding(3) var<storage, read_write> bout: array<f32>;" : ""}
 @compute @workgroup_size(${WGC})
@@ -237,10 +310,10 @@ ${db ? I.map((i) => `  var bs${i} = vec4<f32>(0.0);`).join("\n") : ""}
   var a = n0 * ${o * p4} + q;
   var b = n0 * ${c * p4} + q;
   for (var i = start; i < end; i++) {
-${J.map((j) => `    let b${j} = x[b + c${j}];`).join("\n")}
+${J.map((j) => `    let b${j} = ${operandLoad("x", `b + c${j}`, tex)};`).join("\n")}
 ${
         I.map((i) =>
-          `    let a${i} = dy[a + r${i}];\n` + (db ? `    bs${i} += a${i};\n` : "") +
+          `    let a${i} = ${operandLoad("dy", `a + r${i}`, tex)};\n` + (db ? `    bs${i} += a${i};\n` : "") +
           J4.map((j) =>
             `    acc${i}_${j} += vec4<f32>(${R4.map((k) => `dot(a${i}, b${j * 4 + k})`).join(", ")});`
           ).join("\n")
@@ -270,13 +343,15 @@ ${
       }
 }`,
   );
+  const dyr = operandResource("A", dy, n * o * p4 * 4, tex),
+    xr = operandResource("B", x, n * c * p4 * 4, tex);
   // the bias partials (one row of O per chunk) are summed like the weight's
   const bPart = db && chunks > 1 ? acquireBuffer(chunks * o * 4) : null;
   withPartials(
     chunks,
     o * c,
     dw,
-    (dst) => dispatch(pipe, [dy, x, dst, ...(db ? [bPart ?? db] : [])], groups),
+    (dst) => dispatch(pipe, [dyr, xr, dst, ...(db ? [bPart ?? db] : [])], groups),
   );
   if (bPart) {
     sumAxes(bPart, [chunks, o], [0], db!);
@@ -420,7 +495,9 @@ export function conv1x1Forward(
   if (variant === "gemm1x1/texture" || variant === "gemm1x1/tiled") {
     return matmul(w, x, y, conv1x1Dims(s, "forward"), { rowBias, variant: gemmVariant(variant) });
   }
-  if (variant === "gemm1x1/vec4") return forwardVec4(x, w, b, y, s);
+  if (variant === "gemm1x1/vec4" || variant === VEC4_TEXTURE) {
+    return forwardVec4(x, w, b, y, s, variant === VEC4_TEXTURE);
+  }
   gemmPixels("conv1x1_forward", s.o, s.c, s.h * s.w, s.n, (r, k) => `${r} * ${s.c} + ${k}`, {
     a: w,
     b: x,
@@ -451,7 +528,9 @@ export function conv1x1BackwardInput(
   if (variant === "gemm1x1/texture" || variant === "gemm1x1/tiled") {
     return matmul(w, dy, dx, conv1x1Dims(s, "inputGrad"), { variant: gemmVariant(variant) });
   }
-  if (variant === "gemm1x1/vec4") return backwardInputVec4(dy, w, dx, s);
+  if (variant === "gemm1x1/vec4" || variant === VEC4_TEXTURE) {
+    return backwardInputVec4(dy, w, dx, s, variant === VEC4_TEXTURE);
+  }
   gemmPixels("conv1x1_backward_input", s.c, s.o, s.h * s.w, s.n, (r, k) => `${k} * ${s.c} + ${r}`, {
     a: w,
     b: dy,
@@ -461,7 +540,7 @@ export function conv1x1BackwardInput(
 }
 
 /** Variants whose weight-gradient kernel also sums the bias gradient (the others leave it to a pass). */
-export const conv1x1WeightBiasVariants = ["gemm1x1/vec4"];
+export const conv1x1WeightBiasVariants = ["gemm1x1/vec4", VEC4_TEXTURE];
 
 /**
  * dw = Σ_n dy[n] · x[n]ᵀ, by `variant`: split over chunks of the N·P pixels plus a second pass. With
@@ -481,7 +560,9 @@ export function conv1x1BackwardWeight(
   const d = conv1x1Dims(s, "weightGrad");
   if (variant === "gemm1x1/texture") return matmul(dy, x, dw, d, { variant: "matmul/texture" });
   if (variant === "gemm1x1/tiled") return matmulTiled(dy, x, dw, d, { splitK: gemmSplitK(d) });
-  if (variant === "gemm1x1/vec4") return backwardWeightVec4(dy, x, dw, s, db);
+  if (variant === "gemm1x1/vec4" || variant === VEC4_TEXTURE) {
+    return backwardWeightVec4(dy, x, dw, s, db, variant === VEC4_TEXTURE);
+  }
   const { n, c, o } = s;
   const p = s.h * s.w;
   const steps = n * p;
@@ -542,6 +623,7 @@ export const conv1x1EpilogueVariants = [
   "gemm1x1/columns-texture",
   "gemm1x1/columns-tiled",
   "gemm1x1/vec4",
+  VEC4_TEXTURE,
 ];
 
 /**
@@ -566,7 +648,9 @@ export function conv1x1ForwardGelu(
       matmul(w, xt, yt, d, { rowBias, variant: gemmVariant(variant) });
     return imagesAsColumns(x, s.c, y, s.o, s, mm, epilogue);
   }
-  if (variant === "gemm1x1/vec4") return forwardVec4(x, w, b, y, s, epilogue);
+  if (variant === "gemm1x1/vec4" || variant === VEC4_TEXTURE) {
+    return forwardVec4(x, w, b, y, s, variant === VEC4_TEXTURE, epilogue);
+  }
   if (conv1x1EpilogueVariants.includes(variant)) {
     return matmul(w, x, y, conv1x1Dims(s, "forward"), { rowBias, epilogue, variant: gemmVariant(variant) });
   }
@@ -597,7 +681,9 @@ export function conv1x1BackwardInputGeluGrad(
     const mm = (dyt: GPUBuffer, dxt: GPUBuffer) => matmul(w, dyt, dxt, d, { variant: gemmVariant(variant) });
     return imagesAsColumns(dy, s.o, dx, s.c, s, mm, epilogue);
   }
-  if (variant === "gemm1x1/vec4") return backwardInputVec4(dy, w, dx, s, epilogue);
+  if (variant === "gemm1x1/vec4" || variant === VEC4_TEXTURE) {
+    return backwardInputVec4(dy, w, dx, s, variant === VEC4_TEXTURE, epilogue);
+  }
   if (conv1x1EpilogueVariants.includes(variant)) {
     return matmul(w, dy, dx, conv1x1Dims(s, "inputGrad"), { epilogue, variant: gemmVariant(variant) });
   }

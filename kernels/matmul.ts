@@ -24,7 +24,8 @@
 //                 with split-K for long reductions.
 // The planner (kernels/planner.ts) picks the version; `opts.variant` forces one.
 
-import { type Binding, currentEncoder, dispatch, gpu, isDryRun, kernel } from "./runtime.ts";
+import { type Binding, dispatch, isDryRun, kernel } from "./runtime.ts";
+import { copyToTexture, operandTexture, viewOf, WGSL_TEXEL_COORD } from "./texture_operand.ts";
 import { storageDecls } from "./wgsl.ts";
 import { type MatmulDims, matmulKey } from "./shapes.ts";
 import { planMatmul, textureGemmApplies } from "./planner.ts";
@@ -70,81 +71,6 @@ export function matmul(a: Binding, b: Binding, c: Binding, d: MatmulDims, opts: 
 }
 
 // ---------------------------------------------------------------- v3: texture operands
-
-/** Texels per row of the operand textures (a power of two; 32 KiB rows). */
-const TW = 2048;
-const TW_LOG2 = 11;
-const textures = new Map<string, GPUTexture>();
-
-/** A cached rgba32float texture of at least `texels` texels for operand slot `role`. */
-function operandTexture(role: string, texels: number): GPUTexture {
-  const rows = Math.max(1, Math.ceil(texels / TW));
-  const { device, limits } = gpu();
-  if (rows > limits.maxTextureDimension2D) {
-    throw new Error(`matmul: an operand of ${texels * 4} floats exceeds the texture limit of this adapter`);
-  }
-  // any cached texture of this role that is tall enough serves (calls recorded in order reuse it
-  // safely); a new one is rounded up to 1/8 of a power of two so later, slightly larger operands fit
-  let best: GPUTexture | null = null;
-  for (const [key, t] of textures) {
-    if (key.startsWith(`${role}:`) && t.height >= rows && (!best || t.height < best.height)) best = t;
-  }
-  if (best) return best;
-  const step = Math.max(1, 2 ** (Math.ceil(Math.log2(rows)) - 3));
-  const h = Math.min(limits.maxTextureDimension2D, Math.ceil(rows / step) * step);
-  const t = device.createTexture({
-    label: `matmul operand ${role}`,
-    size: [TW, h],
-    format: "rgba32float",
-    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
-  });
-  textures.set(`${role}:${h}`, t);
-  return t;
-}
-
-const views = new WeakMap<GPUTexture, GPUTextureView>();
-/** One view per operand texture (a new view per dispatch would defeat the bind-group cache). */
-function viewOf(t: GPUTexture): GPUTextureView {
-  let v = views.get(t);
-  if (!v) views.set(t, v = t.createView());
-  return v;
-}
-
-/** Bytes held by the operand textures of the texture matmul (not counted by the buffer pool). */
-export function matmulTextureBytes(): number {
-  let b = 0;
-  for (const t of textures.values()) b += t.width * t.height * 16;
-  return b;
-}
-
-/** Destroys the cached operand textures. */
-export function trimMatmulTextures(): void {
-  for (const t of textures.values()) t.destroy();
-  textures.clear();
-}
-
-/** Records copies of `texels` vec4s of `src` into `tex`, row-major with TW texels per row. */
-function copyToTexture(src: Binding, tex: GPUTexture, texels: number): void {
-  const b = src instanceof GPUBuffer
-    ? { buffer: src, offset: 0 }
-    : { buffer: src.buffer, offset: src.offset ?? 0 };
-  const enc = currentEncoder();
-  const full = Math.floor(texels / TW), rem = texels % TW;
-  if (full > 0) {
-    enc.copyBufferToTexture(
-      { buffer: b.buffer, offset: b.offset, bytesPerRow: TW * 16, rowsPerImage: full },
-      { texture: tex },
-      [TW, full, 1],
-    );
-  }
-  if (rem > 0) {
-    enc.copyBufferToTexture(
-      { buffer: b.buffer, offset: b.offset + full * TW * 16 },
-      { texture: tex, origin: [0, full, 0] },
-      [rem, 1, 1],
-    );
-  }
-}
 
 function matmulTexture(
   a: Binding,
@@ -252,7 +178,7 @@ function matmulTexture(
 ${rowBias ? "@group(0) @binding(3) var<storage, read> Bias: array<f32>;" : ""}
 ${epilogueDecl(ep, rowBias ? 4 : 3, nAligned ? "vec4<f32>" : "f32")}
 ${epilogueFns(ep)}
-fn tc(t: u32) -> vec2<u32> { return vec2<u32>(t & ${TW - 1}u, t >> ${TW_LOG2}u); }
+${WGSL_TEXEL_COORD}
 @compute @workgroup_size(${wgx}, ${wgy})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   // no early return: out-of-range invocations compute clamped blocks and store nothing

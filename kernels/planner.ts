@@ -12,6 +12,7 @@
 //                        the weight gradient
 //   gemm1x1/columns-tiled    the tiled GEMM over all images at once
 //   gemm1x1/vec4         1×1/1: register-blocked GEMM over the pixels with vec4 loads (C, H·W % 4 = 0)
+//   gemm1x1/vec4-texture the same with both operands fetched from textures (a copy each; where they fit)
 //   gemm1x1/scalar       1×1/1: 4×4 blocks, scalar loads, any sizes
 //   depthwise/direct     groups = C = O: register-blocked rows, any stride (kernels/depthwise.ts)
 //   depthwise/tiled      groups = C = O, stride 1: halo tiles in workgroup memory; split-reduction
@@ -20,6 +21,7 @@
 // Matmul variants: matmul/texture, matmul/tiled, matmul/generic.
 
 import { adapterProfile } from "./profile.ts";
+import { fitsOperandTexture } from "./texture_operand.ts";
 import { depthwiseTiledSupports } from "./depthwise_tiled.ts";
 import { convKey, type ConvShape, type MatmulDims, matmulKey } from "./shapes.ts";
 
@@ -85,7 +87,10 @@ export function convVariants(s: ConvShape, pass: ConvPass): string[] {
   }
   if (textureGemmApplies(conv1x1Dims(s, pass))) v.push("gemm1x1/texture");
   v.push("gemm1x1/tiled");
-  if (s.c % 4 === 0 && p % 4 === 0) v.push("gemm1x1/vec4");
+  if (s.c % 4 === 0 && p % 4 === 0) {
+    if ([s.n * s.c * p, s.n * s.o * p, s.o * s.c].every(fitsOperandTexture)) v.push("gemm1x1/vec4-texture");
+    v.push("gemm1x1/vec4");
+  }
   v.push("gemm1x1/scalar");
   return v;
 }
@@ -100,7 +105,10 @@ export function defaultConvVariant(s: ConvShape, pass: ConvPass): string {
   if (!prof.textureGemm) {
     return v.includes("gemm1x1/columns-tiled") ? "gemm1x1/columns-tiled" : "gemm1x1/tiled";
   }
-  if (!prof.conv1x1Texture) return v.includes("gemm1x1/vec4") ? "gemm1x1/vec4" : "gemm1x1/scalar";
+  const vec4 = prof.gemmTextures && v.includes("gemm1x1/vec4-texture")
+    ? "gemm1x1/vec4-texture"
+    : "gemm1x1/vec4";
+  if (!prof.conv1x1Texture) return v.includes(vec4) ? vec4 : "gemm1x1/scalar";
   if (pass === "weightGrad") {
     const { rows, cols } = prof.textureMinWeight;
     if (v.includes("gemm1x1/texture") && s.o >= rows && s.c >= cols) return "gemm1x1/texture";
@@ -110,7 +118,7 @@ export function defaultConvVariant(s: ConvShape, pass: ConvPass): string {
     const { rows, cols } = prof.textureMin;
     if (v.includes("gemm1x1/texture") && d.m >= rows && d.n >= cols) return "gemm1x1/texture";
   }
-  return v.includes("gemm1x1/vec4") ? "gemm1x1/vec4" : "gemm1x1/scalar";
+  return v.includes(vec4) ? vec4 : "gemm1x1/scalar";
 }
 
 /** Every variant that can run this matmul. */
@@ -185,6 +193,7 @@ export const KNOWN_VARIANTS = [
   "gemm1x1/tiled",
   "gemm1x1/columns-tiled",
   "gemm1x1/vec4",
+  "gemm1x1/vec4-texture",
   "gemm1x1/scalar",
   "depthwise/direct",
   "depthwise/tiled",

@@ -37,6 +37,13 @@ export interface AdapterProfile {
    * 6.3 s, but 1.37× slower to run).
    */
   gemmBlockEdge: number;
+  /**
+   * Whether the vec4 1×1-conv GEMMs fetch their operands from textures by default (gemm1x1/vec4-texture,
+   * a copy of each operand first). On lavapipe a texel fetch is a vectorised gather, a storage load a
+   * per-lane loop: the 64→256 @32×32 forward at batch 64 ran 3.5× faster with both operands in
+   * textures, copies included (453 → 130 ms, A/B in one process).
+   */
+  gemmTextures: boolean;
   /** Whether GEMMs read their operands from textures by default (else the tiled storage GEMM). */
   textureGemm: boolean;
   textureTuning: TextureGemmTuning;
@@ -66,6 +73,7 @@ const SOFTWARE: AdapterProfile = {
   kind: "software",
   blockEdge: 16,
   gemmBlockEdge: 32,
+  gemmTextures: true,
   textureGemm: true,
   conv1x1Texture: false,
   textureTuning: { rows: 16, colVecs: 2, wgx: 8, wgy: 8 },
@@ -95,12 +103,18 @@ const SOFTWARE_GL: AdapterProfile = {
  * about as fast with 8 (four narrow training steps at batch 32 in a fresh page, measured side by side:
  * 102 s cold / 19 s warm with 16, 57 s / 17-19 s with 8).
  */
-const SOFTWARE_SWIFTSHADER: AdapterProfile = { ...SOFTWARE, blockEdge: 8, gemmBlockEdge: 8 };
+const SOFTWARE_SWIFTSHADER: AdapterProfile = {
+  ...SOFTWARE,
+  blockEdge: 8,
+  gemmBlockEdge: 8,
+  gemmTextures: false,
+};
 
 const GPU: AdapterProfile = {
   kind: "gpu",
   blockEdge: 8,
   gemmBlockEdge: 8,
+  gemmTextures: false,
   textureGemm: false,
   conv1x1Texture: true,
   textureTuning: { rows: 8, colVecs: 2, wgx: 8, wgy: 8 },

@@ -223,7 +223,7 @@ interface ConvP {
 
 const convS = (p: ConvP) => convShape(p.x, p.o, p.k, p.stride ?? 1, p.pad ?? 0, p.groups ?? 1);
 const T1 = ["gemm1x1/tiled", "gemm1x1/scalar"];
-const T4 = ["gemm1x1/texture", "gemm1x1/tiled", "gemm1x1/vec4", "gemm1x1/scalar"];
+const T4 = ["gemm1x1/texture", "gemm1x1/tiled", "gemm1x1/vec4-texture", "gemm1x1/vec4", "gemm1x1/scalar"];
 const T6 = ["gemm1x1/columns-texture", "gemm1x1/columns-tiled", ...T4];
 const DIRECT = { forward: ["direct/blocked"], inputGrad: ["direct/blocked"], weightGrad: ["direct/blocked"] };
 const DW = ["depthwise/tiled", "depthwise/direct"];
@@ -260,6 +260,8 @@ register<ConvP>({
     { x: [1, 8, 8, 8], o: 12, k: 1, plan: { forward: T4, inputGrad: T4, weightGrad: T4 } },
     // images under 64 pixels, batch > 1: also one GEMM over all images (columns)
     { x: [3, 8, 4, 4], o: 12, k: 1, bias: false, plan: { forward: T6, inputGrad: T6, weightGrad: T4 } },
+    // a register block wider than one image: the vec4 kernels' columns run over all images' pixels
+    { x: [5, 8, 2, 2], o: 12, k: 1, plan: { forward: T6, inputGrad: T6, weightGrad: T4 } },
     // longer reductions: the weight gradients split over chunks of the N·H·W pixels
     { x: [1, 3, 17, 17], o: 7, k: 1, plan: { forward: T1, inputGrad: T1, weightGrad: T1 } },
     { x: [4, 8, 16, 16], o: 8, k: 1, plan: { forward: T4, inputGrad: T4, weightGrad: T4 } },
@@ -270,7 +272,11 @@ register<ConvP>({
       o: 6,
       k: 1,
       bias: false,
-      plan: { forward: T4, inputGrad: ["gemm1x1/tiled", "gemm1x1/vec4", "gemm1x1/scalar"], weightGrad: T4 },
+      plan: {
+        forward: T4,
+        inputGrad: ["gemm1x1/tiled", "gemm1x1/vec4-texture", "gemm1x1/vec4", "gemm1x1/scalar"],
+        weightGrad: T4,
+      },
     },
     { x: [1, 3, 9, 9], o: 7, k: 3, pad: 1, plan: DIRECT }, // stem
     { x: [3, 5, 9, 9], o: 6, k: 3, pad: 1, bias: false, plan: DIRECT },
