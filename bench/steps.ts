@@ -37,7 +37,7 @@ export interface StepRow {
    * parameters + gradients + AdamW moments (four f32 arenas). */
   poolBytes: number;
   paramBytes: number;
-  /** Operand textures of the texture matmul (allocated once, reused). */
+  /** GEMM operand textures (kernels/texture_operand.ts; allocated once, reused). */
   textureBytes: number;
   /** Sum of the step's kernel GPU times (timestamp per pass), ms; null without timestamp queries. */
   kernelMs: number | null;

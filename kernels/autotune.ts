@@ -53,13 +53,17 @@ export interface TuneResult {
 }
 
 /**
- * Candidates worth timing: the scalar 1×1 GEMM only where the vec4 one cannot run; the texture ones
- * only where the profile makes them candidates (timed alone, they hide their cost in a step).
+ * Candidates worth timing: the scalar 1×1 GEMM only where a vec4 one can run; the texture GEMM's
+ * (gemm1x1/texture, columns-texture) only where the profile makes them candidates (timed alone, they
+ * hide their cost in a step); where the profile prefers texture operands (gemmTextures), the storage
+ * vec4 GEMM only where gemm1x1/vec4-texture cannot run (it lost every A/B on lavapipe, and each 32×32
+ * kernel takes seconds to compile).
  */
 function candidates(all: string[]): string[] {
-  const texture = adapterProfile().conv1x1Texture;
-  const v = all.filter((x) => texture || !/^gemm1x1\/.*texture$/.test(x));
-  return v.includes("gemm1x1/vec4") ? v.filter((x) => x !== "gemm1x1/scalar") : v;
+  const prof = adapterProfile();
+  let v = all.filter((x) => prof.conv1x1Texture || !/^gemm1x1\/(columns-)?texture$/.test(x));
+  if (prof.gemmTextures && v.includes("gemm1x1/vec4-texture")) v = v.filter((x) => x !== "gemm1x1/vec4");
+  return v.some((x) => x.startsWith("gemm1x1/vec4")) ? v.filter((x) => x !== "gemm1x1/scalar") : v;
 }
 
 function convRunner(s: ConvShape, pass: "forward" | "inputGrad" | "weightGrad") {

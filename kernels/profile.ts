@@ -48,11 +48,11 @@ export interface AdapterProfile {
   textureGemm: boolean;
   textureTuning: TextureGemmTuning;
   /**
-   * Whether the texture GEMM is a candidate for 1×1 convs: their default (with textureGemm) and timed
-   * by autotune. Off on a software adapter: in a training step its operand copies into textures cost
-   * more than its fetches save, which timing one conv alone does not show (lavapipe, narrow final step
-   * at batch 64, A/B in one process: 599 ms with it, 472 ms with gemm1x1/vec4; full final 7422 vs
-   * 7005 ms). An override can still force it.
+   * Whether the texture GEMM (kernels/matmul.ts v3) is a candidate for 1×1 convs: their default (with
+   * textureGemm) and timed by autotune. Off on a software adapter: in a training step its operand copies
+   * cost more than its small (16×8) blocks save (lavapipe, narrow final step at batch 64, A/B in one
+   * process: 599 ms with it, 472 ms with gemm1x1/vec4 at 16×16; full final 7422 vs 7005 ms), while with
+   * 32×32 blocks the same copies pay (gemmTextures). An override can still force it.
    */
   conv1x1Texture: boolean;
   /** With conv1x1Texture, the texture GEMM serves 1×1 convs whose result is at least this many rows × columns. */

@@ -26,15 +26,16 @@ export function operandTexture(role: string, texels: number): GPUTexture {
   if (rows > limits.maxTextureDimension2D) {
     throw new Error(`an operand of ${texels * 4} floats exceeds the texture limit of this adapter`);
   }
-  // the smallest cached texture of this role that is tall enough serves; a new one is rounded up to
-  // 1/8 of a power of two so later, slightly larger operands fit
+  // the smallest cached texture of this role that is tall enough serves. Heights are powers of two:
+  // llvmpipe compiles a variant of a shader per bound texture's static state, power-of-two sizes
+  // included, so mixed heights recompiled the 32×32 GEMMs (seconds each) as operands moved between
+  // textures from one training step to the next
   let best: GPUTexture | null = null;
   for (const [key, t] of textures) {
     if (key.startsWith(`${role}:`) && t.height >= rows && (!best || t.height < best.height)) best = t;
   }
   if (best) return best;
-  const step = Math.max(1, 2 ** (Math.ceil(Math.log2(rows)) - 3));
-  const h = Math.min(limits.maxTextureDimension2D, Math.ceil(rows / step) * step);
+  const h = Math.min(limits.maxTextureDimension2D, 2 ** Math.ceil(Math.log2(rows)));
   const t = device.createTexture({
     label: `GEMM operand ${role}`,
     size: [TW, h],
