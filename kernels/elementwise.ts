@@ -4,7 +4,7 @@
 // is the launcher on bindings.
 
 import { type Binding, dispatch, grid1D, kernel, linearIndex, WG } from "./runtime.ts";
-import { broadcastIndex, f32, storageDecls } from "./wgsl.ts";
+import { broadcastIndex, divU, f32, modU, storageDecls } from "./wgsl.ts";
 
 /** The WGSL expressions of the elementwise ops, over `v0`, `v1` (and `o`, the output's value, in place). */
 export const EXPR = {
@@ -77,6 +77,77 @@ export function vec4Inputs(
   };
 }
 
+/** Rows shorter than this are not split into chunks. */
+const MIN_CHUNK = 64;
+/** Enough invocations to keep every core of a CPU adapter and a small GPU busy. */
+const ROW_INVOCATIONS = 2048;
+
+/**
+ * Chunks of `rows` rows of `length` elements for kernels that walk rows with one invocation per chunk:
+ * chunks per row, and the chunk length (a multiple of 4 where the length is).
+ */
+export function rowChunks(rows: number, length: number): { chunks: number; len: number } {
+  const vec = length % 4 === 0 ? 4 : 1;
+  const most = Math.max(1, Math.floor(length / MIN_CHUNK));
+  const wanted = Math.min(most, Math.max(1, Math.ceil(ROW_INVOCATIONS / rows)));
+  const len = Math.ceil(length / wanted / vec) * vec;
+  return { chunks: Math.ceil(length / len), len };
+}
+
+/** Last axes at least this long are walked by rows when an input is broadcast across them. */
+const ROW_MIN = 16;
+
+/**
+ * Whether the vec4 kernel walks rows (the output's last axis): some input is broadcast across it (a
+ * per-channel weight, a per-sample statistic), so one invocation per chunk of a row loads it once
+ * instead of once per vec4 (on lavapipe every storage load is a loop over the SIMD lanes).
+ */
+export function rowsApply(s: Pick<EwSpec, "inputShapes" | "outShape">): boolean {
+  return vec4Applies(s) && lastOf(s.outShape) >= ROW_MIN &&
+    s.inputShapes.some((sh) => !isWide(sh, s.outShape));
+}
+
+/** Chunks of the rows of `outShape` that a row-walking kernel runs, one invocation each. */
+function rowsOf(outShape: readonly number[]): { rows: number; L: number; chunks: number; len: number } {
+  const L = lastOf(outShape);
+  const rows = outShape.reduce((a, b) => a * b, 1) / L;
+  return { rows, L, ...rowChunks(rows, L) };
+}
+
+function rowsSource(s: EwSpec): string {
+  const { rows, L, chunks, len } = rowsOf(s.outShape);
+  const total = rows * chunks; // as elementwise's grid
+  const grid = grid1D(total);
+  const inp = vec4Inputs(s.inputShapes, s.outShape, "i");
+  const wide = s.inputShapes.map((sh) => isWide(sh, s.outShape));
+  const k = s.inputShapes.length;
+  const rowShape = [...s.outShape.slice(0, -1), 1];
+  const narrow = s.inputShapes.map((sh, j) =>
+    wide[j] ? "" : `  let v${j} = in${j}[${broadcastIndex(rowShape, sh, "row")}];\n`
+  ).join("");
+  const comps = [0, 1, 2, 3].map((c) =>
+    `    { ${wide.map((w, j) => w ? `let v${j} = w${j}[${c}]; ` : "").join("")}${
+      s.inPlace ? `let o = ov[${c}]; ` : ""
+    }r[${c}] = ${s.expr}; }`
+  );
+  return `${inp.decls.join("\n")}
+@group(0) @binding(${k}) var<storage, read_write> out: array<vec4<f32>>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let t = ${linearIndex(grid)};
+  if (t >= ${total}u) { return; }
+  let row = ${divU("t", chunks)};
+${narrow}  let start = row * ${L / 4}u + ${modU("t", chunks)} * ${len / 4}u;
+  let end = min(start + ${len / 4}u, row * ${L / 4}u + ${L / 4}u);
+  for (var i = start; i < end; i++) {
+    ${inp.loads.filter((_, j) => wide[j]).join(" ")}
+${s.inPlace ? "    let ov = out[i];\n" : ""}    var r: vec4<f32>;
+${comps.join("\n")}
+    out[i] = r;
+  }
+}`;
+}
+
 function vec4Source(s: EwSpec): string {
   const n4 = s.outShape.reduce((a, b) => a * b, 1) / 4;
   const grid = grid1D(n4);
@@ -99,6 +170,7 @@ ${comps.join("\n")}
 }
 
 export function source(s: EwSpec): string {
+  if (rowsApply(s)) return rowsSource(s);
   if (vec4Applies(s)) return vec4Source(s);
   const n = s.outShape.reduce((a, b) => a * b, 1);
   const grid = grid1D(n);
@@ -131,10 +203,15 @@ export function elementwise(
   const n = outShape.reduce((a, b) => a * b, 1);
   if (n === 0) return;
   const spec: EwSpec = { expr, inputShapes: inputs.map((x) => x.shape), outShape, inPlace };
+  const invocations = rowsApply(spec)
+    ? rowsOf(outShape).rows * rowsOf(outShape).chunks
+    : vec4Applies(spec)
+    ? n / 4
+    : n;
   dispatch(
     kernel(key(name, spec), name, () => source(spec)),
     [...inputs.map((x) => x.binding), out],
-    grid1D(vec4Applies(spec) ? n / 4 : n),
+    grid1D(invocations),
   );
 }
 

@@ -229,8 +229,8 @@ export const FUSIONS = [
   "layerscale-residual",
   // the depthwise/direct weight gradient's sums added in its own workgroup, no second pass (depthwise.ts)
   "depthwise-weight-tree",
-  // a normalisation's backward sums (two per statistic, dw and db per channel) in one reduction kernel
-  // (norm.ts normBackward over reduce.ts reduceGroups)
+  // a normalisation's backward sums (two per statistic, dw and db per channel) in one reduction kernel,
+  // or for GroupNorm and BatchNorm from per-row sums of g and g·(x − mean) (norm.ts normBackward)
   "norm-backward-sums",
   // BatchNorm's running statistics updated by its statistics kernel, no two extra passes (norm.ts)
   "norm-running-stats",

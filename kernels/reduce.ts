@@ -247,6 +247,44 @@ function groupsVec4(s: GroupsSource): boolean {
     s.groups.every((g) => g.axes.includes(last));
 }
 
+/** Whether every group of a `reduceGroups` is short enough for one invocation per output (no tree). */
+function groupsLoop(s: Pick<GroupsSource, "shape" | "groups">): boolean {
+  return s.groups.every((g) => !usesTree(sizes(s.shape, g.axes).R));
+}
+
+/** WGSL of `reduceGroups` when every group is short: one invocation per output, numbered as the trees. */
+function groupsLoopSource(s: GroupsSource, grid: [number, number]): string {
+  const names = s.inputShapes.map((_, k) => `in${k}`);
+  const outNames = Array.from({ length: s.outs }, (_, k) => `out${k}`);
+  const loads = s.inputShapes.map((sh, k) => `let v${k} = in${k}[${broadcastIndex(s.shape, sh, "i")}];`)
+    .join(" ");
+  let first = 0;
+  const bodies = s.groups.map((g) => {
+    const { outN, R, base, inner } = split(s.shape, g.axes);
+    const start = first;
+    first += outN;
+    const sc = (g.scale ?? 1) === 1 ? "" : ` * ${f32(g.scale!)}`;
+    return `if (t < ${first}u) {
+    let o = t - ${start}u;
+    let b = ${base};
+    ${g.exprs.map((_, k) => `var acc${k} = 0.0;`).join(" ")}
+    for (var r = 0u; r < ${R}u; r++) {
+      let i = b + ${inner};
+      ${loads}
+      ${g.exprs.map((x, k) => `acc${k} += ${x};`).join(" ")}
+    }
+${g.dst.map((d, k) => `    out${d.slot}[${d.offset}u + o] = acc${k}${sc};`).join("\n")}
+  }`;
+  });
+  return `${storageDecls(names, outNames)}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let t = ${linearIndex(grid)};
+  if (t >= ${first}u) { return; }
+  ${bodies.join(" else ")}
+}`;
+}
+
 function groupsSource(s: GroupsSource, grid: [number, number]): string {
   const names = s.inputShapes.map((_, k) => `in${k}`);
   const outNames = Array.from({ length: s.outs }, (_, k) => `out${k}`);
@@ -302,8 +340,9 @@ fn main(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) 
 
 /**
  * Several sums over one index space in one dispatch: group k writes scale_k · Σ over its axes of each
- * of its expressions (a tree per output, whatever the length). For reductions that read the same
- * tensors along different axes, e.g. a normalisation's per-statistic and per-channel gradient sums.
+ * of its expressions (a tree per output, or, when every group is shorter than TREE_MIN, a loop per
+ * output). For reductions that read the same tensors along different axes, e.g. a normalisation's
+ * per-statistic and per-channel gradient sums.
  */
 export function reduceGroups(name: string, s: ReduceGroupsSpec): void {
   const total = s.groups.reduce((a, g) => a + sizes(s.shape, g.axes).outN, 0);
@@ -314,9 +353,14 @@ export function reduceGroups(name: string, s: ReduceGroupsSpec): void {
     outs: s.outs.length,
     groups: s.groups,
   };
-  const grid = grid1D(total, 1);
+  const loop = groupsLoop(src);
+  const grid = loop ? grid1D(total) : grid1D(total, 1);
   dispatch(
-    kernel(`${groupsKey(name, src)}:${grid}`, `${name}_wg`, () => groupsSource(src, grid)),
+    kernel(
+      `${groupsKey(name, src)}:${grid}:${loop}`,
+      loop ? name : `${name}_wg`,
+      () => loop ? groupsLoopSource(src, grid) : groupsSource(src, grid),
+    ),
     [...s.inputs.map((x) => x.binding), ...s.outs],
     grid,
   );

@@ -1,7 +1,7 @@
 import { add, mul, relu, scale, sub, tensor } from "../mod.ts";
 import { broadcastTo, checkOp, setup } from "./helpers.ts";
 import assert from "node:assert/strict";
-import { vec4Applies } from "../kernels/elementwise.ts";
+import { rowChunks, rowsApply, vec4Applies } from "../kernels/elementwise.ts";
 
 await setup();
 
@@ -21,6 +21,11 @@ const shapes: [number[], number[], number[]][] = [
   [[2, 3, 8], [3, 1], [2, 3, 8]],
   [[2, 3, 8], [8], [2, 3, 8]],
   [[1, 8], [3, 1], [3, 8]],
+  // last axis ≥ 16 with an input broadcast across it: the row-walking kernel (one chunk per row, four
+  // chunks per row, and three chunks with a shorter last one)
+  [[2, 3, 16], [3, 1], [2, 3, 16]],
+  [[1, 2, 256], [2, 1], [1, 2, 256]],
+  [[1, 2, 200], [1, 2, 1], [1, 2, 200]],
 ];
 
 Deno.test("the vec4 elementwise kernel takes exactly the shapes whose last axis allows it", () => {
@@ -29,6 +34,18 @@ Deno.test("the vec4 elementwise kernel takes exactly the shapes whose last axis 
   assert.equal(applies([[2, 3, 9]], [2, 3, 9]), false);
   assert.equal(applies([[2, 1, 8], [3, 2]], [2, 3, 8]), false);
   assert.equal(applies([[4, 1]], [4, 1]), false);
+});
+
+Deno.test("rows are walked where an input is broadcast across a long enough last axis, in chunks", () => {
+  const rows = (ins: number[][], out: number[]) => rowsApply({ inputShapes: ins, outShape: out });
+  assert.equal(rows([[2, 3, 16], [3, 1]], [2, 3, 16]), true);
+  assert.equal(rows([[2, 3, 16], [2, 3, 16]], [2, 3, 16]), false); // nothing broadcast across it
+  assert.equal(rows([[2, 3, 8], [3, 1]], [2, 3, 8]), false); // too short
+  assert.equal(rows([[2, 3, 18], [3, 1]], [2, 3, 18]), false); // not vec4
+  assert.deepEqual(rowChunks(2, 256), { chunks: 4, len: 64 });
+  assert.deepEqual(rowChunks(2, 200), { chunks: 3, len: 68 });
+  assert.deepEqual(rowChunks(4096, 1024), { chunks: 1, len: 1024 }); // rows enough to fill the adapter
+  assert.deepEqual(rowChunks(1, 81), { chunks: 1, len: 81 });
 });
 
 for (const [sa, sb, so] of shapes) {

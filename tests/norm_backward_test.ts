@@ -1,7 +1,9 @@
 // Normalisation passes folded together: the backward with its sums in one reduction kernel (fusion
-// "norm-backward-sums", kernels/reduce.ts reduceGroups) equals the unfused path (a reduction for the two
-// means per statistic, another for dw and db) in every gradient, on odd shapes and with only some
-// gradients wanted, and records one dispatch fewer; BatchNorm's running statistics updated by the
+// "norm-backward-sums", kernels/reduce.ts reduceGroups), or for GroupNorm and BatchNorm by rows (row
+// sums, then one small reduction over them), equals the unfused path (a reduction for the two means per
+// statistic, another for dw and db) in every gradient, on odd shapes, with rows split into chunks and
+// with only some gradients wanted, and records the dispatches it should; BatchNorm's running statistics
+// updated by the
 // statistics kernel ("norm-running-stats") equal the two update passes. The ops against the CPU
 // reference and PyTorch: tests/registry_test.ts.
 
@@ -16,12 +18,18 @@ import assert from "node:assert/strict";
 await setup();
 
 type Op = (x: Tensor, w: Tensor | null, b: Tensor | null) => Tensor;
-const cases: [string, number[], number, Op][] = [
-  ["groupNorm(1)", [3, 5, 9, 9], 5, (x, w, b) => groupNorm(x, 1, w, b)],
-  ["groupNorm(3)", [1, 6, 9, 9], 6, (x, w, b) => groupNorm(x, 3, w, b)],
-  ["layerNorm(7)", [3, 7], 7, (x, w, b) => layerNorm(x, 7, w, b)],
-  ["layerNorm(300)", [2, 300], 300, (x, w, b) => layerNorm(x, 300, w, b)],
-  ["batchNorm2d", [3, 5, 9, 9], 5, (x, w, b) => batchNorm2d(x, null, null, w, b, true)],
+const gn = (g: number): Op => (x, w, b) => groupNorm(x, g, w, b);
+const bn: Op = (x, w, b) => batchNorm2d(x, null, null, w, b, true);
+// name, shape, channels, op, whether its sums go by rows
+const cases: [string, number[], number, Op, boolean][] = [
+  ["groupNorm(1)", [3, 5, 9, 9], 5, gn(1), true],
+  ["groupNorm(3)", [1, 6, 9, 9], 6, gn(3), true],
+  ["groupNorm(1)", [1, 4, 32, 32], 4, gn(1), true], // 16 chunks per row, vec4
+  ["groupNorm(2)", [2, 4, 15, 15], 4, gn(2), true], // three chunks of 75 (not a multiple of 4)
+  ["layerNorm(7)", [3, 7], 7, (x, w, b) => layerNorm(x, 7, w, b), false],
+  ["layerNorm(300)", [2, 300], 300, (x, w, b) => layerNorm(x, 300, w, b), false],
+  ["batchNorm2d", [3, 5, 9, 9], 5, bn, true],
+  ["batchNorm2d", [2, 3, 7, 7], 3, bn, true],
 ];
 // which of x, weight, bias take a gradient (a parameter left out is absent)
 const wants: [boolean, boolean | null, boolean | null][] = [
@@ -54,16 +62,19 @@ async function run(op: Op, shape: number[], c: number, want: (typeof wants)[numb
   return { grads, backward };
 }
 
-for (const [name, shape, c, op] of cases) {
-  Deno.test(`${name} of [${shape}]: backward fused = unfused, one dispatch fewer`, async () => {
+for (const [name, shape, c, op, rows] of cases) {
+  Deno.test(`${name} of [${shape}]: backward fused = unfused${rows ? ", by rows" : ""}`, async () => {
     for (const want of wants) {
       const on = await run(op, shape, c, want, "");
       const off = await run(op, shape, c, want, "fuse.norm-backward-sums=off");
       on.grads.forEach((g, i) =>
         assertClose(g, off.grads[i], { rtol: 1e-4, atol: 1e-6 }, `${name} ${want} grad ${i}`)
       );
-      const both = want[0] && (want[1] || want[2]);
-      assert.equal(on.backward, off.backward - (both ? 1 : 0), `${name} ${want}: dispatches`);
+      const affine = want[1] || want[2];
+      // one reduction fewer; by rows, the row sums and their reduction take the two reductions' place
+      // (with only dx wanted, one more than the unfused single reduction)
+      const fewer = rows ? (want[0] ? (affine ? 0 : -1) : 0) : (want[0] && affine ? 1 : 0);
+      assert.equal(on.backward, off.backward - fewer, `${name} ${want}: dispatches`);
     }
   });
 }
