@@ -327,6 +327,21 @@ export function stopPlanLog(): PlanEntry[] {
   return l;
 }
 
+/**
+ * Of the variants that can run a shape, those autotune times: the scalar 1×1 GEMM only where a vec4
+ * one can run; the texture GEMM's (gemm1x1/texture, columns-texture) only where the profile makes them
+ * candidates (timed alone, they hide their cost in a step); where the profile prefers texture operands
+ * (gemmTextures), the storage vec4 GEMM only where gemm1x1/vec4-texture cannot run (it lost every A/B
+ * on lavapipe, and each 32×32 kernel takes seconds to compile). A stored winner outside them (from an
+ * older candidate set) is timed again.
+ */
+export function tuneCandidates(all: string[]): string[] {
+  const prof = adapterProfile();
+  let v = all.filter((x) => prof.conv1x1Texture || !/^gemm1x1\/(columns-)?texture$/.test(x));
+  if (prof.gemmTextures && v.includes("gemm1x1/vec4-texture")) v = v.filter((x) => x !== "gemm1x1/vec4");
+  return v.some((x) => x.startsWith("gemm1x1/vec4")) ? v.filter((x) => x !== "gemm1x1/scalar") : v;
+}
+
 function decide(
   target: string,
   key: string,
@@ -339,7 +354,7 @@ function decide(
   // a graph rewrite (patches) is not a kernel a timer can compare: such shapes keep the default
   if (autotuneOn && candidates.length > 1 && !candidates.includes("patches")) {
     const w = winners.get(key);
-    if (w && candidates.includes(w)) return { variant: w, source: "autotune" };
+    if (w && tuneCandidates(candidates).includes(w)) return { variant: w, source: "autotune" };
     if (!pending.has(key)) queue();
   }
   return { variant: fallback, source: "default" };

@@ -10,7 +10,9 @@ import {
   defaultConvVariant,
   pendingTunes,
   planConv,
+  tuneCandidates,
 } from "../kernels/planner.ts";
+import { setProfile } from "../kernels/profile.ts";
 import { convOutSize, type ConvShape } from "../kernels/shapes.ts";
 import { autotuneCachePath, fileStore } from "../experiments/host.ts";
 import { gpu } from "../kernels/runtime.ts";
@@ -65,6 +67,22 @@ Deno.test("autotune: queued shapes are timed, the winner runs and is stored; off
   }
   const s = shape(2, 8, 8, 12);
   assert.deepEqual(planConv(s, "forward"), { variant: defaultConvVariant(s, "forward"), source: "default" });
+});
+
+Deno.test("a stored winner autotune would no longer time is tuned again, not run", () => {
+  setProfile("software"); // texture operands preferred: the storage vec4 GEMM is no candidate
+  const s = shape(2, 8, 8, 12);
+  try {
+    assert.ok(convVariants(s, "forward").includes("gemm1x1/vec4"));
+    assert.ok(!tuneCandidates(convVariants(s, "forward")).includes("gemm1x1/vec4"));
+    enableAutotune({ load: () => ({ "conv.forward:2,8,8,8,12,1,1,0,1": "gemm1x1/vec4" }), save: () => {} });
+    assert.equal(planConv(s, "forward").source, "default");
+    assert.deepEqual(pendingTunes().map(([k]) => k), ["conv.forward:2,8,8,8,12,1,1,0,1"]);
+  } finally {
+    disableAutotune();
+    clearWinners();
+    setProfile(null);
+  }
 });
 
 Deno.test("autotune file store: winners round-trip per adapter; unreadable files are empty", () => {
