@@ -10,9 +10,10 @@
 //                                 "depthwise-weight-tree"); unfused (or when the tree does not fit in
 //                                 workgroup memory), partial sums over chunks and a second pass
 
-import { type Binding, dispatch, gpu, kernel } from "./runtime.ts";
+import { type Binding, dispatch, gpu, kernel, type Resource } from "./runtime.ts";
+import { fitsOperandTexture, textureOperand, WGSL_TEXEL_COORD } from "./texture_operand.ts";
 import { fusionEnabled } from "./planner.ts";
-import { storageDecls } from "./wgsl.ts";
+import { adapterProfile } from "./profile.ts";
 import {
   type Axis,
   convGrid,
@@ -31,6 +32,35 @@ import { convKey } from "./shapes.ts";
 /** Output block of one invocation: up to 4 rows × 8 columns. */
 function block(outRows: number, outCols: number): { rh: number; px: number } {
   return { rh: Math.min(4, outRows), px: Math.min(8, outCols) };
+}
+
+/**
+ * Whether a tensor of `floats` floats is read through an operand texture (a copy first): where the
+ * profile says texel fetches beat storage loads (lavapipe: the narrow final step's depthwise passes
+ * took 183 instead of 252 ms, per-pass timestamps).
+ */
+function texOperand(floats: number): boolean {
+  return adapterProfile().depthwiseTextures && floats % 4 === 0 && fitsOperandTexture(floats);
+}
+
+/**
+ * WGSL declaring operand `name` at `binding`: a storage array, or an operand texture with `ld_<name>(i)`
+ * fetching float i (texel i/4, component i mod 4).
+ */
+function operandDecl(name: string, binding: number, tex: boolean): string {
+  if (!tex) return `@group(0) @binding(${binding}) var<storage, read> ${name}: array<f32>;`;
+  return `@group(0) @binding(${binding}) var ${name}: texture_2d<f32>;
+fn ld_${name}(i: i32) -> f32 { let u = u32(i); return textureLoad(${name}, tc(u >> 2u), 0)[u & 3u]; }`;
+}
+
+/** WGSL of float `idx` of operand `name` where `cond` holds, else 0. */
+function load(name: string, idx: string, cond: string, tex: boolean): string {
+  return tex ? `select(0.0, ld_${name}(${idx}), ${cond})` : guarded(name, idx, cond);
+}
+
+/** What a kernel binds for operand `src`: the buffer, or an operand texture holding it (slot `role`). */
+function operand(role: string, src: Binding, floats: number, tex: boolean): Resource {
+  return tex ? textureOperand(role, src, floats) : src;
 }
 
 /**
@@ -60,7 +90,8 @@ function depthwiseConv(
   const seg = cols.taps > 0 ? (px - 1) * cols.stride + cols.taps : 0;
   const segIdx = (j: number, v: number) => j * cols.stride + cols.step * v - minV;
   const { groups, index } = convGrid(total, n);
-  const key = specKey(name, n, c, k, rows, cols, !!b, widxKey, groups, !!parts);
+  const tex = texOperand(n * c * h * W);
+  const key = specKey(name, n, c, k, rows, cols, !!b, widxKey, groups, !!parts, tex);
   const pipe = kernel(key, "depthwise/direct", () => {
     const R = range(rh), J = range(px), U = range(rows.taps), V = range(cols.taps);
     // input rows (relative to oh0·stride + off) and the (output row, row tap) pairs that read each
@@ -78,7 +109,7 @@ function depthwiseConv(
     let ih = ihb + ${rel};
     if (ih >= 0 && ih < ${h}) {
       let row = xc + ih * ${W};
-${range(seg).map((m) => `      let s${m} = ${guarded("x", `row + ${m}`, `cv${m}`)};`).join("\n")}
+${range(seg).map((m) => `      let s${m} = ${load("x", `row + ${m}`, `cv${m}`, tex)};`).join("\n")}
 ${
         pairs.map(([r, u]) =>
           J.map((j) => `      a${r}_${j} += ${V.map((v) => `s${segIdx(j, v)} * w${u}_${v}`).join(" + ")};`)
@@ -87,9 +118,9 @@ ${
       }
     }
   }`;
-    const reads = b ? ["x", "w", "b"] : ["x", "w"];
+    const reads = b ? 3 : 2;
     const partsDecl = parts
-      ? `\n@group(0) @binding(${reads.length + 1}) var<storage, read_write> parts: array<vec4<f32>>;`
+      ? `\n@group(0) @binding(${reads + 1}) var<storage, read_write> parts: array<vec4<f32>>;`
       : "";
     const ok = (r: number, j: number) => `oh0 + ${r} < ${rows.outSub} && ow0 + ${j} < ${cols.outSub}`;
     const val = (r: number, j: number) => `a${r}_${j}${b ? " + b[ch]" : ""}`;
@@ -106,7 +137,14 @@ ${RJ.map(([r, j]) => `  if (${ok(r, j)}) { pc += 1.0; ps += ${val(r, j)}; }`).jo
 ${RJ.map(([r, j]) => `  if (${ok(r, j)}) { let d = ${val(r, j)} - pm; pq += d * d; }`).join("\n")}
   parts[nn * ${total} + t] = vec4<f32>(pc, pm, pq, 0.0);`
       : "";
-    return `${storageDecls(reads, ["y"])}${partsDecl}
+    return `${tex ? WGSL_TEXEL_COORD : ""}
+${operandDecl("x", 0, tex)}
+@group(0) @binding(1) var<storage, read> w: array<f32>;
+${
+      b
+        ? "@group(0) @binding(2) var<storage, read> b: array<f32>;\n"
+        : ""
+    }@group(0) @binding(${reads}) var<storage, read_write> y: array<f32>;${partsDecl}
 @compute @workgroup_size(${WGC})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
@@ -120,7 +158,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let iwb = ow0 * ${cols.stride} + ${cols.off + minV};
   let xc = (nn * ${c} + ch) * ${h * W} + iwb;
   let wc = ch * ${k * k};
-  if (t < 0) { y[0] = x[0] + w[0]; } // keeps every binding in the layout when no tap reaches the block
+  if (t < 0) { y[0] = ${
+      tex ? "ld_x(0)" : "x[0]"
+    } + w[0]; } // keeps every binding in the layout when no tap reaches the block
 ${U.map((u) => V.map((v) => `  let w${u}_${v} = w[wc + ${widx(u, v)}];`).join("\n")).join("\n")}
 ${range(seg).map((m) => `  let cv${m} = iwb + ${m} >= 0 && iwb + ${m} < ${W};`).join("\n")}
 ${R.map((r) => J.map((j) => `  var a${r}_${j} = 0.0;`).join("\n")).join("\n")}
@@ -137,7 +177,8 @@ ${
     }${stats}
 }`;
   });
-  dispatch(pipe, [inp, w, ...(b ? [b] : []), out, ...(parts ? [parts] : [])], groups);
+  const xr = operand("DX", inp, n * c * h * W, tex);
+  dispatch(pipe, [xr, w, ...(b ? [b] : []), out, ...(parts ? [parts] : [])], groups);
 }
 
 /**
@@ -221,7 +262,8 @@ export function depthwiseBackwardWeight(dy: Binding, x: Binding, dw: Binding, s:
   const { groups, index } = tree
     ? { groups: [c, 1, 1] as [number, number, number], index: "i32(gid.x)" }
     : convGrid(c, chunks);
-  const key = specKey("depthwise_backward_weight", convKey(s), chunks, len, groups, tree);
+  const tex = texOperand(n * c * h * W) && texOperand(n * c * OH * OW);
+  const key = specKey("depthwise_backward_weight", convKey(s), chunks, len, groups, tree, tex);
   const pipe = kernel(key, "depthwise/direct", () => {
     const R = range(rh), J = range(px), K = range(k);
     const rowCode = (u: number) => {
@@ -231,7 +273,7 @@ export function depthwiseBackwardWeight(dy: Binding, x: Binding, dw: Binding, s:
       let ih = ihb + ${u};
       if (ih >= 0 && ih < ${h}) {
         let row = xc + ih * ${W};
-${range(seg).map((m) => `        let s${m} = ${guarded("x", `row + ${m}`, `cv${m}`)};`).join("\n")}
+${range(seg).map((m) => `        let s${m} = ${load("x", `row + ${m}`, `cv${m}`, tex)};`).join("\n")}
 ${
         uses.map((r) => {
           const kh = u - r * stride;
@@ -276,7 +318,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let end = min(start + ${len}, ${steps});
 ${K.map((kh) => K.map((kw) => `  var a${kh}_${kw} = 0.0;`).join("\n")).join("\n")}
   for (var st = start; st < end; st++) {`;
-    return `${storageDecls(["dy", "x"], ["out"])}
+    return `${tex ? WGSL_TEXEL_COORD : ""}
+${operandDecl("dy", 0, tex)}
+${operandDecl("x", 1, tex)}
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
 ${head}
     let ow0 = ${mod("st", colBlocks)} * ${px};
     let r = ${div("st", colBlocks)};
@@ -291,7 +336,7 @@ ${
       R.map((r) =>
         J.map((j) =>
           `    let d${r}_${j} = ${
-            guarded("dy", `dyb + ${r * OW + j}`, `oh0 + ${r} < ${OH} && ow0 + ${j} < ${OW}`)
+            load("dy", `dyb + ${r * OW + j}`, `oh0 + ${r} < ${OH} && ow0 + ${j} < ${OW}`, tex)
           };`
         ).join("\n")
       ).join("\n")
@@ -301,5 +346,6 @@ ${range(rowsIn).map(rowCode).filter((l) => l).join("\n")}
 ${tree ? treeCode : partialCode}
 }`;
   });
-  withPartials(chunks, outputs, dw, (dst) => dispatch(pipe, [dy, x, dst], groups));
+  const dyr = operand("DY", dy, n * c * OH * OW, tex), xr = operand("DX", x, n * c * h * W, tex);
+  withPartials(chunks, outputs, dw, (dst) => dispatch(pipe, [dyr, xr, dst], groups));
 }

@@ -44,6 +44,12 @@ export interface AdapterProfile {
    * textures, copies included (453 → 130 ms, A/B in one process).
    */
   gemmTextures: boolean;
+  /**
+   * Whether the direct depthwise kernels fetch their input (and the weight gradient its dy) from
+   * operand textures, a copy each first. lavapipe, narrow final step at batch 64, per-pass timestamps:
+   * the depthwise passes 252 → 183 ms, the step 1305 → 1274 ms (A/B in one process).
+   */
+  depthwiseTextures: boolean;
   /** Whether GEMMs read their operands from textures by default (else the tiled storage GEMM). */
   textureGemm: boolean;
   textureTuning: TextureGemmTuning;
@@ -74,6 +80,7 @@ const SOFTWARE: AdapterProfile = {
   blockEdge: 16,
   gemmBlockEdge: 32,
   gemmTextures: true,
+  depthwiseTextures: true,
   textureGemm: true,
   conv1x1Texture: false,
   textureTuning: { rows: 16, colVecs: 2, wgx: 8, wgy: 8 },
@@ -81,7 +88,10 @@ const SOFTWARE: AdapterProfile = {
   textureMinWeight: { rows: 32, cols: 32 },
   columnsBelowPixels: 64,
   tiledDepthwise: false,
-  fusionsOff: [],
+  // the depthwise weight gradient's workgroup tree: slower than the split reduction and its second
+  // pass (per-pass timestamps, batch 64, with texture operands: narrow final 91 → 37 ms, full final
+  // 707 → 275 ms; whole steps 1236 → 1213 and 13031 → 12492 ms)
+  fusionsOff: ["depthwise-weight-tree"],
   variantsOff: [],
 };
 
@@ -108,6 +118,8 @@ const SOFTWARE_SWIFTSHADER: AdapterProfile = {
   blockEdge: 8,
   gemmBlockEdge: 8,
   gemmTextures: false,
+  depthwiseTextures: false, // not measured there
+  fusionsOff: [],
 };
 
 const GPU: AdapterProfile = {
@@ -115,6 +127,7 @@ const GPU: AdapterProfile = {
   blockEdge: 8,
   gemmBlockEdge: 8,
   gemmTextures: false,
+  depthwiseTextures: false,
   textureGemm: false,
   conv1x1Texture: true,
   textureTuning: { rows: 8, colVecs: 2, wgx: 8, wgy: 8 },

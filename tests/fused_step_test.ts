@@ -47,7 +47,7 @@ const count = (labels: string[], k: string) => labels.filter((x) => x === k).len
 
 // batch 3 (odd); batch 1 is in the op tests, and every further batch size compiles every kernel again
 Deno.test("narrow final: loss and every gradient equal with each of these fusions on and off", async () => {
-  const on = await narrowStep(3, "");
+  const on = await narrowStep(3, "fuse=on"); // all on, whatever the profile turns off
   const fusions = [
     "layerscale-residual",
     "depthwise-weight-tree",

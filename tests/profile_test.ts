@@ -24,7 +24,8 @@ Deno.test("adapter profile: software adapters told apart from GPUs, per backend 
   assert.equal(vk.blockEdge, 16);
   assert.equal(vk.gemmBlockEdge, 32);
   assert.equal(gl.gemmBlockEdge, 32);
-  assert.deepEqual(vk.fusionsOff, []);
+  assert.deepEqual(vk.fusionsOff, ["depthwise-weight-tree"]);
+  assert.ok(vk.depthwiseTextures);
   assert.deepEqual(vk.variantsOff, []);
   // behind wgpu's GL backend the workgroup-tree weight gradient and the tiled depthwise never finish
   assert.deepEqual(gl.fusionsOff, ["depthwise-weight-tree"]);

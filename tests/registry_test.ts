@@ -195,7 +195,8 @@ async function sweep(c: OpCase, ref: Ref, name: string): Promise<void> {
 async function fusions(c: OpCase, ref: Ref, all: number[], name: string): Promise<void> {
   for (const f of c.fusions) {
     const what = `${name} ${f.name}`;
-    const on = await run(c, ref, f.plan, all, `${what} on`);
+    // forced on: a profile may turn a fusion off by default
+    const on = await run(c, ref, [f.plan, `fuse.${f.name}=on`].filter(Boolean).join(","), all, `${what} on`);
     const offSpec = [f.plan, `fuse.${f.name}=off`].filter(Boolean).join(",");
     const off = await run(c, ref, offSpec, all, `${what} off`);
     on.values.forEach((v, i) => assertClose(v, off.values[i], EXACT, `${what}: on vs off (${i})`));
