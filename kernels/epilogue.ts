@@ -33,13 +33,25 @@ export function epilogueBindings(ep?: GemmEpilogue): Binding[] {
   return [];
 }
 
-/** WGSL declaration of the epilogue's binding (`Ep`) at `binding`, elements of type `elem`. */
-export function epilogueDecl(ep: GemmEpilogue | undefined, binding: number, elem: string): string {
+/**
+ * WGSL declaration of the epilogue's binding (`Ep`) at `binding`, elements of type `elem`; with
+ * `texture`, geluGradOf is read from an operand texture (vec4 elements, kernels/texture_operand.ts).
+ */
+export function epilogueDecl(
+  ep: GemmEpilogue | undefined,
+  binding: number,
+  elem: string,
+  texture = false,
+): string {
   const tag = epilogueTag(ep);
   if (tag === "gelu+pre") {
     return `@group(0) @binding(${binding}) var<storage, read_write> Ep: array<${elem}>;`;
   }
-  if (tag === "dgelu") return `@group(0) @binding(${binding}) var<storage, read> Ep: array<${elem}>;`;
+  if (tag === "dgelu") {
+    return `@group(0) @binding(${binding}) var${texture ? "" : "<storage, read>"} Ep: ${
+      texture ? "texture_2d<f32>" : `array<${elem}>`
+    };`;
+  }
   return "";
 }
 
@@ -62,7 +74,7 @@ fn gelu_grad_v4(v: vec4<f32>) -> vec4<f32> {
 
 /**
  * WGSL statement storing `value` (a vec4 when `vec`) at `C[idx]` through the epilogue (`Ep[idx]` is
- * the same element of the epilogue's tensor).
+ * the same element of the epilogue's tensor; with `texture`, its texel `idx`).
  */
 export function epilogueStore(
   ep: GemmEpilogue | undefined,
@@ -70,11 +82,15 @@ export function epilogueStore(
   value: string,
   vec: boolean,
   out = "C",
+  texture = false,
 ): string {
   const tag = epilogueTag(ep);
   const g = vec ? "gelu_v4" : "gelu_f32", dg = vec ? "gelu_grad_v4" : "gelu_grad_f32";
   if (tag === "gelu") return `${out}[${idx}] = ${g}(${value});`;
   if (tag === "gelu+pre") return `{ let v = ${value}; Ep[${idx}] = v; ${out}[${idx}] = ${g}(v); }`;
-  if (tag === "dgelu") return `${out}[${idx}] = (${value}) * ${dg}(Ep[${idx}]);`;
+  if (tag === "dgelu") {
+    const pre = texture ? `textureLoad(Ep, tc(u32(${idx})), 0)` : `Ep[${idx}]`;
+    return `${out}[${idx}] = (${value}) * ${dg}(${pre});`;
+  }
   return `${out}[${idx}] = ${value};`;
 }

@@ -50,6 +50,13 @@ export interface AdapterProfile {
    * the depthwise passes 252 → 183 ms, the step 1305 → 1274 ms (A/B in one process).
    */
   depthwiseTextures: boolean;
+  /**
+   * The vec4 1×1 weight gradient splits its K = N·H·W pixels into chunks (partial dw, summed by a second
+   * pass) until it runs this many invocations, no further (0: as far as the partials' memory allows).
+   * lavapipe, full final step at batch 64, A/B in one process: 13407 ms (up to 64 chunks), 12616 ms
+   * (1024), 12781 ms (2048); the narrow step is the same within noise.
+   */
+  splitInvocations: number;
   /** Whether GEMMs read their operands from textures by default (else the tiled storage GEMM). */
   textureGemm: boolean;
   textureTuning: TextureGemmTuning;
@@ -81,6 +88,7 @@ const SOFTWARE: AdapterProfile = {
   gemmBlockEdge: 32,
   gemmTextures: true,
   depthwiseTextures: true,
+  splitInvocations: 1024,
   textureGemm: true,
   conv1x1Texture: false,
   textureTuning: { rows: 16, colVecs: 2, wgx: 8, wgy: 8 },
@@ -128,6 +136,7 @@ const GPU: AdapterProfile = {
   gemmBlockEdge: 8,
   gemmTextures: false,
   depthwiseTextures: false,
+  splitInvocations: 0,
   textureGemm: false,
   conv1x1Texture: true,
   textureTuning: { rows: 8, colVecs: 2, wgx: 8, wgy: 8 },
