@@ -8,7 +8,9 @@
 import { acquireBuffer, releaseBuffer, sync } from "./runtime.ts";
 import { convBackwardInput, convBackwardWeight, convForward } from "./conv.ts";
 import { matmul } from "./matmul.ts";
+import { conv1x1BackwardInputGeluGrad, conv1x1ForwardGelu } from "./conv1x1.ts";
 import {
+  type ConvEpilogue,
   convVariants,
   defaultConvVariant,
   defaultMatmulVariant,
@@ -52,12 +54,16 @@ export interface TuneResult {
   ms: Record<string, number>;
 }
 
-function convRunner(s: ConvShape, pass: "forward" | "inputGrad" | "weightGrad") {
+function convRunner(s: ConvShape, pass: "forward" | "inputGrad" | "weightGrad", epilogue?: ConvEpilogue) {
   const xN = s.n * s.c * s.h * s.w, wN = s.o * (s.c / s.groups) * s.k * s.k, yN = s.n * s.o * s.oh * s.ow;
-  const bufs = [xN, wN, yN].map((n) => acquireBuffer(n * 4));
-  const [x, w, y] = bufs;
+  // the GELU's pre-activation has the shape of the GEMM's result
+  const preN = epilogue === "gelu" ? yN : epilogue === "dgelu" ? xN : 0;
+  const bufs = [xN, wN, yN, preN].filter((n) => n > 0).map((n) => acquireBuffer(n * 4));
+  const [x, w, y, pre] = bufs;
   const run = (variant: string) => {
-    if (pass === "forward") convForward(x, w, null, y, s, variant);
+    if (epilogue === "gelu") conv1x1ForwardGelu(x, w, null, pre, y, s, variant);
+    else if (epilogue === "dgelu") conv1x1BackwardInputGeluGrad(y, w, pre, x, s, variant);
+    else if (pass === "forward") convForward(x, w, null, y, s, variant);
     else if (pass === "inputGrad") convBackwardInput(y, w, x, s, variant);
     else convBackwardWeight(y, x, w, s, variant);
   };
@@ -94,13 +100,13 @@ export async function autotune(
   for (const [key, job] of pendingTunes()) {
     const fallback = job.op === "conv" ? defaultConvVariant(job.s, job.pass) : defaultMatmulVariant(job.d);
     // the profile's default first: the likely winner, so that slow candidates are dropped after one run
-    const vars = tuneCandidates(job.op === "conv" ? convVariants(job.s, job.pass) : matmulVariants(job.d))
-      .sort((a, b) => Number(b === fallback) - Number(a === fallback));
+    const cands = tuneCandidates(job.op === "conv" ? convVariants(job.s, job.pass) : matmulVariants(job.d));
+    const vars = [...cands].sort((a, b) => Number(b === fallback) - Number(a === fallback));
     if (vars.length < 2) {
-      recordWinner(key, vars[0]);
+      recordWinner(key, vars[0], cands);
       continue;
     }
-    const runner = job.op === "conv" ? convRunner(job.s, job.pass) : matmulRunner(job.d);
+    const runner = job.op === "conv" ? convRunner(job.s, job.pass, job.epilogue) : matmulRunner(job.d);
     const ms: Record<string, number> = {};
     let best = Infinity;
     try {
@@ -118,7 +124,7 @@ export async function autotune(
       runner.free();
     }
     const winner = Object.entries(ms).sort((a, b) => a[1] - b[1])[0][0];
-    recordWinner(key, winner);
+    recordWinner(key, winner, cands);
     results.push({ key, winner, fallback, ms });
     opts.log?.(
       `autotune ${key}: ${winner} (${

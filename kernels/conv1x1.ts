@@ -15,6 +15,9 @@
 //   gemm1x1/vec4-texture     the same with both operands (and the input gradient's GELU pre-activation)
 //                            fetched from operand textures (a copy each, kernels/texture_operand.ts):
 //                            the default on lavapipe
+//   gemm1x1/vec4-texture-half  the same with half the profile's block edge, for autotune to weigh: on
+//                            lavapipe the narrow model's 1×1 GEMMs at 8×8 and 16×16 ran up to 1.8×
+//                            faster with 16×16 blocks, the 4×4 ones and the full model's with 32×32
 //   gemm1x1/scalar           below: 4×4 blocks, scalar loads, any sizes
 
 import {
@@ -66,6 +69,25 @@ const V4 = "array<vec4<f32>>";
 
 /** The vec4 variant that fetches both GEMM operands from operand textures (kernels/texture_operand.ts). */
 const VEC4_TEXTURE = "gemm1x1/vec4-texture";
+const VEC4_HALF = "gemm1x1/vec4-texture-half";
+const VEC4_VARIANTS = ["gemm1x1/vec4", VEC4_TEXTURE, VEC4_HALF];
+
+/** How a vec4 variant runs: operands from textures or not, and its register block edge. */
+interface Vec4 {
+  variant: string;
+  tex: boolean;
+  edge: number;
+}
+
+function vec4Of(variant: string): Vec4 | null {
+  if (!VEC4_VARIANTS.includes(variant)) return null;
+  const edge = adapterProfile().gemmBlockEdge;
+  return {
+    variant,
+    tex: variant !== "gemm1x1/vec4",
+    edge: variant === VEC4_HALF ? Math.max(4, Math.floor(edge / 8) * 4) : edge,
+  };
+}
 
 /** WGSL declaring GEMM operand `name` at `binding`: a vec4 storage buffer, or an operand texture. */
 function operandDecl(name: string, binding: number, tex: boolean): string {
@@ -89,19 +111,19 @@ function operandResource(role: string, src: Binding, floats: number, tex: boolea
  * (grid z = image) unless a register block is wider than one image (4×4 images on lavapipe): then the
  * columns run over all N·H·W pixels (z = 1), so that blocks stay full.
  */
-function pixelColumns(s: ConvShape) {
+function pixelColumns(s: ConvShape, edge: number) {
   const p4 = (s.h * s.w) / 4;
-  const merged = gemmBlockEdge(p4 * 4) < gemmBlockEdge(s.n * p4 * 4);
+  const merged = gemmBlockEdge(p4 * 4, edge) < gemmBlockEdge(s.n * p4 * 4, edge);
   const cols4 = merged ? s.n * p4 : p4;
-  return { p4, c4: s.c / 4, cols4, cb4: gemmBlockEdge(cols4 * 4) / 4, z: merged ? 1 : s.n, merged };
+  return { p4, c4: s.c / 4, cols4, cb4: gemmBlockEdge(cols4 * 4, edge) / 4, z: merged ? 1 : s.n, merged };
 }
 
 /**
  * WGSL of a block's column offsets: x<j> into the operand read along K (`x` channels per image), y<j>
  * into the result (`y` channels), for the vec4 columns col0 + j (clamped to the last).
  */
-function columnBases(s: ConvShape, J: number[], ch: { x: number; y: number }): string {
-  const { p4, cols4, merged } = pixelColumns(s);
+function columnBases(s: ConvShape, edge: number, J: number[], ch: { x: number; y: number }): string {
+  const { p4, cols4, merged } = pixelColumns(s, edge);
   return J.map((j) => {
     const col = `min(col0 + ${j}, ${cols4 - 1})`;
     if (!merged) {
@@ -121,19 +143,20 @@ function forwardVec4(
   b: Binding | null,
   y: Binding,
   s: ConvShape,
-  tex: boolean,
+  v: Vec4,
   ep?: GemmEpilogue,
 ): void {
   const { o } = s;
-  const { p4, c4, cols4, cb4, z, merged } = pixelColumns(s);
-  const rb = gemmBlockEdge(o);
+  const { tex } = v;
+  const { p4, c4, cols4, cb4, z, merged } = pixelColumns(s, v.edge);
+  const rb = gemmBlockEdge(o, v.edge);
   const rowBlocks = Math.ceil(o / rb), colBlocks = Math.ceil(cols4 / cb4);
   const total = rowBlocks * colBlocks;
   const { groups, index } = convGrid(total, z);
   const I = range(rb), J = range(cb4);
   const pipe = kernel(
-    specKey("c1x1f4", convKey(s), !!b, rb, cb4, merged, groups, tex, epilogueTag(ep)),
-    tex ? VEC4_TEXTURE : "gemm1x1/vec4",
+    specKey("c1x1f4", v.variant, convKey(s), !!b, rb, cb4, merged, groups, epilogueTag(ep)),
+    v.variant,
     () =>
       `${epilogueDecl(ep, b ? 4 : 3, "vec4<f32>")}
 ${epilogueFns(ep)}
@@ -150,7 +173,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let row0 = (t / ${colBlocks}) * ${rb};
   let col0 = (t % ${colBlocks}) * ${cb4};
 ${I.map((i) => `  let r${i} = min(row0 + ${i}, ${o - 1}) * ${c4};`).join("\n")}
-${columnBases(s, J, { x: s.c, y: o })}
+${columnBases(s, v.edge, J, { x: s.c, y: o })}
 ${I.map((i) => J.map((j) => `  var acc${i}_${j} = vec4<f32>(0.0);`).join("\n")).join("\n")}
   for (var k4 = 0; k4 < ${c4}; k4++) {
     let ko = k4 * ${4 * p4};
@@ -197,12 +220,13 @@ function backwardInputVec4(
   w: Binding,
   dx: Binding,
   s: ConvShape,
-  tex: boolean,
+  v: Vec4,
   ep?: GemmEpilogue,
 ): void {
   const { c, o } = s;
-  const { p4, c4, cols4, cb4, z, merged } = pixelColumns(s);
-  const rb4 = gemmBlockEdge(c) / 4;
+  const { tex } = v;
+  const { p4, c4, cols4, cb4, z, merged } = pixelColumns(s, v.edge);
+  const rb4 = gemmBlockEdge(c, v.edge) / 4;
   const rowBlocks = Math.ceil(c4 / rb4), colBlocks = Math.ceil(cols4 / cb4);
   const total = rowBlocks * colBlocks;
   const { groups, index } = convGrid(total, z);
@@ -211,8 +235,8 @@ function backwardInputVec4(
   // one process: 11967 → 11644 ms, the copy included)
   const epTex = tex && !!ep?.geluGradOf && fitsOperandTexture(s.n * c * p4 * 4);
   const pipe = kernel(
-    specKey("c1x1i4", convKey(s), rb4, cb4, merged, groups, tex, epilogueTag(ep), epTex),
-    tex ? VEC4_TEXTURE : "gemm1x1/vec4",
+    specKey("c1x1i4", v.variant, convKey(s), rb4, cb4, merged, groups, epilogueTag(ep), epTex),
+    v.variant,
     () =>
       `${epilogueDecl(ep, 3, "vec4<f32>", epTex)}
 ${epilogueFns(ep)}
@@ -227,7 +251,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let row0 = (t / ${colBlocks}) * ${rb4};
   let col0 = (t % ${colBlocks}) * ${cb4};
 ${I.map((i) => `  let r${i} = min(row0 + ${i}, ${c4 - 1});`).join("\n")}
-${columnBases(s, J, { x: o, y: c })}
+${columnBases(s, v.edge, J, { x: o, y: c })}
 ${
         I.map((i) =>
           R4.map((q) => J.map((j) => `  var acc${i}_${q}_${j} = vec4<f32>(0.0);`).join("\n")).join("\n")
@@ -284,12 +308,13 @@ function backwardWeightVec4(
   dw: Binding,
   s: ConvShape,
   db: Binding | null,
-  tex: boolean,
+  v: Vec4,
 ): void {
+  const { tex } = v;
   const { n, c, o } = s;
   const p4 = (s.h * s.w) / 4;
   const steps = n * p4;
-  const rb = gemmBlockEdge(o), cb = gemmBlockEdge(c);
+  const rb = gemmBlockEdge(o, v.edge), cb = gemmBlockEdge(c, v.edge);
   const rowBlocks = Math.ceil(o / rb), colBlocks = Math.ceil(c / cb);
   const total = rowBlocks * colBlocks;
   // split K (the pixels) until the invocations fill the adapter, no further: each chunk is a partial
@@ -300,8 +325,8 @@ function backwardWeightVec4(
   const { groups, index } = convGrid(total, chunks);
   const I = range(rb), J4 = range(cb / 4), J = range(cb);
   const pipe = kernel(
-    specKey("c1x1w4", convKey(s), chunks, len, rb, cb, groups, !!db, tex),
-    tex ? VEC4_TEXTURE : "gemm1x1/vec4",
+    specKey("c1x1w4", v.variant, convKey(s), chunks, len, rb, cb, groups, !!db),
+    v.variant,
     () =>
       `${tex ? WGSL_TEXEL_COORD : ""}
 ${operandDecl("dy", 0, tex)}
@@ -511,9 +536,8 @@ export function conv1x1Forward(
   if (variant === "gemm1x1/texture" || variant === "gemm1x1/tiled") {
     return matmul(w, x, y, conv1x1Dims(s, "forward"), { rowBias, variant: gemmVariant(variant) });
   }
-  if (variant === "gemm1x1/vec4" || variant === VEC4_TEXTURE) {
-    return forwardVec4(x, w, b, y, s, variant === VEC4_TEXTURE);
-  }
+  const v4 = vec4Of(variant);
+  if (v4) return forwardVec4(x, w, b, y, s, v4);
   gemmPixels("conv1x1_forward", s.o, s.c, s.h * s.w, s.n, (r, k) => `${r} * ${s.c} + ${k}`, {
     a: w,
     b: x,
@@ -544,9 +568,8 @@ export function conv1x1BackwardInput(
   if (variant === "gemm1x1/texture" || variant === "gemm1x1/tiled") {
     return matmul(w, dy, dx, conv1x1Dims(s, "inputGrad"), { variant: gemmVariant(variant) });
   }
-  if (variant === "gemm1x1/vec4" || variant === VEC4_TEXTURE) {
-    return backwardInputVec4(dy, w, dx, s, variant === VEC4_TEXTURE);
-  }
+  const v4 = vec4Of(variant);
+  if (v4) return backwardInputVec4(dy, w, dx, s, v4);
   gemmPixels("conv1x1_backward_input", s.c, s.o, s.h * s.w, s.n, (r, k) => `${k} * ${s.c} + ${r}`, {
     a: w,
     b: dy,
@@ -556,7 +579,7 @@ export function conv1x1BackwardInput(
 }
 
 /** Variants whose weight-gradient kernel also sums the bias gradient (the others leave it to a pass). */
-export const conv1x1WeightBiasVariants = ["gemm1x1/vec4", VEC4_TEXTURE];
+export const conv1x1WeightBiasVariants = VEC4_VARIANTS;
 
 /**
  * dw = Σ_n dy[n] · x[n]ᵀ, by `variant`: split over chunks of the N·P pixels plus a second pass. With
@@ -576,9 +599,8 @@ export function conv1x1BackwardWeight(
   const d = conv1x1Dims(s, "weightGrad");
   if (variant === "gemm1x1/texture") return matmul(dy, x, dw, d, { variant: "matmul/texture" });
   if (variant === "gemm1x1/tiled") return matmulTiled(dy, x, dw, d, { splitK: gemmSplitK(d) });
-  if (variant === "gemm1x1/vec4" || variant === VEC4_TEXTURE) {
-    return backwardWeightVec4(dy, x, dw, s, db, variant === VEC4_TEXTURE);
-  }
+  const v4 = vec4Of(variant);
+  if (v4) return backwardWeightVec4(dy, x, dw, s, db, v4);
   const { n, c, o } = s;
   const p = s.h * s.w;
   const steps = n * p;
@@ -638,8 +660,7 @@ export const conv1x1EpilogueVariants = [
   "gemm1x1/tiled",
   "gemm1x1/columns-texture",
   "gemm1x1/columns-tiled",
-  "gemm1x1/vec4",
-  VEC4_TEXTURE,
+  ...VEC4_VARIANTS,
 ];
 
 /**
@@ -664,9 +685,8 @@ export function conv1x1ForwardGelu(
       matmul(w, xt, yt, d, { rowBias, variant: gemmVariant(variant) });
     return imagesAsColumns(x, s.c, y, s.o, s, mm, epilogue);
   }
-  if (variant === "gemm1x1/vec4" || variant === VEC4_TEXTURE) {
-    return forwardVec4(x, w, b, y, s, variant === VEC4_TEXTURE, epilogue);
-  }
+  const v4 = vec4Of(variant);
+  if (v4) return forwardVec4(x, w, b, y, s, v4, epilogue);
   if (conv1x1EpilogueVariants.includes(variant)) {
     return matmul(w, x, y, conv1x1Dims(s, "forward"), { rowBias, epilogue, variant: gemmVariant(variant) });
   }
@@ -697,9 +717,8 @@ export function conv1x1BackwardInputGeluGrad(
     const mm = (dyt: GPUBuffer, dxt: GPUBuffer) => matmul(w, dyt, dxt, d, { variant: gemmVariant(variant) });
     return imagesAsColumns(dy, s.o, dx, s.c, s, mm, epilogue);
   }
-  if (variant === "gemm1x1/vec4" || variant === VEC4_TEXTURE) {
-    return backwardInputVec4(dy, w, dx, s, variant === VEC4_TEXTURE, epilogue);
-  }
+  const v4 = vec4Of(variant);
+  if (v4) return backwardInputVec4(dy, w, dx, s, v4, epilogue);
   if (conv1x1EpilogueVariants.includes(variant)) {
     return matmul(w, dy, dx, conv1x1Dims(s, "inputGrad"), { epilogue, variant: gemmVariant(variant) });
   }

@@ -13,6 +13,7 @@
 //   gemm1x1/columns-tiled    the tiled GEMM over all images at once
 //   gemm1x1/vec4         1×1/1: register-blocked GEMM over the pixels with vec4 loads (C, H·W % 4 = 0)
 //   gemm1x1/vec4-texture the same with both operands fetched from textures (a copy each; where they fit)
+//   gemm1x1/vec4-texture-half  the same with half the register block edge (autotune weighs both)
 //   gemm1x1/scalar       1×1/1: 4×4 blocks, scalar loads, any sizes
 //   depthwise/direct     groups = C = O: register-blocked rows, any stride (kernels/depthwise.ts)
 //   depthwise/tiled      groups = C = O, stride 1: halo tiles in workgroup memory; split-reduction
@@ -88,7 +89,9 @@ export function convVariants(s: ConvShape, pass: ConvPass): string[] {
   if (textureGemmApplies(conv1x1Dims(s, pass))) v.push("gemm1x1/texture");
   v.push("gemm1x1/tiled");
   if (s.c % 4 === 0 && p % 4 === 0) {
-    if ([s.n * s.c * p, s.n * s.o * p, s.o * s.c].every(fitsOperandTexture)) v.push("gemm1x1/vec4-texture");
+    if ([s.n * s.c * p, s.n * s.o * p, s.o * s.c].every(fitsOperandTexture)) {
+      v.push("gemm1x1/vec4-texture", "gemm1x1/vec4-texture-half");
+    }
     v.push("gemm1x1/vec4");
   }
   v.push("gemm1x1/scalar");
@@ -194,6 +197,7 @@ export const KNOWN_VARIANTS = [
   "gemm1x1/columns-tiled",
   "gemm1x1/vec4",
   "gemm1x1/vec4-texture",
+  "gemm1x1/vec4-texture-half",
   "gemm1x1/scalar",
   "depthwise/direct",
   "depthwise/tiled",
@@ -252,15 +256,17 @@ export function fusionEnabled(name: Fusion): boolean {
 
 // ---------------------------------------------------------------- autotuned winners
 
-// Winners by shape key (kernels/autotune.ts measures them and records them here). Shapes met without a
-// winner while autotune is on are queued as pending, so `autotune()` can time them later: recording a
-// step is synchronous, timing is not.
+// Winners by shape key (kernels/autotune.ts measures them and records them here), each with the
+// candidates it beat: when a new variant joins them (or one leaves), the shape is timed again. Shapes
+// met without a winner while autotune is on are queued as pending, so `autotune()` can time them
+// later: recording a step is synchronous, timing is not.
 
-const winners = new Map<string, string>();
-const pending = new Map<
-  string,
-  { op: "conv"; s: ConvShape; pass: ConvPass } | { op: "matmul"; d: MatmulDims }
->();
+const winners = new Map<string, { variant: string; among: string }>();
+/** A queued shape: a conv pass (with the GEMM epilogue it runs with, if any) or a matmul. */
+export type TuneJob =
+  | { op: "conv"; s: ConvShape; pass: ConvPass; epilogue?: ConvEpilogue }
+  | { op: "matmul"; d: MatmulDims };
+const pending = new Map<string, TuneJob>();
 let autotuneOn = false;
 
 /** Turns the use of autotuned winners (and the queueing of untuned shapes) on or off. */
@@ -273,19 +279,23 @@ export function autotuneEnabled(): boolean {
   return autotuneOn;
 }
 
-/** Records a measured winner for a shape key (see `convTuneKey`, `matmulTuneKey`). */
-export function recordWinner(key: string, variant: string): void {
-  winners.set(key, variant);
+/** Records a measured winner among `candidates` for a shape key (see `convTuneKey`, `matmulTuneKey`). */
+export function recordWinner(key: string, variant: string, candidates: string[]): void {
+  winners.set(key, { variant, among: candidates.join(",") });
   pending.delete(key);
 }
 
-/** The winners known so far (to persist them), and a way to load persisted ones. */
+/** The winners known so far, as "variant among candidate,candidate,…" (to persist them). */
 export function tunedWinners(): Record<string, string> {
-  return Object.fromEntries(winners);
+  return Object.fromEntries([...winners].map(([k, w]) => [k, `${w.variant} among ${w.among}`]));
 }
 
+/** Loads persisted winners; entries of another form (an older store) or unknown variants are dropped. */
 export function loadWinners(rec: Record<string, string>): void {
-  for (const [k, v] of Object.entries(rec)) if (KNOWN_VARIANTS.includes(v)) winners.set(k, v);
+  for (const [k, v] of Object.entries(rec)) {
+    const m = /^(\S+) among (\S+)$/.exec(v);
+    if (m && KNOWN_VARIANTS.includes(m[1])) winners.set(k, { variant: m[1], among: m[2] });
+  }
 }
 
 export function clearWinners(): void {
@@ -294,14 +304,19 @@ export function clearWinners(): void {
 }
 
 /** Shapes met with autotune on and no winner yet. */
-export function pendingTunes(): [
-  string,
-  { op: "conv"; s: ConvShape; pass: ConvPass } | { op: "matmul"; d: MatmulDims },
-][] {
+export function pendingTunes(): [string, TuneJob][] {
   return [...pending.entries()];
 }
 
-export const convTuneKey = (s: ConvShape, pass: ConvPass): string => `conv.${pass}:${convKey(s)}`;
+/**
+ * The epilogue a 1×1 conv pass runs with in ConvNeXt's MLP (autograd/ops/pointwise_mlp.ts): GELU after
+ * the forward, GELU's backward after the input gradient. Tuned apart: on lavapipe the epilogue moves
+ * the best register block (8×8 images, batch 64: 16×16 blocks 1.7× faster with it, 32×32 without).
+ */
+export type ConvEpilogue = "gelu" | "dgelu";
+
+export const convTuneKey = (s: ConvShape, pass: ConvPass, epilogue?: ConvEpilogue): string =>
+  `conv.${pass}${epilogue ? `+${epilogue}` : ""}:${convKey(s)}`;
 export const matmulTuneKey = (d: MatmulDims): string => `matmul:${matmulKey(d)}`;
 
 // ---------------------------------------------------------------- the plan
@@ -332,8 +347,8 @@ export function stopPlanLog(): PlanEntry[] {
  * one can run; the texture GEMM's (gemm1x1/texture, columns-texture) only where the profile makes them
  * candidates (timed alone, they hide their cost in a step); where the profile prefers texture operands
  * (gemmTextures), the storage vec4 GEMM only where gemm1x1/vec4-texture cannot run (it lost every A/B
- * on lavapipe, and each 32×32 kernel takes seconds to compile). A stored winner outside them (from an
- * older candidate set) is timed again.
+ * on lavapipe, and each 32×32 kernel takes seconds to compile). A stored winner that beat another set
+ * of candidates is timed again.
  */
 export function tuneCandidates(all: string[]): string[] {
   const prof = adapterProfile();
@@ -354,21 +369,27 @@ function decide(
   // a graph rewrite (patches) is not a kernel a timer can compare: such shapes keep the default
   if (autotuneOn && candidates.length > 1 && !candidates.includes("patches")) {
     const w = winners.get(key);
-    if (w && tuneCandidates(candidates).includes(w)) return { variant: w, source: "autotune" };
+    const tunable = tuneCandidates(candidates);
+    if (w && w.among === tunable.join(",") && tunable.includes(w.variant)) {
+      return { variant: w.variant, source: "autotune" };
+    }
     if (!pending.has(key)) queue();
   }
   return { variant: fallback, source: "default" };
 }
 
-/** The variant that runs pass `pass` of convolution `s` (`layer` names it in the plan log). */
-export function planConv(s: ConvShape, pass: ConvPass, layer = ""): Plan {
-  const key = convTuneKey(s, pass);
+/**
+ * The variant that runs pass `pass` of convolution `s` (`layer` names it in the plan log), with the
+ * GEMM epilogue it will run with, if any.
+ */
+export function planConv(s: ConvShape, pass: ConvPass, layer = "", epilogue?: ConvEpilogue): Plan {
+  const key = convTuneKey(s, pass, epilogue);
   const plan = decide(
     `conv.${pass}`,
     key,
     convVariants(s, pass),
     defaultConvVariant(s, pass),
-    () => pending.set(key, { op: "conv", s, pass }),
+    () => pending.set(key, { op: "conv", s, pass, epilogue }),
   );
   log?.push({ ...plan, layer, op: "conv", pass, shape: convKey(s) });
   return plan;

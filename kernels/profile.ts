@@ -228,7 +228,7 @@ export function blockEdge(size: number): number {
   return clampEdge(adapterProfile().blockEdge, size);
 }
 
-/** Register block edge of the vec4 1×1-conv GEMMs for a dimension of `size`. */
-export function gemmBlockEdge(size: number): number {
-  return clampEdge(adapterProfile().gemmBlockEdge, size);
+/** Register block edge of the vec4 1×1-conv GEMMs (at most `edge`, the profile's) for a dimension of `size`. */
+export function gemmBlockEdge(size: number, edge = adapterProfile().gemmBlockEdge): number {
+  return clampEdge(edge, size);
 }

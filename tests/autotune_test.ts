@@ -60,7 +60,10 @@ Deno.test("autotune: queued shapes are timed, the winner runs and is stored; off
     assert.equal(fwd.source, "autotune");
     assert.ok(convVariants(s, "forward").includes(fwd.variant));
     assert.equal(saved.length, 1);
-    assert.ok(Object.values(saved[0]).includes(fwd.variant));
+    assert.ok(
+      Object.values(saved[0]).some((v) => v.startsWith(`${fwd.variant} among `)),
+      "stored with its rivals",
+    );
   } finally {
     disableAutotune();
     clearWinners();
@@ -69,15 +72,46 @@ Deno.test("autotune: queued shapes are timed, the winner runs and is stored; off
   assert.deepEqual(planConv(s, "forward"), { variant: defaultConvVariant(s, "forward"), source: "default" });
 });
 
-Deno.test("a stored winner autotune would no longer time is tuned again, not run", () => {
+Deno.test("autotune times a 1×1 conv with the GELU epilogue it runs with apart from the plain one", async () => {
+  enableAutotune(null);
+  try {
+    const s = shape(2, 8, 8, 12);
+    for (const [pass, ep] of [["forward", "gelu"], ["inputGrad", "dgelu"]] as const) {
+      assert.equal(planConv(s, pass, "", ep).source, "default");
+      assert.ok(pendingTunes().some(([k]) => k === `conv.${pass}+${ep}:2,8,8,8,12,1,1,0,1`));
+    }
+    const results = await autotune({ reps: 1 });
+    assert.equal(results.length, 2);
+    for (const r of results) assert.ok(Object.values(r.ms).every((t) => t >= 0), r.key);
+    assert.equal(planConv(s, "forward", "", "gelu").source, "autotune");
+    assert.equal(planConv(s, "inputGrad", "", "dgelu").source, "autotune");
+    assert.equal(planConv(s, "forward").source, "default", "the plain forward is a shape of its own");
+  } finally {
+    disableAutotune();
+    clearWinners();
+  }
+});
+
+Deno.test("a stored winner is tuned again when the candidates it beat are not today's", () => {
   setProfile("software"); // texture operands preferred: the storage vec4 GEMM is no candidate
   const s = shape(2, 8, 8, 12);
   try {
     assert.ok(convVariants(s, "forward").includes("gemm1x1/vec4"));
     assert.ok(!tuneCandidates(convVariants(s, "forward")).includes("gemm1x1/vec4"));
-    enableAutotune({ load: () => ({ "conv.forward:2,8,8,8,12,1,1,0,1": "gemm1x1/vec4" }), save: () => {} });
-    assert.equal(planConv(s, "forward").source, "default");
-    assert.deepEqual(pendingTunes().map(([k]) => k), ["conv.forward:2,8,8,8,12,1,1,0,1"]);
+    const key = "conv.forward:2,8,8,8,12,1,1,0,1";
+    const among = tuneCandidates(convVariants(s, "forward")).join(",");
+    for (
+      const stored of ["gemm1x1/vec4", `gemm1x1/vec4 among ${among}`, "gemm1x1/tiled among gemm1x1/tiled"]
+    ) {
+      enableAutotune({ load: () => ({ [key]: stored }), save: () => {} });
+      assert.equal(planConv(s, "forward").source, "default", stored);
+      assert.deepEqual(pendingTunes().map(([k]) => k), [key]);
+      disableAutotune();
+      clearWinners();
+    }
+    // the same winner among today's candidates runs
+    enableAutotune({ load: () => ({ [key]: `gemm1x1/tiled among ${among}` }), save: () => {} });
+    assert.deepEqual(planConv(s, "forward"), { variant: "gemm1x1/tiled", source: "autotune" });
   } finally {
     disableAutotune();
     clearWinners();

@@ -30,7 +30,16 @@ const CASES: Case[] = [
   { n: 1, c: 8, hw: 8, o: 12 }, // texture and vec4 per image
   { n: 3, c: 12, hw: 8, o: 8 },
 ];
-const VARIANTS = ["texture", "columns-texture", "tiled", "columns-tiled", "vec4-texture", "vec4", "scalar"];
+const VARIANTS = [
+  "texture",
+  "columns-texture",
+  "tiled",
+  "columns-tiled",
+  "vec4-texture",
+  "vec4-texture-half",
+  "vec4",
+  "scalar",
+];
 
 type Grads = Float32Array[];
 interface Run {

@@ -223,7 +223,8 @@ interface ConvP {
 
 const convS = (p: ConvP) => convShape(p.x, p.o, p.k, p.stride ?? 1, p.pad ?? 0, p.groups ?? 1);
 const T1 = ["gemm1x1/tiled", "gemm1x1/scalar"];
-const T4 = ["gemm1x1/texture", "gemm1x1/tiled", "gemm1x1/vec4-texture", "gemm1x1/vec4", "gemm1x1/scalar"];
+const VEC4 = ["gemm1x1/vec4-texture", "gemm1x1/vec4-texture-half", "gemm1x1/vec4"];
+const T4 = ["gemm1x1/texture", "gemm1x1/tiled", ...VEC4, "gemm1x1/scalar"];
 const T6 = ["gemm1x1/columns-texture", "gemm1x1/columns-tiled", ...T4];
 const DIRECT = { forward: ["direct/blocked"], inputGrad: ["direct/blocked"], weightGrad: ["direct/blocked"] };
 const DW = ["depthwise/tiled", "depthwise/direct"];
@@ -274,7 +275,7 @@ register<ConvP>({
       bias: false,
       plan: {
         forward: T4,
-        inputGrad: ["gemm1x1/tiled", "gemm1x1/vec4-texture", "gemm1x1/vec4", "gemm1x1/scalar"],
+        inputGrad: ["gemm1x1/tiled", ...VEC4, "gemm1x1/scalar"],
         weightGrad: T4,
       },
     },

@@ -29,6 +29,7 @@ const RAN: Record<string, RegExp[]> = {
   "gemm1x1/columns-tiled": [/^gemm1x1\/columns$/, TILED],
   "gemm1x1/vec4": [/^gemm1x1\/vec4$/],
   "gemm1x1/vec4-texture": [/^gemm1x1\/vec4-texture$/],
+  "gemm1x1/vec4-texture-half": [/^gemm1x1\/vec4-texture-half$/],
   "gemm1x1/scalar": [/^gemm1x1\/scalar$/],
   "depthwise/direct": [/^depthwise\/direct$/],
   "depthwise/tiled": [/^depthwise\/tiled$/],

@@ -43,18 +43,18 @@ export function pointwiseMlp(
   // whether the tape would track the expand conv's output (h), and the project conv's
   const track1 = grad && first.some((t) => t.requiresGrad);
   const track2 = grad && (track1 || second.some((t) => t.requiresGrad));
-  const fwd1 = planConv(s1, "forward", l1).variant;
+  const fuseFwd = fusionEnabled("bias-gelu"), fuseBwd = fusionEnabled("gelu-backward");
+  const fwd1 = planConv(s1, "forward", l1, fuseFwd ? "gelu" : undefined).variant;
   const ig1 = track1 && x.requiresGrad ? planConv(s1, "inputGrad", l1).variant : "";
   const wg1 = track1 && w1.requiresGrad ? planConv(s1, "weightGrad", l1).variant : "";
   const h = empty([s1.n, s1.o, s1.oh, s1.ow]);
   const s2 = conv2dShape(h, w2, b2);
   if (s2.k !== 1) throw new Error(`pointwiseMlp: the project weight must be 1×1 (${w2.describe()})`);
   const fwd2 = planConv(s2, "forward", l2).variant;
-  const ig2 = track2 && track1 ? planConv(s2, "inputGrad", l2).variant : "";
+  const ig2 = track2 && track1 ? planConv(s2, "inputGrad", l2, fuseBwd ? "dgelu" : undefined).variant : "";
   const wg2 = track2 && w2.requiresGrad ? planConv(s2, "weightGrad", l2).variant : "";
 
   // forward: pre is kept only for the backward through the GELU (or written by the unfused path)
-  const fuseFwd = fusionEnabled("bias-gelu");
   const pre = track1 || !fuseFwd ? empty(h.shape) : null;
   const b1b = b1 ? b1.binding() : null;
   if (fuseFwd) {
@@ -74,7 +74,7 @@ export function pointwiseMlp(
     let dpre: Tensor | null = null;
     if (track1) {
       dpre = empty(h.shape);
-      if (fusionEnabled("gelu-backward")) {
+      if (fuseBwd) {
         conv1x1BackwardInputGeluGrad(g.binding(), w2.binding(), pre!.binding(), dpre.binding(), s2, ig2);
       } else {
         const dh = empty(h.shape);
