@@ -9,6 +9,9 @@
 //                                 blocks, their k×k sums added by a tree in workgroup memory (fusion
 //                                 "depthwise-weight-tree"); unfused (or when the tree does not fit in
 //                                 workgroup memory), partial sums over chunks and a second pass
+//                                 (the default on lavapipe, where it is faster)
+// Where the profile says so (lavapipe), x (and the weight gradient's dy) are fetched from operand
+// textures (kernels/texture_operand.ts), a copy each first: there a texel fetch is a vectorised gather.
 
 import { type Binding, dispatch, gpu, kernel, type Resource } from "./runtime.ts";
 import { fitsOperandTexture, textureOperand, WGSL_TEXEL_COORD } from "./texture_operand.ts";
