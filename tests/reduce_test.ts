@@ -26,6 +26,10 @@ const cases: [number[], number[]][] = [
   [[3, 7], [0, 1]],
   [[2, 600], [1]], // long rows: workgroup reduction
   [[1, 3, 9, 9], [2, 3]],
+  // a short sum keeping a last axis that is a multiple of 4: four outputs per invocation, as vec4
+  [[6, 12], [0]],
+  [[3, 5, 8], [0, 1]],
+  [[2, 3, 4], [1]],
 ];
 
 for (const [shape, axes] of cases) {
