@@ -37,7 +37,7 @@ import { sumAxes } from "./reduce.ts";
 import { convGrid, type ConvShape, specKey, splitReduction, WGC, withPartials } from "./conv_common.ts";
 import { conv1x1Dims } from "./planner.ts";
 import { adapterProfile, gemmBlockEdge } from "./profile.ts";
-import { fitsOperandTexture, textureOperand, WGSL_TEXEL_COORD } from "./texture_operand.ts";
+import { fitsOperandTexture, operandResource, textureOperand, WGSL_TEXEL_COORD } from "./texture_operand.ts";
 import {
   epilogueBindings,
   epilogueDecl,
@@ -99,11 +99,6 @@ function operandDecl(name: string, binding: number, tex: boolean): string {
 /** WGSL loading vec4 `idx` (an i32) of GEMM operand `name`. */
 function operandLoad(name: string, idx: string, tex: boolean): string {
   return tex ? `textureLoad(${name}, tc(u32(${idx})), 0)` : `${name}[${idx}]`;
-}
-
-/** What a kernel binds for GEMM operand `src` of `floats` floats: the buffer, or a texture holding it. */
-function operandResource(role: string, src: Binding, floats: number, tex: boolean): Resource {
-  return tex ? textureOperand(role, src, floats) : src;
 }
 
 /**

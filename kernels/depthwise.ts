@@ -13,8 +13,8 @@
 // Where the profile says so (lavapipe), x (and the weight gradient's dy) are fetched from operand
 // textures (kernels/texture_operand.ts), a copy each first: there a texel fetch is a vectorised gather.
 
-import { type Binding, dispatch, gpu, kernel, type Resource } from "./runtime.ts";
-import { fitsOperandTexture, textureOperand, WGSL_TEXEL_COORD } from "./texture_operand.ts";
+import { type Binding, dispatch, gpu, kernel } from "./runtime.ts";
+import { fitsOperandTexture, operandResource, WGSL_TEXEL_COORD } from "./texture_operand.ts";
 import { fusionEnabled } from "./planner.ts";
 import { adapterProfile } from "./profile.ts";
 import {
@@ -59,11 +59,6 @@ fn ld_${name}(i: i32) -> f32 { let u = u32(i); return textureLoad(${name}, tc(u 
 /** WGSL of float `idx` of operand `name` where `cond` holds, else 0. */
 function load(name: string, idx: string, cond: string, tex: boolean): string {
   return tex ? `select(0.0, ld_${name}(${idx}), ${cond})` : guarded(name, idx, cond);
-}
-
-/** What a kernel binds for operand `src`: the buffer, or an operand texture holding it (slot `role`). */
-function operand(role: string, src: Binding, floats: number, tex: boolean): Resource {
-  return tex ? textureOperand(role, src, floats) : src;
 }
 
 /**
@@ -180,7 +175,7 @@ ${
     }${stats}
 }`;
   });
-  const xr = operand("DX", inp, n * c * h * W, tex);
+  const xr = operandResource("DX", inp, n * c * h * W, tex);
   dispatch(pipe, [xr, w, ...(b ? [b] : []), out, ...(parts ? [parts] : [])], groups);
 }
 
@@ -349,6 +344,7 @@ ${range(rowsIn).map(rowCode).filter((l) => l).join("\n")}
 ${tree ? treeCode : partialCode}
 }`;
   });
-  const dyr = operand("DY", dy, n * c * OH * OW, tex), xr = operand("DX", x, n * c * h * W, tex);
+  const dyr = operandResource("DY", dy, n * c * OH * OW, tex),
+    xr = operandResource("DX", x, n * c * h * W, tex);
   withPartials(chunks, outputs, dw, (dst) => dispatch(pipe, [dyr, xr, dst], groups));
 }

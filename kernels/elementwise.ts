@@ -107,8 +107,10 @@ export function rowsApply(s: Pick<EwSpec, "inputShapes" | "outShape">): boolean 
     s.inputShapes.some((sh) => !isWide(sh, s.outShape));
 }
 
-/** Chunks of the rows of `outShape` that a row-walking kernel runs, one invocation each. */
-function rowsOf(outShape: readonly number[]): { rows: number; L: number; chunks: number; len: number } {
+/** The rows (along the last axis, of length L) of `shape` and their chunks (see rowChunks). */
+export function rowsOf(
+  outShape: readonly number[],
+): { rows: number; L: number; chunks: number; len: number } {
   const L = lastOf(outShape);
   const rows = outShape.reduce((a, b) => a * b, 1) / L;
   return { rows, L, ...rowChunks(rows, L) };
@@ -203,11 +205,8 @@ export function elementwise(
   const n = outShape.reduce((a, b) => a * b, 1);
   if (n === 0) return;
   const spec: EwSpec = { expr, inputShapes: inputs.map((x) => x.shape), outShape, inPlace };
-  const invocations = rowsApply(spec)
-    ? rowsOf(outShape).rows * rowsOf(outShape).chunks
-    : vec4Applies(spec)
-    ? n / 4
-    : n;
+  const rows = rowsApply(spec) ? rowsOf(outShape) : null;
+  const invocations = rows ? rows.rows * rows.chunks : vec4Applies(spec) ? n / 4 : n;
   dispatch(
     kernel(key(name, spec), name, () => source(spec)),
     [...inputs.map((x) => x.binding), out],

@@ -12,7 +12,7 @@
 // Statistics use one workgroup per statistic with a tree in workgroup memory when the reduction is long,
 // and one invocation per statistic that loops otherwise.
 
-import { elementwise, type EwInput, quarter, rowChunks } from "./elementwise.ts";
+import { elementwise, type EwInput, quarter, rowsOf } from "./elementwise.ts";
 import { outputDecls, reduceExprs, reduceGroups, split, TREE_MIN, WG_RED } from "./reduce.ts";
 import {
   acquireBuffer,
@@ -465,9 +465,7 @@ function rowSums(
   out: Binding,
   bOffset: number,
 ) {
-  const L = v.view[v.view.length - 1];
-  const rows = v.view.reduce((a, b) => a * b, 1) / L;
-  const { chunks, len } = rowChunks(rows, L);
+  const { rows, L, chunks, len } = rowsOf(v.view);
   const vec = L % 4 === 0;
   const q = vec ? 4 : 1;
   const total = rows * chunks;
@@ -522,9 +520,7 @@ function rowsBackwardSums(
   dw: Binding | null,
   db: Binding | null,
 ): void {
-  const L = v.view[v.view.length - 1];
-  const rows = v.view.reduce((a, b) => a * b, 1) / L;
-  const { chunks } = rowChunks(rows, L);
+  const { rows, chunks } = rowsOf(v.view);
   const partN = align64(rows * chunks);
   const parts = acquireBuffer(4 * 2 * partN);
   rowSums(v, g, x, mean, rstd, { buffer: parts, offset: 0, size: 4 * 2 * partN }, partN);

@@ -4,7 +4,7 @@
 // is a per-lane loop, so a GEMM that fetches its operands runs 1.5-3.5× faster even after the copies
 // (kernels/conv1x1.ts, gemm1x1/vec4-texture). Used there and by kernels/matmul.ts (v3).
 
-import { type Binding, currentEncoder, gpu, isDryRun } from "./runtime.ts";
+import { type Binding, currentEncoder, gpu, isDryRun, type Resource } from "./runtime.ts";
 
 /** Texels per row of the operand textures (a power of two; 32 KiB rows). */
 const TW = 2048;
@@ -96,6 +96,11 @@ export function textureOperand(role: string, src: Binding, floats: number): GPUT
   const tex = operandTexture(role, floats / 4);
   copyToTexture(src, tex, floats / 4);
   return viewOf(tex);
+}
+
+/** What a kernel binds for operand `src` of `floats` floats: the buffer, or a texture holding it (slot `role`). */
+export function operandResource(role: string, src: Binding, floats: number, tex: boolean): Resource {
+  return tex ? textureOperand(role, src, floats) : src;
 }
 
 /** WGSL `tc(i)`: the texel coordinates of vec4 i of an operand texture. */
