@@ -28,7 +28,6 @@ import {
   kernel,
   linearIndex,
   releaseBuffer,
-  type Resource,
 } from "./runtime.ts";
 import { matmul } from "./matmul.ts";
 import { gemmSplitK, matmulTiled } from "./gemm_tiled.ts";
