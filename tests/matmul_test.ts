@@ -39,3 +39,41 @@ Deno.test("matmul kernel with sumBatch: C = Σ_b op(A[b])·op(B[b]) on every var
     }
   }
 });
+
+Deno.test("texture matmul with a shared A and per-image B folds the images into columns, edges included", async () => {
+  const rng = new Rng(9);
+  // [batch, m, n, k, transA]: n·batch not a multiple of the 8-column block, m below one row block
+  const cases = [[5, 12, 4, 8, false], [3, 8, 16, 12, true], [2, 20, 12, 4, false], [
+    4,
+    4,
+    8,
+    16,
+    true,
+  ]] as const;
+  for (const [batch, m, n, k, transA] of cases) {
+    const d = { batch, m, n, k, transA, transB: false, batchA: false, batchB: true };
+    const a = Float64Array.from({ length: m * k }, () => rng.uniform() - 0.5);
+    const b = Float64Array.from({ length: batch * k * n }, () => rng.uniform() - 0.5);
+    const bias = Float64Array.from({ length: m }, () => rng.uniform() - 0.5);
+    const want = gemmRef(a, b, d);
+    const withBias = want.map((v, i) => v + bias[Math.floor(i / n) % m]);
+    for (const tuning of [{ rows: 16, colVecs: 2 }, { rows: 4, colVecs: 1, wgx: 2, wgy: 4 }]) {
+      for (const rowBias of [false, true]) {
+        const ta = tensor(Float32Array.from(a)), tb = tensor(Float32Array.from(b)), tc = empty([batch, m, n]);
+        const tbias = tensor(Float32Array.from(bias));
+        startCapture();
+        matmulKernel(ta.binding(), tb.binding(), tc.binding(), d, {
+          variant: "matmul/texture",
+          tuning,
+          rowBias: rowBias ? tbias.binding() : undefined,
+        });
+        assert.deepEqual(stopCapture().map((c) => c.label), ["matmul/texture"]);
+        const what = `${batch}×${m}x${n}x${k}${transA ? " Aᵀ" : ""} rows ${tuning.rows}${
+          rowBias ? " +bias" : ""
+        }`;
+        assertClose(await tc.toArray(), rowBias ? withBias : want, {}, what);
+        [ta, tb, tc, tbias].forEach((t) => t.dispose());
+      }
+    }
+  }
+});
