@@ -233,7 +233,7 @@ function backwardInputVec4(
   // one process: 11967 → 11644 ms, the copy included)
   const epTex = tex && !!ep?.geluGradOf && fitsOperandTexture(s.n * c * p4 * 4);
   const pipe = kernel(
-    specKey("c1x1i4", v.variant, convKey(s), o4, rb4, cb4, merged, groups, epilogueTag(ep), epTex),
+    specKey("c1x1i4", v.variant, convKey(s), rb4, cb4, merged, groups, epilogueTag(ep), epTex),
     v.variant,
     () =>
       `${epilogueDecl(ep, 3, "vec4<f32>", epTex)}
