@@ -36,7 +36,15 @@ import { sumAxes } from "./reduce.ts";
 import { convGrid, type ConvShape, specKey, splitReduction, WGC, withPartials } from "./conv_common.ts";
 import { conv1x1Dims } from "./planner.ts";
 import { adapterProfile, gemmBlockEdge } from "./profile.ts";
-import { fitsOperandTexture, operandResource, textureOperand, WGSL_TEXEL_COORD } from "./texture_operand.ts";
+import {
+  fitsOperandTexture,
+  operandResource,
+  texelLoad,
+  textureDecl,
+  textureOperand,
+  textureReadTag,
+  WGSL_TEXEL_COORD,
+} from "./texture_operand.ts";
 import {
   epilogueBindings,
   epilogueDecl,
@@ -90,14 +98,14 @@ function vec4Of(variant: string): Vec4 | null {
 
 /** WGSL declaring GEMM operand `name` at `binding`: a vec4 storage buffer, or an operand texture. */
 function operandDecl(name: string, binding: number, tex: boolean): string {
-  return `@group(0) @binding(${binding}) var${tex ? "" : "<storage, read>"} ${name}: ${
-    tex ? "texture_2d<f32>" : V4
-  };`;
+  return tex
+    ? textureDecl(name, binding)
+    : `@group(0) @binding(${binding}) var<storage, read> ${name}: ${V4};`;
 }
 
 /** WGSL loading vec4 `idx` (an i32) of GEMM operand `name`. */
 function operandLoad(name: string, idx: string, tex: boolean): string {
-  return tex ? `textureLoad(${name}, tc(u32(${idx})), 0)` : `${name}[${idx}]`;
+  return tex ? texelLoad(name, `tc(u32(${idx}))`) : `${name}[${idx}]`;
 }
 
 /**
@@ -149,7 +157,18 @@ function forwardVec4(
   const { groups, index } = convGrid(total, z);
   const I = range(rb), J = range(cb4);
   const pipe = kernel(
-    specKey("c1x1f4", v.variant, convKey(s), !!b, rb, cb4, merged, groups, epilogueTag(ep)),
+    specKey(
+      "c1x1f4",
+      v.variant,
+      v.tex && textureReadTag(),
+      convKey(s),
+      !!b,
+      rb,
+      cb4,
+      merged,
+      groups,
+      epilogueTag(ep),
+    ),
     v.variant,
     () =>
       `${epilogueDecl(ep, b ? 4 : 3, "vec4<f32>")}
@@ -233,7 +252,18 @@ function backwardInputVec4(
   // one process: 11967 → 11644 ms, the copy included)
   const epTex = tex && !!ep?.geluGradOf && fitsOperandTexture(s.n * c * p4 * 4);
   const pipe = kernel(
-    specKey("c1x1i4", v.variant, convKey(s), rb4, cb4, merged, groups, epilogueTag(ep), epTex),
+    specKey(
+      "c1x1i4",
+      v.variant,
+      v.tex && textureReadTag(),
+      convKey(s),
+      rb4,
+      cb4,
+      merged,
+      groups,
+      epilogueTag(ep),
+      epTex,
+    ),
     v.variant,
     () =>
       `${epilogueDecl(ep, 3, "vec4<f32>", epTex)}
@@ -345,7 +375,7 @@ function backwardWeightVec4(
   const { groups, index } = convGrid(total, chunks);
   const I = range(rb), J4 = range(cb / 4), J = range(cb);
   const pipe = kernel(
-    specKey("c1x1w4", v.variant, convKey(s), chunks, len, rb, cb, groups, !!db),
+    specKey("c1x1w4", v.variant, v.tex && textureReadTag(), convKey(s), chunks, len, rb, cb, groups, !!db),
     v.variant,
     () =>
       `${tex ? WGSL_TEXEL_COORD : ""}

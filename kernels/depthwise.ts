@@ -14,7 +14,14 @@
 // textures (kernels/texture_operand.ts), a copy each first: there a texel fetch is a vectorised gather.
 
 import { type Binding, dispatch, gpu, kernel } from "./runtime.ts";
-import { fitsOperandTexture, operandResource, WGSL_TEXEL_COORD } from "./texture_operand.ts";
+import {
+  fitsOperandTexture,
+  operandResource,
+  texelLoad,
+  textureDecl,
+  textureReadTag,
+  WGSL_TEXEL_COORD,
+} from "./texture_operand.ts";
 import { fusionEnabled } from "./planner.ts";
 import { adapterProfile } from "./profile.ts";
 import {
@@ -52,8 +59,8 @@ function texOperand(floats: number): boolean {
  */
 function operandDecl(name: string, binding: number, tex: boolean): string {
   if (!tex) return `@group(0) @binding(${binding}) var<storage, read> ${name}: array<f32>;`;
-  return `@group(0) @binding(${binding}) var ${name}: texture_2d<f32>;
-fn ld_${name}(i: i32) -> f32 { let u = u32(i); return textureLoad(${name}, tc(u >> 2u), 0)[u & 3u]; }`;
+  return `${textureDecl(name, binding)}
+fn ld_${name}(i: i32) -> f32 { let u = u32(i); return ${texelLoad(name, "tc(u >> 2u)")}[u & 3u]; }`;
 }
 
 /** WGSL of float `idx` of operand `name` where `cond` holds, else 0. */
@@ -89,7 +96,7 @@ function depthwiseConv(
   const segIdx = (j: number, v: number) => j * cols.stride + cols.step * v - minV;
   const { groups, index } = convGrid(total, n);
   const tex = texOperand(n * c * h * W);
-  const key = specKey(name, n, c, k, rows, cols, !!b, widxKey, groups, !!parts, tex);
+  const key = specKey(name, n, c, k, rows, cols, !!b, widxKey, groups, !!parts, tex && textureReadTag());
   const pipe = kernel(key, "depthwise/direct", () => {
     const R = range(rh), J = range(px), U = range(rows.taps), V = range(cols.taps);
     // input rows (relative to oh0·stride + off) and the (output row, row tap) pairs that read each
@@ -261,7 +268,15 @@ export function depthwiseBackwardWeight(dy: Binding, x: Binding, dw: Binding, s:
     ? { groups: [c, 1, 1] as [number, number, number], index: "i32(gid.x)" }
     : convGrid(c, chunks);
   const tex = texOperand(n * c * h * W) && texOperand(n * c * OH * OW);
-  const key = specKey("depthwise_backward_weight", convKey(s), chunks, len, groups, tree, tex);
+  const key = specKey(
+    "depthwise_backward_weight",
+    convKey(s),
+    chunks,
+    len,
+    groups,
+    tree,
+    tex && textureReadTag(),
+  );
   const pipe = kernel(key, "depthwise/direct", () => {
     const R = range(rh), J = range(px), K = range(k);
     const rowCode = (u: number) => {

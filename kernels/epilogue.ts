@@ -10,6 +10,7 @@
 
 import type { Binding } from "./runtime.ts";
 import { WGSL_ERFC } from "./activation.ts";
+import { texelLoad, textureDecl } from "./texture_operand.ts";
 
 export interface GemmEpilogue {
   /** C = gelu(acc + bias); `pre`, when given, receives acc + bias. */
@@ -48,9 +49,9 @@ export function epilogueDecl(
     return `@group(0) @binding(${binding}) var<storage, read_write> Ep: array<${elem}>;`;
   }
   if (tag === "dgelu") {
-    return `@group(0) @binding(${binding}) var${texture ? "" : "<storage, read>"} Ep: ${
-      texture ? "texture_2d<f32>" : `array<${elem}>`
-    };`;
+    return texture
+      ? textureDecl("Ep", binding)
+      : `@group(0) @binding(${binding}) var<storage, read> Ep: array<${elem}>;`;
   }
   return "";
 }
@@ -89,7 +90,7 @@ export function epilogueStore(
   if (tag === "gelu") return `${out}[${idx}] = ${g}(${value});`;
   if (tag === "gelu+pre") return `{ let v = ${value}; Ep[${idx}] = v; ${out}[${idx}] = ${g}(v); }`;
   if (tag === "dgelu") {
-    const pre = texture ? `textureLoad(Ep, tc(u32(${idx})), 0)` : `Ep[${idx}]`;
+    const pre = texture ? texelLoad("Ep", `tc(u32(${idx}))`) : `Ep[${idx}]`;
     return `${out}[${idx}] = (${value}) * ${dg}(${pre});`;
   }
   return `${out}[${idx}] = ${value};`;

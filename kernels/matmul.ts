@@ -27,7 +27,15 @@
 // The planner (kernels/planner.ts) picks the version; `opts.variant` forces one.
 
 import { type Binding, dispatch, isDryRun, kernel } from "./runtime.ts";
-import { copyToTexture, operandTexture, viewOf, WGSL_TEXEL_COORD } from "./texture_operand.ts";
+import {
+  copyToTexture,
+  operandTexture,
+  texelLoad,
+  textureDecl,
+  textureReadTag,
+  viewOf,
+  WGSL_TEXEL_COORD,
+} from "./texture_operand.ts";
 import { storageDecls } from "./wgsl.ts";
 import { type MatmulDims, matmulKey } from "./shapes.ts";
 import { planMatmul, textureGemmApplies } from "./planner.ts";
@@ -111,13 +119,15 @@ function matmulTexture(
   copyToTexture(b, tb, bTexels);
   // operand offsets in texels (all multiples of 4 floats under the vec4 conditions)
   const sA = d.batchA ? (m * k) / 4 : 0, sB = d.batchB ? (k * n) / 4 : 0;
-  const key = `mmt:${matmulKey(d)}:${R},${CV},${wgx},${wgy},${rowBias ? 1 : 0},${tag},${fold ? 1 : 0}`;
+  const key = `mmt:${matmulKey(d)}:${R},${CV},${wgx},${wgy},${rowBias ? 1 : 0},${tag},${
+    fold ? 1 : 0
+  },${textureReadTag()}`;
   const pipe = kernel(key, "matmul/texture", () => {
     const rs = Array.from({ length: R }, (_, i) => i);
     const cols = Array.from({ length: CW }, (_, i) => i);
     const cvs = Array.from({ length: CV }, (_, i) => i);
     const q4 = [0, 1, 2, 3];
-    const at = (tex: string, idx: string) => `textureLoad(${tex}, tc(${idx}), 0)`;
+    const at = (tex: string, idx: string) => texelLoad(tex, `tc(${idx})`);
     const setup: string[] = [];
     const body: string[] = [];
     // A values: a(r, j) = A[row0 + r, kk + j]
@@ -192,8 +202,8 @@ function matmulTexture(
         }
       }
     }
-    return `@group(0) @binding(0) var TA: texture_2d<f32>;
-@group(0) @binding(1) var TB: texture_2d<f32>;
+    return `${textureDecl("TA", 0)}
+${textureDecl("TB", 1)}
 @group(0) @binding(2) var<storage, read_write> C: array<${nAligned ? "vec4<f32>" : "f32"}>;
 ${rowBias ? "@group(0) @binding(3) var<storage, read> Bias: array<f32>;" : ""}
 ${epilogueDecl(ep, rowBias ? 4 : 3, nAligned ? "vec4<f32>" : "f32")}

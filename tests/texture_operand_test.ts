@@ -1,11 +1,23 @@
 // The GEMM operand textures: power-of-two heights (llvmpipe compiles a shader variant per texture
 // state), reuse of the smallest texture that fits, and the size limit. Values read through them are
-// checked by tests/registry_test.ts (gemm1x1/vec4-texture, matmul/texture).
+// checked by tests/registry_test.ts (gemm1x1/vec4-texture, matmul/texture; its software profile reads
+// them as storage textures, its gpu profile as sampled ones); below, both read modes give equal values.
 
 import assert from "node:assert/strict";
-import { fitsOperandTexture, operandTexture, trimOperandTextures } from "../kernels/texture_operand.ts";
-import { gpu } from "../kernels/runtime.ts";
-import { setup } from "./helpers.ts";
+import {
+  fitsOperandTexture,
+  operandTexture,
+  storageTextureReads,
+  textureReadTag,
+  trimOperandTextures,
+} from "../kernels/texture_operand.ts";
+import { acquireBuffer, gpu, readback, releaseBuffer, upload } from "../kernels/runtime.ts";
+import { adapterProfile, setProfile } from "../kernels/profile.ts";
+import { conv1x1Forward } from "../kernels/conv1x1.ts";
+import { depthwiseForward } from "../kernels/depthwise.ts";
+import { convForwardRef, convShape } from "../kernels/reference/conv.ts";
+import { Rng } from "../autograd/random.ts";
+import { assertClose, randomArray, setup } from "./helpers.ts";
 
 Deno.test("operand textures: power-of-two heights, the smallest that fits is reused, the limit is checked", async () => {
   await setup();
@@ -24,5 +36,45 @@ Deno.test("operand textures: power-of-two heights, the smallest that fits is reu
     assert.throws(() => operandTexture("test", max * 2048 + 1), /exceeds the texture limit/);
   } finally {
     trimOperandTextures();
+  }
+});
+
+Deno.test("operand textures read as read-only storage textures or as sampled ones: the same values", async () => {
+  await setup();
+  if (!storageTextureReads()) {
+    // only where the software profile asks for storage reads and WGSL has them (lavapipe, Deno)
+    setProfile("software");
+    const ok = storageTextureReads();
+    setProfile(null);
+    if (!ok) return console.log("skipped: no read-only storage textures in this WGSL");
+  }
+  const rng = new Rng(7);
+  const s = convShape([2, 8, 4, 4], 12, 1), d = convShape([2, 8, 6, 6], 8, 7, 1, 3, 8);
+  const x = randomArray(rng, 2 * 8 * 16), w = randomArray(rng, 12 * 8), b = randomArray(rng, 12);
+  const xd = randomArray(rng, 2 * 8 * 36), wd = randomArray(rng, 8 * 49);
+  const buf = (a: Float64Array) => {
+    const g = acquireBuffer(a.length * 4);
+    upload(g, Float32Array.from(a));
+    return g;
+  };
+  const [xb, wb, bb, xdb, wdb] = [x, w, b, xd, wd].map(buf);
+  const y = acquireBuffer(2 * 12 * 16 * 4), yd = acquireBuffer(2 * 8 * 36 * 4);
+  const read = async (g: GPUBuffer, n: number) => new Float32Array(await readback(g, 0, n * 4));
+  try {
+    const results: Float32Array[][] = [];
+    for (const storage of [true, false]) {
+      setProfile("software");
+      setProfile({ ...adapterProfile(), storageTextureReads: storage });
+      assert.equal(textureReadTag(), storage ? "st" : "tx");
+      conv1x1Forward(xb, wb, bb, y, s, "gemm1x1/vec4-texture");
+      depthwiseForward(xdb, wdb, null, yd, d);
+      results.push([await read(y, 2 * 12 * 16), await read(yd, 2 * 8 * 36)]);
+    }
+    assertClose(results[0][0], convForwardRef(x, w, b, s), { rtol: 1e-5, atol: 1e-5 }, "1×1 GEMM");
+    assertClose(results[0][1], convForwardRef(xd, wd, null, d), { rtol: 1e-5, atol: 1e-5 }, "depthwise");
+    assert.deepEqual(results[1], results[0], "sampled reads = storage reads");
+  } finally {
+    setProfile(null);
+    [xb, wb, bb, xdb, wdb, y, yd].forEach(releaseBuffer);
   }
 });
