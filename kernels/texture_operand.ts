@@ -112,8 +112,17 @@ export function operandResource(role: string, src: Binding, floats: number, tex:
  * resolve); the final model's 1×1 forward GEMMs at batch 64 ran 1.2-1.35× faster (A/B in one process).
  */
 export function storageTextureReads(): boolean {
-  const features = (navigator.gpu as { wgslLanguageFeatures?: ReadonlySet<string> }).wgslLanguageFeatures;
-  return adapterProfile().storageTextureReads && !!features?.has("readonly_and_readwrite_storage_textures");
+  return adapterProfile().storageTextureReads && hasStorageTextureReads();
+}
+
+let readOnlyStorageTextures: boolean | null = null;
+/** Whether this WGSL has read-only storage textures (looked up once: pipeline keys ask on every dispatch). */
+function hasStorageTextureReads(): boolean {
+  if (readOnlyStorageTextures === null) {
+    const features = (navigator.gpu as { wgslLanguageFeatures?: ReadonlySet<string> }).wgslLanguageFeatures;
+    readOnlyStorageTextures = !!features?.has("readonly_and_readwrite_storage_textures");
+  }
+  return readOnlyStorageTextures;
 }
 
 /** WGSL declaring operand texture `name` at `binding`, in the read mode of storageTextureReads. */

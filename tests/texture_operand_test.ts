@@ -11,7 +11,15 @@ import {
   textureReadTag,
   trimOperandTextures,
 } from "../kernels/texture_operand.ts";
-import { acquireBuffer, gpu, readback, releaseBuffer, upload } from "../kernels/runtime.ts";
+import {
+  acquireBuffer,
+  gpu,
+  readback,
+  releaseBuffer,
+  startCapture,
+  stopCapture,
+  upload,
+} from "../kernels/runtime.ts";
 import { adapterProfile, setProfile } from "../kernels/profile.ts";
 import { conv1x1Forward } from "../kernels/conv1x1.ts";
 import { depthwiseForward } from "../kernels/depthwise.ts";
@@ -62,14 +70,20 @@ Deno.test("operand textures read as read-only storage textures or as sampled one
   const read = async (g: GPUBuffer, n: number) => new Float32Array(await readback(g, 0, n * 4));
   try {
     const results: Float32Array[][] = [];
+    const pipes: GPUComputePipeline[][] = [];
     for (const storage of [true, false]) {
       setProfile("software");
       setProfile({ ...adapterProfile(), storageTextureReads: storage });
       assert.equal(textureReadTag(), storage ? "st" : "tx");
+      startCapture();
       conv1x1Forward(xb, wb, bb, y, s, "gemm1x1/vec4-texture");
       depthwiseForward(xdb, wdb, null, yd, d);
+      pipes.push(stopCapture().map((c) => c.pipe));
       results.push([await read(y, 2 * 12 * 16), await read(yd, 2 * 8 * 36)]);
     }
+    // both kernels read textures, so the read mode gives each a pipeline of its own
+    assert.equal(pipes[0].length, 2);
+    assert.ok(pipes[0].every((p, i) => p !== pipes[1][i]), "each kernel built for its read mode");
     assertClose(results[0][0], convForwardRef(x, w, b, s), { rtol: 1e-5, atol: 1e-5 }, "1×1 GEMM");
     assertClose(results[0][1], convForwardRef(xd, wd, null, d), { rtol: 1e-5, atol: 1e-5 }, "depthwise");
     assert.deepEqual(results[1], results[0], "sampled reads = storage reads");
