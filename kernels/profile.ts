@@ -184,7 +184,8 @@ type TuningKey = typeof TUNING_KEYS[number];
  * CONVNEXT_PROFILE variable, read by experiments/host.ts; null or "" restores the defaults). Block edges
  * are multiples of 4 from 4 to 64. A profile forced by `setProfile` is used as given. E.g. the test
  * suite runs with gemmBlockEdge=16: a 32×32 block takes 4-7× longer to compile on llvmpipe (seconds per
- * kernel, and the suite builds hundreds), while tests/registry_test.ts still checks the 32-wide kernels.
+ * kernel, and the suite builds hundreds), while the registry sweep (tests/registry_sweep.ts) still checks
+ * the 32-wide kernels.
  */
 export function setProfileTuning(spec: string | null): void {
   const next: Partial<Record<TuningKey, number>> = {};

@@ -5,7 +5,7 @@
 // with only some gradients wanted, and records the dispatches it should; BatchNorm's running statistics
 // updated by the
 // statistics kernel ("norm-running-stats") equal the two update passes. The ops against the CPU
-// reference and PyTorch: tests/registry_test.ts.
+// reference and PyTorch: tests/registry_test.ts (the sweep and the fixtures).
 
 import { batchNorm2d, groupNorm, layerNorm, Rng, scope, type Tensor, tensor } from "../mod.ts";
 import { randn } from "../autograd/tensor.ts";

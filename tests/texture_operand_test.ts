@@ -1,6 +1,6 @@
 // The GEMM operand textures: power-of-two heights (llvmpipe compiles a shader variant per texture
 // state), reuse of the smallest texture that fits, and the size limit. Values read through them are
-// checked by tests/registry_test.ts (gemm1x1/vec4-texture, matmul/texture; its software profile reads
+// checked by the registry sweep (gemm1x1/vec4-texture, matmul/texture; its software profile reads
 // them as storage textures, its gpu profile as sampled ones); below, both read modes give equal values.
 
 import assert from "node:assert/strict";
