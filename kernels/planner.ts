@@ -345,15 +345,15 @@ export function stopPlanLog(): PlanEntry[] {
 /**
  * Of the variants that can run a shape, those autotune times: the scalar 1×1 GEMM only where a vec4
  * one can run; the texture GEMM's (gemm1x1/texture, columns-texture) only where the profile makes them
- * candidates (timed alone, they hide their cost in a step); where the profile prefers texture operands
- * (gemmTextures), the storage vec4 GEMM only where gemm1x1/vec4-texture cannot run (it lost every A/B
- * on lavapipe, and each 32×32 kernel takes seconds to compile). A stored winner that beat another set
- * of candidates is timed again.
+ * candidates (timed alone, they hide their cost in a step). The storage vec4 GEMM and its texture twin
+ * are both timed: which operand path wins is the CPU's, not the adapter's (lavapipe on Zen 1, storage
+ * loads 5.3 ns per float: storage lost every A/B; on an AVX-512 Xeon, 0.32 ns, as cheap as a texel: the
+ * narrow final step at batch 64 ran 534 → 445 ms with storage operands, the full one 4.8 → 6.1 s). A
+ * stored winner that beat another set of candidates is timed again.
  */
 export function tuneCandidates(all: string[]): string[] {
   const prof = adapterProfile();
-  let v = all.filter((x) => prof.conv1x1Texture || !/^gemm1x1\/(columns-)?texture$/.test(x));
-  if (prof.gemmTextures && v.includes("gemm1x1/vec4-texture")) v = v.filter((x) => x !== "gemm1x1/vec4");
+  const v = all.filter((x) => prof.conv1x1Texture || !/^gemm1x1\/(columns-)?texture$/.test(x));
   return v.some((x) => x.startsWith("gemm1x1/vec4")) ? v.filter((x) => x !== "gemm1x1/scalar") : v;
 }
 

@@ -93,15 +93,22 @@ Deno.test("autotune times a 1×1 conv with the GELU epilogue it runs with apart 
 });
 
 Deno.test("a stored winner is tuned again when the candidates it beat are not today's", () => {
-  setProfile("software"); // texture operands preferred: the storage vec4 GEMM is no candidate
+  setProfile("software"); // the texture GEMM is no 1×1 candidate there (conv1x1Texture off)
   const s = shape(2, 8, 8, 12);
   try {
-    assert.ok(convVariants(s, "forward").includes("gemm1x1/vec4"));
-    assert.ok(!tuneCandidates(convVariants(s, "forward")).includes("gemm1x1/vec4"));
+    const all = convVariants(s, "forward");
+    assert.ok(all.includes("gemm1x1/texture"));
+    assert.ok(!tuneCandidates(all).includes("gemm1x1/texture"));
+    // both operand paths of the vec4 GEMM are timed: which wins is the CPU's
+    assert.ok(["gemm1x1/vec4", "gemm1x1/vec4-texture"].every((v) => tuneCandidates(all).includes(v)));
     const key = "conv.forward:2,8,8,8,12,1,1,0,1";
-    const among = tuneCandidates(convVariants(s, "forward")).join(",");
+    const among = tuneCandidates(all).join(",");
     for (
-      const stored of ["gemm1x1/vec4", `gemm1x1/vec4 among ${among}`, "gemm1x1/tiled among gemm1x1/tiled"]
+      const stored of [
+        "gemm1x1/texture",
+        `gemm1x1/texture among ${among}`,
+        "gemm1x1/tiled among gemm1x1/tiled",
+      ]
     ) {
       enableAutotune({ load: () => ({ [key]: stored }), save: () => {} });
       assert.equal(planConv(s, "forward").source, "default", stored);
