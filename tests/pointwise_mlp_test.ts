@@ -23,8 +23,8 @@ interface Case {
   o: number;
 }
 
-// one shape per family of variants (tests/registry_conv_test.ts sweeps the op over more shapes and both
-// profiles against the reference; here each variant's fused path meets its unfused chain)
+// one shape per family of variants (tests/registry_conv_test.ts sweeps the op on the registry's shapes under
+// both profiles against the reference; here each variant's fused path meets its unfused chain)
 const CASES: Case[] = [
   { n: 3, c: 5, hw: 9, o: 5 }, // C, E not multiples of 4, P = 81: tiled, scalar only
   { n: 3, c: 8, hw: 4, o: 8 }, // P = 16 < columnsBelowPixels: columns variants too

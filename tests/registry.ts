@@ -4,7 +4,8 @@
 // differences of the forward), the PyTorch fixture cases it replays (tests/fixtures/*.json) and its
 // expected plan: the variants the planner lists for each pass of each shape, and the fusions on its path.
 // tests/registry_sweep.ts runs it all (from tests/registry_conv_test.ts and tests/registry_test.ts):
-// every variant of every pass, forced through the planner's override, and every fusion on and off. A new op, variant or fusion is registered here.
+// every variant of every pass, forced through the planner's override, and every fusion on and off.
+// A new op, variant or fusion is registered here.
 
 import { conv2d, conv2dWithGroupStats } from "../autograd/ops/conv.ts";
 import { gelu, softmax } from "../autograd/ops/activation.ts";
