@@ -2,6 +2,7 @@
 // file store keeps them per adapter; off, the planner gives the profile's defaults.
 
 import assert from "node:assert/strict";
+import { cifar, noteCifar } from "./test_data.ts";
 import { conv2d, randn, Rng, scope, sum } from "../mod.ts";
 import { autotune, disableAutotune, enableAutotune } from "../kernels/autotune.ts";
 import {
@@ -18,6 +19,8 @@ import { autotuneCachePath, fileStore } from "../experiments/host.ts";
 import { gpu } from "../kernels/runtime.ts";
 import { parseTrainArgs } from "../experiments/config.ts";
 import { setup } from "./helpers.ts";
+
+noteCifar("autotune_test");
 
 await setup();
 
@@ -152,11 +155,12 @@ Deno.test("train flags: --plan and --no-autotune", () => {
   assert.deepEqual(parseTrainArgs([]).kernels, { plan: undefined, autotune: undefined });
 });
 
-Deno.test("train with autotune on: tunes before its first step and caches the winners per adapter", async () => {
+Deno.test("train with autotune on: tunes before its first step and caches the winners per adapter", {
+  ignore: !cifar.dir,
+}, async () => {
   const dir = await Deno.makeTempDir();
   try {
-    const data = Deno.env.get("CIFAR10_DIR") ??
-      new URL("../../shared/data/cifar-10-batches-bin", import.meta.url).pathname;
+    const data = cifar.dir!;
     const args = [
       "--quick",
       "--train-limit",

@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
+import { cifar, noteCifar } from "./test_data.ts";
 import { parseTrainArgs, STAGES } from "../experiments/config.ts";
+
+noteCifar("cli_test");
 
 async function run(script: string, args: string[]): Promise<{ code: number; out: string; err: string }> {
   const cmd = new Deno.Command(Deno.execPath(), {
@@ -62,22 +65,25 @@ Deno.test("the commands answer --help and fail cleanly on bad input", async () =
   assert.equal((await run("experiments/report.ts", ["--help"])).code, 0);
 });
 
-Deno.test("train skips complete runs and refuses to overwrite an unfinished one", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const summary = (complete: boolean) => JSON.stringify({ stage: "final", run: 0, complete });
-    await Deno.writeTextFile(`${dir}/run0.json`, summary(true));
-    const data = Deno.env.get("CIFAR10_DIR") ??
-      new URL("../../shared/data/cifar-10-batches-bin", import.meta.url).pathname;
-    const args = ["--quick", "--out", dir, "--data-dir", data];
-    const skip = await run("experiments/train.ts", args);
-    assert.equal(skip.code, 0, skip.err);
-    assert.match(skip.out, /final run 0: already complete in .*run0\.json, skipped/);
-    await Deno.writeTextFile(`${dir}/run0.json`, summary(false));
-    const refuse = await run("experiments/train.ts", args);
-    assert.equal(refuse.code, 1);
-    assert.match(refuse.err, /unfinished run .* Pass --resume to continue it/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+Deno.test(
+  "train skips complete runs and refuses to overwrite an unfinished one",
+  { ignore: !cifar.dir },
+  async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const summary = (complete: boolean) => JSON.stringify({ stage: "final", run: 0, complete });
+      await Deno.writeTextFile(`${dir}/run0.json`, summary(true));
+      const data = cifar.dir!;
+      const args = ["--quick", "--out", dir, "--data-dir", data];
+      const skip = await run("experiments/train.ts", args);
+      assert.equal(skip.code, 0, skip.err);
+      assert.match(skip.out, /final run 0: already complete in .*run0\.json, skipped/);
+      await Deno.writeTextFile(`${dir}/run0.json`, summary(false));
+      const refuse = await run("experiments/train.ts", args);
+      assert.equal(refuse.code, 1);
+      assert.match(refuse.err, /unfinished run .* Pass --resume to continue it/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

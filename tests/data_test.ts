@@ -1,5 +1,5 @@
 // CIFAR-10 loading, the split, the GPU augmentation against its CPU reference, and the batch iterator.
-// The real files are read from $CIFAR10_DIR, else ../shared/data/cifar-10-batches-bin beside the repo.
+// The real files are found as tests/test_data.ts says ($CIFAR10_DIR, the project cache, ../shared).
 
 import { poolStats, Rng } from "../mod.ts";
 import {
@@ -23,17 +23,15 @@ import {
 } from "../data/cifar10.ts";
 import { CifarLoader, type CifarSplit, makeLoaders, makeSplits } from "../data/loader.ts";
 import { setup } from "./helpers.ts";
+import { cifar, noteCifar } from "./test_data.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 
 await setup();
 
-const envDir = Deno.env.get("CIFAR10_DIR");
-const realDir = envDir ?? new URL("../../shared/data/cifar-10-batches-bin", import.meta.url).pathname;
-const haveReal = envDir !== undefined || (await Deno.stat(realDir).then(() => true, () => false));
-if (!haveReal) {
-  console.warn(`data_test: no CIFAR-10 at ${realDir}; set CIFAR10_DIR to run the real-data tests`);
-}
+noteCifar("data_test");
+const realDir = cifar.dir ?? "";
+const haveReal = cifar.dir !== null;
 
 let realPromise: Promise<Cifar10Data> | null = null;
 function real(): Promise<Cifar10Data> {

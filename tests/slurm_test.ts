@@ -6,6 +6,7 @@
 // A few minutes on a 2-core machine without a GPU.
 
 import assert from "node:assert/strict";
+import { cifar } from "./test_data.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const dec = new TextDecoder();
@@ -28,6 +29,7 @@ async function skipReason(): Promise<string | null> {
     }
   }
   if ((await sh("id", ["-u"])).out.trim() !== "0") return "the one-node cluster's slurmd must run as root";
+  if (!cifar.dir) return cifar.why;
   return null;
 }
 
@@ -50,7 +52,7 @@ Deno.test({
       XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp",
     };
     const port = String(20000 + 2 * Math.floor(Math.random() * 10000));
-    const data = Deno.env.get("CIFAR10_DIR") ?? `${ROOT}/../shared/data/cifar-10-batches-bin`;
+    const data = cifar.dir!;
     const deno = (args: string[]) => sh(Deno.execPath(), ["run", "--allow-all", ...args], env);
     let jobId = "";
     const up = await sh("bash", ["scripts/slurm-cluster.sh", "start", `${dir}/cluster`], {
