@@ -63,6 +63,6 @@ export {
   readSafetensors,
   sealSafetensors,
 } from "./nn/safetensors.ts";
-export { buildModel, type Model, type ModelOptions, STAGES } from "./experiments/models.ts";
+export { buildModel, type Model, type ModelOptions, STAGES } from "./models/zoo.ts";
 export { findCifar10, loadCifar10, openCifar10 } from "./data/cifar10.ts";
 export { CifarLoader, makeLoaders, makeSplits } from "./data/loader.ts";

@@ -5,7 +5,7 @@
 
 import { noGrad, numel, randn, scope } from "../autograd/tensor.ts";
 import { Rng } from "../autograd/random.ts";
-import { buildModel, type ModelOptions } from "../experiments/models.ts";
+import { buildModel, type ModelOptions } from "../models/zoo.ts";
 import { matmul, type MatmulDims } from "../kernels/matmul.ts";
 import { planConv, planMatmul } from "../kernels/planner.ts";
 import { acquireBuffer, releaseBuffer } from "../kernels/runtime.ts";

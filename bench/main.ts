@@ -2,7 +2,7 @@
 // optionally against TensorFlow.js's WebGPU backend. Run with --help for the options.
 
 import { parseArgs } from "node:util";
-import { STAGES } from "../experiments/models.ts";
+import { STAGES } from "../models/zoo.ts";
 import { type BenchOptions, defaultSteps, formatReport, runBench, type Section } from "./run.ts";
 
 const HELP = `deno task bench [options]

@@ -10,7 +10,7 @@ import { benchStep, NARROW, prepareStep, type StepCase, type StepRow, timeSteps 
 import type { CompareRow, TfjsInfo } from "./tfjs.ts";
 import { compareTorch, type OurSteps, type TorchSection } from "./torch.ts";
 import type { MeasureOptions } from "./timing.ts";
-import type { ModelOptions } from "../experiments/models.ts";
+import type { ModelOptions } from "../models/zoo.ts";
 
 export type Section = "kernels" | "steps" | "tfjs" | "torch";
 

@@ -2,7 +2,7 @@
 // meta input [batch, 3, 32, 32] (`Module.summary`), grouped into distinct cases (same layer type,
 // configuration and input shape).
 
-import { buildModel, type ModelOptions, STAGES } from "../experiments/models.ts";
+import { buildModel, type ModelOptions, STAGES } from "../models/zoo.ts";
 import { Conv2d } from "../nn/layers.ts";
 import { type Module, onMeta } from "../nn/module.ts";
 import { defaultConvVariant } from "../kernels/planner.ts";

@@ -6,7 +6,7 @@
 import { crossEntropy } from "../autograd/ops/loss.ts";
 import { Rng } from "../autograd/random.ts";
 import { randn, scope, tensor } from "../autograd/tensor.ts";
-import { buildModel, type ModelOptions } from "../experiments/models.ts";
+import { buildModel, type ModelOptions } from "../models/zoo.ts";
 import { operandTextureBytes } from "../kernels/texture_operand.ts";
 import { commandStats, poolStats, setPassPerDispatch, sync, trimPool } from "../kernels/runtime.ts";
 import { AdamW } from "../nn/optim.ts";

@@ -9,7 +9,7 @@
 // python3 on PATH. Without one that can import torch the section is skipped with the reason.
 
 import { fileURLToPath } from "node:url";
-import { buildModel, resolveConfig } from "../experiments/models.ts";
+import { buildModel, resolveConfig } from "../models/zoo.ts";
 import { onMeta } from "../nn/module.ts";
 import type { StepCase, StepRow } from "./steps.ts";
 

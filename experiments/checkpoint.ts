@@ -8,7 +8,7 @@
 // (`run<k>.prev.safetensors`); when the last one fails verification, resume says so, sets it aside
 // and continues from the previous one, never from damaged data.
 
-import type { Model } from "./models.ts";
+import type { Model } from "../models/zoo.ts";
 import type { AdamW } from "../nn/optim.ts";
 import {
   checkFinite,

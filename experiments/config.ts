@@ -1,9 +1,9 @@
 // Training configuration: the notebook's recipe as defaults, the --quick preset, and CLI parsing.
 
 import { parseArgs } from "node:util";
-import { checkStage, NARROW, type Stage, STAGES } from "./stages.ts";
+import { checkStage, NARROW, type Stage, STAGES } from "../models/stages.ts";
 
-export { checkStage, isStage, NARROW, type Stage, STAGES } from "./stages.ts";
+export { checkStage, isStage, NARROW, type Stage, STAGES } from "../models/stages.ts";
 
 /** Best test accuracy published by the notebook (mean of 3 runs). */
 export const PUBLISHED: Record<Stage, number> = {

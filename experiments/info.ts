@@ -8,8 +8,8 @@
 import { parseArgs } from "node:util";
 import { onMeta } from "../nn/module.ts";
 import type { PlanEntry } from "../kernels/planner.ts";
-import { buildModel, type ModelConfig, type ModelOptions, STAGES } from "./models.ts";
-import { formatPlan, trainingStepPlan } from "./plan.ts";
+import { buildModel, type ModelConfig, type ModelOptions, STAGES } from "../models/zoo.ts";
+import { formatPlan, trainingStepPlan } from "../models/plan.ts";
 import { applyKernelSettings, initGPU } from "./host.ts";
 
 const USAGE = `deno task info --stage NAME [options]

@@ -2,7 +2,7 @@
 // and reading the tasks' states back from squeue/sacct. The script and the parsers are pure.
 
 import { LOG_EXIT, LOG_START, type PlannedRun, type SlurmOptions, WARN_SECONDS } from "./study_plan.ts";
-import type { Stage } from "./stages.ts";
+import type { Stage } from "../models/stages.ts";
 
 export function shellQuote(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`;

@@ -18,7 +18,7 @@ import {
 } from "./study_plan.ts";
 import { sbatchScript, submit, type TaskState, taskStates } from "./slurm.ts";
 import { runPaths, type RunSummary, writeAtomic } from "./results.ts";
-import type { Stage } from "./stages.ts";
+import type { Stage } from "../models/stages.ts";
 
 const PROJECT_DIR = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
 

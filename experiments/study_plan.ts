@@ -5,7 +5,7 @@
 // Slurm array task gets names its run without any shared state.
 
 import { parseTrainArgs, type Stage, STAGES } from "./config.ts";
-import { checkStage } from "./stages.ts";
+import { checkStage } from "../models/stages.ts";
 
 export const STUDY_HELP = `deno task study [options] [training flags]
 

@@ -10,7 +10,7 @@ import { randn } from "../autograd/tensor.ts";
 import { withPlanOverride } from "../kernels/planner.ts";
 import { startCapture, stopCapture } from "../kernels/runtime.ts";
 import { readMany } from "../nn/module.ts";
-import { NARROW } from "../experiments/stages.ts";
+import { NARROW } from "../models/stages.ts";
 import { assertClose, randomArray, setup } from "./helpers.ts";
 import assert from "node:assert/strict";
 

@@ -20,7 +20,7 @@ import { scope, type Tensor, tensor } from "../autograd/tensor.ts";
 import { readMany } from "../nn/module.ts";
 import { AdamW } from "../nn/optim.ts";
 import type { SafetensorsFile } from "../nn/safetensors.ts";
-import { buildModel } from "../experiments/models.ts";
+import { buildModel } from "../models/zoo.ts";
 
 export interface CaseResult {
   fixture: string;

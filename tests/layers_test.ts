@@ -1,4 +1,4 @@
-// The layer order of ARCHITECTURE.md, kept: kernels/ → autograd/ → nn/ → data/ → experiments/ → bench/,
+// The layer order, kept: kernels/ → autograd/ → nn/ → models/ → data/ → training/ → experiments/ → bench/,
 // each importing only from itself and the layers before it, and no import cycle anywhere. The module graph
 // is built from the relative import specifiers of every .ts file (static, re-exports, type-only and
 // dynamic `import("./…")` alike), so the test needs no GPU and no network.
@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 
 const ROOT = normalize(join(dirname(fileURLToPath(import.meta.url)), ".."));
 /** The layers in order; every other file (mod.ts, tests/, the browser app) sits above them all. */
-export const LAYERS = ["kernels", "autograd", "nn", "data", "experiments", "bench"];
+export const LAYERS = ["kernels", "autograd", "nn", "models", "data", "training", "experiments", "bench"];
 const SKIP = new Set([".git", "node_modules", "results", "fixtures", "cifar-10-batches-bin", "cache"]);
 
 /** Relative specifiers a TypeScript source imports, comments removed first. */
@@ -116,7 +116,7 @@ Deno.test("every relative import names a file that exists", () => {
   assert.deepEqual(missing, []);
 });
 
-Deno.test("no layer imports from a layer after it (kernels → autograd → nn → data → experiments → bench)", () => {
+Deno.test("no layer imports from a layer after it (kernels → autograd → nn → models → data → training → experiments → bench)", () => {
   assert.ok(
     LAYERS.every((l) => [...graph.keys()].some((f) => f.startsWith(`${l}/`))),
     "a layer folder is empty",
@@ -131,9 +131,9 @@ Deno.test("no import cycles", () => {
   assert.deepEqual(cycles(graph), []);
 });
 
-Deno.test("kernels/, autograd/ and nn/ never mention Deno (they run in browsers too)", () => {
+Deno.test("kernels/, autograd/, nn/, models/ and training/ never mention Deno (they run in browsers too)", () => {
   const mentions = [...graph.keys()]
-    .filter((f) => /^(kernels|autograd|nn)\//.test(f))
+    .filter((f) => /^(kernels|autograd|nn|models|training)\//.test(f))
     .filter((f) => /\bDeno\b/.test(Deno.readTextFileSync(join(ROOT, f))));
   assert.deepEqual(mentions, []);
 });

@@ -8,7 +8,7 @@ import { meta, scope, type Tensor, tensor } from "../autograd/tensor.ts";
 import { crossEntropy } from "../autograd/ops/loss.ts";
 import { onMeta, readMany, traceModules } from "../nn/module.ts";
 import { loadSafetensors } from "../experiments/files.ts";
-import { buildModel, type Model, type ModelOptions, STAGES } from "../experiments/models.ts";
+import { buildModel, type Model, type ModelOptions, STAGES } from "../models/zoo.ts";
 import { assertClose, setup } from "./helpers.ts";
 
 await setup();
@@ -241,7 +241,7 @@ for (const stage of STAGES) {
 }
 
 Deno.test("final: the notebook's drop-path rule, stage i takes linspace(0, dropPath, sum(depths))[i]", async () => {
-  const { linspaceF32 } = await import("../experiments/models.ts");
+  const { linspaceF32 } = await import("../models/zoo.ts");
   // torch.linspace(0, 0.3, 12) as Python floats
   const torchValues = [
     0.0,

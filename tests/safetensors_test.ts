@@ -22,7 +22,7 @@ import {
   saveSafetensors,
   writeFileAtomic,
 } from "../experiments/files.ts";
-import { buildModel, type ModelOptions } from "../experiments/models.ts";
+import { buildModel, type ModelOptions } from "../models/zoo.ts";
 import { setup } from "./helpers.ts";
 
 await setup();

@@ -8,8 +8,8 @@ import { crossEntropy } from "../autograd/ops/loss.ts";
 import { AdamW } from "../nn/optim.ts";
 import { CifarLoader } from "../data/loader.ts";
 import { IMAGE_BYTES } from "../data/cifar10_spec.ts";
-import { buildModel } from "../experiments/models.ts";
-import { NARROW } from "../experiments/stages.ts";
+import { buildModel } from "../models/zoo.ts";
+import { NARROW } from "../models/stages.ts";
 
 export interface TrainStepsOptions {
   steps?: number;

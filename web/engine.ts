@@ -17,7 +17,7 @@ export {
   type SafetensorsFile,
   type TensorEntry,
 } from "../nn/safetensors.ts";
-export { buildModel, type Model, type ModelOptions } from "../experiments/models.ts";
-export { checkStage, NARROW, type Stage, STAGES } from "../experiments/stages.ts";
+export { buildModel, type Model, type ModelOptions } from "../models/zoo.ts";
+export { checkStage, NARROW, type Stage, STAGES } from "../models/stages.ts";
 export { CifarLoader, makeSplits } from "../data/loader.ts";
 export { CIFAR10, CIFAR10_CLASSES, type CifarSet, IMAGE_BYTES, RECORD_BYTES } from "../data/cifar10_spec.ts";

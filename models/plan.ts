@@ -9,7 +9,7 @@ import { meta } from "../autograd/tensor.ts";
 import { dryRun } from "../kernels/runtime.ts";
 import { type PlanEntry, startPlanLog, stopPlanLog } from "../kernels/planner.ts";
 import { onMeta, traceModules } from "../nn/module.ts";
-import { buildModel, type ModelOptions } from "./models.ts";
+import { buildModel, type ModelOptions } from "./zoo.ts";
 
 /** The kernel plan of one training step of `stage` at `batch` (images of `imageSize`²). */
 export function trainingStepPlan(
