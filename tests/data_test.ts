@@ -22,6 +22,7 @@ import {
   RECORD_BYTES,
 } from "../data/cifar10.ts";
 import { CifarLoader, type CifarSplit, makeLoaders, makeSplits } from "../data/loader.ts";
+import { syntheticCifar10 } from "../data/synthetic.ts";
 import { setup } from "./helpers.ts";
 import { cifar, noteCifar } from "./test_data.ts";
 import assert from "node:assert/strict";
@@ -365,4 +366,17 @@ Deno.test("a verified file is stamped and not hashed again until it changes", as
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("synthetic CIFAR-10: official shapes, labels 0..9, the same bytes for the same seed", () => {
+  const a = syntheticCifar10(3, 200, 50), b = syntheticCifar10(3, 200, 50), c = syntheticCifar10(4, 200, 50);
+  assert.equal(a.train.images.length, 200 * 3072);
+  assert.equal(a.test.count, 50);
+  assert.deepEqual(a.train.images, b.train.images);
+  assert.deepEqual(a.test.labels, b.test.labels);
+  assert.notDeepEqual(a.train.images, c.train.images);
+  assert.ok(a.train.labels.every((l) => l < 10));
+  assert.equal(new Set(a.train.labels).size, 10);
+  const loaders = makeLoaders(syntheticCifar10(3), { batchSize: 16, seed: 1 });
+  assert.deepEqual([loaders.train.count, loaders.validation.count, loaders.test.count], [45000, 5000, 10000]);
 });
