@@ -9,6 +9,7 @@ Input, a JSON object as the first argument or on stdin ("-" or no argument):
   {"threads": 2, "cases": [{"name": "final narrow", "stage": "final", "batch": 64,
      "widths": [16, 32, 64, 128], "depths": [1, 1, 3, 1], "stemFeatures": 16, "softmaxHead": false,
      "expectParams": 305690, "warmup": 1, "runs": 2}], "measure": true}
+"device": "cuda" runs the steps on the GPU (synchronised around each timed step; default "cpu").
 `expectParams` is our parameter count: a case whose PyTorch model differs is not timed and gets an
 "error". With "measure": false the models are only built and counted.
 
@@ -55,7 +56,7 @@ def read_request():
     return req
 
 
-def run_case(c, measure):
+def run_case(c, measure, device):
     name = c.get("name", c.get("stage"))
     out = {"name": name, "stage": c.get("stage"), "batch": c.get("batch"), "params": None,
            "warmup": int(c.get("warmup", 1)), "runs": int(c.get("runs", 2)), "samplesMs": [],
@@ -78,10 +79,11 @@ def run_case(c, measure):
             raise ValueError(f"PyTorch model has {out['params']} parameters, ours {want}: not the same model")
         if not measure:
             return out
-        model.train()
+        model.to(device).train()
         opt = torch.optim.AdamW(params, lr=0.004, weight_decay=0.05)
-        x = torch.randn(batch, 3, 32, 32)
-        labels = torch.arange(batch, dtype=torch.int64) % 10  # bench/steps.ts: i % 10
+        x = torch.randn(batch, 3, 32, 32).to(device)
+        labels = (torch.arange(batch, dtype=torch.int64) % 10).to(device)  # bench/steps.ts: i % 10
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
         def step():
             loss = F.cross_entropy(model(x), labels)
@@ -92,8 +94,10 @@ def run_case(c, measure):
         for _ in range(out["warmup"]):
             step()
         for _ in range(max(1, out["runs"])):
+            sync()
             t0 = time.perf_counter()
             step()
+            sync()
             out["samplesMs"].append((time.perf_counter() - t0) * 1e3)
         s = out["samplesMs"]
         out.update(medianMs=statistics.median(s), minMs=min(s), maxMs=max(s))
@@ -107,14 +111,19 @@ def main():
     threads = int(req.get("threads") or os.cpu_count() or 1)
     torch.set_num_threads(threads)  # models.py pins 1 thread for the golden fixtures; undo that here
     measure = bool(req.get("measure", True))
+    device = torch.device(req.get("device", "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        fail(3, unavailable=f"{sys.executable}: torch {torch.__version__} sees no CUDA device")
     results = []
     for c in req["cases"]:
-        results.append(run_case(c, measure))
+        results.append(run_case(c, measure, device))
         r = results[-1]
         note = r["error"] or (f"{r['medianMs']:.1f} ms/step" if measure else f"{r['params']} parameters")
         print(f"  torch {r['name']} batch {r['batch']}: {note}", file=sys.stderr, flush=True)
     print(json.dumps({"torch": torch.__version__, "python": sys.executable, "threads": torch.get_num_threads(),
-                      "mkldnn": torch.backends.mkldnn.is_available(), "results": results}))
+                      "mkldnn": torch.backends.mkldnn.is_available(), "device": str(device),
+                      "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                      "results": results}))
 
 
 if __name__ == "__main__":
