@@ -6,10 +6,11 @@
 //   CONVNEXT_AUTOTUNE=0                         no autotune: the adapter profile's deterministic defaults
 //   CONVNEXT_AUTOTUNE_CACHE=DIR                 where winners are kept (default ./data/cache/autotune)
 //   CONVNEXT_PROFILE="gemmBlockEdge=16"         change numeric knobs of the adapter profile (kernels/profile.ts)
+//   CONVNEXT_TEST_PROFILE="gemmBlockEdge=16"    the same on software adapters only (the test tasks set it)
 
 import { type GPUContext, initGPU as initRuntime, NO_ADAPTER_HELP } from "../kernels/runtime.ts";
 import { setPlanOverride } from "../kernels/planner.ts";
-import { setBackendHint, setProfileTuning } from "../kernels/profile.ts";
+import { setBackendHint, setProfileTuning, setTestProfileTuning } from "../kernels/profile.ts";
 import { type AutotuneStore, disableAutotune, enableAutotune } from "../kernels/autotune.ts";
 
 /**
@@ -33,7 +34,7 @@ let backendChosen: string | null = null;
 
 /**
  * Deno's `initGPU`: the runtime's, on wgpu's primary backends unless DENO_WEBGPU_BACKEND says otherwise,
- * with the profile knobs of CONVNEXT_PROFILE.
+ * with the profile knobs of CONVNEXT_PROFILE (and, on a software adapter, of CONVNEXT_TEST_PROFILE).
  */
 export async function initGPU(): Promise<GPUContext> {
   if (backendChosen === null) {
@@ -41,6 +42,7 @@ export async function initGPU(): Promise<GPUContext> {
   }
   setBackendHint(backendChosen);
   setProfileTuning(envVar("CONVNEXT_PROFILE") ?? null);
+  setTestProfileTuning(envVar("CONVNEXT_TEST_PROFILE") ?? null);
   try {
     return await initRuntime();
   } catch (e) {

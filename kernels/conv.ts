@@ -21,41 +21,41 @@ import {
   range,
   specKey,
   splitReduction,
-  WGC,
+  wgc,
   withPartials,
 } from "./conv_common.ts";
 import { convKey } from "./shapes.ts";
+import { convTable, fusionEnabled, planConv } from "./planner.ts";
 import {
-  conv1x1BackwardInput,
-  conv1x1BackwardWeight,
-  conv1x1Forward,
-  conv1x1WeightBiasVariants,
-} from "./conv1x1.ts";
-import {
-  depthwiseBackwardInput,
-  depthwiseBackwardWeight,
-  depthwiseForward,
-  depthwiseForwardParts,
-} from "./depthwise.ts";
-import {
-  depthwiseTiledBackwardInput,
-  depthwiseTiledBackwardWeight,
-  depthwiseTiledForward,
-} from "./depthwise_tiled.ts";
-import { fusionEnabled, planConv } from "./planner.ts";
+  CONV_PASSES,
+  type ConvBindings,
+  convTuneKey,
+  type ConvVariant,
+  isDepthwise,
+  isPointwise,
+  lookup,
+} from "./variant.ts";
+import { adapterProfile } from "./profile.ts";
 
 export { convOutSize, type ConvShape } from "./conv_common.ts";
 
-const unsupported = (variant: string, pass: string): never => {
-  throw new Error(`conv ${pass}: variant "${variant}" does not run here (see kernels/planner.ts)`);
-};
+const variantOf = (name: string) => lookup(convTable(), name, "conv");
+
+/** Runs pass `b.pass` of `s` by `variant` (the table entry's `run`), after checking it applies. */
+function runConv(variant: string, b: ConvBindings, s: ConvShape): void {
+  const v = variantOf(variant);
+  if (!v.passes.includes(b.pass)) {
+    throw new Error(`conv ${b.pass}: variant "${variant}" does not run this pass`);
+  }
+  v.run(b, s);
+}
 
 /**
  * Blocks per image whose statistics forward `variant` can write beside y (depthwise/direct:
  * kernels/depthwise.ts depthwiseForwardParts), else 0.
  */
 export function convForwardParts(s: ConvShape, variant: string): number {
-  return variant === "depthwise/direct" ? depthwiseForwardParts(s) : 0;
+  return variantOf(variant).statsParts?.(s) ?? 0;
 }
 
 /**
@@ -72,12 +72,10 @@ export function convForward(
   parts: Binding | null = null,
 ): void {
   if (s.n * s.o * s.oh * s.ow === 0) return;
-  if (parts && !convForwardParts(s, variant)) unsupported(variant, "forward with statistics");
-  if (variant.startsWith("gemm1x1/")) return conv1x1Forward(x, w, b, y, s, variant);
-  if (variant === "depthwise/direct") return depthwiseForward(x, w, b, y, s, parts);
-  if (variant === "depthwise/tiled") return depthwiseTiledForward(x, w, b, y, s);
-  if (variant === "direct/blocked") return directForward(x, w, b, y, s);
-  unsupported(variant, "forward");
+  if (parts && !convForwardParts(s, variant)) {
+    throw new Error(`conv forward with statistics: variant "${variant}" does not write them`);
+  }
+  runConv(variant, { pass: "forward", x, w, b, y, parts }, s);
 }
 
 /** dx from dy. */
@@ -89,11 +87,7 @@ export function convBackwardInput(
   variant = planConv(s, "inputGrad").variant,
 ): void {
   if (s.n * s.c * s.h * s.w === 0) return;
-  if (variant.startsWith("gemm1x1/")) return conv1x1BackwardInput(dy, w, dx, s, variant);
-  if (variant === "depthwise/direct") return depthwiseBackwardInput(dy, w, dx, s);
-  if (variant === "depthwise/tiled") return depthwiseTiledBackwardInput(dy, w, dx, s);
-  if (variant === "direct/blocked") return directBackwardInput(dy, w, dx, s);
-  unsupported(variant, "input gradient");
+  runConv(variant, { pass: "inputGrad", dy, w, dx }, s);
 }
 
 /**
@@ -108,15 +102,9 @@ export function convBackwardWeight(
   variant = planConv(s, "weightGrad").variant,
   db: Binding | null = null,
 ): void {
-  if (db && conv1x1WeightBiasVariants.includes(variant) && fusionEnabled("weight-grad-bias")) {
-    return conv1x1BackwardWeight(dy, x, dw, s, variant, db);
-  }
-  if (variant.startsWith("gemm1x1/")) conv1x1BackwardWeight(dy, x, dw, s, variant);
-  else if (variant === "depthwise/direct") depthwiseBackwardWeight(dy, x, dw, s);
-  else if (variant === "depthwise/tiled") depthwiseTiledBackwardWeight(dy, x, dw, s);
-  else if (variant === "direct/blocked") directBackwardWeight(dy, x, dw, s);
-  else unsupported(variant, "weight gradient");
-  if (db) convBackwardBias(dy, db, s);
+  const fused = !!db && !!variantOf(variant).biasGrad && fusionEnabled("weight-grad-bias");
+  runConv(variant, { pass: "weightGrad", dy, x, dw, db: fused ? db : null }, s);
+  if (db && !fused) convBackwardBias(dy, db, s);
 }
 
 /** db = Σ_{n,oh,ow} dy. */
@@ -157,7 +145,8 @@ function directConv(
   const h = rows.inSize, W = cols.inSize;
   const cig = cin / groups, cog = cout / groups;
   const rb = blockEdge(cog);
-  const px = Math.min(8, cols.outSub), rh = Math.min(rows.outSub, Math.max(1, Math.floor(8 / px)));
+  const pixels = adapterProfile().directPixels;
+  const px = Math.min(pixels, cols.outSub), rh = Math.min(rows.outSub, Math.max(1, Math.floor(pixels / px)));
   const ocBlocks = Math.ceil(cog / rb), rowBlocks = Math.ceil(rows.outSub / rh);
   const colBlocks = Math.ceil(cols.outSub / px);
   const total = groups * ocBlocks * rowBlocks * colBlocks;
@@ -199,7 +188,7 @@ ${
       // no taps reach these outputs (they are zero); the never-taken branch keeps every binding in the layout
       : "  if (t < 0) { y[0] = x[0] + w[0]; }";
     return `${storageDecls(bias ? ["x", "w", "b"] : ["x", "w"], ["y"])}
-@compute @workgroup_size(${WGC})
+@compute @workgroup_size(${wgc()})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
   if (t >= ${total}) { return; }
@@ -287,7 +276,8 @@ function directBackwardInput(dy: Binding, w: Binding, dx: Binding, s: ConvShape)
 function directBackwardWeight(dy: Binding, x: Binding, dw: Binding, s: ConvShape): void {
   const { n, c, h, w: W, o, k, stride, pad, groups, oh: OH, ow: OW } = s;
   const cg = c / groups, og = o / groups, P = OH * OW, HW = h * W, kk = k * k;
-  const rb = blockEdge(og), cb = 4, px = Math.min(4, OW);
+  const wb = adapterProfile().directWeightBlock;
+  const rb = blockEdge(og), cb = wb.inChannels, px = Math.min(wb.cols, OW);
   const ocBlocks = Math.ceil(og / rb), icBlocks = Math.ceil(cg / cb), owBlocks = Math.ceil(OW / px);
   const total = groups * ocBlocks * icBlocks * k;
   const rows = n * OH;
@@ -295,13 +285,13 @@ function directBackwardWeight(dy: Binding, x: Binding, dw: Binding, s: ConvShape
   const { chunks, len } = splitReduction(rows, outputs, Math.ceil(128 / OW));
   const { groups: grid, index } = convGrid(total, chunks);
   const seg = (px - 1) * stride + k;
-  const key = specKey("conv_backward_weight", convKey(s), rb, chunks, len, grid);
+  const key = specKey("conv_backward_weight", convKey(s), rb, cb, px, chunks, len, grid);
   const pipe = kernel(key, "direct/blocked", () => {
     const I = range(rb), C = range(cb), J = range(px), M = range(seg), KW = range(k);
     const dyLoad = (i: number, j: number) =>
       OW % px === 0 ? `dy[dp + dc${i} + ${j}]` : guarded("dy", `dp + dc${i} + ${j}`, `ow0 + ${j} < ${OW}`);
     return `${storageDecls(["dy", "x"], ["out"])}
-@compute @workgroup_size(${WGC})
+@compute @workgroup_size(${wgc()})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
   if (t >= ${total}) { return; }
@@ -362,3 +352,21 @@ ${
   });
   withPartials(chunks, outputs, dw, (dst) => dispatch(pipe, [dy, x, dst], grid));
 }
+
+// ---------------------------------------------------------------- the variants
+
+/** The direct family: everything neither a 1×1 GEMM nor depthwise runs (dense or grouped k×k, stems). */
+export const DIRECT_VARIANTS: ConvVariant[] = [
+  {
+    name: "direct/blocked",
+    passes: CONV_PASSES,
+    applies: (s) => !isPointwise(s) && !isDepthwise(s),
+    rank: () => 10,
+    run: (b, s) => {
+      if (b.pass === "forward") directForward(b.x, b.w, b.b, b.y, s);
+      else if (b.pass === "inputGrad") directBackwardInput(b.dy, b.w, b.dx, s);
+      else directBackwardWeight(b.dy, b.x, b.dw, s);
+    },
+    tuneKey: convTuneKey,
+  },
+];

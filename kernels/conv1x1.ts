@@ -2,22 +2,20 @@
 //   forward       y[n] (O×P) = w (O×C) · x[n] (C×P) + b
 //   input grad   dx[n] (C×P) = wᵀ (C×O) · dy[n] (O×P)
 //   weight grad  dw (O×C)    = Σ_n dy[n] (O×P) · x[n]ᵀ (P×C), split over chunks of the N·P pixels
-// Variants (named as the planner names them):
+// The variants are the table GEMM1X1_VARIANTS at the end (kernels/variant.ts says what an entry holds):
 //   gemm1x1/texture          the texture GEMM of kernels/matmul.ts, per image (weight gradient: summed
 //                            over images inside the kernel)
 //   gemm1x1/columns-texture  small images: [N, C, P] transposed to [C, N·P], one texture GEMM, back
 //   gemm1x1/tiled            the workgroup-tiled GEMM of kernels/gemm_tiled.ts (split-K weight gradient)
 //   gemm1x1/columns-tiled    the same over all images at once
-//   gemm1x1/vec4             below: a register block per invocation (32×32 on lavapipe, where every load
-//                            is a gather and spilled accumulators are cheap; 8×8 elsewhere),
-//                            operands read as vec4 straight from storage (C and H·W multiples of 4);
-//                            forward and input gradient take a GEMM epilogue (GELU, GELU's backward)
+//   gemm1x1/vec4             below: a register block per invocation (the profile's gemmBlockEdge: large
+//                            where every load is a gather and spilled accumulators are cheap), operands
+//                            read as vec4 straight from storage (C and H·W multiples of 4); forward and
+//                            input gradient take a GEMM epilogue (GELU, GELU's backward)
 //   gemm1x1/vec4-texture     the same with both operands (and the input gradient's GELU pre-activation)
-//                            fetched from operand textures (a copy each, kernels/texture_operand.ts):
-//                            the default on lavapipe
-//   gemm1x1/vec4-texture-half  the same with half the profile's block edge, for autotune to weigh: on
-//                            lavapipe the narrow model's 1×1 GEMMs at 8×8 and 16×16 ran up to 1.8×
-//                            faster with 16×16 blocks, the 4×4 ones and the full model's with 32×32
+//                            fetched from operand textures (a copy each, kernels/texture_operand.ts)
+//   gemm1x1/vec4-texture-half  the same with half the profile's block edge, for autotune to weigh (which
+//                            edge wins depends on the image size; bench/results-lavapipe.txt)
 //   gemm1x1/scalar           below: 4×4 blocks, scalar loads, any sizes
 
 import {
@@ -33,8 +31,19 @@ import { matmul } from "./matmul.ts";
 import { gemmSplitK, matmulTiled } from "./gemm_tiled.ts";
 import { storageDecls } from "./wgsl.ts";
 import { sumAxes } from "./reduce.ts";
-import { convGrid, type ConvShape, specKey, splitReduction, WGC, withPartials } from "./conv_common.ts";
-import { conv1x1Dims } from "./planner.ts";
+import { convGrid, type ConvShape, specKey, splitReduction, wgc, withPartials } from "./conv_common.ts";
+import {
+  conv1x1Dims,
+  CONV_PASSES,
+  type ConvBindings,
+  type ConvPass,
+  convTuneKey,
+  type ConvVariant,
+  isPointwise,
+  lookup,
+  textureGemmApplies,
+} from "./variant.ts";
+import type { AdapterProfile } from "./profile.ts";
 import { adapterProfile, gemmBlockEdge } from "./profile.ts";
 import {
   fitsOperandTexture,
@@ -74,26 +83,11 @@ function nextPixel(p: number, o: number, c: number): string {
 /** Binding of a buffer whose length is a multiple of 4 floats, read as vec4. */
 const V4 = "array<vec4<f32>>";
 
-/** The vec4 variant that fetches both GEMM operands from operand textures (kernels/texture_operand.ts). */
-const VEC4_TEXTURE = "gemm1x1/vec4-texture";
-const VEC4_HALF = "gemm1x1/vec4-texture-half";
-const VEC4_VARIANTS = ["gemm1x1/vec4", VEC4_TEXTURE, VEC4_HALF];
-
-/** How a vec4 variant runs: operands from textures or not, and its register block edge. */
+/** How a vec4 variant runs: its name (kernel keys and labels), operands from textures or not, block edge. */
 interface Vec4 {
   variant: string;
   tex: boolean;
   edge: number;
-}
-
-function vec4Of(variant: string): Vec4 | null {
-  if (!VEC4_VARIANTS.includes(variant)) return null;
-  const edge = adapterProfile().gemmBlockEdge;
-  return {
-    variant,
-    tex: variant !== "gemm1x1/vec4",
-    edge: variant === VEC4_HALF ? Math.max(4, Math.floor(edge / 8) * 4) : edge,
-  };
 }
 
 /** WGSL declaring GEMM operand `name` at `binding`: a vec4 storage buffer, or an operand texture. */
@@ -179,7 +173,7 @@ ${operandDecl("w", 1, tex)}
 ${b ? "@group(0) @binding(2) var<storage, read> b: array<f32>;\n" : ""}@group(0) @binding(${
         b ? 3 : 2
       }) var<storage, read_write> y: ${V4};
-@compute @workgroup_size(${WGC})
+@compute @workgroup_size(${wgc()})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
   if (t >= ${total}) { return; }
@@ -272,7 +266,7 @@ ${tex ? WGSL_TEXEL_COORD : ""}
 ${operandDecl("dy", 0, tex)}
 ${operandDecl("w", 1, tex)}
 @group(0) @binding(2) var<storage, read_write> dx: ${V4};
-@compute @workgroup_size(${WGC})
+@compute @workgroup_size(${wgc()})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
   if (t >= ${total}) { return; }
@@ -383,7 +377,7 @@ ${operandDecl("dy", 0, tex)}
 ${operandDecl("x", 1, tex)}
 @group(0) @binding(2) var<storage, read_write> out: ${V4};
 ${db ? "@group(0) @binding(3) var<storage, read_write> bout: array<f32>;" : ""}
-@compute @workgroup_size(${WGC})
+@compute @workgroup_size(${wgc()})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
   if (t >= ${total}) { return; }
@@ -472,7 +466,7 @@ function gemmPixels(
     "gemm1x1/scalar",
     () =>
       `${storageDecls(hasBias ? ["A", "B", "bias"] : ["A", "B"], ["out"])}
-@compute @workgroup_size(${WGC})
+@compute @workgroup_size(${wgc()})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
   if (t >= ${total}) { return; }
@@ -560,97 +554,75 @@ function imagesAsColumns(
   releaseBuffer(outT);
 }
 
-const gemmVariant = (variant: string) => variant.endsWith("texture") ? "matmul/texture" : "matmul/tiled";
+// ---------------------------------------------------------------- the variants
 
-/** y = conv1x1(x, w) + b, by `variant` (the bias is added in the GEMMs' store). */
-export function conv1x1Forward(
-  x: Binding,
-  w: Binding,
-  b: Binding | null,
-  y: Binding,
-  s: ConvShape,
-  variant: string,
-): void {
-  const rowBias = b ?? undefined;
-  if (variant.includes("/columns-")) {
-    const d = conv1x1Dims(s, "forward", true);
-    return imagesAsColumns(
-      x,
-      s.c,
-      y,
-      s.o,
-      s,
-      (xt, yt) => matmul(w, xt, yt, d, { rowBias, variant: gemmVariant(variant) }),
-    );
-  }
-  if (variant === "gemm1x1/texture" || variant === "gemm1x1/tiled") {
-    return matmul(w, x, y, conv1x1Dims(s, "forward"), { rowBias, variant: gemmVariant(variant) });
-  }
-  const v4 = vec4Of(variant);
-  if (v4) return forwardVec4(x, w, b, y, s, v4);
-  gemmPixels("conv1x1_forward", s.o, s.c, s.h * s.w, s.n, (r, k) => `${r} * ${s.c} + ${k}`, {
-    a: w,
-    b: x,
-    bias: b,
-    out: y,
-  });
+/** A texture or tiled GEMM per image (`columns`: over all images at once) as a 1×1 conv variant's run. */
+function gemmRun(mm: "matmul/texture" | "matmul/tiled", columns: boolean): ConvVariant["run"] {
+  return (bd, s) => {
+    if (bd.pass === "forward") {
+      const rowBias = bd.b ?? undefined;
+      const epilogue: GemmEpilogue | undefined = bd.gelu
+        ? { gelu: bd.gelu.pre ? { pre: bd.gelu.pre } : {} }
+        : undefined;
+      const d = conv1x1Dims(s, "forward", columns);
+      if (!columns) return matmul(bd.w, bd.x, bd.y, d, { rowBias, epilogue, variant: mm });
+      const run = (xt: GPUBuffer, yt: GPUBuffer) => matmul(bd.w, xt, yt, d, { rowBias, variant: mm });
+      return imagesAsColumns(bd.x, s.c, bd.y, s.o, s, run, epilogue);
+    }
+    if (bd.pass === "inputGrad") {
+      const epilogue: GemmEpilogue | undefined = bd.geluGradOf ? { geluGradOf: bd.geluGradOf } : undefined;
+      const d = conv1x1Dims(s, "inputGrad", columns);
+      if (!columns) return matmul(bd.w, bd.dy, bd.dx, d, { epilogue, variant: mm });
+      const run = (dyt: GPUBuffer, dxt: GPUBuffer) => matmul(bd.w, dyt, dxt, d, { variant: mm });
+      return imagesAsColumns(bd.dy, s.o, bd.dx, s.c, s, run, epilogue);
+    }
+    const d = conv1x1Dims(s, "weightGrad");
+    if (mm === "matmul/texture") return matmul(bd.dy, bd.x, bd.dw, d, { variant: mm });
+    matmulTiled(bd.dy, bd.x, bd.dw, d, { splitK: gemmSplitK(d) });
+  };
 }
 
-/** dx = wᵀ · dy per image, by `variant`. */
-export function conv1x1BackwardInput(
-  dy: Binding,
-  w: Binding,
-  dx: Binding,
-  s: ConvShape,
-  variant: string,
-): void {
-  if (variant.includes("/columns-")) {
-    const d = conv1x1Dims(s, "inputGrad", true);
-    return imagesAsColumns(
-      dy,
-      s.o,
-      dx,
-      s.c,
-      s,
-      (dyt, dxt) => matmul(w, dyt, dxt, d, { variant: gemmVariant(variant) }),
-    );
-  }
-  if (variant === "gemm1x1/texture" || variant === "gemm1x1/tiled") {
-    return matmul(w, dy, dx, conv1x1Dims(s, "inputGrad"), { variant: gemmVariant(variant) });
-  }
-  const v4 = vec4Of(variant);
-  if (v4) return backwardInputVec4(dy, w, dx, s, v4);
-  gemmPixels("conv1x1_backward_input", s.c, s.o, s.h * s.w, s.n, (r, k) => `${k} * ${s.c} + ${r}`, {
-    a: w,
-    b: dy,
-    bias: null,
-    out: dx,
-  });
+/** A vec4 variant's run: operands from textures or not, register block edge from the profile. */
+export function vec4Run(variant: string, tex: boolean, half: boolean): ConvVariant["run"] {
+  return (bd, s) => {
+    const full = adapterProfile().gemmBlockEdge;
+    const v4: Vec4 = { variant, tex, edge: half ? Math.max(4, Math.floor(full / 8) * 4) : full };
+    if (bd.pass === "forward") {
+      const epilogue: GemmEpilogue | undefined = bd.gelu
+        ? { gelu: bd.gelu.pre ? { pre: bd.gelu.pre } : {} }
+        : undefined;
+      return forwardVec4(bd.x, bd.w, bd.b, bd.y, s, v4, epilogue);
+    }
+    if (bd.pass === "inputGrad") {
+      const epilogue: GemmEpilogue | undefined = bd.geluGradOf ? { geluGradOf: bd.geluGradOf } : undefined;
+      return backwardInputVec4(bd.dy, bd.w, bd.dx, s, v4, epilogue);
+    }
+    backwardWeightVec4(bd.dy, bd.x, bd.dw, s, bd.db ?? null, v4);
+  };
 }
 
-/** Variants whose weight-gradient kernel also sums the bias gradient (the others leave it to a pass). */
-export const conv1x1WeightBiasVariants = VEC4_VARIANTS;
-
-/**
- * dw = Σ_n dy[n] · x[n]ᵀ, by `variant`: split over chunks of the N·P pixels plus a second pass. With
- * `db` (only for conv1x1WeightBiasVariants), db = Σ dy from the same kernel.
- */
-export function conv1x1BackwardWeight(
-  dy: Binding,
-  x: Binding,
-  dw: Binding,
-  s: ConvShape,
-  variant: string,
-  db: Binding | null = null,
-): void {
-  if (db && !conv1x1WeightBiasVariants.includes(variant)) {
-    throw new Error(`conv1x1BackwardWeight: ${variant} does not sum the bias gradient`);
+function scalarRun(bd: ConvBindings, s: ConvShape): void {
+  if (bd.pass === "forward") {
+    return gemmPixels("conv1x1_forward", s.o, s.c, s.h * s.w, s.n, (r, k) => `${r} * ${s.c} + ${k}`, {
+      a: bd.w,
+      b: bd.x,
+      bias: bd.b,
+      out: bd.y,
+    });
   }
-  const d = conv1x1Dims(s, "weightGrad");
-  if (variant === "gemm1x1/texture") return matmul(dy, x, dw, d, { variant: "matmul/texture" });
-  if (variant === "gemm1x1/tiled") return matmulTiled(dy, x, dw, d, { splitK: gemmSplitK(d) });
-  const v4 = vec4Of(variant);
-  if (v4) return backwardWeightVec4(dy, x, dw, s, db, v4);
+  if (bd.pass === "inputGrad") {
+    return gemmPixels("conv1x1_backward_input", s.c, s.o, s.h * s.w, s.n, (r, k) => `${k} * ${s.c} + ${r}`, {
+      a: bd.w,
+      b: bd.dy,
+      bias: null,
+      out: bd.dx,
+    });
+  }
+  scalarWeight(bd.dy, bd.x, bd.dw, s);
+}
+
+/** dw = Σ_n dy[n] · x[n]ᵀ with 4×4 blocks and scalar loads, split over chunks of the N·P pixels. */
+function scalarWeight(dy: Binding, x: Binding, dw: Binding, s: ConvShape): void {
   const { n, c, o } = s;
   const p = s.h * s.w;
   const steps = n * p;
@@ -663,7 +635,7 @@ export function conv1x1BackwardWeight(
     "gemm1x1/scalar",
     () =>
       `${storageDecls(["dy", "x"], ["out"])}
-@compute @workgroup_size(${WGC})
+@compute @workgroup_size(${wgc()})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
   if (t >= ${total}) { return; }
@@ -702,21 +674,155 @@ ${
   );
 }
 
-// ---------------------------------------------------------------- with a GELU epilogue
+const ALL: readonly ConvPass[] = CONV_PASSES;
+const vec4Fits = (s: ConvShape) => s.c % 4 === 0 && (s.h * s.w) % 4 === 0;
+const columnsFit = (s: ConvShape, pass: ConvPass, prof: AdapterProfile) =>
+  pass !== "weightGrad" && s.h * s.w < prof.columnsBelowPixels && s.n > 1;
+/** Whether the profile lets the texture GEMM serve 1×1 convs (as the default, and in autotune). */
+const textureOn = (prof: AdapterProfile) => prof.textureGemm && prof.conv1x1Texture;
+const pointwise = { passes: ALL, tuneKey: convTuneKey, epilogue: true };
 
-/** Variants whose GEMM store (or transpose back) takes an epilogue; scalar runs unfused. */
-export const conv1x1EpilogueVariants = [
-  "gemm1x1/texture",
-  "gemm1x1/tiled",
-  "gemm1x1/columns-texture",
-  "gemm1x1/columns-tiled",
-  ...VEC4_VARIANTS,
+/**
+ * The 1×1 stride-1 GEMM family, in the order the planner lists candidates. Ranks give the profile's
+ * default: without textureGemm the tiled GEMMs; with it the texture GEMMs above the profile's sizes
+ * (where conv1x1Texture), else the vec4 GEMM (operands from textures where gemmTextures), else scalar.
+ */
+export const GEMM1X1_VARIANTS: ConvVariant[] = [
+  {
+    ...pointwise,
+    name: "gemm1x1/columns-texture",
+    passes: ["forward", "inputGrad"],
+    applies: (s, pass, prof) =>
+      isPointwise(s) && columnsFit(s, pass, prof) && textureGemmApplies(conv1x1Dims(s, pass, true)),
+    rank: (s, pass, prof) => {
+      const d = conv1x1Dims(s, pass);
+      return textureOn(prof) && d.m >= prof.columnsTextureMin.rows && d.k >= prof.columnsTextureMin.k
+        ? 2
+        : null;
+    },
+    tuned: (prof) => prof.conv1x1Texture,
+    run: gemmRun("matmul/texture", true),
+  },
+  {
+    ...pointwise,
+    name: "gemm1x1/columns-tiled",
+    passes: ["forward", "inputGrad"],
+    applies: (s, pass, prof) => isPointwise(s) && columnsFit(s, pass, prof),
+    rank: (_s, _pass, prof) => prof.textureGemm ? null : 0,
+    run: gemmRun("matmul/tiled", true),
+  },
+  {
+    ...pointwise,
+    name: "gemm1x1/texture",
+    applies: (s, pass) => isPointwise(s) && textureGemmApplies(conv1x1Dims(s, pass)),
+    rank: (s, pass, prof) => {
+      if (!textureOn(prof)) return null;
+      if (pass === "weightGrad") {
+        const { rows, cols } = prof.textureMinWeight;
+        return s.o >= rows && s.c >= cols ? 3 : null;
+      }
+      const d = conv1x1Dims(s, pass), { rows, cols } = prof.textureMin;
+      return d.m >= rows && d.n >= cols ? 3 : null;
+    },
+    tuned: (prof) => prof.conv1x1Texture,
+    run: gemmRun("matmul/texture", false),
+  },
+  {
+    ...pointwise,
+    name: "gemm1x1/tiled",
+    applies: (s) => isPointwise(s),
+    rank: (_s, _pass, prof) => prof.textureGemm ? null : 1,
+    run: gemmRun("matmul/tiled", false),
+  },
+  {
+    ...pointwise,
+    name: "gemm1x1/vec4-texture",
+    applies: (s) =>
+      isPointwise(s) && vec4Fits(s) &&
+      [s.n * s.c * s.h * s.w, s.n * s.o * s.h * s.w, s.o * s.c].every(fitsOperandTexture),
+    rank: (_s, _pass, prof) => prof.textureGemm && prof.gemmTextures ? 4 : null,
+    biasGrad: true,
+    run: vec4Run("gemm1x1/vec4-texture", true, false),
+  },
+  {
+    // half the profile's block edge, for autotune to weigh against the full one
+    ...pointwise,
+    name: "gemm1x1/vec4-texture-half",
+    applies: (s) =>
+      isPointwise(s) && vec4Fits(s) &&
+      [s.n * s.c * s.h * s.w, s.n * s.o * s.h * s.w, s.o * s.c].every(fitsOperandTexture),
+    rank: () => null,
+    biasGrad: true,
+    run: vec4Run("gemm1x1/vec4-texture-half", true, true),
+  },
+  {
+    ...pointwise,
+    name: "gemm1x1/vec4",
+    applies: (s) => isPointwise(s) && vec4Fits(s),
+    rank: (_s, _pass, prof) => prof.textureGemm ? 5 : null,
+    biasGrad: true,
+    run: vec4Run("gemm1x1/vec4", false, false),
+  },
+  {
+    // any sizes; autotune times it only where no vec4 GEMM can run
+    ...pointwise,
+    name: "gemm1x1/scalar",
+    applies: (s) => isPointwise(s),
+    rank: (_s, _pass, prof) => prof.textureGemm ? 6 : null,
+    tuned: (_prof, candidates) => !candidates.some((c) => c.startsWith("gemm1x1/vec4")),
+    epilogue: false,
+    run: scalarRun,
+  },
 ];
+
+const gemm1x1 = (variant: string) => lookup(GEMM1X1_VARIANTS, variant, "conv1x1");
+
+/** y = conv1x1(x, w) + b, by `variant` (the bias is added in the GEMMs' store). */
+export function conv1x1Forward(
+  x: Binding,
+  w: Binding,
+  b: Binding | null,
+  y: Binding,
+  s: ConvShape,
+  variant: string,
+): void {
+  gemm1x1(variant).run({ pass: "forward", x, w, b, y }, s);
+}
+
+/** dx = wᵀ · dy per image, by `variant`. */
+export function conv1x1BackwardInput(
+  dy: Binding,
+  w: Binding,
+  dx: Binding,
+  s: ConvShape,
+  variant: string,
+): void {
+  gemm1x1(variant).run({ pass: "inputGrad", dy, w, dx }, s);
+}
+
+/**
+ * dw = Σ_n dy[n] · x[n]ᵀ, by `variant`. With `db` (only for variants with `biasGrad`), db = Σ dy from
+ * the same kernel.
+ */
+export function conv1x1BackwardWeight(
+  dy: Binding,
+  x: Binding,
+  dw: Binding,
+  s: ConvShape,
+  variant: string,
+  db: Binding | null = null,
+): void {
+  const v = gemm1x1(variant);
+  if (db && !v.biasGrad) throw new Error(`conv1x1BackwardWeight: ${variant} does not sum the bias gradient`);
+  v.run({ pass: "weightGrad", dy, x, dw, db }, s);
+}
+
+// ---------------------------------------------------------------- with a GELU epilogue
 
 /**
  * y = gelu(conv1x1(x, w) + b), and pre = conv1x1(x, w) + b when `pre` is given (the backward needs
- * it). Fused into the GEMM's store (columns variants: into the transpose back); other variants run
- * the conv into `pre` (a scratch buffer without it), then a GELU pass.
+ * it). Fused into the GEMM's store (columns variants: into the transpose back) where the variant takes
+ * an epilogue; other variants run the conv into `pre` (a scratch buffer without it), then a GELU pass.
  */
 export function conv1x1ForwardGelu(
   x: Binding,
@@ -727,31 +833,20 @@ export function conv1x1ForwardGelu(
   s: ConvShape,
   variant: string,
 ): void {
-  const rowBias = b ?? undefined;
-  const epilogue: GemmEpilogue = { gelu: pre ? { pre } : {} };
-  if (variant.includes("/columns-")) {
-    const d = conv1x1Dims(s, "forward", true);
-    const mm = (xt: GPUBuffer, yt: GPUBuffer) =>
-      matmul(w, xt, yt, d, { rowBias, variant: gemmVariant(variant) });
-    return imagesAsColumns(x, s.c, y, s.o, s, mm, epilogue);
-  }
-  const v4 = vec4Of(variant);
-  if (v4) return forwardVec4(x, w, b, y, s, v4, epilogue);
-  if (conv1x1EpilogueVariants.includes(variant)) {
-    return matmul(w, x, y, conv1x1Dims(s, "forward"), { rowBias, epilogue, variant: gemmVariant(variant) });
-  }
+  const v = gemm1x1(variant);
+  if (v.epilogue) return v.run({ pass: "forward", x, w, b, y, gelu: { pre } }, s);
   const count = s.n * s.o * s.h * s.w;
   const scratch = pre ? null : acquireBuffer(count * 4);
   const p = pre ?? scratch!;
-  conv1x1Forward(x, w, b, p, s, variant);
+  v.run({ pass: "forward", x, w, b, y: p }, s);
   geluForward(p, y, count);
   if (scratch) releaseBuffer(scratch);
 }
 
 /**
  * dx = (wᵀ · dy) · gelu'(pre) per image: the input gradient of a 1×1 conv whose input was gelu(pre),
- * carried on through the GELU. Fused into the GEMM's store (columns variants: into the transpose
- * back); other variants run the input gradient, then a GELU-backward pass.
+ * carried on through the GELU. Fused into the GEMM's store where the variant takes an epilogue; other
+ * variants run the input gradient, then a GELU-backward pass.
  */
 export function conv1x1BackwardInputGeluGrad(
   dy: Binding,
@@ -761,20 +856,11 @@ export function conv1x1BackwardInputGeluGrad(
   s: ConvShape,
   variant: string,
 ): void {
-  const epilogue: GemmEpilogue = { geluGradOf: pre };
-  if (variant.includes("/columns-")) {
-    const d = conv1x1Dims(s, "inputGrad", true);
-    const mm = (dyt: GPUBuffer, dxt: GPUBuffer) => matmul(w, dyt, dxt, d, { variant: gemmVariant(variant) });
-    return imagesAsColumns(dy, s.o, dx, s.c, s, mm, epilogue);
-  }
-  const v4 = vec4Of(variant);
-  if (v4) return backwardInputVec4(dy, w, dx, s, v4, epilogue);
-  if (conv1x1EpilogueVariants.includes(variant)) {
-    return matmul(w, dy, dx, conv1x1Dims(s, "inputGrad"), { epilogue, variant: gemmVariant(variant) });
-  }
+  const v = gemm1x1(variant);
+  if (v.epilogue) return v.run({ pass: "inputGrad", dy, w, dx, geluGradOf: pre }, s);
   const count = s.n * s.c * s.h * s.w;
   const g = acquireBuffer(count * 4);
-  conv1x1BackwardInput(dy, w, g, s, variant);
+  v.run({ pass: "inputGrad", dy, w, dx: g }, s);
   geluBackward(g, pre, dx, count);
   releaseBuffer(g);
 }

@@ -4,16 +4,17 @@
 
 import { acquireBuffer, type Binding, grid1D, linearIndex, releaseBuffer } from "./runtime.ts";
 import { sumAxes } from "./reduce.ts";
+import { adapterProfile } from "./profile.ts";
 
 export { convOutSize, type ConvShape } from "./shapes.ts";
 
-/** Workgroup size of every convolution kernel (1-D). */
-export const WGC = 64;
+/** Workgroup size of every convolution kernel (1-D): the profile's convWorkgroup. */
+export const wgc = (): number => adapterProfile().convWorkgroup;
 
 /** A 1-D grid of `total` invocations per z-slice and the WGSL expression of the invocation index. */
 export function convGrid(total: number, z: number): { groups: [number, number, number]; index: string } {
-  const g = grid1D(total, WGC);
-  return { groups: [g[0], g[1], z], index: `i32(${linearIndex(g, WGC)})` };
+  const g = grid1D(total, wgc());
+  return { groups: [g[0], g[1], z], index: `i32(${linearIndex(g, wgc())})` };
 }
 
 /** Largest partial-sum buffer (in floats) a split reduction may allocate. */

@@ -23,6 +23,13 @@ import {
   WGSL_TEXEL_COORD,
 } from "./texture_operand.ts";
 import { fusionEnabled } from "./planner.ts";
+import {
+  depthwiseTiledBackwardInput,
+  depthwiseTiledBackwardWeight,
+  depthwiseTiledForward,
+  depthwiseTiledSupports,
+} from "./depthwise_tiled.ts";
+import { CONV_PASSES, convTuneKey, type ConvVariant, isDepthwise } from "./variant.ts";
 import { adapterProfile } from "./profile.ts";
 import {
   type Axis,
@@ -34,14 +41,15 @@ import {
   range,
   specKey,
   splitReduction,
-  WGC,
+  wgc,
   withPartials,
 } from "./conv_common.ts";
 import { convKey } from "./shapes.ts";
 
-/** Output block of one invocation: up to 4 rows × 8 columns. */
+/** Output block of one invocation: up to the profile's depthwiseBlock rows × columns. */
 function block(outRows: number, outCols: number): { rh: number; px: number } {
-  return { rh: Math.min(4, outRows), px: Math.min(8, outCols) };
+  const b = adapterProfile().depthwiseBlock;
+  return { rh: Math.min(b.rows, outRows), px: Math.min(b.cols, outCols) };
 }
 
 /**
@@ -150,7 +158,7 @@ ${
         ? "@group(0) @binding(2) var<storage, read> b: array<f32>;\n"
         : ""
     }@group(0) @binding(${reads}) var<storage, read_write> y: array<f32>;${partsDecl}
-@compute @workgroup_size(${WGC})
+@compute @workgroup_size(${wgc()})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
   if (t >= ${total}) { return; }
@@ -242,7 +250,7 @@ export function depthwiseBackwardInput(dy: Binding, w: Binding, dx: Binding, s: 
 
 /** Whether the weight gradient's k×k sums of a workgroup (one per lane) fit in workgroup memory. */
 export function depthwiseWeightTreeFits(k: number): boolean {
-  return k * k * WGC * 4 <= gpu().limits.maxComputeWorkgroupStorageSize;
+  return k * k * wgc() * 4 <= gpu().limits.maxComputeWorkgroupStorageSize;
 }
 
 // Division and remainder by a constant, folded when the constant is 1: Chromium's SwiftShader (Dawn)
@@ -251,7 +259,7 @@ const div = (a: string, n: number) => n === 1 ? a : `${a} / ${n}`;
 const mod = (a: string, n: number) => n === 1 ? "0" : `(${a} % ${n})`;
 
 /**
- * dw of a depthwise convolution. With the tree: a workgroup per channel whose lanes take every WGC-th
+ * dw of a depthwise convolution. With the tree: a workgroup per channel whose lanes take every wgc()-th
  * output block and whose sums meet in workgroup memory, writing dw directly (one dispatch). Without:
  * an invocation per (channel, chunk of output blocks) writes partial sums, and a second pass adds them.
  */
@@ -302,27 +310,27 @@ ${
     const taps = K.flatMap((kh) => K.map((kw) => [kh, kw]));
     // the tree: every lane's k×k sums side by side, halved until lane 0 holds the channel's
     const treeCode = `  let l = i32(lid);
-${taps.map(([kh, kw], t) => `  part[${t * WGC} + l] = a${kh}_${kw};`).join("\n")}
+${taps.map(([kh, kw], t) => `  part[${t * wgc()} + l] = a${kh}_${kw};`).join("\n")}
   workgroupBarrier();
-  for (var half = ${WGC / 2}; half > 0; half = half / 2) {
+  for (var half = ${wgc() / 2}; half > 0; half = half / 2) {
     if (l < half) {
-${taps.map((_, t) => `      part[${t * WGC} + l] += part[${t * WGC} + l + half];`).join("\n")}
+${taps.map((_, t) => `      part[${t * wgc()} + l] += part[${t * wgc()} + l + half];`).join("\n")}
     }
     workgroupBarrier();
   }
   if (l == 0) {
-${taps.map((_, t) => `    out[ch * ${k * k} + ${t}] = part[${t * WGC}];`).join("\n")}
+${taps.map((_, t) => `    out[ch * ${k * k} + ${t}] = part[${t * wgc()}];`).join("\n")}
   }`;
     const partialCode = `  let ob = chunk * ${outputs} + ch * ${k * k};
 ${K.map((kh) => K.map((kw) => `  out[ob + ${kh * k + kw}] = a${kh}_${kw};`).join("\n")).join("\n")}`;
     const head = tree
-      ? `var<workgroup> part: array<f32, ${k * k * WGC}>;
-@compute @workgroup_size(${WGC})
+      ? `var<workgroup> part: array<f32, ${k * k * wgc()}>;
+@compute @workgroup_size(${wgc()})
 fn main(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let ch = ${index};
 ${K.map((kh) => K.map((kw) => `  var a${kh}_${kw} = 0.0;`).join("\n")).join("\n")}
-  for (var st = i32(lid); st < ${steps}; st += ${WGC}) {`
-      : `@compute @workgroup_size(${WGC})
+  for (var st = i32(lid); st < ${steps}; st += ${wgc()}) {`
+      : `@compute @workgroup_size(${wgc()})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let ch = ${index};
   if (ch >= ${c}) { return; }
@@ -363,3 +371,40 @@ ${tree ? treeCode : partialCode}
     xr = operandResource("DX", x, n * c * h * W, tex);
   withPartials(chunks, outputs, dw, (dst) => dispatch(pipe, [dyr, xr, dst], groups));
 }
+
+// ---------------------------------------------------------------- the variants
+
+const TILED_PASS = { forward: "forward", inputGrad: "input", weightGrad: "weight" } as const;
+
+/** The depthwise family (groups = C = O), in the order the planner lists candidates. */
+export const DEPTHWISE_VARIANTS: ConvVariant[] = [
+  {
+    // halo tiles in workgroup memory, stride 1 (kernels/depthwise_tiled.ts); the default where the
+    // profile's tiledDepthwise says workgroup memory pays
+    name: "depthwise/tiled",
+    passes: CONV_PASSES,
+    applies: (s, pass, prof) =>
+      isDepthwise(s) && !prof.variantsOff.includes("depthwise/tiled") &&
+      depthwiseTiledSupports(s, TILED_PASS[pass]),
+    rank: (_s, _pass, prof) => prof.tiledDepthwise ? 0 : null,
+    run: (b, s) => {
+      if (b.pass === "forward") depthwiseTiledForward(b.x, b.w, b.b, b.y, s);
+      else if (b.pass === "inputGrad") depthwiseTiledBackwardInput(b.dy, b.w, b.dx, s);
+      else depthwiseTiledBackwardWeight(b.dy, b.x, b.dw, s);
+    },
+    tuneKey: convTuneKey,
+  },
+  {
+    name: "depthwise/direct",
+    passes: CONV_PASSES,
+    applies: (s) => isDepthwise(s),
+    rank: () => 1,
+    statsParts: depthwiseForwardParts,
+    run: (b, s) => {
+      if (b.pass === "forward") depthwiseForward(b.x, b.w, b.b, b.y, s, b.parts ?? null);
+      else if (b.pass === "inputGrad") depthwiseBackwardInput(b.dy, b.w, b.dx, s);
+      else depthwiseBackwardWeight(b.dy, b.x, b.dw, s);
+    },
+    tuneKey: convTuneKey,
+  },
+];

@@ -14,7 +14,7 @@
 //                 M when transposed), B as vec4 along N (along K when transposed, transposed in
 //                 registers). ROWS + 4·COLVECS fetches feed 16·ROWS·COLVECS multiply-adds. 3-10×
 //                 v1 on lavapipe. Needs K % 4 = 0, M % 4 = 0 when A is transposed and N % 4 = 0 when
-//                 B is not; otherwise v1 runs. `sumBatch` loops over the batch inside the kernel; a
+//                 B is not (elsewhere it does not apply). `sumBatch` loops over the batch inside the kernel; a
 //                 shared A with per-image B lays the images side by side as columns (NCHW 1×1 convs at
 //                 4×4: 2.9 → 10-11 GFLOP/s on lavapipe, batch 8).
 //                 Measured limits on lavapipe: the same loop with the fetches replaced by arithmetic
@@ -38,7 +38,8 @@ import {
 } from "./texture_operand.ts";
 import { storageDecls } from "./wgsl.ts";
 import { type MatmulDims, matmulKey } from "./shapes.ts";
-import { planMatmul, textureGemmApplies } from "./planner.ts";
+import { planMatmul } from "./planner.ts";
+import { lookup, matmulTuneKey, type MatmulVariant, textureGemmApplies } from "./variant.ts";
 import { adapterProfile, type TextureGemmTuning } from "./profile.ts";
 import { matmulTiled } from "./gemm_tiled.ts";
 import {
@@ -68,17 +69,55 @@ export interface MatmulOptions {
 export function matmul(a: Binding, b: Binding, c: Binding, d: MatmulDims, opts: MatmulOptions = {}): void {
   if (d.batch * d.m * d.n === 0) return;
   if (d.k === 0) throw new Error("matmul: k = 0 is not supported");
-  const variant = opts.variant ?? planMatmul(d).variant;
-  // texture copies need 16-byte aligned sources (always true for pooled tensors and arena slices)
-  const aligned = [a, b].every((x) => x instanceof GPUBuffer || (x.offset ?? 0) % 16 === 0);
-  if (variant === "matmul/texture" && aligned && textureGemmApplies(d)) {
-    const tuning = { ...adapterProfile().textureTuning, ...opts.tuning };
-    matmulTexture(a, b, c, d, tuning, opts.rowBias, opts.epilogue);
-  } else if (variant === "matmul/tiled" || opts.rowBias || epilogueTag(opts.epilogue)) {
-    // the generic kernel has no bias or epilogue: the tiled one serves those
-    matmulTiled(a, b, c, d, { rowBias: opts.rowBias, epilogue: opts.epilogue });
-  } else matmulGeneric(a, b, c, d);
+  const name = opts.variant ?? planMatmul(d).variant;
+  const v = lookup(MATMUL_VARIANTS, name, "matmul");
+  if (!v.applies(d, adapterProfile())) throw new Error(`matmul: ${name} cannot run ${matmulKey(d)}`);
+  if ((opts.rowBias || epilogueTag(opts.epilogue)) && !v.epilogue) {
+    throw new Error(`matmul: ${name} has no row bias or epilogue (matmul/tiled and matmul/texture do)`);
+  }
+  v.run({ a, b, c, rowBias: opts.rowBias, epilogue: opts.epilogue, tuning: opts.tuning }, d);
 }
+
+/**
+ * The matmul family, in the order the planner lists candidates. The profile's default: the texture
+ * GEMM where textureGemm and the dims suit it, else the generic one; without textureGemm the tiled one.
+ */
+export const MATMUL_VARIANTS: MatmulVariant[] = [
+  {
+    name: "matmul/texture",
+    passes: ["forward"],
+    applies: (d) => textureGemmApplies(d),
+    rank: (_d, prof) => prof.textureGemm ? 0 : null,
+    epilogue: true,
+    run: (bd, d) => {
+      // texture copies need 16-byte aligned sources (always true for pooled tensors and arena slices)
+      if (![bd.a, bd.b].every((x) => x instanceof GPUBuffer || (x.offset ?? 0) % 16 === 0)) {
+        throw new Error("matmul/texture: operands must start at 16-byte aligned offsets");
+      }
+      const tuning = { ...adapterProfile().textureTuning, ...bd.tuning };
+      matmulTexture(bd.a, bd.b, bd.c, d, tuning, bd.rowBias, bd.epilogue);
+    },
+    tuneKey: matmulTuneKey,
+  },
+  {
+    name: "matmul/tiled",
+    passes: ["forward"],
+    applies: () => true,
+    rank: (_d, prof) => prof.textureGemm ? null : 1,
+    epilogue: true,
+    run: (bd, d) => matmulTiled(bd.a, bd.b, bd.c, d, { rowBias: bd.rowBias, epilogue: bd.epilogue }),
+    tuneKey: matmulTuneKey,
+  },
+  {
+    name: "matmul/generic",
+    passes: ["forward"],
+    applies: () => true,
+    rank: (_d, prof) => prof.textureGemm ? 2 : null,
+    epilogue: false,
+    run: (bd, d) => matmulGeneric(bd.a, bd.b, bd.c, d),
+    tuneKey: matmulTuneKey,
+  },
+];
 
 // ---------------------------------------------------------------- v3: texture operands
 
@@ -105,10 +144,13 @@ function matmulTexture(
   const k4 = k / 4, m4 = Math.ceil(m / 4), n4 = Math.ceil(n / 4);
   const rowBlocks = Math.ceil(m / R), colBlocks = Math.ceil(width / CW);
   // few blocks (e.g. a weight gradient: small M·N, long K) get smaller workgroups, at least 8 of them
-  // where possible, so every core (or compute unit) has work; 8 invocations fill a lavapipe SIMD row.
+  // where possible, so every core (or compute unit) has work; no smaller than the profile's minThreads.
   // A side with few blocks gets a short workgroup side (no idle invocations), the other side the rest
   const blocks = rowBlocks * colBlocks * zs;
-  const threads = Math.max(8, Math.min(t.wgx * t.wgy, 2 ** Math.floor(Math.log2(Math.max(1, blocks / 8)))));
+  const threads = Math.max(
+    t.minThreads,
+    Math.min(t.wgx * t.wgy, 2 ** Math.floor(Math.log2(Math.max(1, blocks / 8)))),
+  );
   const pow2 = (x: number) => 2 ** Math.ceil(Math.log2(x));
   let wgx = Math.min(t.wgx, threads, pow2(colBlocks));
   const wgy = Math.min(threads / wgx, pow2(rowBlocks));

@@ -5,6 +5,7 @@
 
 import { type Binding, dispatch, grid1D, kernel, linearIndex } from "./runtime.ts";
 import { storageDecls } from "./wgsl.ts";
+import { convTuneKey, type ConvVariant, isPatchConv } from "./variant.ts";
 
 export interface PatchShape {
   n: number;
@@ -66,3 +67,22 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 }`);
   dispatch(pipe, [gy, gx], grid);
 }
+
+/**
+ * The patches family: a conv with non-overlapping windows and no padding as a 1×1 conv over gathered
+ * patches. A rewrite of the graph (autograd/ops/conv.ts gathers, then plans the 1×1 conv), not a
+ * kernel; its backward passes run through the rewritten graph, so only the forward is planned here.
+ */
+export const PATCH_VARIANTS: ConvVariant[] = [
+  {
+    name: "patches",
+    passes: ["forward"],
+    applies: (s, pass) => pass === "forward" && isPatchConv(s),
+    rank: () => 0,
+    rewrite: true,
+    run: () => {
+      throw new Error('conv: "patches" rewrites the graph (autograd/ops/conv.ts); it is not a kernel');
+    },
+    tuneKey: convTuneKey,
+  },
+];

@@ -1,144 +1,181 @@
-// The planner: which kernel variant runs a convolution pass or a matmul. One pure function of the
-// shapes and the adapter profile (kernels/profile.ts) gives the default; an autotuned winner
-// (kernels/autotune.ts measures candidates) replaces it; an override (API or the host's environment
-// variable) replaces both. Every choice can be logged, which is how a model's plan is listed.
+// The planner: which kernel variant runs a convolution pass or a matmul. `chooseConv` and `chooseMatmul`
+// are pure functions of the shape, the adapter profile (kernels/profile.ts), the override rules and the
+// autotuned winners, over the families' variant tables (kernels/variant.ts says what an entry holds):
+// the default is the applicable variant the profile ranks first; an autotuned winner (kernels/autotune.ts
+// measures candidates) replaces it; an override (API or the host's environment variable) replaces both.
+// The planner's state (overrides, winners, queued tunes, autotune on or off, the plan log) is one
+// object, kernels/plan_context.ts, which `initGPU` creates; the functions below other than the pure
+// ones are accessors of it.
 //
-// Convolution variants, by family:
-//   patches              non-overlapping windows without padding (2×2/2 downsampling, 1×1/2 shortcuts):
-//                        gather the windows, then a 1×1 conv (autograd/ops/conv.ts does the rewrite)
-//   gemm1x1/texture      1×1/1: a GEMM per image with texture operands (kernels/matmul.ts v3)
-//   gemm1x1/columns-texture  the same over all images at once: [N,C,P] → [C,N·P], GEMM, back (small P)
-//   gemm1x1/tiled        1×1/1: the workgroup-tiled storage GEMM (kernels/gemm_tiled.ts), split-K for
-//                        the weight gradient
-//   gemm1x1/columns-tiled    the tiled GEMM over all images at once
-//   gemm1x1/vec4         1×1/1: register-blocked GEMM over the pixels with vec4 loads (C, H·W % 4 = 0)
-//   gemm1x1/vec4-texture the same with both operands fetched from textures (a copy each; where they fit)
-//   gemm1x1/vec4-texture-half  the same with half the register block edge (autotune weighs both)
-//   gemm1x1/scalar       1×1/1: 4×4 blocks, scalar loads, any sizes
-//   depthwise/direct     groups = C = O: register-blocked rows, any stride (kernels/depthwise.ts)
-//   depthwise/tiled      groups = C = O, stride 1: halo tiles in workgroup memory; split-reduction
-//                        weight gradient (kernels/depthwise_tiled.ts)
-//   direct/blocked       everything else (dense or grouped k×k, stems): kernels/conv.ts
-// Matmul variants: matmul/texture, matmul/tiled, matmul/generic.
+// The tables, in the order candidates are listed:
+//   patches     kernels/patches.ts    non-overlapping windows without padding: a graph rewrite
+//   gemm1x1/*   kernels/conv1x1.ts    1×1 stride 1 as GEMMs (texture, tiled, vec4, scalar, columns)
+//   depthwise/* kernels/depthwise.ts  groups = C = O (tiled: halo tiles; direct: register rows)
+//   direct/*    kernels/conv.ts       everything else (dense or grouped k×k, stems)
+//   matmul/*    kernels/matmul.ts     texture, tiled, generic
 
-import { adapterProfile } from "./profile.ts";
-import { fitsOperandTexture } from "./texture_operand.ts";
-import { depthwiseTiledSupports } from "./depthwise_tiled.ts";
+import { type AdapterProfile, adapterProfile } from "./profile.ts";
+import { plannerContext } from "./runtime.ts";
 import { convKey, type ConvShape, type MatmulDims, matmulKey } from "./shapes.ts";
+import type { ConvEpilogue, ConvPass, ConvVariant, MatmulVariant } from "./variant.ts";
+import { PATCH_VARIANTS } from "./patches.ts";
+import { GEMM1X1_VARIANTS } from "./conv1x1.ts";
+import { DEPTHWISE_VARIANTS } from "./depthwise.ts";
+import { DIRECT_VARIANTS } from "./conv.ts";
+import { MATMUL_VARIANTS } from "./matmul.ts";
+import type { OverrideRule, Plan, PlanEntry, TuneJob, Winner } from "./plan_context.ts";
 
-export type ConvPass = "forward" | "inputGrad" | "weightGrad";
-export type PlanSource = "default" | "autotune" | "override";
-export interface Plan {
-  variant: string;
-  source: PlanSource;
+export type { ConvEpilogue, ConvPass } from "./variant.ts";
+export { conv1x1Dims, convTuneKey, isPatchConv, matmulTuneKey, textureGemmApplies } from "./variant.ts";
+export type { Plan, PlanEntry, PlanSource, TuneJob } from "./plan_context.ts";
+
+// ---------------------------------------------------------------- the tables
+
+/** Every convolution variant, family tables in listing order (read at each call: tables may grow). */
+export function convTable(): ConvVariant[] {
+  return [...PATCH_VARIANTS, ...GEMM1X1_VARIANTS, ...DEPTHWISE_VARIANTS, ...DIRECT_VARIANTS];
 }
 
-// ---------------------------------------------------------------- what can run a shape
-
-/** Whether the texture GEMM can take these dims (vec4 texels along K, and along M/N where stored so). */
-export function textureGemmApplies(d: MatmulDims): boolean {
-  return d.k % 4 === 0 && (!d.transA || d.m % 4 === 0) && (d.transB || d.n % 4 === 0);
+/** Every matmul variant. */
+export function matmulTable(): MatmulVariant[] {
+  return MATMUL_VARIANTS;
 }
 
-const isPointwise = (s: ConvShape) => s.k === 1 && s.stride === 1 && s.pad === 0 && s.groups === 1;
-const isDepthwise = (s: ConvShape) => s.groups === s.c && s.o === s.c && s.c > 1;
-/** Non-overlapping windows without padding: a 1×1 conv over gathered patches. */
-export const isPatchConv = (s: ConvShape): boolean =>
-  s.pad === 0 && s.groups === 1 && s.k <= s.stride && s.stride > 1;
-const TILED_PASS = { forward: "forward", inputGrad: "input", weightGrad: "weight" } as const;
-
-/** The GEMM of a 1×1 conv pass, per image (`columns`: over all images, as [C, N·P]). */
-export function conv1x1Dims(s: ConvShape, pass: ConvPass, columns = false): MatmulDims {
-  const p = s.h * s.w;
-  const batch = columns ? 1 : s.n, n = columns ? s.n * p : p;
-  if (pass === "forward") {
-    return { batch, m: s.o, n, k: s.c, transA: false, transB: false, batchA: false, batchB: !columns };
-  }
-  if (pass === "inputGrad") {
-    return { batch, m: s.c, n, k: s.o, transA: true, transB: false, batchA: false, batchB: !columns };
-  }
-  return {
-    batch: s.n,
-    m: s.o,
-    n: s.c,
-    k: p,
-    transA: false,
-    transB: true,
-    batchA: true,
-    batchB: true,
-    sumBatch: true,
-  };
+/** The names of every variant of every family. */
+export function knownVariants(): string[] {
+  return [...convTable(), ...matmulTable()].map((v) => v.name);
 }
 
-/** Every variant that can run this convolution pass, best first by the profile's lights. */
-export function convVariants(s: ConvShape, pass: ConvPass): string[] {
-  // the backward passes of a patch conv are planned only when its forward did not rewrite the graph
-  if (isPatchConv(s)) return pass === "forward" ? ["patches", "direct/blocked"] : ["direct/blocked"];
-  if (isDepthwise(s)) {
-    const tiled = depthwiseTiledSupports(s, TILED_PASS[pass]) &&
-      !adapterProfile().variantsOff.includes("depthwise/tiled");
-    return tiled ? ["depthwise/tiled", "depthwise/direct"] : ["depthwise/direct"];
+// ---------------------------------------------------------------- the pure planner
+
+const offHere = (name: string, prof: AdapterProfile) => prof.variantsOff.includes(name);
+
+/** The conv variants that can run pass `pass` of `s` on profile `prof`, in table order. */
+export function applicableConv(s: ConvShape, pass: ConvPass, prof: AdapterProfile): ConvVariant[] {
+  return convTable().filter((v) =>
+    v.passes.includes(pass) && !offHere(v.name, prof) && v.applies(s, pass, prof)
+  );
+}
+
+/** The matmul variants that can run `d` on profile `prof`. */
+export function applicableMatmul(d: MatmulDims, prof: AdapterProfile): MatmulVariant[] {
+  return matmulTable().filter((v) => !offHere(v.name, prof) && v.applies(d, prof));
+}
+
+/** The applicable variant of lowest rank (the first in table order among equals). */
+function ranked<V extends { name: string }>(vs: V[], rank: (v: V) => number | null): string {
+  let best: { name: string; r: number } | null = null;
+  for (const v of vs) {
+    const r = rank(v);
+    if (r !== null && (!best || r < best.r)) best = { name: v.name, r };
   }
-  if (!isPointwise(s)) return ["direct/blocked"];
-  const v: string[] = [];
-  const p = s.h * s.w;
-  if (pass !== "weightGrad" && p < adapterProfile().columnsBelowPixels && s.n > 1) {
-    if (textureGemmApplies(conv1x1Dims(s, pass, true))) v.push("gemm1x1/columns-texture");
-    v.push("gemm1x1/columns-tiled");
-  }
-  if (textureGemmApplies(conv1x1Dims(s, pass))) v.push("gemm1x1/texture");
-  v.push("gemm1x1/tiled");
-  if (s.c % 4 === 0 && p % 4 === 0) {
-    if ([s.n * s.c * p, s.n * s.o * p, s.o * s.c].every(fitsOperandTexture)) {
-      v.push("gemm1x1/vec4-texture", "gemm1x1/vec4-texture-half");
+  if (!best) throw new Error(`planner: no variant ranked among ${vs.map((v) => v.name).join(", ")}`);
+  return best.name;
+}
+
+/** Of `candidates` (names), those autotune times on profile `prof` (each entry's `tuned`). */
+export function tunedAmong(candidates: string[], prof: AdapterProfile): string[] {
+  const table = [...convTable(), ...matmulTable()];
+  return candidates.filter((name) => {
+    const v = table.find((x) => x.name === name);
+    return !v?.tuned || v.tuned(prof, candidates);
+  });
+}
+
+/** A planning decision: the plan, its tune key, and whether autotune should time the shape. */
+export interface Decision extends Plan {
+  key: string;
+  untuned: boolean;
+}
+
+function decide(
+  target: string,
+  key: string,
+  candidates: { name: string; rewrite?: boolean }[],
+  fallback: string,
+  prof: AdapterProfile,
+  overrides: readonly OverrideRule[],
+  winners: ReadonlyMap<string, Winner> | null,
+): Decision {
+  const names = candidates.map((v) => v.name);
+  const forced = overridden(overrides, target, names);
+  if (forced) return { variant: forced, source: "override", key, untuned: false };
+  // a graph rewrite (patches) is not a kernel a timer can compare: such shapes keep the default
+  if (winners && names.length > 1 && !candidates.some((v) => v.rewrite)) {
+    const w = winners.get(key);
+    const tunable = tunedAmong(names, prof);
+    if (w && w.among === tunable.join(",") && tunable.includes(w.variant)) {
+      return { variant: w.variant, source: "autotune", key, untuned: false };
     }
-    v.push("gemm1x1/vec4");
+    return { variant: fallback, source: "default", key, untuned: true };
   }
-  v.push("gemm1x1/scalar");
-  return v;
+  return { variant: fallback, source: "default", key, untuned: false };
+}
+
+/**
+ * The variant that runs pass `pass` of `s` (with GEMM epilogue `epilogue`, if any): a pure function of
+ * the shape, the profile, the override rules and the autotuned winners (null: autotune off).
+ */
+export function chooseConv(
+  s: ConvShape,
+  pass: ConvPass,
+  prof: AdapterProfile,
+  overrides: readonly OverrideRule[],
+  winners: ReadonlyMap<string, Winner> | null,
+  epilogue?: ConvEpilogue,
+): Decision {
+  const vs = applicableConv(s, pass, prof);
+  if (!vs.length) throw new Error(`planner: no conv variant runs ${pass} of ${convKey(s)}`);
+  const fallback = ranked(vs, (v) => v.rank(s, pass, prof));
+  const key = vs.find((v) => v.name === fallback)!.tuneKey(s, pass, epilogue);
+  return decide(`conv.${pass}`, key, vs, fallback, prof, overrides, winners);
+}
+
+/** The variant that runs matmul `d`: as `chooseConv`. */
+export function chooseMatmul(
+  d: MatmulDims,
+  prof: AdapterProfile,
+  overrides: readonly OverrideRule[],
+  winners: ReadonlyMap<string, Winner> | null,
+): Decision {
+  const vs = applicableMatmul(d, prof);
+  const fallback = ranked(vs, (v) => v.rank(d, prof));
+  const key = vs.find((v) => v.name === fallback)!.tuneKey(d);
+  return decide("matmul", key, vs, fallback, prof, overrides, winners);
+}
+
+// ---------------------------------------------------------------- the tables, by the current profile
+
+/** Every variant that can run this convolution pass, in table order. */
+export function convVariants(s: ConvShape, pass: ConvPass): string[] {
+  return applicableConv(s, pass, adapterProfile()).map((v) => v.name);
 }
 
 /** The profile's choice for a convolution pass (no autotune, no override). */
 export function defaultConvVariant(s: ConvShape, pass: ConvPass): string {
-  const prof = adapterProfile();
-  const v = convVariants(s, pass);
-  if (v[0] === "patches") return "patches";
-  if (v[0].startsWith("depthwise/")) return prof.tiledDepthwise ? v[0] : "depthwise/direct";
-  if (v[0] === "direct/blocked") return v[0];
-  if (!prof.textureGemm) {
-    return v.includes("gemm1x1/columns-tiled") ? "gemm1x1/columns-tiled" : "gemm1x1/tiled";
-  }
-  const vec4 = prof.gemmTextures && v.includes("gemm1x1/vec4-texture")
-    ? "gemm1x1/vec4-texture"
-    : "gemm1x1/vec4";
-  if (!prof.conv1x1Texture) return v.includes(vec4) ? vec4 : "gemm1x1/scalar";
-  if (pass === "weightGrad") {
-    const { rows, cols } = prof.textureMinWeight;
-    if (v.includes("gemm1x1/texture") && s.o >= rows && s.c >= cols) return "gemm1x1/texture";
-  } else {
-    const d = conv1x1Dims(s, pass);
-    if (v.includes("gemm1x1/columns-texture") && d.m >= 64 && d.k >= 64) return "gemm1x1/columns-texture";
-    const { rows, cols } = prof.textureMin;
-    if (v.includes("gemm1x1/texture") && d.m >= rows && d.n >= cols) return "gemm1x1/texture";
-  }
-  return v.includes(vec4) ? vec4 : "gemm1x1/scalar";
+  return chooseConv(s, pass, adapterProfile(), [], null).variant;
 }
 
 /** Every variant that can run this matmul. */
 export function matmulVariants(d: MatmulDims): string[] {
-  return [...(textureGemmApplies(d) ? ["matmul/texture"] : []), "matmul/tiled", "matmul/generic"];
+  return applicableMatmul(d, adapterProfile()).map((v) => v.name);
 }
 
 /** The profile's choice for a matmul. */
 export function defaultMatmulVariant(d: MatmulDims): string {
-  if (!adapterProfile().textureGemm) return "matmul/tiled";
-  return textureGemmApplies(d) ? "matmul/texture" : "matmul/generic";
+  return chooseMatmul(d, adapterProfile(), [], null).variant;
+}
+
+/**
+ * Of the variants that can run a shape, those autotune times on the current profile (each table entry's
+ * `tuned`: e.g. the scalar 1×1 GEMM only where no vec4 one can run, the texture GEMM's only where the
+ * profile makes them candidates). A stored winner that beat another set of candidates is timed again.
+ */
+export function tuneCandidates(all: string[]): string[] {
+  return tunedAmong(all, adapterProfile());
 }
 
 // ---------------------------------------------------------------- overrides
-
-/** Rules `target=variant`: target `conv`, `conv.forward|inputGrad|weightGrad` or `matmul`. */
-let overrides: { target: string; variant: string }[] = [];
 
 /**
  * Forces variants, e.g. "conv=tiled" (every conv that has a `…/tiled` variant), or
@@ -146,7 +183,12 @@ let overrides: { target: string; variant: string }[] = [];
  * later rules win. `null` or "" clears. Throws on a rule that names no known variant.
  */
 export function setPlanOverride(spec: string | null): void {
-  const rules: typeof overrides = [];
+  plannerContext().overrides = parsePlanOverride(spec);
+}
+
+/** The rules of an override spec (see `setPlanOverride`), checked against the variant tables. */
+export function parsePlanOverride(spec: string | null): OverrideRule[] {
+  const rules: OverrideRule[] = [];
   for (const part of (spec ?? "").split(",").map((p) => p.trim()).filter(Boolean)) {
     const f = /^fuse(?:\.([\w-]+))?=(on|off)$/.exec(part);
     if (f) {
@@ -163,51 +205,33 @@ export function setPlanOverride(spec: string | null): void {
           `conv.weightGrad, matmul (e.g. "conv=tiled"), or fuse[.name]=on|off`,
       );
     }
-    if (!KNOWN_VARIANTS.some((v) => v === m[2] || v.endsWith(`/${m[2]}`))) {
-      throw new Error(
-        `Plan override "${part}": unknown variant "${m[2]}"; known: ${KNOWN_VARIANTS.join(", ")}`,
-      );
+    const known = knownVariants();
+    if (!known.some((v) => v === m[2] || v.endsWith(`/${m[2]}`))) {
+      throw new Error(`Plan override "${part}": unknown variant "${m[2]}"; known: ${known.join(", ")}`);
     }
     rules.push({ target: m[1], variant: m[2] });
   }
-  overrides = rules;
+  return rules;
 }
 
 /** The override rules in force, as a spec string. */
 export function planOverride(): string {
-  return overrides.map((r) => `${r.target}=${r.variant}`).join(",");
+  return plannerContext().overrides.map((r) => `${r.target}=${r.variant}`).join(",");
 }
 
 /** Runs `fn` with `spec` as the override, then restores the previous one. */
 export function withPlanOverride<T>(spec: string, fn: () => T): T {
-  const saved = overrides;
+  const ctx = plannerContext();
+  const saved = ctx.overrides;
   setPlanOverride(spec);
   try {
     return fn();
   } finally {
-    overrides = saved;
+    ctx.overrides = saved;
   }
 }
 
-export const KNOWN_VARIANTS = [
-  "patches",
-  "gemm1x1/texture",
-  "gemm1x1/columns-texture",
-  "gemm1x1/tiled",
-  "gemm1x1/columns-tiled",
-  "gemm1x1/vec4",
-  "gemm1x1/vec4-texture",
-  "gemm1x1/vec4-texture-half",
-  "gemm1x1/scalar",
-  "depthwise/direct",
-  "depthwise/tiled",
-  "direct/blocked",
-  "matmul/texture",
-  "matmul/tiled",
-  "matmul/generic",
-];
-
-function overridden(target: string, candidates: string[]): string | null {
+function overridden(overrides: readonly OverrideRule[], target: string, candidates: string[]): string | null {
   let pick: string | null = null;
   for (const r of overrides) {
     if (r.target !== target && r.target !== target.split(".")[0]) continue;
@@ -250,132 +274,77 @@ export type Fusion = typeof FUSIONS[number];
 /** Whether fusion `name` is on (the last matching override rule wins). */
 export function fusionEnabled(name: Fusion): boolean {
   let on = !adapterProfile().fusionsOff.includes(name);
-  for (const r of overrides) if (r.target === "fuse" || r.target === `fuse.${name}`) on = r.variant === "on";
+  for (const r of plannerContext().overrides) {
+    if (r.target === "fuse" || r.target === `fuse.${name}`) on = r.variant === "on";
+  }
   return on;
 }
 
 // ---------------------------------------------------------------- autotuned winners
 
-// Winners by shape key (kernels/autotune.ts measures them and records them here), each with the
-// candidates it beat: when a new variant joins them (or one leaves), the shape is timed again. Shapes
-// met without a winner while autotune is on are queued as pending, so `autotune()` can time them
+// Winners by shape key (kernels/autotune.ts measures them and records them in the context), each with
+// the candidates it beat: when a new variant joins them (or one leaves), the shape is timed again.
+// Shapes met without a winner while autotune is on are queued as pending, so `autotune()` can time them
 // later: recording a step is synchronous, timing is not.
-
-const winners = new Map<string, { variant: string; among: string }>();
-/** A queued shape: a conv pass (with the GEMM epilogue it runs with, if any) or a matmul. */
-export type TuneJob =
-  | { op: "conv"; s: ConvShape; pass: ConvPass; epilogue?: ConvEpilogue }
-  | { op: "matmul"; d: MatmulDims };
-const pending = new Map<string, TuneJob>();
-let autotuneOn = false;
 
 /** Turns the use of autotuned winners (and the queueing of untuned shapes) on or off. */
 export function setAutotune(on: boolean): void {
-  autotuneOn = on;
-  if (!on) pending.clear();
+  const ctx = plannerContext();
+  ctx.autotune = on;
+  if (!on) ctx.pending.clear();
 }
 
 export function autotuneEnabled(): boolean {
-  return autotuneOn;
+  return plannerContext().autotune;
 }
 
 /** Records a measured winner among `candidates` for a shape key (see `convTuneKey`, `matmulTuneKey`). */
 export function recordWinner(key: string, variant: string, candidates: string[]): void {
-  winners.set(key, { variant, among: candidates.join(",") });
-  pending.delete(key);
+  const ctx = plannerContext();
+  ctx.winners.set(key, { variant, among: candidates.join(",") });
+  ctx.pending.delete(key);
 }
 
 /** The winners known so far, as "variant among candidate,candidate,…" (to persist them). */
 export function tunedWinners(): Record<string, string> {
-  return Object.fromEntries([...winners].map(([k, w]) => [k, `${w.variant} among ${w.among}`]));
+  return Object.fromEntries(
+    [...plannerContext().winners].map(([k, w]) => [k, `${w.variant} among ${w.among}`]),
+  );
 }
 
 /** Loads persisted winners; entries of another form (an older store) or unknown variants are dropped. */
 export function loadWinners(rec: Record<string, string>): void {
+  const known = knownVariants(), winners = plannerContext().winners;
   for (const [k, v] of Object.entries(rec)) {
     const m = /^(\S+) among (\S+)$/.exec(v);
-    if (m && KNOWN_VARIANTS.includes(m[1])) winners.set(k, { variant: m[1], among: m[2] });
+    if (m && known.includes(m[1])) winners.set(k, { variant: m[1], among: m[2] });
   }
 }
 
 export function clearWinners(): void {
-  winners.clear();
-  pending.clear();
+  const ctx = plannerContext();
+  ctx.winners.clear();
+  ctx.pending.clear();
 }
 
 /** Shapes met with autotune on and no winner yet. */
 export function pendingTunes(): [string, TuneJob][] {
-  return [...pending.entries()];
+  return [...plannerContext().pending.entries()];
 }
-
-/**
- * The epilogue a 1×1 conv pass runs with in ConvNeXt's MLP (autograd/ops/pointwise_mlp.ts): GELU after
- * the forward, GELU's backward after the input gradient. Tuned apart: on lavapipe the epilogue moves
- * the best register block (8×8 images, batch 64: 16×16 blocks 1.7× faster with it, 32×32 without).
- */
-export type ConvEpilogue = "gelu" | "dgelu";
-
-export const convTuneKey = (s: ConvShape, pass: ConvPass, epilogue?: ConvEpilogue): string =>
-  `conv.${pass}${epilogue ? `+${epilogue}` : ""}:${convKey(s)}`;
-export const matmulTuneKey = (d: MatmulDims): string => `matmul:${matmulKey(d)}`;
 
 // ---------------------------------------------------------------- the plan
 
-export interface PlanEntry extends Plan {
-  layer: string;
-  op: "conv" | "matmul";
-  pass: ConvPass | "forward";
-  shape: string;
-}
-
-let log: PlanEntry[] | null = null;
-
 /** Starts logging every planning decision. */
 export function startPlanLog(): void {
-  log = [];
+  plannerContext().log = [];
 }
 
 /** Stops logging and returns the decisions since `startPlanLog()`. */
 export function stopPlanLog(): PlanEntry[] {
-  const l = log ?? [];
-  log = null;
+  const ctx = plannerContext();
+  const l = ctx.log ?? [];
+  ctx.log = null;
   return l;
-}
-
-/**
- * Of the variants that can run a shape, those autotune times: the scalar 1×1 GEMM only where a vec4
- * one can run; the texture GEMM's (gemm1x1/texture, columns-texture) only where the profile makes them
- * candidates (timed alone, they hide their cost in a step). The storage vec4 GEMM and its texture twin
- * are both timed: which operand path wins is the CPU's, not the adapter's (lavapipe on Zen 1, storage
- * loads 5.3 ns per float: storage lost every A/B; on an AVX-512 Xeon, 0.32 ns, as cheap as a texel: the
- * narrow final step at batch 64 ran 534 → 445 ms with storage operands, the full one 4.8 → 6.1 s). A
- * stored winner that beat another set of candidates is timed again.
- */
-export function tuneCandidates(all: string[]): string[] {
-  const prof = adapterProfile();
-  const v = all.filter((x) => prof.conv1x1Texture || !/^gemm1x1\/(columns-)?texture$/.test(x));
-  return v.some((x) => x.startsWith("gemm1x1/vec4")) ? v.filter((x) => x !== "gemm1x1/scalar") : v;
-}
-
-function decide(
-  target: string,
-  key: string,
-  candidates: string[],
-  fallback: string,
-  queue: () => void,
-): Plan {
-  const forced = overridden(target, candidates);
-  if (forced) return { variant: forced, source: "override" };
-  // a graph rewrite (patches) is not a kernel a timer can compare: such shapes keep the default
-  if (autotuneOn && candidates.length > 1 && !candidates.includes("patches")) {
-    const w = winners.get(key);
-    const tunable = tuneCandidates(candidates);
-    if (w && w.among === tunable.join(",") && tunable.includes(w.variant)) {
-      return { variant: w.variant, source: "autotune" };
-    }
-    if (!pending.has(key)) queue();
-  }
-  return { variant: fallback, source: "default" };
 }
 
 /**
@@ -383,28 +352,20 @@ function decide(
  * GEMM epilogue it will run with, if any.
  */
 export function planConv(s: ConvShape, pass: ConvPass, layer = "", epilogue?: ConvEpilogue): Plan {
-  const key = convTuneKey(s, pass, epilogue);
-  const plan = decide(
-    `conv.${pass}`,
-    key,
-    convVariants(s, pass),
-    defaultConvVariant(s, pass),
-    () => pending.set(key, { op: "conv", s, pass, epilogue }),
-  );
-  log?.push({ ...plan, layer, op: "conv", pass, shape: convKey(s) });
+  const ctx = plannerContext();
+  const d = chooseConv(s, pass, adapterProfile(), ctx.overrides, ctx.autotune ? ctx.winners : null, epilogue);
+  if (d.untuned && !ctx.pending.has(d.key)) ctx.pending.set(d.key, { op: "conv", s, pass, epilogue });
+  const plan: Plan = { variant: d.variant, source: d.source };
+  ctx.log?.push({ ...plan, layer, op: "conv", pass, shape: convKey(s) });
   return plan;
 }
 
 /** The variant that runs matmul `d` (`layer` names it in the plan log). */
 export function planMatmul(d: MatmulDims, layer = ""): Plan {
-  const key = matmulTuneKey(d);
-  const plan = decide(
-    "matmul",
-    key,
-    matmulVariants(d),
-    defaultMatmulVariant(d),
-    () => pending.set(key, { op: "matmul", d }),
-  );
-  log?.push({ ...plan, layer, op: "matmul", pass: "forward", shape: matmulKey(d) });
+  const ctx = plannerContext();
+  const dec = chooseMatmul(d, adapterProfile(), ctx.overrides, ctx.autotune ? ctx.winners : null);
+  if (dec.untuned && !ctx.pending.has(dec.key)) ctx.pending.set(dec.key, { op: "matmul", d });
+  const plan: Plan = { variant: dec.variant, source: dec.source };
+  ctx.log?.push({ ...plan, layer, op: "matmul", pass: "forward", shape: matmulKey(d) });
   return plan;
 }

@@ -22,6 +22,12 @@ export interface TextureGemmTuning {
   /** Workgroup size along columns (x) and rows (y). */
   wgx: number;
   wgy: number;
+  /**
+   * Fewest invocations per workgroup when there are few blocks (workgroups shrink so every core gets
+   * work): 8, a lavapipe SIMD row of 8 lanes (256-bit AVX2); a GPU's warp is wider, but 8 keeps 8+
+   * workgroups for small weight gradients there too.
+   */
+  minThreads: number;
 }
 
 export interface AdapterProfile {
@@ -80,6 +86,32 @@ export interface AdapterProfile {
   textureMinWeight: { rows: number; cols: number };
   /** Images smaller than this many pixels run a 1×1 conv as one GEMM over all images. */
   columnsBelowPixels: number;
+  /**
+   * With conv1x1Texture, the columns texture GEMM (all images as one GEMM) is the default from this many
+   * result rows and reduction length on: below, its two transposes cost more than the wider GEMM saves.
+   */
+  columnsTextureMin: { rows: number; k: number };
+  /**
+   * Workgroup size (1-D) of the convolution kernels (direct, depthwise, vec4 and scalar 1×1): 64, a
+   * multiple of every adapter's SIMD width (8 lanes on lavapipe, 32 or 64 on GPUs).
+   */
+  convWorkgroup: number;
+  /**
+   * Output pixels per invocation of the direct kernels (a row segment of up to this many columns, more
+   * rows when the output is narrower): 8 keeps a block's input segments and accumulators in registers
+   * with the profile's blockEdge output channels.
+   */
+  directPixels: number;
+  /**
+   * The direct weight gradient's block besides blockEdge output channels: input channels × output
+   * columns per invocation (4 × 4: the dy and x segments of one tap row stay in registers).
+   */
+  directWeightBlock: { inChannels: number; cols: number };
+  /**
+   * Output block of one direct depthwise invocation, rows × columns (4 × 8: each input row segment is
+   * loaded once for every output row of the block; the k×k weights stay in registers).
+   */
+  depthwiseBlock: { rows: number; cols: number };
   /** Whether the halo-tiled depthwise kernels (workgroup memory) are the default where they apply. */
   tiledDepthwise: boolean;
   /** Fusions off by default on this adapter (an override can still turn them on). */
@@ -98,10 +130,15 @@ const SOFTWARE: AdapterProfile = {
   splitInvocations: 1024,
   textureGemm: true,
   conv1x1Texture: false,
-  textureTuning: { rows: 16, colVecs: 2, wgx: 8, wgy: 8 },
+  textureTuning: { rows: 16, colVecs: 2, wgx: 8, wgy: 8, minThreads: 8 },
   textureMin: { rows: 64, cols: 64 },
   textureMinWeight: { rows: 32, cols: 32 },
   columnsBelowPixels: 64,
+  columnsTextureMin: { rows: 64, k: 64 },
+  convWorkgroup: 64,
+  directPixels: 8,
+  directWeightBlock: { inChannels: 4, cols: 4 },
+  depthwiseBlock: { rows: 4, cols: 8 },
   tiledDepthwise: false,
   // the depthwise weight gradient's workgroup tree: slower than the split reduction and its second
   // pass (per-pass timestamps, batch 64, with texture operands: narrow final 91 → 37 ms, full final
@@ -149,10 +186,15 @@ const GPU: AdapterProfile = {
   splitInvocations: 0,
   textureGemm: false,
   conv1x1Texture: true,
-  textureTuning: { rows: 8, colVecs: 2, wgx: 8, wgy: 8 },
+  textureTuning: { rows: 8, colVecs: 2, wgx: 8, wgy: 8, minThreads: 8 },
   textureMin: { rows: 64, cols: 64 },
   textureMinWeight: { rows: 32, cols: 32 },
   columnsBelowPixels: 64,
+  columnsTextureMin: { rows: 64, k: 64 },
+  convWorkgroup: 64,
+  directPixels: 8,
+  directWeightBlock: { inChannels: 4, cols: 4 },
+  depthwiseBlock: { rows: 4, cols: 8 },
   tiledDepthwise: true,
   fusionsOff: [],
   variantsOff: [],
@@ -174,6 +216,7 @@ let forced: AdapterProfile | null = null;
 let backend = "";
 let cached: { name: string; profile: AdapterProfile } | null = null;
 let tuning: Partial<Pick<AdapterProfile, TuningKey>> = {};
+let softwareTuning: Partial<Pick<AdapterProfile, TuningKey>> = {};
 
 /** The numeric knobs `setProfileTuning` may change. */
 const TUNING_KEYS = ["blockEdge", "gemmBlockEdge", "columnsBelowPixels"] as const;
@@ -182,12 +225,26 @@ type TuningKey = typeof TUNING_KEYS[number];
 /**
  * Changes numeric knobs of the detected profile, from a spec like "gemmBlockEdge=16,blockEdge=8" (the
  * CONVNEXT_PROFILE variable, read by experiments/host.ts; null or "" restores the defaults). Block edges
- * are multiples of 4 from 4 to 64. A profile forced by `setProfile` is used as given. E.g. the test
- * suite runs with gemmBlockEdge=16: a 32×32 block takes 4-7× longer to compile on llvmpipe (seconds per
- * kernel, and the suite builds hundreds), while the registry sweep (tests/registry_sweep.ts) still checks
- * the 32-wide kernels.
+ * are multiples of 4 from 4 to 64. A profile forced by `setProfile` is used as given.
  */
 export function setProfileTuning(spec: string | null): void {
+  tuning = parseTuning(spec);
+  cached = null;
+}
+
+/**
+ * The same knobs, applied only where the detected adapter is a software one (the CONVNEXT_TEST_PROFILE
+ * variable, which `deno task test` sets): a GPU runs its own profile under the test tasks. The suite
+ * runs lavapipe with gemmBlockEdge=16 since a 32×32 block takes 4-7× longer to compile on llvmpipe
+ * (seconds per kernel, and the suite builds hundreds), while the registry sweep (tests/registry_sweep.ts)
+ * forces the profiles themselves and so still checks the 32-wide kernels. Knobs of setProfileTuning win.
+ */
+export function setTestProfileTuning(spec: string | null): void {
+  softwareTuning = parseTuning(spec);
+  cached = null;
+}
+
+function parseTuning(spec: string | null): Partial<Record<TuningKey, number>> {
   const next: Partial<Record<TuningKey, number>> = {};
   for (const part of (spec ?? "").split(",").map((x) => x.trim()).filter(Boolean)) {
     const [key, value, extra] = part.split("=").map((x) => x.trim());
@@ -205,8 +262,7 @@ export function setProfileTuning(spec: string | null): void {
     }
     next[key as TuningKey] = n;
   }
-  tuning = next;
-  cached = null;
+  return next;
 }
 
 /** Tells the profile which backend the host's WebGPU uses under the adapter ("gl" matters; see SOFTWARE_GL). */
@@ -221,7 +277,8 @@ export function adapterProfile(): AdapterProfile {
   const c = gpu();
   if (cached?.name !== c.adapterName) {
     const detected = profileFor(c.adapterName, c.isFallbackAdapter, backend);
-    cached = { name: c.adapterName, profile: { ...detected, ...tuning } };
+    const test = detected.kind === "software" ? softwareTuning : {};
+    cached = { name: c.adapterName, profile: { ...detected, ...test, ...tuning } };
   }
   return cached.profile;
 }

@@ -2,6 +2,8 @@
 // buffer pool by size class, cached bind groups, and command batching (every kernel is recorded into one
 // pending encoder that is submitted when data is read back or uploaded, or when `flush()` is called).
 
+import { createPlannerContext, type PlannerContext } from "./plan_context.ts";
+
 /** Features and limits the engine detected on the adapter. */
 export interface GPUContext {
   device: GPUDevice;
@@ -37,11 +39,31 @@ export const NO_ADAPTER_HELP = "No WebGPU adapter found. Any WebGPU adapter work
 let ctx: GPUContext | null = null;
 let initPromise: Promise<GPUContext> | null = null;
 let lostError: Error | null = null;
+let planner: PlannerContext | null = null;
 
-/** Requests the adapter and device once per process; later calls return the same context. */
+/**
+ * Requests the adapter and device once per process (and creates the planner's context); later calls
+ * return the same context.
+ */
 export function initGPU(): Promise<GPUContext> {
+  planner ??= createPlannerContext();
   if (!initPromise) initPromise = createContext().then((c) => (ctx = c));
   return initPromise;
+}
+
+/**
+ * The planner's state (kernels/plan_context.ts): created by `initGPU`, or at first use where planning
+ * runs without a device (a dry run listing a plan).
+ */
+export function plannerContext(): PlannerContext {
+  return planner ??= createPlannerContext();
+}
+
+/** Replaces the planner's state (a fresh one by default), e.g. between tests; returns the previous one. */
+export function resetPlannerContext(next: PlannerContext = createPlannerContext()): PlannerContext {
+  const prev = plannerContext();
+  planner = next;
+  return prev;
 }
 
 async function createContext(): Promise<GPUContext> {

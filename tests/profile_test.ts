@@ -8,6 +8,7 @@ import {
   profileFor,
   setProfile,
   setProfileTuning,
+  setTestProfileTuning,
 } from "../kernels/profile.ts";
 import { gpu } from "../kernels/runtime.ts";
 import { setup } from "./helpers.ts";
@@ -73,4 +74,34 @@ Deno.test("adapter profile: CONVNEXT_PROFILE-style tuning changes the detected p
     setProfileTuning(null);
   }
   assert.deepEqual(adapterProfile(), detected);
+});
+
+Deno.test("adapter profile: CONVNEXT_TEST_PROFILE-style knobs apply to software adapters only", async () => {
+  await setup();
+  const detected = profileFor(gpu().adapterName, gpu().isFallbackAdapter);
+  try {
+    setProfileTuning(null); // the explicit knobs (CONVNEXT_PROFILE) would win
+    setTestProfileTuning("gemmBlockEdge=12");
+    const want = detected.kind === "software" ? 12 : detected.gemmBlockEdge;
+    assert.equal(adapterProfile().gemmBlockEdge, want);
+    // the explicit knobs win over the test ones
+    setProfileTuning("gemmBlockEdge=20");
+    assert.equal(adapterProfile().gemmBlockEdge, 20);
+    assert.throws(() => setTestProfileTuning("gemmBlockEdge=10"), /profile tuning/);
+  } finally {
+    setTestProfileTuning(null);
+    setProfileTuning(null);
+  }
+  assert.deepEqual(adapterProfile(), detected);
+});
+
+Deno.test("adapter profile: every adapter-dependent constant of the kernels is a profile field", () => {
+  for (
+    const p of [profileFor("llvmpipe"), profileFor("NVIDIA H200"), profileFor("google swiftshader", true)]
+  ) {
+    assert.equal(p.convWorkgroup % 8, 0);
+    assert.ok(p.directPixels >= 1 && p.textureTuning.minThreads >= 1);
+    assert.ok(p.depthwiseBlock.rows >= 1 && p.depthwiseBlock.cols >= 1);
+    assert.ok(p.directWeightBlock.inChannels >= 1 && p.columnsTextureMin.rows >= 1);
+  }
 });
