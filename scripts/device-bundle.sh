@@ -21,14 +21,14 @@ command -v xz >/dev/null || { echo "device-bundle: needs xz (apt-get install -y 
 [ "$(uname -m)" = x86_64 ] || { echo "device-bundle: the GPU machines are amd64; this is $(uname -m)" >&2; exit 1; }
 
 TMP="$OUT.tmp"
-rm -rf "$TMP" && mkdir -p "$TMP"
+rm -rf "$TMP" && mkdir -p "$TMP" && TMP="$(cd "$TMP" && pwd)"
 echo "device-bundle: Deno $(deno --version | head -n 1 | cut -d' ' -f2) (xz, ~30 s)"
 xz -T0 -6 -c "$(readlink -f "$(command -v deno)")" >"$TMP/deno.xz"
 
 echo "device-bundle: npm packages into a fresh DENO_DIR"
 # everything `deno task test`, `info`, `bench` and `train` load, type-checked as the suite does
 entries=(mod.ts experiments/*.ts bench/main.ts tests/*.ts)
-DENO_DIR="$PWD/$TMP/deno_dir" deno cache --quiet "${entries[@]}"
+DENO_DIR="$TMP/deno_dir" deno cache --quiet "${entries[@]}"
 tar -C "$TMP" -cf - deno_dir | xz -T0 -6 >"$TMP/deno_dir.tar.xz"
 rm -rf "$TMP/deno_dir"
 
