@@ -89,8 +89,8 @@ async function timeOnce(run: () => void): Promise<number> {
 
 /**
  * Times the candidates of every queued shape (one warm-up run that also compiles, then `reps` timed
- * runs; a candidate 3× slower than the best so far after one run is dropped: on lavapipe the tiled
- * GEMM took 7 s a run where the default took 0.1 s) and records the winners.
+ * runs; a candidate 3× slower than the best so far after one run is dropped: a GEMM built for
+ * another class of adapter can be 70× slower than the default) and records the winners.
  */
 export async function autotune(
   opts: { reps?: number; log?: (line: string) => void } = {},

@@ -239,11 +239,9 @@ function backwardInputVec4(
   const { groups, index } = convGrid(total, z);
   const I = range(rb4), J = range(cb4);
   // K (the output channels) four at a time: each accumulator takes a sum of four products, so a
-  // spilled accumulator is loaded and stored once per four multiply-adds, not once per one (lavapipe,
-  // batch 64, A/B in one process: the full model's shapes 16 → 22 GFLOP/s)
+  // spilled accumulator is loaded and stored once per four multiply-adds, not once per one
   const o4 = Math.floor(o / 4);
-  // GELU's pre-activation fetched from a texture too (full final step at batch 64 on lavapipe, A/B in
-  // one process: 11967 → 11644 ms, the copy included)
+  // GELU's pre-activation fetched from a texture too (it pays, the copy included)
   const epTex = tex && !!ep?.geluGradOf && fitsOperandTexture(s.n * c * p4 * 4);
   const pipe = kernel(
     specKey(

@@ -9,7 +9,7 @@
 //                                 blocks, their k×k sums added by a tree in workgroup memory (fusion
 //                                 "depthwise-weight-tree"); unfused (or when the tree does not fit in
 //                                 workgroup memory), partial sums over chunks and a second pass
-//                                 (the default on lavapipe, where it is faster)
+//                                 (the default where the profile turns the tree off)
 // Where the profile says so (lavapipe), x (and the weight gradient's dy) are fetched from operand
 // textures (kernels/texture_operand.ts), a copy each first: there a texel fetch is a vectorised gather.
 
@@ -54,8 +54,7 @@ function block(outRows: number, outCols: number): { rh: number; px: number } {
 
 /**
  * Whether a tensor of `floats` floats is read through an operand texture (a copy first): where the
- * profile says texel fetches beat storage loads (lavapipe: the narrow final step's depthwise passes
- * took 183 instead of 252 ms, per-pass timestamps).
+ * profile says texel fetches beat storage loads (depthwiseTextures).
  */
 function texOperand(floats: number): boolean {
   return adapterProfile().depthwiseTextures && floats % 4 === 0 && fitsOperandTexture(floats);
@@ -383,9 +382,7 @@ export const DEPTHWISE_VARIANTS: ConvVariant[] = [
     // profile's tiledDepthwise says workgroup memory pays
     name: "depthwise/tiled",
     passes: CONV_PASSES,
-    applies: (s, pass, prof) =>
-      isDepthwise(s) && !prof.variantsOff.includes("depthwise/tiled") &&
-      depthwiseTiledSupports(s, TILED_PASS[pass]),
+    applies: (s, pass) => isDepthwise(s) && depthwiseTiledSupports(s, TILED_PASS[pass]),
     rank: (_s, _pass, prof) => prof.tiledDepthwise ? 0 : null,
     run: (b, s) => {
       if (b.pass === "forward") depthwiseTiledForward(b.x, b.w, b.b, b.y, s);

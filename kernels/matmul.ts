@@ -2,26 +2,20 @@
 // A or B has a batch of 1. No workgroup memory (barriers are expensive on software adapters); each
 // invocation keeps a block of C in registers and reads A and B directly.
 //
-// Versions (as in llm.c's dev/cuda, each kept for the shapes it serves):
+// Versions (as in llm.c's dev/cuda, each kept for the shapes it serves; the table MATMUL_VARIANTS):
 //   v1 `generic`: a 4×4 block of C per invocation, scalar storage-buffer loads, any sizes.
-//   v2 (removed): ROWS×4 per invocation with vec4 storage-buffer loads. No faster than v1 on lavapipe
-//                 (Mesa 22.3): there a storage-buffer load inside a loop is a per-lane, per-component
-//                 scalar loop (~10 ns per float per invocation, measured), so loads, not FMAs, set the
-//                 speed whatever the blocking. Texel fetches are vectorised gathers (~1 ns per float).
+//   v2 (removed): ROWS×4 per invocation with vec4 storage-buffer loads (no faster than v1 where a storage
+//                 load is a per-lane loop; bench/results-lavapipe.txt).
 //   v3 `texture`: both operands are copied (copyBufferToTexture, a memcpy) into cached rgba32float
 //                 textures, 2048 texels per row, and each invocation keeps ROWS×(4·COLVECS) of C
-//                 (16×8 by default) in registers, K unrolled by 4: A is fetched as vec4 along K (along
-//                 M when transposed), B as vec4 along N (along K when transposed, transposed in
-//                 registers). ROWS + 4·COLVECS fetches feed 16·ROWS·COLVECS multiply-adds. 3-10×
-//                 v1 on lavapipe. Needs K % 4 = 0, M % 4 = 0 when A is transposed and N % 4 = 0 when
-//                 B is not (elsewhere it does not apply). `sumBatch` loops over the batch inside the kernel; a
-//                 shared A with per-image B lays the images side by side as columns (NCHW 1×1 convs at
-//                 4×4: 2.9 → 10-11 GFLOP/s on lavapipe, batch 8).
-//                 Measured limits on lavapipe: the same loop with the fetches replaced by arithmetic
-//                 runs at 45-70 GFLOP/s; with them 6-10: each texel fetch costs ~4 ns per invocation,
-//                 so the fetches per multiply-add, not the FMAs, bound this kernel. (16×16 blocks
-//                 spill registers and are no faster; no subgroup operations on this adapter.)
-
+//                 (the profile's textureTuning) in registers, K unrolled by 4: A is fetched as vec4 along K
+//                 (along M when transposed), B as vec4 along N (along K when transposed, transposed in
+//                 registers). ROWS + 4·COLVECS fetches feed 16·ROWS·COLVECS multiply-adds: where texel
+//                 fetches are cheap gathers and storage loads are not (software adapters), fetches per
+//                 multiply-add bound the speed, so they are what the blocking saves. Needs K % 4 = 0,
+//                 M % 4 = 0 when A is transposed and N % 4 = 0 when B is not (elsewhere it does not
+//                 apply). `sumBatch` loops over the batch inside the kernel; a shared A with per-image B
+//                 lays the images side by side as columns (a short N still fills column blocks).
 //   v4 `tiled`:   the workgroup-tiled storage-buffer GEMM of kernels/gemm_tiled.ts (for real GPUs),
 //                 with split-K for long reductions.
 // The planner (kernels/planner.ts) picks the version; `opts.variant` forces one.

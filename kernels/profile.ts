@@ -4,10 +4,10 @@
 //
 // Two classes of adapter are told apart:
 //   * `software` (lavapipe, llvmpipe, SwiftShader: WGSL on the CPU): every per-invocation storage load is
-//     a gather (1-2 ns per float), a texel fetch is a vectorised gather (~0.4 ns), barriers are costly
-//     and spilled registers cheap, so GEMMs read textures, blocks are large and nothing uses workgroup
-//     memory. The thresholds come from timing every 1×1 conv of the seven models at batch 64 on
-//     lavapipe (bench/ has the numbers).
+//     a gather, a texel fetch a vectorised gather, barriers are costly and spilled registers cheap, so
+//     GEMMs read textures, blocks are large and nothing uses workgroup memory. The thresholds come from
+//     timing every 1×1 conv of the seven models at batch 64 on lavapipe (the numbers, and the A/B runs
+//     behind each field below: bench/results-lavapipe.txt, "Adapter profile: the measurements").
 //   * `gpu` (any other adapter): workgroup-memory tiles, vec4 storage loads, split-K for long
 //     reductions, halo tiles for the depthwise 7×7; register blocks of 8 (of 16 would spill).
 
@@ -36,37 +36,31 @@ export interface AdapterProfile {
   blockEdge: number;
   /**
    * Register block edge (multiple of 4) of the vec4 1×1-conv GEMMs (gemm1x1/vec4). On lavapipe 32: each
-   * operand load is a per-lane gather, so a larger block (loads ∝ edge, FMAs ∝ edge²) pays up to 32 (A/B
-   * in one process, batch 64, edge 16 → 32: the final model's 1×1 GEMMs 1.5-2× faster, 40 and 48 no
-   * better or slower; narrow final step −17 %, full final step −29 %). The price is compile time, paid once
-   * per shape: the 32×32 weight-gradient kernel took 19.6 s to build on a slow VM (16×16: 2.4 s; 32×16:
-   * 6.3 s, but 1.37× slower to run).
+   * operand load is a per-lane gather, so a larger block (loads ∝ edge, FMAs ∝ edge²) pays, up to 32.
+   * The price is compile time, paid once per shape (several times that of a 16×16 block).
    */
   gemmBlockEdge: number;
   /**
    * Whether the vec4 1×1-conv GEMMs fetch their operands from textures by default (gemm1x1/vec4-texture,
    * a copy of each operand first). On lavapipe a texel fetch is a vectorised gather, a storage load a
-   * per-lane loop: the 64→256 @32×32 forward at batch 64 ran 3.5× faster with both operands in
-   * textures, copies included (453 → 130 ms, A/B in one process).
+   * per-lane loop, so the copies pay.
    */
   gemmTextures: boolean;
   /**
    * Whether kernels read operand textures as read-only storage textures (kernels/texture_operand.ts,
-   * where WGSL has the language feature) instead of sampled ones. lavapipe: ~80 against ~130 cycles per
-   * 8-lane texel fetch; the final model's 1×1 forward GEMMs at batch 64 1.2-1.35× faster.
+   * where WGSL has the language feature) instead of sampled ones: on lavapipe a storage texel fetch
+   * skips the sampler's level and filtering work.
    */
   storageTextureReads: boolean;
   /**
    * Whether the direct depthwise kernels fetch their input (and the weight gradient its dy) from
-   * operand textures, a copy each first. lavapipe, narrow final step at batch 64, per-pass timestamps:
-   * the depthwise passes 252 → 183 ms, the step 1305 → 1274 ms (A/B in one process).
+   * operand textures, a copy each first (as gemmTextures, for the depthwise passes).
    */
   depthwiseTextures: boolean;
   /**
    * The vec4 1×1 weight gradient splits its K = N·H·W pixels into chunks (partial dw, summed by a second
-   * pass) until it runs this many invocations, no further (0: as far as the partials' memory allows).
-   * lavapipe, full final step at batch 64, A/B in one process: 13407 ms (up to 64 chunks), 12616 ms
-   * (1024), 12781 ms (2048); the narrow step is the same within noise.
+   * pass) until it runs this many invocations, no further (0: as far as the partials' memory allows):
+   * enough invocations to fill every core, no more partial sums than that needs.
    */
   splitInvocations: number;
   /** Whether GEMMs read their operands from textures by default (else the tiled storage GEMM). */
@@ -75,9 +69,8 @@ export interface AdapterProfile {
   /**
    * Whether the texture GEMM (kernels/matmul.ts v3) is a candidate for 1×1 convs: their default (with
    * textureGemm) and timed by autotune. Off on a software adapter: in a training step its operand copies
-   * cost more than its small (16×8) blocks save (lavapipe, narrow final step at batch 64, A/B in one
-   * process: 599 ms with it, 472 ms with gemm1x1/vec4 at 16×16; full final 7422 vs 7005 ms), while with
-   * 32×32 blocks the same copies pay (gemmTextures). An override can still force it.
+   * cost more than its small (16×8) blocks save, while with the vec4 GEMM's large blocks the same copies
+   * pay (gemmTextures). An override can still force it.
    */
   conv1x1Texture: boolean;
   /** With conv1x1Texture, the texture GEMM serves 1×1 convs whose result is at least this many rows × columns. */
@@ -141,8 +134,7 @@ const SOFTWARE: AdapterProfile = {
   depthwiseBlock: { rows: 4, cols: 8 },
   tiledDepthwise: false,
   // the depthwise weight gradient's workgroup tree: slower than the split reduction and its second
-  // pass (per-pass timestamps, batch 64, with texture operands: narrow final 91 → 37 ms, full final
-  // 707 → 275 ms; whole steps 1236 → 1213 and 13031 → 12492 ms)
+  // pass (barriers are costly on a CPU)
   fusionsOff: ["depthwise-weight-tree"],
   variantsOff: [],
 };
@@ -162,8 +154,7 @@ const SOFTWARE_GL: AdapterProfile = {
 /**
  * Chromium's SwiftShader (Dawn): register blocks of 8. Its shader compiler takes minutes over the
  * 16-wide unrolled blocks (fused depthwise and vec4 1×1 kernels above all), while the kernels run
- * about as fast with 8 (four narrow training steps at batch 32 in a fresh page, measured side by side:
- * 102 s cold / 19 s warm with 16, 57 s / 17-19 s with 8).
+ * about as fast with 8.
  */
 const SOFTWARE_SWIFTSHADER: AdapterProfile = {
   ...SOFTWARE,

@@ -1,7 +1,7 @@
 // GEMM operands read from textures: a buffer is copied (copyBufferToTexture, a memcpy) into a cached
 // rgba32float texture, TW texels per row, and kernels fetch vec4 i as texel (i mod TW, i / TW). On
 // lavapipe a texel fetch is a vectorised gather while a storage load whose address is not a constant
-// is a per-lane loop, so a GEMM that fetches its operands runs 1.5-3.5× faster even after the copies
+// is a per-lane loop, so a GEMM that fetches its operands runs faster even after the copies
 // (kernels/conv1x1.ts, gemm1x1/vec4-texture). Used there and by kernels/matmul.ts (v3).
 
 import { type Binding, currentEncoder, gpu, isDryRun, type Resource } from "./runtime.ts";
@@ -107,9 +107,8 @@ export function operandResource(role: string, src: Binding, floats: number, tex:
 
 /**
  * Whether kernels read operand textures as read-only storage textures (where the profile asks for it
- * and WGSL has the language feature) rather than as sampled textures. lavapipe: a read-only storage
- * texel fetch costs ~80 cycles per 8 lanes against ~130 for a sampled one (no level or sampler state to
- * resolve); the final model's 1×1 forward GEMMs at batch 64 ran 1.2-1.35× faster (A/B in one process).
+ * and WGSL has the language feature) rather than as sampled textures: a read-only storage texel fetch
+ * has no level or sampler state to resolve.
  */
 export function storageTextureReads(): boolean {
   return adapterProfile().storageTextureReads && hasStorageTextureReads();
