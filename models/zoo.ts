@@ -13,31 +13,23 @@
 // like the notebook; `softmaxHead: true` appends a softmax to it too.
 
 import { Rng } from "../autograd/random.ts";
-import { currentModule, isGradEnabled, type Tensor } from "../autograd/tensor.ts";
-import { pointwiseMlp } from "../autograd/ops/pointwise_mlp.ts";
-import { conv2dWithGroupStats, type NormStatistics } from "../autograd/ops/conv.ts";
-import { groupNorm } from "../autograd/ops/norm.ts";
-import { fusionEnabled } from "../kernels/planner.ts";
-import { isDryRun } from "../kernels/runtime.ts";
+import type { Tensor } from "../autograd/tensor.ts";
 import { add } from "../autograd/ops/elementwise.ts";
 import { reshape } from "../autograd/ops/shape.ts";
 import { softmax } from "../autograd/ops/activation.ts";
-import { layerScaleResidual } from "../autograd/ops/layerscale.ts";
 import {
   AdaptiveAvgPool2d,
   BatchNorm2d,
   Conv2d,
   Flatten,
-  GELU,
   GroupNorm,
   Identity,
   LayerNorm,
-  LayerScaler,
   Linear,
   ReLU,
   Sequential,
-  StochasticDepth,
 } from "../nn/layers.ts";
+import { ConvNextBlock } from "../nn/convnext.ts";
 import { Module } from "../nn/module.ts";
 import { checkStage, type Stage, STAGES } from "./stages.ts";
 
@@ -285,142 +277,8 @@ class ResNet extends Model {
 
 // ---------------------------------------------------------------- step 7 (ConvNeXt)
 
-/**
- * `Base` whose next forward may be taken over by `relay` (set by its ConvNeXt block for one call); it
- * keeps `name` as its type in traces and summaries.
- */
-// deno-lint-ignore no-explicit-any
-function relayed<B extends new (...args: any[]) => { forward(x: Tensor): Tensor }>(
-  Base: B,
-  name: string,
-) {
-  return class extends Base {
-    relay: ((x: Tensor) => Tensor) | null = null;
-
-    // Module's getter (the constructor's name), which the constraint above does not name
-    get typeName(): string {
-      return name;
-    }
-
-    override forward(x: Tensor): Tensor {
-      const r = this.relay;
-      this.relay = null;
-      return r ? r(x) : super.forward(x);
-    }
-  };
-}
-
-const RelayConv2d = relayed(Conv2d, "Conv2d");
-type RelayConv2d = InstanceType<typeof RelayConv2d>;
-const RelayGELU = relayed(GELU, "GELU");
-type RelayGELU = InstanceType<typeof RelayGELU>;
-
-class RelayGroupNorm extends relayed(GroupNorm, "GroupNorm") {
-  /** This norm of x with x's statistics already taken (by the conv that produced x). */
-  withStats(x: Tensor, stats: NormStatistics): Tensor {
-    return groupNorm(x, this.numGroups, this.param("weight"), this.param("bias"), this.eps, stats);
-  }
-}
-
-/**
- * A ConvNeXt block's `block` Sequential: dwconv → GroupNorm → [1×1 → GELU → 1×1]. Two fusions span
- * modules: the dwconv's store takes the GroupNorm's statistics ("depthwise-norm-stats",
- * autograd/ops/conv.ts conv2dWithGroupStats), and the bracket is one op (autograd/ops/pointwise_mlp.ts)
- * unless both its fusions are off. Every module is still entered in order (traces and plans list each,
- * parameters and names are theirs): a module whose work an earlier one did hands its result on. A dry
- * run without a tape is `summary()`, whose rows need each module's own output shape (and which has no
- * GPU work fusion could save): it runs module by module.
- */
-function convNextBlockBody(block: Sequential, x: Tensor): Tensor {
-  if (isDryRun() && !isGradEnabled()) return block.forward(x);
-  const [dw, norm, expand, gelu, project] = block.layers as [
-    RelayConv2d,
-    RelayGroupNorm,
-    RelayConv2d,
-    RelayGELU,
-    RelayConv2d,
-  ];
-  if (fusionEnabled("depthwise-norm-stats")) {
-    dw.relay = (h) => {
-      const opts = { stride: dw.stride, padding: dw.padding, groups: dw.groups };
-      const { y, stats } = conv2dWithGroupStats(h, dw.weight, dw.bias, opts, norm.numGroups, norm.eps);
-      if (!stats) return y;
-      const z = norm.withStats(y, stats);
-      norm.relay = () => z;
-      return z;
-    };
-  }
-  let y: Tensor | null = null;
-  const handOn = () => y!;
-  if (fusionEnabled("bias-gelu") || fusionEnabled("gelu-backward")) {
-    // the project conv's layer name in the plan log ("" when untraced, as for every module then)
-    const base = currentModule();
-    const projectName = base ? `${base}.block.4` : "";
-    expand.relay = (h) =>
-      y = pointwiseMlp(h, expand.weight, expand.bias, project.weight, project.bias, {
-        layers: [currentModule(), projectName],
-      });
-    gelu.relay = handOn;
-    project.relay = handOn;
-  }
-  try {
-    return block.forward(x);
-  } finally {
-    for (const m of [dw, norm, expand, gelu, project]) m.relay = null;
-  }
-}
-
-/**
- * The block's LayerScaler (same parameter, same name in traces): when the block hands it the residual
- * input `skip`, it returns skip + γ·branch in one fused pass (fusion "layerscale-residual").
- */
-class ResidualLayerScaler extends LayerScaler {
-  skip: Tensor | null = null;
-
-  override get typeName(): string {
-    return "LayerScaler";
-  }
-
-  override forward(x: Tensor): Tensor {
-    const skip = this.skip;
-    this.skip = null;
-    return skip ? layerScaleResidual(skip, this.param("gamma"), x) : super.forward(x);
-  }
-}
-
-/** The ConvNeXt block: dwconv7×7 → GroupNorm(1) → 1×1 (4C) → GELU → 1×1 (C) → layer scale → drop path → + x. */
-class ConvNextBlock extends Module {
-  readonly block: Sequential;
-  readonly layerScaler: ResidualLayerScaler;
-  readonly dropPath: StochasticDepth;
-
-  constructor(inF: number, outF: number, dropP: number, rng: Rng, dropRng: Rng) {
-    super();
-    const e = outF * 4;
-    this.block = this.addModule(
-      "block",
-      new Sequential(
-        new RelayConv2d(inF, inF, 7, { padding: 3, bias: false, groups: inF, rng }),
-        new RelayGroupNorm(1, inF),
-        new RelayConv2d(inF, e, 1, { rng }),
-        new RelayGELU(),
-        new RelayConv2d(e, outF, 1, { rng }),
-      ),
-    );
-    this.layerScaler = this.addModule("layer_scaler", new ResidualLayerScaler(1e-6, outF));
-    this.dropPath = this.addModule("drop_path", new StochasticDepth(dropP, dropRng));
-  }
-
-  forward(x: Tensor): Tensor {
-    const branch = convNextBlockBody(this.block, x);
-    if ((!this.dropPath.training || this.dropPath.p === 0) && fusionEnabled("layerscale-residual")) {
-      // x + γ·branch in one pass; the drop path (the identity here) still runs, so traces list it
-      this.layerScaler.skip = x;
-      return this.dropPath.forward(this.layerScaler.forward(branch));
-    }
-    return add(this.dropPath.forward(this.layerScaler.forward(branch)), x);
-  }
-}
+// The block (dwconv7×7 → GroupNorm(1) → 1×1 (4C) → GELU → 1×1 (C) → layer scale → drop path → + x) is
+// nn/convnext.ts ConvNextBlock, whose forward runs its fused ops with the planner's fusion choices.
 
 /** The notebook's ConvNextEncoder: patchify `stem` (conv1×1 + BatchNorm) and `stages`. */
 function convNextEncoder(cfg: ModelConfig, rng: Rng, dropRng: Rng): Encoder {

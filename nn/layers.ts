@@ -1,6 +1,7 @@
 // The layers of the seven models, with PyTorch's parameter names, shapes and default initialisation.
 // Convolutions and linear layers also count their FLOPs (2 × multiply-adds) for `Module.summary()` and
-// `deno task info`; shapes come from running the layers themselves (on meta tensors).
+// `deno task info`; shapes come from running the layers themselves (on meta tensors). The norms pass the
+// planner's fusion choices to their ops (nn/fusions.ts).
 
 import type { Rng } from "../autograd/random.ts";
 import { numel, type Tensor } from "../autograd/tensor.ts";
@@ -14,6 +15,7 @@ import { linear } from "../autograd/ops/linear.ts";
 import { stochasticDepth } from "../autograd/ops/stochastic.ts";
 import { constant, defaultBias, defaultWeight, fanIn } from "./init.ts";
 import { defaultRng, Module } from "./module.ts";
+import { planFusions } from "./fusions.ts";
 
 function need(cond: boolean, msg: string): void {
   if (!cond) throw new Error(msg);
@@ -158,6 +160,7 @@ export class BatchNorm2d extends Module {
       this.training,
       this.momentum,
       this.eps,
+      planFusions(),
     );
   }
 }
@@ -174,8 +177,16 @@ export class GroupNorm extends Module {
     this.addParameter("bias", [numChannels], () => constant(numChannels, 0));
   }
 
+  get weight(): Tensor {
+    return this.param("weight");
+  }
+
+  get bias(): Tensor {
+    return this.param("bias");
+  }
+
   forward(x: Tensor): Tensor {
-    return groupNorm(x, this.numGroups, this.param("weight"), this.param("bias"), this.eps);
+    return groupNorm(x, this.numGroups, this.weight, this.bias, this.eps, planFusions());
   }
 }
 
@@ -188,7 +199,8 @@ export class LayerNorm extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    return layerNorm(x, [this.normalizedShape], this.param("weight"), this.param("bias"), this.eps);
+    const [w, b] = [this.param("weight"), this.param("bias")];
+    return layerNorm(x, [this.normalizedShape], w, b, this.eps, planFusions());
   }
 }
 
@@ -241,12 +253,16 @@ export class LayerScaler extends Module {
     this.addParameter("gamma", [dimensions], () => constant(dimensions, initValue));
   }
 
+  get gamma(): Tensor {
+    return this.param("gamma");
+  }
+
   forward(x: Tensor): Tensor {
     need(
       x.rank === 4 && x.shape[1] === this.dimensions,
       `LayerScaler(${this.dimensions}): input ${x.describe()}`,
     );
-    return mul(reshape(this.param("gamma"), [this.dimensions, 1, 1]), x);
+    return mul(reshape(this.gamma, [this.dimensions, 1, 1]), x);
   }
 }
 

@@ -440,14 +440,21 @@ export function traceModules<T>(root: Module, fn: () => T, hooks: ModuleHooks = 
       seen.add(m);
       const own = Object.hasOwn(m, "forward");
       const inner = m.forward;
-      m.forward = (x: Tensor) =>
+      const trace: Tracer = (x, body) =>
         withModule(name, () => {
           hooks.enter?.(name, m, x);
-          const y = inner.call(m, x);
+          const y = body(x);
           hooks.exit?.(name, m, x, y);
           return y;
         });
-      restore.push(() => (own ? (m.forward = inner) : delete (m as { forward?: unknown }).forward));
+      const stack = tracers.get(m) ?? tracers.set(m, []).get(m)!;
+      stack.push(trace);
+      m.forward = (x: Tensor) => trace(x, (v) => inner.call(m, v));
+      restore.push(() => {
+        stack.pop();
+        if (own) m.forward = inner;
+        else delete (m as { forward?: unknown }).forward;
+      });
     }
     const result = fn();
     if (result instanceof Promise) throw new Error("traceModules(root, fn): fn must be synchronous");
@@ -455,6 +462,27 @@ export function traceModules<T>(root: Module, fn: () => T, hooks: ModuleHooks = 
   } finally {
     for (const r of restore.reverse()) r();
   }
+}
+
+/** Runs a body as a module's forward under one trace (its name current, its hooks called). */
+type Tracer = (x: Tensor, body: (x: Tensor) => Tensor) => Tensor;
+
+/** The traces running now of each module, the first started first. */
+const tracers = new WeakMap<Module, Tracer[]>();
+
+/**
+ * Runs `body(x)` in place of `m.forward(x)`, entering `m` as its forward would be entered: under each
+ * running trace, with its name current and its hooks called (the first trace innermost, as nested
+ * traces run a forward). A module whose fused op does the work of some of its children (nn/convnext.ts)
+ * still lists each child this way; untraced, it is `body(x)`.
+ */
+export function forwardAs(m: Module, x: Tensor, body: (x: Tensor) => Tensor): Tensor {
+  let run = body;
+  for (const trace of tracers.get(m) ?? []) {
+    const inner = run;
+    run = (v) => trace(v, inner);
+  }
+  return run(x);
 }
 
 /** Dotted name of `name` under `prefix`. */

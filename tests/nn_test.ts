@@ -21,7 +21,7 @@ import {
   StochasticDepth,
 } from "../nn/layers.ts";
 import { kaimingUniformBound } from "../nn/init.ts";
-import { Module, onMeta, readMany, traceModules } from "../nn/module.ts";
+import { forwardAs, Module, onMeta, readMany, traceModules } from "../nn/module.ts";
 import { main as infoMain, modelInfo } from "../experiments/info.ts";
 import { setPlanOverride } from "../kernels/planner.ts";
 import { assertClose, setup } from "./helpers.ts";
@@ -272,6 +272,35 @@ Deno.test("traceModules: forwards run under their dotted names, backward rules u
   assert.equal(currentModule(), "");
   assert.throws(() => traceModules(net, () => Promise.resolve()), /fn must be synchronous/);
   assert.ok(!Object.hasOwn(inner, "forward"), "restored after a throw");
+});
+
+Deno.test("forwardAs: a body run in a module's place enters the module as its forward would, under every trace", () => {
+  const net = onMeta(() => new Sequential(new Conv2d(3, 4, 1), new ReLU()));
+  const relu = net.at(1);
+  const log: string[] = [];
+  const body = (x: Tensor) => {
+    log.push(`body in "${currentModule()}"`);
+    return x;
+  };
+  dryRun(() => {
+    forwardAs(relu, meta([1, 4, 2, 2]), body); // untraced: the body alone
+    traceModules(net, () =>
+      traceModules(relu, () => void forwardAs(relu, meta([1, 4, 2, 2]), body), {
+        enter: (name) => log.push(`nested > "${name}"`),
+      }), {
+      enter: (name, m, x) => log.push(`> "${name}" ${m.typeName} [${x.shape}]`),
+      exit: (name) => log.push(`< "${name}"`),
+    });
+    forwardAs(relu, meta([1, 4, 2, 2]), body); // the traces are over
+  });
+  assert.deepEqual(log, [
+    `body in ""`,
+    `nested > ""`, // as a forward under nested traces: the first trace's names stay current
+    `> "1" ReLU [1,4,2,2]`,
+    `body in "1"`,
+    `< "1"`,
+    `body in ""`,
+  ]);
 });
 
 Deno.test("PyTorch default initialisation: kaiming_uniform(a=√5) weights, ±1/√fan_in biases", async () => {

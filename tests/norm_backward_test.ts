@@ -12,22 +12,25 @@ import { randn } from "../autograd/tensor.ts";
 import { withPlanOverride } from "../kernels/planner.ts";
 import { startCapture, stopCapture } from "../kernels/runtime.ts";
 import { readMany } from "../nn/module.ts";
+import { planFusions } from "../nn/fusions.ts";
 import { assertClose, randomArray, setup } from "./helpers.ts";
 import assert from "node:assert/strict";
 
 await setup();
 
+// each op takes the fusions the plan override sets
 type Op = (x: Tensor, w: Tensor | null, b: Tensor | null) => Tensor;
-const gn = (g: number): Op => (x, w, b) => groupNorm(x, g, w, b);
-const bn: Op = (x, w, b) => batchNorm2d(x, null, null, w, b, true);
+const gn = (g: number): Op => (x, w, b) => groupNorm(x, g, w, b, 1e-5, planFusions());
+const bn: Op = (x, w, b) => batchNorm2d(x, null, null, w, b, true, 0.1, 1e-5, planFusions());
+const ln = (l: number): Op => (x, w, b) => layerNorm(x, l, w, b, 1e-5, planFusions());
 // name, shape, channels, op, whether its sums go by rows
 const cases: [string, number[], number, Op, boolean][] = [
   ["groupNorm(1)", [3, 5, 9, 9], 5, gn(1), true],
   ["groupNorm(3)", [1, 6, 9, 9], 6, gn(3), true],
   ["groupNorm(1)", [1, 4, 32, 32], 4, gn(1), true], // 16 chunks per row, vec4
   ["groupNorm(2)", [2, 4, 15, 15], 4, gn(2), true], // three chunks of 75 (not a multiple of 4)
-  ["layerNorm(7)", [3, 7], 7, (x, w, b) => layerNorm(x, 7, w, b), false],
-  ["layerNorm(300)", [2, 300], 300, (x, w, b) => layerNorm(x, 300, w, b), false],
+  ["layerNorm(7)", [3, 7], 7, ln(7), false],
+  ["layerNorm(300)", [2, 300], 300, ln(300), false],
   ["batchNorm2d", [3, 5, 9, 9], 5, bn, true],
   ["batchNorm2d", [2, 3, 7, 7], 3, bn, true],
 ];
@@ -89,7 +92,10 @@ Deno.test("batchNorm2d running statistics updated by the statistics kernel = the
       for (const seed of [1, 2]) {
         const x = randn(shape, new Rng(seed));
         startCapture();
-        withPlanOverride(spec, () => scope(() => void batchNorm2d(x, rm, rv, null, null, true, 0.3)));
+        withPlanOverride(
+          spec,
+          () => scope(() => void batchNorm2d(x, rm, rv, null, null, true, 0.3, 1e-5, planFusions())),
+        );
         forward = stopCapture().length;
         x.dispose();
       }

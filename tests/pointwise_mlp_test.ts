@@ -8,6 +8,7 @@ import { crossEntropy, gelu, noGrad, Rng, scope, tensor } from "../mod.ts";
 import { conv2d } from "../autograd/ops/conv.ts";
 import { pointwiseMlp } from "../autograd/ops/pointwise_mlp.ts";
 import { buildModel } from "../models/zoo.ts";
+import { planFusions } from "../nn/fusions.ts";
 import { trainingStepPlan } from "../models/plan.ts";
 import { pointwiseMlpBackwardRef, pointwiseMlpRef } from "../kernels/reference/pointwise_mlp.ts";
 import { convVariants, startPlanLog, stopPlanLog, withPlanOverride } from "../kernels/planner.ts";
@@ -73,7 +74,10 @@ async function run(
   startPlanLog();
   const y = withPlanOverride(spec, () =>
     scope(() => {
-      const out = fused ? pointwiseMlp(x, w1, b1, w2, b2) : conv2d(gelu(conv2d(x, w1, b1)), w2, b2);
+      // the op takes the fusions the plan override sets
+      const out = fused
+        ? pointwiseMlp(x, w1, b1, w2, b2, planFusions())
+        : conv2d(gelu(conv2d(x, w1, b1)), w2, b2);
       const up = tensor(Float32Array.from(dy64), out.shape);
       out.backward(up);
       up.dispose();

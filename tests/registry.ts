@@ -7,7 +7,8 @@
 // every variant of every pass, forced through the planner's override, and every fusion on and off.
 // A new op, variant or fusion is registered here.
 
-import { conv2d, conv2dWithGroupStats } from "../autograd/ops/conv.ts";
+import { conv2d } from "../autograd/ops/conv.ts";
+import { convGroupNorm } from "../autograd/ops/convnext_block.ts";
 import { gelu, softmax } from "../autograd/ops/activation.ts";
 import { add, mul, relu } from "../autograd/ops/elementwise.ts";
 import { layerScaleResidual } from "../autograd/ops/layerscale.ts";
@@ -20,6 +21,7 @@ import { adaptiveAvgPool2d } from "../autograd/ops/pool.ts";
 import { reshape } from "../autograd/ops/shape.ts";
 import type { Rng } from "../autograd/random.ts";
 import type { Tensor } from "../autograd/tensor.ts";
+import { planFusions } from "../nn/fusions.ts";
 import { type ConvPass, convVariants, fusionEnabled, matmulVariants } from "../kernels/planner.ts";
 import type { MatmulDims } from "../kernels/shapes.ts";
 import type { ConvCase as ConvFixture } from "./golden_cases.ts";
@@ -390,7 +392,7 @@ register<MlpP>({
   ],
   describe: (p) => `[${p.x}] → ${p.e} → GELU → ${p.o}`,
   inputs: (p) => [p.x, [p.e, p.x[1], 1, 1], [p.e], [p.o, p.e, 1, 1], [p.o]],
-  gpu: (_p, [x, w1, b1, w2, b2]) => pointwiseMlp(x, w1, b1, w2, b2),
+  gpu: (_p, [x, w1, b1, w2, b2]) => pointwiseMlp(x, w1, b1, w2, b2, planFusions()),
   cpu: (p, [x, w1, b1, w2, b2]) => pointwiseMlpRef(x, w1, b1, w2, b2, mlpDims(p)).y,
   cpuBackward: (p, [x, w1, b1, w2, b2], dy) => {
     const g = pointwiseMlpBackwardRef(x, w1, b1, w2, b2, dy, mlpDims(p));
@@ -672,7 +674,7 @@ register<GroupP>({
   ],
   describe: (p) => `(${p.groups}) of [${p.shape}]${p.affine ? " with weight and bias" : ""}`,
   inputs: (p) => p.affine ? [p.shape, [p.shape[1]], [p.shape[1]]] : [p.shape],
-  gpu: (p, [x, w, b]) => groupNorm(x, p.groups, w, b),
+  gpu: (p, [x, w, b]) => groupNorm(x, p.groups, w, b, 1e-5, planFusions()),
   cpu: (p, [x, w, b]) => groupNorm64(x, p.shape, p.groups, w ?? null, b ?? null),
   gradTol: NORM_GRAD_TOL,
   fusions: () => [BACKWARD_SUMS],
@@ -718,8 +720,8 @@ register<DwNormP>({
   },
   gpu: (p, [x, w, gamma, beta, b]) => {
     const opts = { stride: p.stride, padding: p.k >> 1, groups: p.x[1] };
-    const { y, stats } = conv2dWithGroupStats(x, w, b ?? null, opts, p.groups, 1e-5);
-    return groupNorm(y, p.groups, gamma, beta, 1e-5, stats);
+    const norm = { groups: p.groups, weight: gamma, bias: beta, eps: 1e-5 };
+    return convGroupNorm(x, w, b ?? null, opts, norm, planFusions());
   },
   cpu: (p, [x, w, gamma, beta, b]) => {
     const s = dwNormS(p);
@@ -745,7 +747,7 @@ register<LayerP>({
   ],
   describe: (p) => `over ${p.ns} of [${p.shape}]${p.affine ? " with weight and bias" : ""}`,
   inputs: (p) => p.affine ? [p.shape, [p.ns].flat(), [p.ns].flat()] : [p.shape],
-  gpu: (p, [x, w, b]) => layerNorm(x, p.ns, w, b),
+  gpu: (p, [x, w, b]) => layerNorm(x, p.ns, w, b, 1e-5, planFusions()),
   cpu: (p, [x, w, b]) => {
     const l = prod([p.ns].flat());
     return groupNorm64(x, [x.length / l, l], 1, w ?? null, b ?? null);
@@ -794,7 +796,8 @@ register<BatchP>({
     const a = randomArray(rng, prod(s));
     return i === 4 ? a.map((v) => 0.5 + Math.abs(v)) : a; // a positive running variance
   },
-  gpu: (p, [x, w, b, rm, rv]) => batchNorm2d(x, rm ?? null, rv ?? null, w, b, p.training, p.momentum ?? 0.1),
+  gpu: (p, [x, w, b, rm, rv]) =>
+    batchNorm2d(x, rm ?? null, rv ?? null, w, b, p.training, p.momentum ?? 0.1, 1e-5, planFusions()),
   cpu: (p, [x, w, b, rm, rv]) =>
     p.training ? batchNorm64(x, p.shape, w, b).y : batchNormEval64(x, p.shape, w, b, rm, rv),
   gradTol: NORM_GRAD_TOL,

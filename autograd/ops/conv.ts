@@ -12,7 +12,7 @@ import {
 } from "../../kernels/conv.ts";
 import { gatherPatches, scatterPatches } from "../../kernels/patches.ts";
 import { normStatsFromParts } from "../../kernels/norm.ts";
-import { fusionEnabled, planConv } from "../../kernels/planner.ts";
+import { planConv } from "../../kernels/planner.ts";
 import { currentModule, empty, isGradEnabled, record, type Tensor } from "../tensor.ts";
 import { reshape } from "./shape.ts";
 
@@ -89,9 +89,10 @@ export interface NormStatistics {
 
 /**
  * conv2d, and the statistics `groupNorm(y, groups, ·, ·, eps)` needs, taken in the conv's store where
- * its forward variant can (depthwise/direct) and fusion "depthwise-norm-stats" is on: each output block
- * writes its count, mean and M2, and one small kernel combines them (kernels/norm.ts
- * normStatsFromParts) instead of the two passes over y. `stats` is null where the fusion does not apply.
+ * its forward variant can (depthwise/direct): each output block writes its count, mean and M2, and one
+ * small kernel combines them (kernels/norm.ts normStatsFromParts) instead of the two passes over y.
+ * `stats` is null where the variant cannot. Calling it is fusion "depthwise-norm-stats" (the caller's
+ * choice: autograd/ops/convnext_block.ts convGroupNorm).
  */
 export function conv2dWithGroupStats(
   x: Tensor,
@@ -130,7 +131,7 @@ function convWith(
   const inputGrad = tracking && x.requiresGrad ? planConv(s, "inputGrad", layer).variant : "";
   const weightGrad = tracking && w.requiresGrad ? planConv(s, "weightGrad", layer).variant : "";
   const y = empty([s.n, s.o, s.oh, s.ow]);
-  const perImage = norm && fusionEnabled("depthwise-norm-stats") ? convForwardParts(s, forward) : 0;
+  const perImage = norm ? convForwardParts(s, forward) : 0;
   const parts = perImage ? empty([s.n * perImage, 4]) : null;
   convForward(
     x.binding(),

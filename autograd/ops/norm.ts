@@ -7,7 +7,8 @@
 //
 // Forward: two-pass statistics, then y = (x − mean)·rstd·w + b; mean and rstd are kept as `saved`
 // tensors. The kernels and the backward's formulas are in kernels/norm.ts. In BatchNorm's eval mode the
-// statistics are constants.
+// statistics are constants. The fusions on their path (kernels/planner.ts FUSIONS) are the caller's
+// choice, given as `NormFusions` (nn/layers.ts passes the planner's, nn/fusions.ts).
 
 import {
   normAffineBackward,
@@ -21,9 +22,25 @@ import {
   runningStatsUpdate,
   statShape,
 } from "../../kernels/norm.ts";
-import { fusionEnabled } from "../../kernels/planner.ts";
 import { empty, numel, record, type Tensor } from "../tensor.ts";
 import type { NormStatistics } from "./conv.ts";
+
+/** A normalisation's fusions (kernels/planner.ts FUSIONS), chosen by the caller; each is on unless false. */
+export interface NormFusions {
+  /** "norm-backward-sums": the backward's sums in one reduction kernel (or by rows). */
+  normBackwardSums?: boolean;
+  /** "norm-running-stats": BatchNorm's running statistics updated by its statistics kernel. */
+  normRunningStats?: boolean;
+}
+
+/** Options of `groupNorm`: its fusions, and statistics of x already taken. */
+export interface GroupNormOptions extends NormFusions {
+  /**
+   * x's statistics [N, groups, 1, 1] with this eps, already taken by the kernel that produced x
+   * (conv2dWithGroupStats); the op takes them over (and frees them with its tape node).
+   */
+  stats?: NormStatistics | null;
+}
 
 function checkParam(op: string, name: string, p: Tensor | null | undefined, shape: number[]): void {
   if (!p) return;
@@ -137,19 +154,21 @@ function normWithBatchStats(
   weight: Tensor | null,
   bias: Tensor | null,
   eps: number,
-  running: RunningStats | null = null,
-  given: NormStatistics | null = null,
+  running: RunningStats | null,
+  given: NormStatistics | null,
+  fusions: NormFusions,
 ): Tensor {
   const st = statShape(p);
+  const sums = fusions.normBackwardSums !== false;
   if (given) {
     if (given.mean.size !== numel(st) || given.rstd.size !== numel(st)) {
       throw new Error(`${p.op}: given statistics ${given.mean.describe()} do not match [${st.join(", ")}]`);
     }
-    return normalize(p, x, given.mean, given.rstd, weight, bias);
+    return normalize(p, x, given.mean, given.rstd, weight, bias, sums);
   }
   const mean = empty(st), rstd = empty(st);
   // the running statistics are updated by the statistics kernel itself, or by two more passes
-  const fuseRunning = running !== null && fusionEnabled("norm-running-stats");
+  const fuseRunning = running !== null && fusions.normRunningStats !== false;
   const variance = running && !fuseRunning ? empty(st) : null;
   normStats(x.binding(), {
     shape: p.view,
@@ -175,10 +194,13 @@ function normWithBatchStats(
     );
     variance.dispose();
   }
-  return normalize(p, x, mean, rstd, weight, bias);
+  return normalize(p, x, mean, rstd, weight, bias, sums);
 }
 
-/** The apply and its backward, with statistics of x (now owned by the tape node). */
+/**
+ * The apply and its backward, with statistics of x (now owned by the tape node); `sums`: the
+ * backward's sums in one kernel ("norm-backward-sums").
+ */
 function normalize(
   p: NormView,
   x: Tensor,
@@ -186,11 +208,12 @@ function normalize(
   rstd: Tensor,
   weight: Tensor | null,
   bias: Tensor | null,
+  sums: boolean,
 ): Tensor {
   const out = applyNorm(p, x, mean, rstd, weight, bias);
   const inputs = [x, ...(weight ? [weight] : []), ...(bias ? [bias] : [])];
   return record(out, inputs, (g) => {
-    if (fusionEnabled("norm-backward-sums")) return fusedBackward(p, g, x, mean, rstd, weight, bias);
+    if (sums) return fusedBackward(p, g, x, mean, rstd, weight, bias);
     const dx = x.requiresGrad ? inputGrad(p, g, x, mean, rstd, weight) : null;
     const [dw, db] = affineGrads(p, g, x, mean, rstd, weight, bias);
     return [dx, ...(weight ? [dw] : []), ...(bias ? [db] : [])];
@@ -206,8 +229,7 @@ function checkEps(op: string, eps: number): void {
 /**
  * Group normalisation of `x` [N, C, *] (torch.nn.functional.group_norm): statistics per sample and
  * group of C/groups channels; `weight`, `bias` of shape [C]. GroupNorm(1, C) is ConvNeXt's "LayerNorm".
- * `stats`: x's statistics [N, groups, 1, 1] with this eps, already taken by the kernel that produced x
- * (conv2dWithGroupStats); the op takes them over (and frees them with its tape node).
+ * `opts`: the fusions (default on), and x's statistics where the kernel that produced x took them.
  */
 export function groupNorm(
   x: Tensor,
@@ -215,7 +237,7 @@ export function groupNorm(
   weight?: Tensor | null,
   bias?: Tensor | null,
   eps = 1e-5,
-  stats: NormStatistics | null = null,
+  opts: GroupNormOptions = {},
 ): Tensor {
   const op = "groupNorm";
   if (x.rank < 2) throw new Error(`${op}: expects an input [N, C, *], got ${x.describe()}`);
@@ -233,12 +255,12 @@ export function groupNorm(
     statAxes: [2, 3],
     affShape: [1, groups, c / groups, 1],
   };
-  return normWithBatchStats(plan, x, weight ?? null, bias ?? null, eps, null, stats);
+  return normWithBatchStats(plan, x, weight ?? null, bias ?? null, eps, null, opts.stats ?? null, opts);
 }
 
 /**
  * Layer normalisation over the trailing dims `normalizedShape` (torch.nn.functional.layer_norm);
- * `weight`, `bias` of shape `normalizedShape`.
+ * `weight`, `bias` of shape `normalizedShape`; `fusions` default on.
  */
 export function layerNorm(
   x: Tensor,
@@ -246,6 +268,7 @@ export function layerNorm(
   weight?: Tensor | null,
   bias?: Tensor | null,
   eps = 1e-5,
+  fusions: NormFusions = {},
 ): Tensor {
   const op = "layerNorm";
   const ns = typeof normalizedShape === "number" ? [normalizedShape] : normalizedShape;
@@ -260,7 +283,7 @@ export function layerNorm(
   checkEps(op, eps);
   const l = numel(ns);
   const plan: NormView = { op, view: [x.size / Math.max(l, 1), l], statAxes: [1], affShape: [1, l] };
-  return normWithBatchStats(plan, x, weight ?? null, bias ?? null, eps);
+  return normWithBatchStats(plan, x, weight ?? null, bias ?? null, eps, null, null, fusions);
 }
 
 /**
@@ -268,7 +291,7 @@ export function layerNorm(
  * running statistics are given) it normalises with the batch statistics (biased variance) and, when
  * `runningMean`/`runningVar` are given, updates them in place on the GPU:
  * running = (1 − momentum)·running + momentum·batch, with the unbiased variance for `runningVar`.
- * In eval it normalises with the running statistics.
+ * In eval it normalises with the running statistics. `fusions` default on.
  */
 export function batchNorm2d(
   x: Tensor,
@@ -279,6 +302,7 @@ export function batchNorm2d(
   training: boolean,
   momentum = 0.1,
   eps = 1e-5,
+  fusions: NormFusions = {},
 ): Tensor {
   const op = "batchNorm2d";
   if (x.rank < 2) throw new Error(`${op}: expects an input [N, C, *], got ${x.describe()}`);
@@ -302,7 +326,7 @@ export function batchNorm2d(
     const running = training && runningMean && runningVar
       ? { mean: runningMean, variance: runningVar, momentum }
       : null;
-    return normWithBatchStats(plan, x, weight, bias, eps, running);
+    return normWithBatchStats(plan, x, weight, bias, eps, running, null, fusions);
   }
   // eval: the running statistics are constants
   const rstd = empty(statShape(plan));

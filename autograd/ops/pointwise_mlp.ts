@@ -7,20 +7,25 @@
 // One tape node (not two ops sharing saved tensors): the backward needs pre (for gelu') and h (for
 // dw2) — exactly what the unfused conv → GELU → conv chain saves — and one node keeps them owned by
 // one rule and freed with it. Each pass is planned like conv2d plans it (same layers, same order), so
-// the plan log lists every pass; a fusion switched off ("fuse.bias-gelu=off", "fuse.gelu-backward=off")
-// runs that part as the unfused kernels (GEMM, then a GELU pass). GEMM variants without an epilogue
-// (vec4, scalar) fall back the same way inside kernels/conv1x1.ts.
+// the plan log lists every pass. The fusions are the caller's choice (options `biasGelu`, `geluBackward`,
+// on unless false; nn/convnext.ts passes the planner's): one switched off ("fuse.bias-gelu=off",
+// "fuse.gelu-backward=off") runs that part as the unfused kernels (GEMM, then a GELU pass). GEMM variants
+// without an epilogue (vec4, scalar) fall back the same way inside kernels/conv1x1.ts.
 
 import { geluBackward, geluForward } from "../../kernels/activation.ts";
 import { convBackwardBias, convBackwardInput, convBackwardWeight, convForward } from "../../kernels/conv.ts";
 import { conv1x1BackwardInputGeluGrad, conv1x1ForwardGelu } from "../../kernels/conv1x1.ts";
-import { fusionEnabled, planConv } from "../../kernels/planner.ts";
+import { planConv } from "../../kernels/planner.ts";
 import { currentModule, empty, isGradEnabled, record, type Tensor } from "../tensor.ts";
 import { conv2dShape } from "./conv.ts";
 
 export interface PointwiseMlpOptions {
   /** Layer names of the expand and project convs in the plan log (default: the current module). */
   layers?: [string, string];
+  /** Fusion "bias-gelu": bias + GELU in the expand GEMM's store (default on). */
+  biasGelu?: boolean;
+  /** Fusion "gelu-backward": GELU's backward in the project input-gradient GEMM's store (default on). */
+  geluBackward?: boolean;
 }
 
 /**
@@ -43,7 +48,7 @@ export function pointwiseMlp(
   // whether the tape would track the expand conv's output (h), and the project conv's
   const track1 = grad && first.some((t) => t.requiresGrad);
   const track2 = grad && (track1 || second.some((t) => t.requiresGrad));
-  const fuseFwd = fusionEnabled("bias-gelu"), fuseBwd = fusionEnabled("gelu-backward");
+  const fuseFwd = opts.biasGelu !== false, fuseBwd = opts.geluBackward !== false;
   const fwd1 = planConv(s1, "forward", l1, fuseFwd ? "gelu" : undefined).variant;
   const ig1 = track1 && x.requiresGrad ? planConv(s1, "inputGrad", l1).variant : "";
   const wg1 = track1 && w1.requiresGrad ? planConv(s1, "weightGrad", l1).variant : "";
