@@ -1,7 +1,9 @@
 // Every kernel on the real shapes of the models: each distinct leaf layer (bench/shapes.ts) forward
 // and backward, the 1×1-conv GEMMs through kernels/matmul.ts, and the fused AdamW step over all the
-// parameters of a model. Each row: time per call (median, spread), GFLOP/s or GB/s, and the
-// percentage of the roofline min(FMA peak, intensity × copy bandwidth) measured by bench/ceilings.ts.
+// parameters of a model. Each row is validated first (bench/validate.ts: the kernel once on seeded data
+// against its op's f64 CPU reference; a row that fails is reported and not timed), then timed: time per
+// call (median, spread), GFLOP/s or GB/s, and the percentage of the roofline min(FMA peak, intensity ×
+// copy bandwidth) measured by bench/ceilings.ts.
 
 import { noGrad, numel, randn, scope } from "../autograd/tensor.ts";
 import { Rng } from "../autograd/random.ts";
@@ -15,11 +17,14 @@ import { type Ceilings, roofline } from "./ceilings.ts";
 import { convShapeOf, type LayerCase, layerCases } from "./shapes.ts";
 import { Conv2d } from "../nn/layers.ts";
 import { measure, type MeasureOptions, type Stats } from "./timing.ts";
+import { type ResultHook, validateAdamW, validateGemm, validateLayer, type Validation } from "./validate.ts";
 
 /** One measured kernel call. */
 export interface KernelRow {
-  /** e.g. "conv 1×1 64→256 @32×32". */
+  /** e.g. "conv 1×1 64→256 @32×32", "groupNorm 128 @16×16". */
   name: string;
+  /** The autograd op the row runs (conv2d, groupNorm, matmul, adamW, …), as its reference is named. */
+  op: string;
   /** conv1x1, dwconv, conv, groupconv, norm, act, other, gemm, optim. */
   kind: string;
   /** The kernel variant the planner ran (convolutions and GEMMs). */
@@ -30,16 +35,26 @@ export interface KernelRow {
   shape: string;
   /** Where the layer occurs: stage ×count. */
   uses: string;
-  timing: Stats;
+  /** The check against the reference that ran before the timing. */
+  validation: Validation;
+  /** Null where the validation failed (the row is not timed); so are the rates below. */
+  timing: Stats | null;
   flops: number;
   /** Compulsory memory traffic (each operand read or written once), bytes. */
   bytes: number;
-  gflops: number;
-  gbs: number;
+  gflops: number | null;
+  gbs: number | null;
   /** Which roof bounds this kernel at its arithmetic intensity. */
   bound: "compute" | "memory";
   /** Achieved / roofline bound, in percent. */
-  pctRoofline: number;
+  pctRoofline: number | null;
+}
+
+/** A validated, timed row (its timing and rates present). */
+export type TimedRow = KernelRow & { timing: Stats; gflops: number; gbs: number; pctRoofline: number };
+
+export function isTimed(r: KernelRow): r is TimedRow {
+  return r.timing !== null;
 }
 
 export interface KernelBenchOptions {
@@ -58,6 +73,8 @@ export interface KernelBenchOptions {
   errors?: string[];
   /** Model overrides (e.g. narrow widths for a quick test); default the notebook's models. */
   model?: ModelOptions;
+  /** Sees each row's kernel results before the validation compares them (tests inject a wrong value). */
+  onResults?: ResultHook;
   log?: (line: string) => void;
 }
 
@@ -65,11 +82,20 @@ function finish(
   c: Ceilings,
   base: Omit<KernelRow, "gflops" | "gbs" | "bound" | "pctRoofline">,
 ): KernelRow {
+  const bound = base.flops > 0 && base.flops / base.bytes >= c.ridge ? "compute" : "memory";
+  if (!base.timing) return { ...base, gflops: null, gbs: null, bound, pctRoofline: null };
   const s = base.timing.medianMs / 1e3;
   const gflops = base.flops / s / 1e9, gbs = base.bytes / s / 1e9;
-  const bound = base.flops > 0 && base.flops / base.bytes >= c.ridge ? "compute" : "memory";
   const pct = base.flops > 0 ? (gflops / roofline(c, base.flops, base.bytes)) * 100 : (gbs / c.copyGBs) * 100;
   return { ...base, gflops, gbs, bound, pctRoofline: pct };
+}
+
+/** Reports a row whose validation failed (it is not timed). */
+function failed(row: KernelRow, opts: KernelBenchOptions): void {
+  const msg =
+    `${row.name} ${row.pass}: validation against ${row.validation.op}'s reference failed: ${row.validation.detail}`;
+  opts.errors?.push(msg);
+  opts.log?.(`  FAILED ${msg}`);
 }
 
 function usesText(u: Record<string, number>): string {
@@ -104,12 +130,33 @@ async function benchLayer(
   const saved = params.map((p) => p.requiresGrad);
   try {
     for (const p of passesOf(c, params.length > 0)) {
+      const validation = await validateLayer(m, c, p, opts.onResults);
+      const planPass = p.pass === "forward" ? "forward" : p.x ? "inputGrad" : "weightGrad";
+      const described = {
+        name: c.label,
+        op: c.op,
+        kind: c.kind,
+        variant: m instanceof Conv2d ? planConv(convShapeOf(m, c.inShape), planPass).variant : undefined,
+        pass: p.pass,
+        shape: c.inShape.join("×"),
+        uses: usesText(c.uses),
+        validation,
+        flops: c.conv ? c.flops : 0,
+      };
+      // conv: dy, the other operand and the result; others: dy, x, dx (+ parameters)
+      const passBytes = p.pass === "forward" || c.conv
+        ? 4 * (inN + outN + pN)
+        : 4 * (outN + 2 * inN + (p.params ? 2 * pN : 0));
+      if (validation.status === "failed") {
+        const row = finish(ceil, { ...described, timing: null, bytes: passBytes });
+        rows.push(row);
+        failed(row, opts);
+        continue;
+      }
       let fn: () => void;
       let cleanup = () => {};
-      let bytes: number;
       if (p.pass === "forward") {
         fn = () => scope(() => void noGrad(() => m.forward(x)));
-        bytes = 4 * (inN + outN + pN);
       } else {
         x.requiresGrad = p.x;
         params.forEach((t) => (t.requiresGrad = p.params));
@@ -126,24 +173,10 @@ async function benchLayer(
           y.dispose();
           g.dispose();
         };
-        // conv: dy, the other operand and the result; others: dy, x, dx (+ parameters)
-        bytes = c.conv ? 4 * (inN + outN + pN) : 4 * (outN + 2 * inN + (p.params ? 2 * pN : 0));
       }
       const timing = await measure(fn, opts.timing);
       cleanup();
-      const flops = c.conv ? c.flops : 0;
-      const planPass = p.pass === "forward" ? "forward" : p.x ? "inputGrad" : "weightGrad";
-      const row = finish(ceil, {
-        name: c.label,
-        kind: c.kind,
-        variant: m instanceof Conv2d ? planConv(convShapeOf(m, c.inShape), planPass).variant : undefined,
-        pass: p.pass,
-        shape: c.inShape.join("×"),
-        uses: usesText(c.uses),
-        timing,
-        flops,
-        bytes,
-      });
+      const row = finish(ceil, { ...described, timing, bytes: passBytes });
       rows.push(row);
       opts.log?.(rowLine(row));
     }
@@ -156,10 +189,19 @@ async function benchLayer(
 
 /** One line of progress output for a row. */
 export function rowLine(r: KernelRow): string {
+  const head = `  ${r.name} ${r.pass}${r.variant ? ` [${r.variant}]` : ""}`;
+  if (!isTimed(r)) return `${head}: FAILED validation (${r.validation.detail})`;
   const perf = r.flops > 0 ? `${r.gflops.toFixed(2)} GFLOP/s` : `${r.gbs.toFixed(2)} GB/s`;
-  return `  ${r.name} ${r.pass}${r.variant ? ` [${r.variant}]` : ""}: ${
-    r.timing.medianMs.toFixed(3)
-  } ms, ${perf}, ${r.pctRoofline.toFixed(1)}% of roof`;
+  return `${head}: ${r.timing.medianMs.toFixed(3)} ms, ${perf}, ${r.pctRoofline.toFixed(1)}% of roof, ${
+    validationText(r.validation)
+  }`;
+}
+
+/** How a row was validated, in a few words ("ok at batch 8", "ok at batch 2 of 8", "FAILED"). */
+export function validationText(v: Validation, rowBatch?: number): string {
+  if (v.status === "failed") return "FAILED";
+  if (v.op === "adamW") return "ok";
+  return `ok at batch ${v.batch}${v.reduced && rowBatch ? ` of ${rowBatch}` : v.reduced ? " (reduced)" : ""}`;
 }
 
 /** The three GEMMs of a 1×1 convolution over N·H·W pixels (channels-last view), as matmul dims. */
@@ -209,21 +251,18 @@ async function benchGemms(
     if (seen.has(key)) continue;
     seen.add(key);
     const layouts = [
-      { tag: "NCHW", gemms: conv1x1GemmsNCHW(n, h * w, cin, c.conv!.cout) },
-      { tag: "NHWC", gemms: conv1x1Gemms(n * h * w, cin, c.conv!.cout) },
+      { tag: "NCHW", gemms: (images: number) => conv1x1GemmsNCHW(images, h * w, cin, c.conv!.cout) },
+      { tag: "NHWC", gemms: (images: number) => conv1x1Gemms(images * h * w, cin, c.conv!.cout) },
     ];
     for (const { tag, gemms } of layouts) {
       const name = `gemm ${tag} ${c.label.replace(/^conv /, "")}`;
       if (opts.filter && !opts.filter(name)) continue;
-      for (const g of gemms) {
+      for (const [i, g] of gemms(n).entries()) {
         const outN = (g.d.sumBatch ? 1 : g.d.batch) * g.d.m * g.d.n;
-        const a = acquireBuffer(g.aN * 4), b = acquireBuffer(g.bN * 4), out = acquireBuffer(outN * 4);
-        const timing = await measure(() => matmul(a, b, out, g.d), opts.timing);
-        releaseBuffer(a);
-        releaseBuffer(b);
-        releaseBuffer(out);
-        const row = finish(ceil, {
+        const validation = await validateGemm(`${name} ${g.pass}`, n, (k) => gemms(k)[i].d, opts.onResults);
+        const described = {
           name,
+          op: "matmul",
           kind: "gemm",
           variant: planMatmul(g.d).variant,
           pass: g.pass,
@@ -233,10 +272,22 @@ async function benchGemms(
             planMatmul(g.d).variant
           })`,
           uses: usesText(c.uses),
-          timing,
+          validation,
           flops: 2 * g.d.batch * g.d.m * g.d.n * g.d.k,
           bytes: 4 * (g.aN + g.bN + outN),
-        });
+        };
+        if (validation.status === "failed") {
+          const row = finish(ceil, { ...described, timing: null });
+          rows.push(row);
+          failed(row, opts);
+          continue;
+        }
+        const a = acquireBuffer(g.aN * 4), b = acquireBuffer(g.bN * 4), out = acquireBuffer(outN * 4);
+        const timing = await measure(() => matmul(a, b, out, g.d), opts.timing);
+        releaseBuffer(a);
+        releaseBuffer(b);
+        releaseBuffer(out);
+        const row = finish(ceil, { ...described, timing });
         rows.push(row);
         opts.log?.(rowLine(row));
       }
@@ -294,20 +345,25 @@ async function benchAdamW(stage: string, ceil: Ceilings, opts: KernelBenchOption
   const params = model.parameters();
   const n = params.reduce((a, p) => a + p.size, 0);
   const opt = new AdamW(params, { lr: 0.004, weightDecay: 0.05 });
-  const timing = await measure(() => opt.step(), opts.timing);
+  const name = `AdamW ${stage} (${(n / 1e6).toFixed(2)} M params)`;
+  const validation = await validateAdamW(`${name} step`, opt, opts.onResults);
+  const timing = validation.status === "failed" ? null : await measure(() => opt.step(), opts.timing);
   opt.dispose();
   model.dispose();
   const row = finish(ceil, {
-    name: `AdamW ${stage} (${(n / 1e6).toFixed(2)} M params)`,
+    name,
+    op: "adamW",
     kind: "optim",
     pass: "step",
     shape: `${n}`,
     uses: `${stage}×1`,
+    validation,
     timing,
     flops: 0,
     bytes: 7 * 4 * n, // read p, g, m, v; write p, m, v
   });
-  opts.log?.(rowLine(row));
+  if (!timing) failed(row, opts);
+  else opts.log?.(rowLine(row));
   return row;
 }
 

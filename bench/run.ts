@@ -5,7 +5,7 @@ import { gpu } from "../kernels/runtime.ts";
 import { planOverride } from "../kernels/planner.ts";
 import { initEngine, type KernelSettings } from "../experiments/host.ts";
 import { type Ceilings, measureCeilings } from "./ceilings.ts";
-import { benchKernels, type KernelRow } from "./kernels.ts";
+import { benchKernels, isTimed, type KernelRow, type TimedRow, validationText } from "./kernels.ts";
 import { benchStep, NARROW, prepareStep, type StepCase, type StepRow, timeSteps } from "./steps.ts";
 import type { CompareRow, TfjsInfo } from "./tfjs.ts";
 import { compareTorch, type OurSteps, type TorchSection } from "./torch.ts";
@@ -193,13 +193,12 @@ export function evaluateTargets(
 ): BenchReport["targets"] {
   const out: BenchReport["targets"] = [];
   const minOf = (xs: number[]) => (xs.length ? Math.min(...xs) : null);
-  const gemmPct = (rows: KernelRow[]) => minOf(rows.map((r) => (r.gflops / c.fmaGflops) * 100));
-  // 1×1 convs of `final`: the GEMM kernel, and the conv2d op
-  const finalGemm = kernels.filter((r) => r.kind === "gemm" && /final/.test(r.uses) && /NCHW/.test(r.name));
-  const finalGemmT = kernels.filter((r) => r.kind === "gemm" && /final/.test(r.uses) && /NHWC/.test(r.name));
-  const finalConv1 = kernels.filter((r) =>
-    r.kind === "conv1x1" && /final/.test(r.uses) && !/ 3→/.test(r.name)
-  );
+  const gemmPct = (rows: TimedRow[]) => minOf(rows.map((r) => (r.gflops / c.fmaGflops) * 100));
+  // 1×1 convs of `final`: the GEMM kernel, and the conv2d op (rows that passed validation: the timed ones)
+  const timed = kernels.filter(isTimed);
+  const finalGemm = timed.filter((r) => r.kind === "gemm" && /final/.test(r.uses) && /NCHW/.test(r.name));
+  const finalGemmT = timed.filter((r) => r.kind === "gemm" && /final/.test(r.uses) && /NHWC/.test(r.name));
+  const finalConv1 = timed.filter((r) => r.kind === "conv1x1" && /final/.test(r.uses) && !/ 3→/.test(r.name));
   for (
     const [name, rows] of [
       ["conv2d 1×1 op", finalConv1],
@@ -373,23 +372,53 @@ export function formatReport(r: BenchReport): string {
   if (r.kernels.length) {
     out.push("");
     out.push(`## Kernels (batch ${r.settings.batch})`);
+    out.push(
+      "each row validated before it is timed: its kernel once on seeded data against the f64 CPU reference of " +
+        "its op (kernels/reference/), at the row's batch or, where the reference would be slow, at a smaller " +
+        "one with the same kernel variant; a row that fails is not timed",
+    );
     out.push(table(
-      ["layer", "pass", "variant", "input", "ms", "spread", "GFLOP/s", "GB/s", "bound", "% roof", "uses"],
-      r.kernels.map((k) => [
-        k.name,
-        k.pass,
-        k.variant ?? "-",
-        k.shape,
-        ms(k.timing.medianMs),
-        `${k.timing.spreadPct.toFixed(0)}%`,
-        k.flops > 0 ? k.gflops.toFixed(2) : "-",
-        k.gbs.toFixed(2),
-        k.bound,
-        k.pctRoofline.toFixed(1),
-        k.uses,
-      ]),
-      [false, false, false, false, true, true, true, true, false, true, false],
+      [
+        "layer",
+        "op",
+        "pass",
+        "variant",
+        "input",
+        "validated",
+        "ms",
+        "spread",
+        "GFLOP/s",
+        "GB/s",
+        "bound",
+        "% roof",
+        "uses",
+      ],
+      r.kernels.map((k) => {
+        const v = validationText(k.validation, r.settings.batch);
+        if (!isTimed(k)) {
+          return [k.name, k.op, k.pass, k.variant ?? "-", k.shape, v, ...Array(6).fill("-"), k.uses];
+        }
+        return [
+          k.name,
+          k.op,
+          k.pass,
+          k.variant ?? "-",
+          k.shape,
+          v,
+          ms(k.timing.medianMs),
+          `${k.timing.spreadPct.toFixed(0)}%`,
+          k.flops > 0 ? k.gflops.toFixed(2) : "-",
+          k.gbs.toFixed(2),
+          k.bound,
+          k.pctRoofline.toFixed(1),
+          k.uses,
+        ];
+      }),
+      [false, false, false, false, false, false, true, true, true, true, false, true, false],
     ));
+    for (const k of r.kernels.filter((k) => k.validation.status === "failed")) {
+      out.push(`FAILED ${k.name} ${k.pass}: ${k.validation.detail}`);
+    }
   }
   if (r.steps.length) {
     out.push("");

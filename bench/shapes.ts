@@ -15,8 +15,13 @@ const SKIP = new Set(["Flatten", "Identity", "StochasticDepth"]);
 
 /** One distinct layer of the models at a batch size. */
 export interface LayerCase {
-  /** Short human-readable name, e.g. "conv 1×1 64→256 @32×32". */
+  /**
+   * Short human-readable name: the conv family and its configuration ("conv 1×1 64→256 @32×32",
+   * "dwconv 7×7 128 @8×8"), else the op's name ("groupNorm 128 @16×16").
+   */
   label: string;
+  /** The autograd op the layer runs (conv2d, groupNorm, …): its reference's and registry entry's name. */
+  op: string;
   /** Kind used by --filter and the report (convs by the planner's family): conv1x1, dwconv, patchconv, conv,
    * groupconv, norm, act, other. */
   kind: string;
@@ -61,6 +66,22 @@ export function convShapeOf(c: Conv2d, inShape: number[]): ConvShape {
   };
 }
 
+/** The autograd op a layer module runs: the name of its CPU reference, registry entry and tolerance. */
+export function opOfLayer(type: string): string {
+  const ops: Record<string, string> = {
+    Conv2d: "conv2d",
+    BatchNorm2d: "batchNorm2d",
+    GroupNorm: "groupNorm",
+    LayerNorm: "layerNorm",
+    ReLU: "relu",
+    GELU: "gelu",
+    AdaptiveAvgPool2d: "adaptiveAvgPool2d",
+    Linear: "linear",
+    LayerScaler: "layerScale",
+  };
+  return ops[type] ?? type;
+}
+
 /** The bench's kind of a conv layer, from the family of the planner's forward variant. */
 function convKind(c: Conv2d, inShape: number[]): string {
   const v = defaultConvVariant(convShapeOf(c, inShape), "forward");
@@ -87,7 +108,9 @@ function describe(
   const kind = /Norm/.test(type) ? "norm" : /ReLU|GELU|Softmax/.test(type) ? "act" : "other";
   const ch = inShape.length > 1 ? ` ${inShape[1]}` : "";
   return {
-    label: `${type}${ch} @${sp(inShape)}${outShape.length !== inShape.length ? "→" + sp(outShape) : ""}`,
+    label: `${opOfLayer(type)}${ch} @${sp(inShape)}${
+      outShape.length !== inShape.length ? "→" + sp(outShape) : ""
+    }`,
     kind,
   };
 }
@@ -125,6 +148,7 @@ export function layerCases(stages: readonly string[], batch: number, opts: Model
         const d = describe(r.type, m, r.inShape, r.outShape);
         c = {
           ...d,
+          op: opOfLayer(r.type),
           type: r.type,
           inShape: r.inShape,
           outShape: r.outShape,

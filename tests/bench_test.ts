@@ -1,9 +1,11 @@
-// The benchmark harness on tiny shapes: it runs, reports numbers, and its report has the structure
+// The benchmark harness on tiny shapes: it runs, validates every kernel row against its op's CPU reference
+// before timing it (and a wrong result fails the row), reports numbers, and its report has the structure
 // `--json` promises. No timing is asserted (speed is what `deno task bench` reports, not what tests check).
 
 import assert from "node:assert/strict";
 import { parseBenchArgs } from "../bench/main.ts";
 import { evaluateTargets, formatReport, formatTorch, runBench } from "../bench/run.ts";
+import { benchKernels, isTimed } from "../bench/kernels.ts";
 import type { Ceilings } from "../bench/ceilings.ts";
 import { NARROW, type StepRow } from "../bench/steps.ts";
 import { runTorchScript, torchCase, torchRows } from "../bench/torch.ts";
@@ -58,7 +60,20 @@ Deno.test("bench harness on a tiny shape: finite, positive numbers in the docume
   finitePositive(report.ceilings.copyGBs, "copy bandwidth");
   const kinds = new Set(report.kernels.map((k) => k.kind));
   for (const k of ["dwconv", "norm", "act", "conv1x1", "gemm", "conv"]) assert.ok(kinds.has(k), `a ${k} row`);
+  // every row was validated (on the row's own batch here: tiny shapes), passed, then was timed
   for (const k of report.kernels) {
+    const what = `${k.name} ${k.pass}`;
+    assert.equal(k.validation.status, "passed", `${what}: ${k.validation.detail}`);
+    assert.equal(k.validation.op, k.op, what);
+    assert.ok(k.validation.worst <= 1 && k.validation.ms > 0, `${what}: validation ran`);
+    assert.deepEqual([k.validation.batch, k.validation.reduced], [1, false], what);
+    assert.ok(isTimed(k), `${what} timed`);
+  }
+  const ops = new Set(report.kernels.map((k) => k.op));
+  for (const op of ["conv2d", "groupNorm", "gelu", "matmul"]) assert.ok(ops.has(op), `a ${op} row`);
+  // one name per op: the GroupNorm layer's row is named as the op is
+  assert.ok(report.kernels.some((k) => /^groupNorm 128 @/.test(k.name) && k.op === "groupNorm"));
+  for (const k of report.kernels.filter(isTimed)) {
     const what = `${k.name} ${k.pass}`;
     finitePositive(k.timing.medianMs, `${what} ms`);
     assert.ok(k.timing.minMs <= k.timing.medianMs && k.timing.medianMs <= k.timing.maxMs, what);
@@ -98,6 +113,7 @@ Deno.test("bench harness on a tiny shape: finite, positive numbers in the docume
   assert.deepEqual(report.errors, []);
   const json = JSON.parse(JSON.stringify(report));
   assert.equal(json.kernels.length, report.kernels.length);
+  assert.ok(json.kernels.every((k: { validation: { status: string } }) => k.validation.status === "passed"));
   const text = formatReport(report);
   for (
     const h of ["## Ceilings", "## Kernels", "## Training steps", "## PyTorch side by side", "## Targets"]
@@ -105,6 +121,73 @@ Deno.test("bench harness on a tiny shape: finite, positive numbers in the docume
     assert.ok(text.includes(h), h);
   }
   console.log(text);
+});
+
+Deno.test("bench validation: a wrong kernel result fails its row, which is reported and not timed", async () => {
+  const errors: string[] = [], seen: string[] = [];
+  const ceil = { fmaGflops: 1, copyGBs: 1, ridge: 1, detail: [] } as unknown as Ceilings;
+  const rows = await benchKernels(ceil, {
+    batch: 1,
+    stages: ["final"],
+    extraStages: [],
+    model: NARROW,
+    // (a GEMM row comes with the 1×1 conv it is taken from)
+    filter: (s) => /groupNorm 128|1×1 128→512|AdamW/i.test(s),
+    timing: { runs: 1, minSampleMs: 1, warmup: 1 },
+    adamwStage: "final",
+    errors,
+    // the injected failure: one value of one row's result off by 1e-3 (the forward tolerance is 1e-4)
+    onResults: (row, values) => {
+      seen.push(row);
+      if (/^groupNorm 128 .* forward$/.test(row)) values[0][5] += 1e-3;
+      if (/^gemm NCHW .* backward \(weight\)$/.test(row)) values[0][0] *= 1.01;
+    },
+  });
+  const by = (re: RegExp) => rows.filter((r) => re.test(`${r.name} ${r.pass}`));
+  assert.equal(seen.length, rows.length, "every row's results went through the validation");
+  const gn = by(/^groupNorm 128 .* forward$/), gemm = by(/^gemm NCHW .* backward \(weight\)$/);
+  assert.equal(gn.length, 1);
+  assert.equal(gemm.length, 1);
+  for (const r of [...gn, ...gemm]) {
+    assert.equal(r.validation.status, "failed");
+    assert.ok(r.validation.worst > 1);
+    assert.match(r.validation.detail, /element \d+ is .*, expected/);
+    assert.equal(r.timing, null, "a failed row is not timed");
+    assert.ok(!isTimed(r));
+    assert.ok(
+      errors.some((e) => e.startsWith(`${r.name} ${r.pass}: validation against ${r.op}'s reference failed`)),
+    );
+  }
+  assert.equal(errors.length, 2, errors.join("\n"));
+  // the other rows (the norm's backward, the conv, the other GEMMs, AdamW) passed and were timed
+  const others = rows.filter((r) => !gn.includes(r) && !gemm.includes(r));
+  const count = (op: string) => others.filter((r) => r.op === op).length;
+  assert.deepEqual([count("groupNorm"), count("conv2d"), count("matmul"), count("adamW")], [1, 3, 5, 1]);
+  for (const r of others) {
+    assert.equal(r.validation.status, "passed", `${r.name} ${r.pass}: ${r.validation.detail}`);
+    assert.ok(isTimed(r));
+  }
+  // and the report says so: the table row and the failure under it
+  const text = formatReport(
+    {
+      date: "",
+      adapter: { name: "test", fallback: false, timestampQuery: false },
+      deno: "",
+      settings: { batch: 1, runs: 1 },
+      ceilings: { fmaGflops: 1, copyGBs: 1, ridge: 1, detail: [] },
+      kernels: rows,
+      steps: [],
+      tfjs: null,
+      torch: null,
+      targets: [],
+      notes: [],
+      errors,
+      seconds: 0,
+    } as unknown as Parameters<typeof formatReport>[0],
+  );
+  assert.match(text, /groupNorm 128 \S+\s+groupNorm\s+forward\s+-\s+\S+\s+FAILED/);
+  assert.match(text, /FAILED groupNorm 128 .* forward: y: element 5 is/);
+  assert.match(text, /ok at batch 1/);
 });
 
 Deno.test("PyTorch peer: scripts/torch_bench.py builds the narrow final with our parameter count", async () => {

@@ -8,7 +8,7 @@ import { matmul } from "../kernels/matmul.ts";
 import { matmulTiled } from "../kernels/gemm_tiled.ts";
 import { startCapture, stopCapture } from "../kernels/runtime.ts";
 import { gemmRef } from "../kernels/reference/gemm.ts";
-import { gelu64, geluGrad64 } from "../kernels/reference/pointwise_mlp.ts";
+import { gelu64, geluGrad64 } from "../kernels/reference/activation.ts";
 import type { MatmulDims } from "../kernels/shapes.ts";
 import { assertClose, randomArray, setup } from "./helpers.ts";
 

@@ -1,19 +1,18 @@
 // Shared test helpers: GPU set-up, closeness checks, and the op checker that compares an op's GPU
 // forward with a CPU reference and its GPU backward with central finite differences of that
-// reference in f64.
+// reference in f64. The references live in kernels/reference/, their tolerances in
+// kernels/reference/tolerance.ts.
 
 import { initGPU, poolStats, Rng, scope, type Tensor, tensor } from "../mod.ts";
 import { setKeyCheck } from "../kernels/runtime.ts";
+import { FORWARD_TOL, GRAD_TOL, type Tol } from "../kernels/reference/tolerance.ts";
+
+export type { Tol };
 
 /** Initialises WebGPU once (every test file calls this first). */
 export async function setup(): Promise<void> {
   await initGPU();
   setKeyCheck(true); // a pipeline key that misses a parameter fails the test that meets it
-}
-
-export interface Tol {
-  rtol?: number;
-  atol?: number;
 }
 
 /**
@@ -26,7 +25,7 @@ export function assertClose(
   tol: Tol = {},
   what = "values",
 ): number {
-  const { rtol = 1e-4, atol = 1e-5 } = tol;
+  const { rtol = FORWARD_TOL.rtol, atol = FORWARD_TOL.atol } = tol;
   if (actual.length !== expected.length) {
     throw new Error(`${what}: length ${actual.length} != expected ${expected.length}`);
   }
@@ -128,7 +127,7 @@ export async function checkOp(c: OpCase): Promise<{ forward: number; backward: n
     const w = assertClose(
       await g.toArray(),
       fd[i],
-      c.gradTol ?? { rtol: 1e-3, atol: 1e-4 },
+      c.gradTol ?? GRAD_TOL,
       `${c.name} grad ${i}`,
     );
     worstB = Math.max(worstB, w);

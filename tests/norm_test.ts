@@ -4,7 +4,7 @@
 
 import { batchNorm2d, groupNorm, layerNorm } from "../autograd/ops/norm.ts";
 import { noGrad, Rng, type Tensor, tensor } from "../mod.ts";
-import { batchNorm64, groupNorm64 } from "./cpu_ops.ts";
+import { batchNorm2dRef, groupNormRef } from "../kernels/reference/norm.ts";
 import { assertClose, checkOp, randomArray, setup } from "./helpers.ts";
 import assert from "node:assert/strict";
 
@@ -18,7 +18,7 @@ Deno.test("norms with only some parameters, and with an input that needs no grad
     name: "batchNorm2d_weight_only",
     shapes: [shape, [c]],
     gpu: ([x, w]) => batchNorm2d(x, null, null, w, null, true),
-    cpu: ([x, w]) => batchNorm64(x, shape, w, null).y,
+    cpu: ([x, w]) => batchNorm2dRef(x, shape, w, null).y,
     gradTol: { rtol: 2e-3, atol: 2e-4 },
   });
   await checkOp({
@@ -26,14 +26,14 @@ Deno.test("norms with only some parameters, and with an input that needs no grad
     shapes: [shape, [c]],
     noGrad: [0],
     gpu: ([x, b]) => groupNorm(x, 5, null, b),
-    cpu: ([x, b]) => groupNorm64(x, shape, 5, null, b),
+    cpu: ([x, b]) => groupNormRef(x, shape, 5, null, b),
   });
   await checkOp({
     name: "layerNorm_params_only",
     shapes: [[3, 7], [7], [7]],
     noGrad: [0],
     gpu: ([x, w, b]) => layerNorm(x, 7, w, b),
-    cpu: ([x, w, b]) => groupNorm64(x, [3, 7], 1, w, b),
+    cpu: ([x, w, b]) => groupNormRef(x, [3, 7], 1, w, b),
   });
 });
 
@@ -47,7 +47,7 @@ for (const shape of [[3, 5, 9, 9], [3, 5, 11, 11]]) {
       const x64 = randomArray(rng, prod(shape), 2).map((v) => Math.fround(v + step));
       const x = tensor(Float32Array.from(x64), shape);
       const y = noGrad(() => batchNorm2d(x, rm, rv, null, null, true, 0.1));
-      const ref = batchNorm64(x64, shape, null, null);
+      const ref = batchNorm2dRef(x64, shape, null, null);
       assertClose(await y.toArray(), ref.y, {}, "batchNorm2d output");
       for (let ch = 0; ch < c; ch++) {
         erm[ch] = 0.9 * erm[ch] + 0.1 * ref.mean[ch];
@@ -72,7 +72,7 @@ Deno.test("norms of a constant input (zero variance) are finite", async () => {
     shapes: [shape, [6], [6]],
     init: constant,
     gpu: ([x, w, b]) => groupNorm(x, 1, w, b),
-    cpu: ([x, w, b]) => groupNorm64(x, shape, 1, w, b),
+    cpu: ([x, w, b]) => groupNormRef(x, shape, 1, w, b),
     gradTol: { rtol: 2e-3, atol: 2e-3 },
   });
   await checkOp({
@@ -80,7 +80,7 @@ Deno.test("norms of a constant input (zero variance) are finite", async () => {
     shapes: [shape, [6], [6]],
     init: constant,
     gpu: ([x, w, b]) => batchNorm2d(x, null, null, w, b, true),
-    cpu: ([x, w, b]) => batchNorm64(x, shape, w, b).y,
+    cpu: ([x, w, b]) => batchNorm2dRef(x, shape, w, b).y,
     gradTol: { rtol: 2e-3, atol: 2e-3 },
   });
 });
@@ -92,7 +92,7 @@ Deno.test("groupNorm of a large offset with a small spread (two-pass variance)",
     shapes: [shape],
     init: (r, s) => randomArray(r, prod(s), 0.05).map((v) => Math.fround(20 + v)),
     gpu: ([x]) => groupNorm(x, 1),
-    cpu: ([x]) => groupNorm64(x, shape, 1, null, null),
+    cpu: ([x]) => groupNormRef(x, shape, 1, null, null),
     gradTol: { rtol: 2e-3, atol: 2e-3 },
   });
 });

@@ -1,23 +1,8 @@
 import { mean, sum, sumTo } from "../mod.ts";
 import { checkOp, setup } from "./helpers.ts";
+import { sumRef } from "../kernels/reference/reduce.ts";
 
 await setup();
-
-/** CPU sum over `axes` of an array of `shape` (kept dims in order). */
-function cpuSum(x: Float64Array, shape: number[], axes: number[], scale = 1): Float64Array {
-  const kept = shape.map((d, i) => (axes.includes(i) ? 1 : d));
-  const out = new Float64Array(kept.reduce((a, b) => a * b, 1));
-  const str = shape.map((_, k) => shape.slice(k + 1).reduce((a, b) => a * b, 1));
-  const kStr = kept.map((_, k) => kept.slice(k + 1).reduce((a, b) => a * b, 1));
-  for (let i = 0; i < x.length; i++) {
-    let o = 0;
-    for (let k = 0; k < shape.length; k++) {
-      o += (axes.includes(k) ? 0 : Math.floor(i / str[k]) % shape[k]) * kStr[k];
-    }
-    out[o] += x[i] * scale;
-  }
-  return out;
-}
 
 const cases: [number[], number[]][] = [
   [[3, 5, 9, 9], [0, 2, 3]], // per-channel (bias gradient)
@@ -39,13 +24,13 @@ for (const [shape, axes] of cases) {
       name: "sum",
       shapes: [shape],
       gpu: ([x]) => sum(x, { dim: axes }),
-      cpu: ([x]) => cpuSum(x, shape, axes),
+      cpu: ([x]) => sumRef(x, shape, axes),
     });
     await checkOp({
       name: "mean",
       shapes: [shape],
       gpu: ([x]) => mean(x, { dim: axes, keepDim: true }),
-      cpu: ([x]) => cpuSum(x, shape, axes, 1 / count),
+      cpu: ([x]) => sumRef(x, shape, axes, 1 / count),
     });
   });
 }
@@ -61,6 +46,6 @@ Deno.test("sum of everything and sumTo a broadcast shape", async () => {
     name: "sumTo",
     shapes: [[3, 5, 4, 4]],
     gpu: ([x]) => sumTo(x, [5, 1, 1]),
-    cpu: ([x]) => cpuSum(x, [3, 5, 4, 4], [0, 2, 3]),
+    cpu: ([x]) => sumRef(x, [3, 5, 4, 4], [0, 2, 3]),
   });
 });

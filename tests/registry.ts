@@ -33,19 +33,35 @@ import {
   convShape,
 } from "../kernels/reference/conv.ts";
 import { gemmBackwardRef, gemmRef } from "../kernels/reference/gemm.ts";
-import { layerScaleResidualBackwardRef, layerScaleResidualRef } from "../kernels/reference/layerscale.ts";
+import {
+  layerScaleBackwardRef,
+  layerScaleRef,
+  layerScaleResidualBackwardRef,
+  layerScaleResidualRef,
+} from "../kernels/reference/layerscale.ts";
 import { pointwiseMlpBackwardRef, pointwiseMlpRef } from "../kernels/reference/pointwise_mlp.ts";
 import {
-  adaptiveAvgPool64,
-  batchNorm64,
-  batchNormEval64,
-  crossEntropy64,
-  gelu64,
-  geluGrad64,
-  groupNorm64,
-  linear64,
-  softmax64,
-} from "./cpu_ops.ts";
+  geluBackwardRef,
+  geluRef,
+  reluBackwardRef,
+  reluRef,
+  softmaxBackwardRef,
+  softmaxRef,
+} from "../kernels/reference/activation.ts";
+import { linearBackwardRef, linearRef } from "../kernels/reference/linear.ts";
+import { crossEntropyBackwardRef, crossEntropyRef } from "../kernels/reference/loss.ts";
+import {
+  batchNorm2dBackwardRef,
+  batchNorm2dEvalBackwardRef,
+  batchNorm2dEvalRef,
+  batchNorm2dRef,
+  groupNormBackwardRef,
+  groupNormRef,
+  layerNormBackwardRef,
+  layerNormRef,
+} from "../kernels/reference/norm.ts";
+import { adaptiveAvgPool2dBackwardRef, adaptiveAvgPool2dRef } from "../kernels/reference/pool.ts";
+import { opTolerance } from "../kernels/reference/tolerance.ts";
 import { type CpuFn, randomArray, type Tol } from "./helpers.ts";
 
 const prod = (s: number[]) => s.reduce((a, b) => a * b, 1);
@@ -157,8 +173,8 @@ function register<P>(s: OpSpec<P>): void {
       cpuBackward: s.cpuBackward && ((xs, dy) => s.cpuBackward!(p, xs, dy)),
       noGrad: s.noGrad?.(p) ?? [],
       init: s.init?.(p),
-      tol: s.tol,
-      gradTol: s.gradTol,
+      tol: s.tol ?? opTolerance(s.name).tol,
+      gradTol: s.gradTol ?? opTolerance(s.name).gradTol,
       passes: s.plan?.(p) ?? [],
       fusions: s.fusions?.(p) ?? [],
     })),
@@ -329,7 +345,6 @@ register<ConvP>({
     const g = [convBackwardInputRef(dy, w, s), convBackwardWeightRef(dy, x, s)];
     return b ? [...g, convBackwardBiasRef(dy, s)] : g;
   },
-  gradTol: { rtol: 1e-4, atol: 1e-4 },
   plan: convPlan,
   // the direct depthwise weight gradient sums its chunks in one workgroup; the vec4 1×1 weight
   // gradient sums the bias gradient too
@@ -398,7 +413,6 @@ register<MlpP>({
     const g = pointwiseMlpBackwardRef(x, w1, b1, w2, b2, dy, mlpDims(p));
     return [g.dx, g.dw1, g.db1, g.dw2, g.db2];
   },
-  gradTol: { rtol: 1e-4, atol: 1e-4 },
   plan: (p) => {
     const [s1, s2] = mlpShapes(p);
     const pass = (pass: ConvPass, grads: number[]): PassPlan => ({
@@ -501,7 +515,6 @@ register<MatmulP>({
     const g = gemmBackwardRef(a, b, dy, mmDims(p));
     return [g.da, g.db];
   },
-  gradTol: { rtol: 1e-4, atol: 1e-4 },
   plan: (p) => matmulPlan(mmDims(p), p.plan, [1]),
 });
 
@@ -534,15 +547,11 @@ register<LinearP>({
   describe: (p) => `[${p.x}] → ${p.out}${p.bias ? " +bias" : ""}`,
   inputs: (p) => [p.x, [p.out, p.x[p.x.length - 1]], ...(p.bias ? [[p.out]] : [])],
   gpu: (_p, [x, w, b]) => linear(x, w, b),
-  cpu: (p, [x, w, b]) => linear64(x, w, b ?? null, p.x[p.x.length - 1]),
+  cpu: (p, [x, w, b]) => linearRef(x, w, b ?? null, p.x[p.x.length - 1]),
   cpuBackward: (p, [x, w, b], dy) => {
-    const g = gemmBackwardRef(x, w, dy, linDims(p));
-    if (!b) return [g.da, g.db];
-    const db = new Float64Array(p.out);
-    dy.forEach((v, i) => db[i % p.out] += v);
-    return [g.da, g.db, db];
+    const g = linearBackwardRef(x, w, dy, p.x[p.x.length - 1]);
+    return b ? [g.dx, g.dw, g.db] : [g.dx, g.dw];
   },
-  gradTol: { rtol: 1e-4, atol: 1e-4 },
   plan: (p) => p.plan ? matmulPlan(linDims(p), p.plan, p.bias ? [1, 2] : [1]) : [],
   fixtures: {
     file: "ops.json",
@@ -565,8 +574,8 @@ register<{ shape: number[]; scale: number }>({
   inputs: (p) => [p.shape],
   init: (p) => scaled(p.scale),
   gpu: (_p, [x]) => gelu(x),
-  cpu: (_p, [x]) => x.map(gelu64),
-  cpuBackward: (_p, [x], dy) => [x.map((v, i) => dy[i] * geluGrad64(v))],
+  cpu: (_p, [x]) => geluRef(x),
+  cpuBackward: (_p, [x], dy) => [geluBackwardRef(x, dy)],
   fixtures: {
     file: "ops.json",
     ops: ["gelu"],
@@ -583,8 +592,8 @@ register<{ shape: number[] }>({
   init: () => (rng, s) =>
     Float64Array.from({ length: prod(s) }, () => (rng.uniform() < 0.5 ? -1 : 1) * (0.1 + rng.uniform())),
   gpu: (_p, [x]) => relu(x),
-  cpu: (_p, [x]) => x.map((v) => Math.max(v, 0)),
-  cpuBackward: (_p, [x], dy) => [x.map((v, i) => v > 0 ? dy[i] : 0)],
+  cpu: (_p, [x]) => reluRef(x),
+  cpuBackward: (_p, [x], dy) => [reluBackwardRef(x, dy)],
 });
 
 register<{ shape: number[]; dim: number }>({
@@ -600,7 +609,11 @@ register<{ shape: number[]; dim: number }>({
   inputs: (p) => [p.shape],
   init: () => scaled(3),
   gpu: (p, [x]) => softmax(x, p.dim),
-  cpu: (p, [x]) => softmax64(x, p.shape, p.dim < 0 ? p.dim + p.shape.length : p.dim),
+  cpu: (p, [x]) => softmaxRef(x, p.shape, p.dim < 0 ? p.dim + p.shape.length : p.dim),
+  cpuBackward: (p, [x], dy) => {
+    const dim = p.dim < 0 ? p.dim + p.shape.length : p.dim;
+    return [softmaxBackwardRef(softmaxRef(x, p.shape, dim), dy, p.shape, dim)];
+  },
   fixtures: {
     file: "ops.json",
     ops: ["softmax"],
@@ -634,7 +647,8 @@ register<CeP>({
   inputs: (p) => [[p.n, p.c]],
   init: () => scaled(3),
   gpu: (p, [x]) => crossEntropy(x, p.targets),
-  cpu: (p, [x]) => Float64Array.of(crossEntropy64(x, p.n, p.c, p.targets)),
+  cpu: (p, [x]) => Float64Array.of(crossEntropyRef(x, p.n, p.c, p.targets)),
+  cpuBackward: (p, [x], dy) => [crossEntropyBackwardRef(x, p.n, p.c, p.targets, dy[0])],
   fixtures: { file: "ops.json", ops: ["crossEntropy"], load: ceFixture },
 });
 
@@ -645,13 +659,16 @@ register<CeP>({
   describe: (p) => `[${p.n}, ${p.c}]`,
   inputs: (p) => [[p.n, p.c]],
   gpu: (p, [x]) => crossEntropy(softmax(x, 1), p.targets),
-  cpu: (p, [x]) => Float64Array.of(crossEntropy64(softmax64(x, [p.n, p.c], 1), p.n, p.c, p.targets)),
+  cpu: (p, [x]) => Float64Array.of(crossEntropyRef(softmaxRef(x, [p.n, p.c], 1), p.n, p.c, p.targets)),
+  cpuBackward: (p, [x], dy) => {
+    const s = softmaxRef(x, [p.n, p.c], 1);
+    return [softmaxBackwardRef(s, crossEntropyBackwardRef(s, p.n, p.c, p.targets, dy[0]), [p.n, p.c], 1)];
+  },
   fixtures: { file: "ops.json", ops: ["crossEntropySoftmax"], load: ceFixture },
 });
 
 // ---------------------------------------------------------------- norms
 
-const NORM_GRAD_TOL = { rtol: 2e-3, atol: 2e-4 };
 /** The backward's sums (means per statistic, dw, db) in one reduction kernel. */
 const BACKWARD_SUMS: FusionCheck = { name: "norm-backward-sums", plan: "" };
 
@@ -675,8 +692,11 @@ register<GroupP>({
   describe: (p) => `(${p.groups}) of [${p.shape}]${p.affine ? " with weight and bias" : ""}`,
   inputs: (p) => p.affine ? [p.shape, [p.shape[1]], [p.shape[1]]] : [p.shape],
   gpu: (p, [x, w, b]) => groupNorm(x, p.groups, w, b, 1e-5, planFusions()),
-  cpu: (p, [x, w, b]) => groupNorm64(x, p.shape, p.groups, w ?? null, b ?? null),
-  gradTol: NORM_GRAD_TOL,
+  cpu: (p, [x, w, b]) => groupNormRef(x, p.shape, p.groups, w ?? null, b ?? null),
+  cpuBackward: (p, [x, w], dy) => {
+    const g = groupNormBackwardRef(x, p.shape, p.groups, w ?? null, dy);
+    return p.affine ? [g.dx, g.dw, g.db] : [g.dx];
+  },
   fusions: () => [BACKWARD_SUMS],
   fixtures: {
     file: "ops.json",
@@ -705,7 +725,7 @@ const dwNormS = (p: DwNormP) => convShape(p.x, p.x[1], p.k, p.stride, p.k >> 1, 
 // ConvNeXt's dwconv → GroupNorm(1), the statistics taken from blocks the conv's store writes
 // (partial blocks at the odd edges; several groups; a conv bias; stride 2)
 register<DwNormP>({
-  name: "dwconvGroupNorm",
+  name: "convGroupNorm",
   params: [
     { x: [3, 6, 9, 9], k: 7, stride: 1, groups: 1, bias: false },
     { x: [2, 8, 8, 8], k: 7, stride: 1, groups: 2, bias: true },
@@ -725,9 +745,15 @@ register<DwNormP>({
   },
   cpu: (p, [x, w, gamma, beta, b]) => {
     const s = dwNormS(p);
-    return groupNorm64(convForwardRef(x, w, b ?? null, s), [s.n, s.o, s.oh, s.ow], p.groups, gamma, beta);
+    return groupNormRef(convForwardRef(x, w, b ?? null, s), [s.n, s.o, s.oh, s.ow], p.groups, gamma, beta);
   },
-  gradTol: NORM_GRAD_TOL,
+  cpuBackward: (p, [x, w, gamma, , b], dy) => {
+    const s = dwNormS(p);
+    const y = convForwardRef(x, w, b ?? null, s);
+    const g = groupNormBackwardRef(y, [s.n, s.o, s.oh, s.ow], p.groups, gamma, dy);
+    const conv = [convBackwardInputRef(g.dx, w, s), convBackwardWeightRef(g.dx, x, s)];
+    return [...conv, g.dw, g.db, ...(b ? [convBackwardBiasRef(g.dx, s)] : [])];
+  },
   fusions: () => [{ name: "depthwise-norm-stats", plan: "conv.forward=depthwise/direct" }],
 });
 
@@ -748,11 +774,11 @@ register<LayerP>({
   describe: (p) => `over ${p.ns} of [${p.shape}]${p.affine ? " with weight and bias" : ""}`,
   inputs: (p) => p.affine ? [p.shape, [p.ns].flat(), [p.ns].flat()] : [p.shape],
   gpu: (p, [x, w, b]) => layerNorm(x, p.ns, w, b, 1e-5, planFusions()),
-  cpu: (p, [x, w, b]) => {
-    const l = prod([p.ns].flat());
-    return groupNorm64(x, [x.length / l, l], 1, w ?? null, b ?? null);
+  cpu: (p, [x, w, b]) => layerNormRef(x, prod([p.ns].flat()), w ?? null, b ?? null),
+  cpuBackward: (p, [x, w], dy) => {
+    const g = layerNormBackwardRef(x, prod([p.ns].flat()), w ?? null, dy);
+    return p.affine ? [g.dx, g.dw, g.db] : [g.dx];
   },
-  gradTol: NORM_GRAD_TOL,
   fusions: () => [BACKWARD_SUMS],
   fixtures: {
     file: "ops.json",
@@ -799,8 +825,18 @@ register<BatchP>({
   gpu: (p, [x, w, b, rm, rv]) =>
     batchNorm2d(x, rm ?? null, rv ?? null, w, b, p.training, p.momentum ?? 0.1, 1e-5, planFusions()),
   cpu: (p, [x, w, b, rm, rv]) =>
-    p.training ? batchNorm64(x, p.shape, w, b).y : batchNormEval64(x, p.shape, w, b, rm, rv),
-  gradTol: NORM_GRAD_TOL,
+    p.training ? batchNorm2dRef(x, p.shape, w, b).y : batchNorm2dEvalRef(x, p.shape, w, b, rm, rv),
+  cpuBackward: (p, [x, w, , rm, rv], dy) => {
+    const g = p.training
+      ? batchNorm2dBackwardRef(x, p.shape, w, dy)
+      : batchNorm2dEvalBackwardRef(x, p.shape, w, rm, rv, dy);
+    // the running statistics take no gradient
+    return p.stats ? [g.dx, g.dw, g.db, new Float64Array(rm.length), new Float64Array(rv.length)] : [
+      g.dx,
+      g.dw,
+      g.db,
+    ];
+  },
   fusions: (p) =>
     p.training ? [BACKWARD_SUMS, ...(p.stats ? [{ name: "norm-running-stats", plan: "" }] : [])] : [],
   fixtures: {
@@ -838,7 +874,11 @@ register<{ shape: number[]; size: number | [number, number] }>({
   gpu: (p, [x]) => adaptiveAvgPool2d(x, p.size),
   cpu: (p, [x]) => {
     const [oh, ow] = typeof p.size === "number" ? [p.size, p.size] : p.size;
-    return adaptiveAvgPool64(x, p.shape, oh, ow);
+    return adaptiveAvgPool2dRef(x, p.shape, oh, ow);
+  },
+  cpuBackward: (p, _xs, dy) => {
+    const [oh, ow] = typeof p.size === "number" ? [p.size, p.size] : p.size;
+    return [adaptiveAvgPool2dBackwardRef(dy, p.shape, oh, ow)];
   },
   fixtures: {
     file: "ops.json",
@@ -855,9 +895,10 @@ register<{ shape: number[] }>({
   describe: (p) => `[${p.shape}] · gamma[${p.shape[1]}, 1, 1]`,
   inputs: (p) => [p.shape, [p.shape[1]]],
   gpu: (p, [x, g]) => mul(x, reshape(g, [p.shape[1], 1, 1])),
-  cpu: (p, [x, g]) => {
-    const [, c, h, w] = p.shape;
-    return x.map((v, i) => v * g[Math.floor(i / (h * w)) % c]);
+  cpu: (p, [x, g]) => layerScaleRef(x, g, lsShape(p.shape)),
+  cpuBackward: (p, [x, g], dy) => {
+    const r = layerScaleBackwardRef(dy, x, g, lsShape(p.shape));
+    return [r.dx, r.dgamma];
   },
   fixtures: {
     file: "ops.json",
@@ -881,6 +922,5 @@ register<{ shape: [number, number, number, number] }>({
     const r = layerScaleResidualBackwardRef(dy, branch, g, lsShape(p.shape));
     return [r.dx, r.dgamma, r.dbranch];
   },
-  gradTol: { rtol: 1e-4, atol: 1e-4 },
   fusions: () => [{ name: "layerscale-residual", plan: "" }],
 });

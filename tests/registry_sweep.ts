@@ -15,7 +15,7 @@ import { assertClose, finiteDiff, randomArray, type Tol } from "./helpers.ts";
 import { type OpCase, REGISTRY } from "./registry.ts";
 
 /** The ops of the convolution family: tests/registry_conv_test.ts sweeps them, tests/registry_test.ts the rest. */
-export const CONV_OPS: ReadonlySet<string> = new Set(["conv2d", "pointwiseMlp", "dwconvGroupNorm"]);
+export const CONV_OPS: ReadonlySet<string> = new Set(["conv2d", "pointwiseMlp", "convGroupNorm"]);
 
 const prod = (s: number[]) => s.reduce((a, b) => a * b, 1);
 

@@ -29,3 +29,19 @@ export function layerScaleResidualBackwardRef(
   }
   return { dx: Float64Array.from(g), dbranch, dgamma };
 }
+
+/** The layer scale alone (autograd: mul(reshape(γ, [c, 1, 1]), x); nn.LayerScaler): out = γ[c]·x. */
+export function layerScaleRef(x: Float64Array, gamma: Float64Array, s: LayerScaleShape): Float64Array {
+  return layerScaleResidualRef(new Float64Array(x.length), gamma, x, s);
+}
+
+/** dx = γ[c]·g, dγ[c] = Σ_{n,p} g·x. */
+export function layerScaleBackwardRef(
+  g: Float64Array,
+  x: Float64Array,
+  gamma: Float64Array,
+  s: LayerScaleShape,
+): { dx: Float64Array; dgamma: Float64Array } {
+  const r = layerScaleResidualBackwardRef(g, x, gamma, s);
+  return { dx: r.dbranch, dgamma: r.dgamma };
+}

@@ -2,25 +2,7 @@
 // kernels/epilogue.ts) in f64: y = w2·gelu(w1·x + b1) + b2 per pixel, NCHW, 1×1 weights, exact (erf)
 // GELU; and its backward from an upstream gradient dy. Plain functions on Float64Array, for tests.
 
-/** erfc in f64 to ~1e-15 relative: a series for |x| < 3, a continued fraction beyond. */
-export function erfc64(x: number): number {
-  if (x < -3) return 2 - erfc64(-x);
-  if (x < 3) {
-    let term = x, sum = x;
-    for (let n = 1; n < 200 && Math.abs(term) > 1e-17 * Math.abs(sum); n++) {
-      term *= (2 * x * x) / (2 * n + 1);
-      sum += term;
-    }
-    return 1 - (2 / Math.sqrt(Math.PI)) * Math.exp(-x * x) * sum;
-  }
-  let f = x;
-  for (let k = 80; k >= 1; k--) f = x + k / 2 / f;
-  return Math.exp(-x * x) / (Math.sqrt(Math.PI) * f);
-}
-
-export const gelu64 = (x: number): number => 0.5 * x * erfc64(-x / Math.SQRT2);
-export const geluGrad64 = (x: number): number =>
-  0.5 * erfc64(-x / Math.SQRT2) + x * Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI);
+import { gelu64, geluGrad64 } from "./activation.ts";
 
 /** Sizes: n images of c channels and p pixels, e expanded channels, o output channels. */
 export interface MlpDims {
