@@ -1,17 +1,18 @@
-// Whole training steps: forward + cross-entropy + backward + AdamW on a random batch, per stage.
+// Whole training steps (the trainer's, training/step.ts): forward + cross-entropy + backward + AdamW on a
+// random batch, per stage.
 // Wall time per step (recorded, submitted and waited for), images/s, GPU memory, and, with
 // timestamp queries, the sum of the step's kernel times from a per-pass profile: the difference is
 // the overhead of recording, dispatch, allocation and synchronisation.
 
-import { crossEntropy } from "../autograd/ops/loss.ts";
 import { Rng } from "../autograd/random.ts";
-import { randn, scope, tensor } from "../autograd/tensor.ts";
+import { randn, tensor } from "../autograd/tensor.ts";
 import { buildModel, type ModelOptions } from "../models/zoo.ts";
 import { operandTextureBytes } from "../kernels/texture_operand.ts";
 import { commandStats, poolStats, setPassPerDispatch, sync, trimPool } from "../kernels/runtime.ts";
 import { AdamW } from "../nn/optim.ts";
 import { autotune } from "../kernels/autotune.ts";
 import { autotuneEnabled } from "../kernels/planner.ts";
+import { trainStep } from "../training/step.ts";
 import { measureAsync, type PassProfile, PassProfiler, type Stats } from "./timing.ts";
 
 export interface StepCase {
@@ -80,14 +81,8 @@ export function prepareStep(c: StepCase): PreparedStep {
   // the targets live on the GPU, so recording a step uploads (and so submits) nothing
   const labels = tensor(Int32Array.from({ length: c.batch }, (_, i) => i % 10), [c.batch]);
   return {
-    step: () =>
-      scope(() => {
-        const out = model.forward(x);
-        const loss = crossEntropy(out, labels);
-        opt.zeroGrad();
-        loss.backward();
-        opt.step();
-      }),
+    // the trainer's step (training/step.ts), without the metric sums
+    step: () => trainStep({ model, optimizer: opt }, { x, y: labels }),
     params: params.reduce((a, p) => a + p.size, 0),
     forwardFlopsPerImage: model.flops([1, 3, 32, 32]),
     dispose: () => {

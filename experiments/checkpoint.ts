@@ -7,39 +7,26 @@
 // when read, with its values checked finite. The trainer keeps one earlier checkpoint beside the last
 // (`run<k>.prev.safetensors`); when the last one fails verification, resume says so, sets it aside
 // and continues from the previous one, never from damaged data.
+//
+// The bytes (what a checkpoint holds, encoding, decoding, verification) are training/checkpoint_bytes.ts;
+// this file keeps what concerns files: atomic writes, the previous/damaged rotation, reading from disk
+// and the comparison of configurations.
 
 import type { Model } from "../models/zoo.ts";
 import type { AdamW } from "../nn/optim.ts";
+import { DamagedFileError, type ReadResult } from "../nn/safetensors.ts";
 import {
-  checkFinite,
-  checkStateFits,
-  DamagedFileError,
-  firstNonFinite,
-  loadTensors,
-  moduleTensors,
-  type ReadResult,
-  readSafetensors,
-  sealSafetensors,
-  type TensorEntry,
-  unverifiedNote,
-} from "../nn/safetensors.ts";
+  checkpointParts,
+  encodeCheckpoint,
+  loadModelPart,
+  NonFiniteStateError,
+  readCheckpointBytes,
+  type TrainingState,
+} from "../training/checkpoint_bytes.ts";
 import { writeFileAtomic } from "./files.ts";
 import type { TrainConfig } from "./config.ts";
-import type { EpochRow } from "./results.ts";
 
-export const CHECKPOINT_FORMAT = "convnext-webgpu/train-checkpoint/1";
-
-export interface TrainingState {
-  /** Epochs completed (the epoch to continue with, 0-based). */
-  epoch: number;
-  /** Steps of `epoch` already taken (non-zero after a stop mid-epoch). */
-  batch: number;
-  /** Metric sums of the steps already taken in `epoch`. */
-  partial: { lossSum: number; correct: number; count: number; seconds: number };
-  rows: EpochRow[];
-  scheduler: { lastEpoch: number; baseLr: number; lr: number };
-  dropRng: number[][];
-}
+export { CHECKPOINT_FORMAT, type TrainingState } from "../training/checkpoint_bytes.ts";
 
 /** Configuration keys that must match for a resumed run to continue the same run. */
 export const MUST_MATCH: (keyof TrainConfig)[] = [
@@ -86,29 +73,15 @@ export async function saveTrainingCheckpoint(
   state: TrainingState,
   opts: { keepPrevious?: boolean } = {},
 ): Promise<void> {
-  const tensors: Record<string, TensorEntry> = await moduleTensors(model);
-  const metadata: Record<string, string> = {
-    format: CHECKPOINT_FORMAT,
-    stage: cfg.stage,
-    config: JSON.stringify(cfg),
-    state: JSON.stringify(state),
-  };
-  if (optimizer) {
-    const os = await optimizer.stateDict();
-    for (const [k, data] of Object.entries(os.tensors)) {
-      tensors[`optimizer.${k}`] = { shape: [data.length], data };
-    }
-    metadata.optimizer = JSON.stringify({ step: os.step, lr: os.lr });
-  }
-  const bad = firstNonFinite(tensors);
-  if (bad) {
+  let bytes: Uint8Array;
+  try {
+    bytes = await encodeCheckpoint(model, optimizer, cfg, state);
+  } catch (e) {
+    if (!(e instanceof NonFiniteStateError)) throw e;
     throw new Error(
-      `Training diverged: tensor "${bad.name}" became ${bad.value} (index ${bad.index}) by epoch ${
-        state.epoch + (state.batch ? 1 : 0)
-      }; ${path} was not overwritten and still holds the last good state. Try a lower --lr.`,
+      `${e.message}; ${path} was not overwritten and still holds the last good state. Try a lower --lr.`,
     );
   }
-  const bytes = await sealSafetensors(tensors, metadata);
   try {
     await writeFileAtomic(path, bytes, opts.keepPrevious ? { keepPrevious: previousCheckpoint(path) } : {});
   } catch (e) {
@@ -121,28 +94,21 @@ export async function saveTrainingCheckpoint(
 
 /** Reads and verifies a file (hashes, finite values); notes files without hashes through `log`. */
 export async function readCheckpoint(path: string, log: (s: string) => void): Promise<ReadResult> {
-  const file = await readSafetensors(await Deno.readFile(path), path);
-  if (!file.verified) log(unverifiedNote(path));
-  checkFinite(file, path);
-  return file;
+  return await readCheckpointBytes(await Deno.readFile(path), path, log);
 }
 
 /** The training configuration stored in a checkpoint written by the trainer. */
 export function checkpointConfig(file: ReadResult, path: string): TrainConfig {
-  if (file.metadata.format !== CHECKPOINT_FORMAT || !file.metadata.config) {
+  const parts = checkpointParts(file);
+  if (!parts.trainer) {
     throw new Error(`${path} is not a checkpoint written by \`deno task train\` (no training metadata)`);
   }
-  return JSON.parse(file.metadata.config) as TrainConfig;
+  return parts.config as TrainConfig;
 }
 
 /** Loads the model part of a checkpoint into `model`, checking it fits. */
 export function loadCheckpointModel(file: ReadResult, model: Model, path: string): void {
-  const modelPart = {
-    metadata: file.metadata,
-    tensors: Object.fromEntries(Object.entries(file.tensors).filter(([n]) => !n.startsWith("optimizer."))),
-  };
-  checkStateFits(modelPart, model, path);
-  loadTensors(model, modelPart);
+  loadModelPart(model, checkpointParts(file).model, path);
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -210,15 +176,11 @@ export async function loadTrainingCheckpoint(
   }
   checkSameRun(file, from, cfg);
   if (damage) await Deno.rename(path, `${path}.damaged`);
-  loadCheckpointModel(file, model, from);
-  const opt = JSON.parse(file.metadata.optimizer ?? "null") as { step: number; lr: number } | null;
-  if (!opt) {
+  const parts = checkpointParts(file);
+  loadModelPart(model, parts.model, from);
+  if (!parts.optimizer) {
     throw new Error(`${from} has no optimizer state: it is a best-model file, not a resumable checkpoint`);
   }
-  const tensors: Record<string, Float32Array> = {};
-  for (const [n, t] of Object.entries(file.tensors)) {
-    if (n.startsWith("optimizer.")) tensors[n.slice("optimizer.".length)] = t.data;
-  }
-  optimizer.loadStateDict({ step: opt.step, lr: opt.lr, tensors });
-  return JSON.parse(file.metadata.state) as TrainingState;
+  optimizer.loadStateDict(parts.optimizer);
+  return parts.state!;
 }

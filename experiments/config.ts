@@ -2,6 +2,7 @@
 
 import { parseArgs } from "node:util";
 import { checkStage, NARROW, type Stage, STAGES } from "../models/stages.ts";
+import type { Protocol, RunSettings } from "../training/recipe.ts";
 
 export { checkStage, isStage, NARROW, type Stage, STAGES } from "../models/stages.ts";
 
@@ -16,9 +17,10 @@ export const PUBLISHED: Record<Stage, number> = {
   final: 0.9080,
 };
 
-export type Protocol = "notebook" | "clean";
+export type { Protocol } from "../training/recipe.ts";
 
-export interface TrainConfig {
+/** The trainer's configuration: the recipe's settings (training/recipe.ts) and the run's data, files, progress. */
+export interface TrainConfig extends RunSettings {
   stage: Stage;
   epochs: number;
   batchSize: number;

@@ -2,12 +2,13 @@
 
 import { initGPU } from "./host.ts";
 import { parseArgs } from "node:util";
-import { noGrad, scope } from "../autograd/tensor.ts";
 import { openCifar10 } from "../data/cifar10.ts";
 import { CIFAR10_CLASSES } from "../data/cifar10.ts";
 import { CifarLoader, makeSplits } from "../data/loader.ts";
 import { checkpointConfig, loadCheckpointModel, readCheckpoint } from "./checkpoint.ts";
-import { buildRunModel } from "./trainer.ts";
+import { buildRunModel } from "../training/recipe.ts";
+import { evaluateAccuracy } from "../training/evaluate.ts";
+import { GpuMetrics } from "../training/metrics.ts";
 
 const HELP =
   `deno task eval --checkpoint FILE [--data-dir DIR] [--eval-limit N] [--batch-size N] [--train-mode] [--json]
@@ -49,21 +50,21 @@ async function main(): Promise<void> {
   if (values["train-mode"]) model.train();
   else model.eval();
   const correct = new Array(10).fill(0), total = new Array(10).fill(0);
-  for (const batch of loader.epoch(0)) {
-    const probs = noGrad(() => scope(() => model.forward(batch.x)));
-    const out = await probs.toArray();
-    probs.dispose();
-    const classes = probs.shape[1];
-    batch.labels.forEach((label, i) => {
-      let best = 0;
-      for (let c = 1; c < classes; c++) if (out[i * classes + c] > out[i * classes + best]) best = c;
-      total[label]++;
-      if (best === label) correct[label]++;
-    });
-    batch.x.dispose();
-    batch.y.dispose();
-  }
-  const n = total.reduce((a, b) => a + b, 0), k = correct.reduce((a, b) => a + b, 0);
+  const metrics = new GpuMetrics();
+  // the accuracy is counted on the GPU (the trainer's evaluation); the predictions give the per-class table
+  const { correct: k, images: n } = await evaluateAccuracy(model, loader, metrics, {
+    onBatch: async (batch, probs) => {
+      const out = await probs.toArray();
+      const classes = probs.shape[1];
+      batch.labels.forEach((label, i) => {
+        let best = 0;
+        for (let c = 1; c < classes; c++) if (out[i * classes + c] > out[i * classes + best]) best = c;
+        total[label]++;
+        if (best === label) correct[label]++;
+      });
+    },
+  });
+  metrics.dispose();
   const perClass = Object.fromEntries(
     CIFAR10_CLASSES.map((c, i) => [c, total[i] ? correct[i] / total[i] : NaN]),
   );

@@ -2,17 +2,10 @@
 // summary. Both are rewritten whole, atomically, after every epoch.
 
 import { stringify } from "csv-stringify/sync";
+import type { EpochRow } from "../training/checkpoint_bytes.ts";
 import type { Protocol, Stage, TrainConfig } from "./config.ts";
 
-export interface EpochRow {
-  epoch: number;
-  loss: number;
-  Train: number;
-  Validation: number;
-  Test: number;
-  lr: number;
-  seconds: number;
-}
+export type { EpochRow } from "../training/checkpoint_bytes.ts";
 
 export const CSV_COLUMNS: (keyof EpochRow)[] = [
   "epoch",

@@ -4,7 +4,7 @@
 import { makeLoaders } from "../data/loader.ts";
 import { openCifar10 } from "../data/cifar10.ts";
 import { parseTrainArgs, type Stage, TRAIN_HELP, type TrainCli, type TrainConfig } from "./config.ts";
-import { runPaths, type RunSummary } from "./results.ts";
+import { reportedAccuracy, runPaths, type RunSummary } from "./results.ts";
 import { trainRun } from "./trainer.ts";
 import { formatDuration } from "./progress.ts";
 import { configDifferences, previousCheckpoint } from "./checkpoint.ts";
@@ -121,10 +121,11 @@ async function main(args: string[]): Promise<number> {
         stopRequested: () => stop.signal !== null,
       });
       if (!r.complete) return stop.status;
-      const s = r.summary;
+      // no epoch left to train (a resumed run whose summary was not written): the same rule from its rows
+      const rep = r.summary?.reported ?? reportedAccuracy(r.rows, cfg.protocol);
       console.log(
         `${stage} run ${run} done in ${formatDuration((performance.now() - t0) / 1000)}: ` +
-          `${s.reported.rule} ${(s.reported.accuracy * 100).toFixed(2)}% (epoch ${s.reported.epoch}); ` +
+          `${rep.rule} ${(rep.accuracy * 100).toFixed(2)}% (epoch ${rep.epoch}); ` +
           `results in ${paths.csv} and ${paths.summary}`,
       );
     }

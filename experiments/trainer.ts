@@ -3,21 +3,31 @@
 // the previous checkpoint when the last one is damaged), a NaN guard, and a clear stop when the
 // WebGPU device is lost.
 //
-// A training step records forward, backward, AdamW and the metric sums into one command encoder and
-// never waits on the GPU; the metric sums are read back every `progressEvery` steps and at the end
-// of the epoch.
+// The step, the evaluation, the recipe and the checkpoint bytes are the training core (training/);
+// this file orchestrates them over files: `trainRun` opens the run (model, optimizer, schedule, metric
+// sums), resumes it from its checkpoint when asked, and for every epoch trains it (`trainEpoch`),
+// evaluates it (`evaluateEpoch`) and records it (`recordEpoch`: the log line, the CSV, the checkpoints
+// and the summary). A training step records forward, backward, AdamW and the metric sums into one
+// command encoder and never waits on the GPU; the metric sums are read back every `progressEvery`
+// steps and at the end of the epoch.
 
-import { keep, noGrad, scope, type Tensor, zeros } from "../autograd/tensor.ts";
-import { crossEntropy } from "../autograd/ops/loss.ts";
-import { accumulateMetrics, METRIC_SLOTS } from "../kernels/metrics.ts";
-import { clear, gpu, sync, upload } from "../kernels/runtime.ts";
-import { StochasticDepth } from "../nn/layers.ts";
-import { AdamW, CosineAnnealingLR } from "../nn/optim.ts";
-import type { Batch } from "../data/loader.ts";
-import { buildModel, type Model, type ModelOptions } from "../models/zoo.ts";
+import { gpu, sync } from "../kernels/runtime.ts";
+import type { AdamW, CosineAnnealingLR } from "../nn/optim.ts";
+import type { StochasticDepth } from "../nn/layers.ts";
+import type { Model } from "../models/zoo.ts";
 import { trainingStepPlan } from "../models/plan.ts";
 import { autotune } from "../kernels/autotune.ts";
 import { autotuneEnabled } from "../kernels/planner.ts";
+import { GpuMetrics, type MetricSums } from "../training/metrics.ts";
+import { trainStep } from "../training/step.ts";
+import { type BatchSource, evaluate } from "../training/evaluate.ts";
+import {
+  buildRunModel,
+  evaluationMode,
+  makeOptimizer,
+  runModelOptions,
+  stochasticDepthModules,
+} from "../training/recipe.ts";
 import type { TrainConfig } from "./config.ts";
 import { Progress } from "./progress.ts";
 import { csvText, type EpochRow, reportedAccuracy, runPaths, type RunSummary } from "./results.ts";
@@ -29,12 +39,8 @@ import {
   type TrainingState,
 } from "./checkpoint.ts";
 
-/** What the trainer needs of a data loader (CifarLoader is one). */
-export interface BatchSource {
-  readonly count: number;
-  readonly batchesPerEpoch: number;
-  epoch(e: number, opts?: { startBatch?: number }): Iterable<Batch>;
-}
+export type { BatchSource } from "../training/evaluate.ts";
+export { buildRunModel, evaluate };
 
 export interface Loaders {
   train: BatchSource;
@@ -54,58 +60,11 @@ export interface RunOptions {
 }
 
 export interface RunResult {
-  summary: RunSummary;
+  /** The summary this call wrote last (run<k>.json), or null when no epoch ended in this call. */
+  summary: RunSummary | null;
   rows: EpochRow[];
   /** false when the run stopped early (asked to stop) and can be resumed. */
   complete: boolean;
-}
-
-/** Sums of loss·batch, correct predictions and images, kept on the GPU. */
-class GpuMetrics {
-  readonly sums = keep(zeros([METRIC_SLOTS]));
-  reset(): void {
-    const s = this.sums.storage;
-    clear(s.buffer, s.offset, METRIC_SLOTS * 4);
-  }
-  /** Restores sums read back earlier (exact f32 values, so accumulation continues bit for bit). */
-  load(m: { lossSum: number; correct: number; count: number }): void {
-    const s = this.sums.storage;
-    upload(s.buffer, Float32Array.of(m.lossSum, m.correct, m.count, 0), s.offset);
-  }
-  add(out: Tensor, y: Tensor, loss: Tensor | null): void {
-    accumulateMetrics(
-      out.binding(),
-      y.binding(),
-      loss ? loss.binding() : null,
-      this.sums.binding(),
-      out.shape[0],
-      out.shape[1],
-    );
-  }
-  async read(): Promise<{ lossSum: number; correct: number; count: number }> {
-    const [lossSum, correct, count] = await this.sums.toArray();
-    return { lossSum, correct, count };
-  }
-  dispose(): void {
-    this.sums.dispose();
-  }
-}
-
-/** Accuracy of `model` over every batch of `loader`, with one readback at the end. */
-export async function evaluate(
-  model: Model,
-  loader: BatchSource,
-  metrics: GpuMetrics,
-  epoch = 0,
-): Promise<number> {
-  metrics.reset();
-  for (const batch of loader.epoch(epoch)) {
-    noGrad(() => scope(() => metrics.add(model.forward(batch.x), batch.y, null)));
-    batch.x.dispose();
-    batch.y.dispose();
-  }
-  const { correct, count } = await metrics.read();
-  return count ? correct / count : NaN;
 }
 
 /**
@@ -121,28 +80,6 @@ async function deviceLost(device: GPUDevice, waitMs = 1000): Promise<string | nu
   ]);
   clearTimeout(timer);
   return info ? `WebGPU device lost (${info.reason}): ${info.message}` : null;
-}
-
-function stochasticDepthModules(model: Model): StochasticDepth[] {
-  return model.namedModules().map(([, m]) => m).filter((m): m is StochasticDepth =>
-    m instanceof StochasticDepth
-  );
-}
-
-/** The model options of a run. */
-function runModelOptions(cfg: TrainConfig, seed: number): ModelOptions {
-  return {
-    widths: cfg.widths,
-    depths: cfg.depths,
-    stemFeatures: cfg.stemFeatures,
-    dropPath: cfg.dropPath,
-    softmaxHead: cfg.protocol === "notebook" ? undefined : false,
-    seed,
-  };
-}
-
-export function buildRunModel(cfg: TrainConfig, seed: number): Model {
-  return buildModel(cfg.stage, runModelOptions(cfg, seed));
 }
 
 /**
@@ -165,224 +102,299 @@ async function tuneKernels(cfg: TrainConfig, seed: number, log: (s: string) => v
   }
 }
 
+/** A run being trained: its parts, its results so far, and where it is. */
+interface Run {
+  cfg: TrainConfig;
+  opts: RunOptions;
+  log: (line: string) => void;
+  paths: ReturnType<typeof runPaths>;
+  seed: number;
+  model: Model;
+  optimizer: AdamW;
+  scheduler: CosineAnnealingLR;
+  drops: StochasticDepth[];
+  metrics: GpuMetrics;
+  rows: EpochRow[];
+  /** The summary written last, or null. */
+  summary: RunSummary | null;
+  /** Where the run is and what the last checkpoint holds, for the message when the device is lost. */
+  at: string;
+  saved: string | null;
+}
+
+/** Where an epoch starts: its index, the steps already taken in it and their metric sums and seconds. */
+type Position = Pick<TrainingState, "epoch" | "batch" | "partial">;
+
+const NO_PARTIAL: TrainingState["partial"] = { lossSum: 0, correct: 0, count: 0, seconds: 0 };
+
 /** Trains one run; see the file header. */
 export async function trainRun(cfg: TrainConfig, opts: RunOptions): Promise<RunResult> {
-  const log = opts.log ?? ((s: string) => console.log(s));
-  const paths = runPaths(cfg.out, opts.run);
   const device = gpu().device;
-  const seed = cfg.seed + opts.run;
-  await tuneKernels(cfg, seed, log);
-  const model = buildRunModel(cfg, seed);
-  const optimizer = new AdamW(model.parameters(), {
-    lr: cfg.lr,
-    betas: [0.9, 0.999],
-    eps: 1e-8,
-    weightDecay: cfg.weightDecay,
-  });
-  const scheduler = new CosineAnnealingLR(optimizer, { tMax: cfg.epochs });
-  const drops = stochasticDepthModules(model);
-  const metrics = new GpuMetrics();
-  const { train, validation, test } = opts.loaders;
-
-  let rows: EpochRow[] = [];
-  let startEpoch = 0, startBatch = 0, carried = { lossSum: 0, correct: 0, count: 0, seconds: 0 };
-  if (opts.resume) {
-    const files = [
-      paths.checkpoint,
-      previousCheckpoint(paths.checkpoint),
-      paths.best,
-      paths.csv,
-      paths.summary,
-    ];
-    const stale = (await Promise.all(files.map(removeStaleTemps))).flat();
-    if (stale.length) {
-      log(`removed ${stale.length} temporary file(s) left by an interrupted write: ${stale.join(", ")}`);
-    }
-    const st = await loadTrainingCheckpoint(paths.checkpoint, model, optimizer, cfg, log);
-    if (st) {
-      rows = st.rows;
-      startEpoch = st.epoch;
-      startBatch = st.batch;
-      carried = st.partial;
-      scheduler.loadStateDict(st.scheduler);
-      st.dropRng.forEach((s, i) => drops[i]?.rng.setState(s));
-      log(`resuming run ${opts.run} of ${cfg.stage} at epoch ${startEpoch + 1}, step ${startBatch}`);
-    } else {
-      log(`no checkpoint at ${paths.checkpoint}: starting run ${opts.run} from scratch`);
-    }
-  }
-
-  const state = (epoch: number, batch: number, partial: TrainingState["partial"]): TrainingState => ({
-    epoch,
-    batch,
-    partial,
-    rows,
-    scheduler: scheduler.stateDict(),
-    dropRng: drops.map((d) => d.rng.getState()),
-  });
-
-  let stopped = false, failure: unknown = null;
-  // where the run is, and what the last checkpoint holds, for the message when the device is lost
-  let at = `epoch ${startEpoch + 1}`;
-  let saved = startBatch
-    ? `step ${startBatch} of epoch ${startEpoch + 1}`
-    : startEpoch
-    ? `end of epoch ${startEpoch}`
+  const run = await openRun(cfg, opts);
+  const start = opts.resume ? await resume(run) : { epoch: 0, batch: 0, partial: NO_PARTIAL };
+  run.at = `epoch ${start.epoch + 1}`;
+  run.saved = start.batch
+    ? `step ${start.batch} of epoch ${start.epoch + 1}`
+    : start.epoch
+    ? `end of epoch ${start.epoch}`
     : null;
+  let stopped = false, failure: unknown = null;
   try {
-    for (let epoch = startEpoch; epoch < cfg.epochs && !stopped; epoch++) {
-      at = `epoch ${epoch + 1}`;
-      const t0 = performance.now();
-      const lr = optimizer.lr;
-      model.train();
-      const firstBatch = epoch === startEpoch ? startBatch : 0;
-      const carriedSeconds = epoch === startEpoch ? carried.seconds : 0;
-      if (firstBatch > 0) metrics.load(carried);
-      else metrics.reset();
-      const bar = opts.progress === false
-        ? null
-        : new Progress(`epoch ${epoch + 1}/${cfg.epochs}`, train.batchesPerEpoch);
-      let steps = firstBatch, images = 0, inFlight: Promise<void> | null = null;
-      for (const batch of train.epoch(epoch, { startBatch: firstBatch })) {
-        scope(() => {
-          const out = model.forward(batch.x);
-          const loss = crossEntropy(out, batch.y);
-          optimizer.zeroGrad();
-          loss.backward();
-          optimizer.step();
-          metrics.add(out, batch.y, loss);
-        });
-        batch.x.dispose();
-        batch.y.dispose();
-        steps++;
-        images += batch.size;
-        // keep at most one step queued behind the one running, so the host never runs far ahead
-        const done = sync();
-        done.catch(() => {}); // awaited below; if the wait before it throws, it must not go unhandled
-        if (inFlight) await inFlight;
-        inFlight = done;
-        if (bar && (steps % cfg.progressEvery === 0 || steps === train.batchesPerEpoch)) {
-          const m = await metrics.read();
-          const l = m.lossSum / Math.max(m.count, 1);
-          if (!Number.isFinite(m.lossSum)) break;
-          bar.update(steps, images, `loss ${l.toFixed(4)}`);
-        }
-        if (opts.stopRequested?.() && steps < train.batchesPerEpoch) {
-          stopped = true;
-          break;
-        }
-      }
-      if (inFlight) await inFlight;
-      bar?.done();
-      const { lossSum, count, correct } = await metrics.read();
-      const seconds = carriedSeconds + (performance.now() - t0) / 1000;
-      if (!Number.isFinite(lossSum)) {
-        throw new Error(
-          `Training diverged: the loss became ${lossSum} in epoch ${
-            epoch + 1
-          } of run ${opts.run} (${cfg.stage}). ` +
-            `The last good checkpoint (end of epoch ${epoch}) is kept at ${paths.checkpoint}; ` +
-            `try a lower --lr.`,
-        );
-      }
-      if (stopped) {
-        await saveTrainingCheckpoint(
-          paths.checkpoint,
-          model,
-          optimizer,
-          cfg,
-          state(epoch, steps, { lossSum, correct, count, seconds }),
-          { keepPrevious: true },
-        );
-        log(
-          `stopped at epoch ${
-            epoch + 1
-          }, step ${steps}: checkpoint written to ${paths.checkpoint}; continue with --resume`,
-        );
+    for (let epoch = start.epoch; epoch < cfg.epochs && !stopped; epoch++) {
+      const trained = await trainEpoch(
+        run,
+        epoch === start.epoch ? start : { epoch, batch: 0, partial: NO_PARTIAL },
+      );
+      if (trained.stopped) {
+        await checkpointMidEpoch(run, trained);
+        stopped = true;
         break;
       }
-      // notebook: evaluation in training mode (batch statistics); clean: eval mode
-      if (cfg.protocol === "clean") model.eval();
-      const trainAcc = cfg.rescoreTrain ? await evaluate(model, train, metrics, epoch) : correct / count;
-      const valAcc = await evaluate(model, validation, metrics, epoch);
-      const testAcc = await evaluate(model, test, metrics, epoch);
-      const evalSeconds = (performance.now() - t0) / 1000 + carriedSeconds;
-      scheduler.step();
-      const row: EpochRow = {
-        epoch: epoch + 1,
-        loss: lossSum / count,
-        Train: trainAcc,
-        Validation: valAcc,
-        Test: testAcc,
-        lr,
-        seconds: evalSeconds,
-      };
-      rows.push(row);
-      const imgPerSec = count / seconds;
-      log(
-        `epoch ${row.epoch}/${cfg.epochs}  loss ${row.loss.toFixed(4)}  train ${
-          (trainAcc * 100).toFixed(2)
-        }%  ` +
-          `val ${(valAcc * 100).toFixed(2)}%  test ${(testAcc * 100).toFixed(2)}%  lr ${
-            lr.toExponential(3)
-          }  ` +
-          `${evalSeconds.toFixed(1)} s  ${imgPerSec.toFixed(1)} img/s`,
-      );
-      const rep = reportedAccuracy(rows, cfg.protocol);
-      await writeFileAtomic(paths.csv, csvText(rows));
-      const endOfEpoch = state(epoch + 1, 0, { lossSum: 0, correct: 0, count: 0, seconds: 0 });
-      await saveTrainingCheckpoint(paths.checkpoint, model, optimizer, cfg, endOfEpoch, {
-        keepPrevious: true,
-      });
-      saved = `end of epoch ${epoch + 1}`;
-      if (rep.epoch === row.epoch) await saveTrainingCheckpoint(paths.best, model, null, cfg, endOfEpoch);
-      await writeSummary(cfg, opts.run, seed, rows, model, epoch + 1 === cfg.epochs, imgPerSec);
+      const row = await evaluateEpoch(run, trained);
+      await recordEpoch(run, row, trained.sums.count / trained.seconds);
       if (opts.stopRequested?.()) {
         stopped = epoch + 1 < cfg.epochs;
-        if (stopped) log(`stopped after epoch ${epoch + 1}: continue with --resume`);
+        if (stopped) run.log(`stopped after epoch ${epoch + 1}: continue with --resume`);
       }
     }
   } catch (e) {
-    const lost = await deviceLost(device);
-    failure = !lost ? e : new Error(
-      `${lost}: run ${opts.run} (${cfg.stage}) stopped in ${at}. ` +
-        (saved
-          ? `The last checkpoint (${saved}) is intact in ${paths.checkpoint}: `
-          : `No checkpoint was written yet: `) +
-        `continue with --resume once the GPU is available again.`,
-      { cause: e },
-    );
+    failure = await explainFailure(run, device, e);
   }
   try {
-    metrics.dispose();
-    model.dispose();
-    optimizer.dispose();
+    run.metrics.dispose();
+    run.model.dispose();
+    run.optimizer.dispose();
   } catch (e) {
     failure ??= e; // after a failure (a lost device) freeing can fail too: report the first error
   }
   if (failure) throw failure;
-  const summary = JSON.parse(await Deno.readTextFile(paths.summary).catch(() => "null")) as RunSummary | null;
-  return { summary: summary!, rows, complete: !stopped };
+  return { summary: run.summary, rows: run.rows, complete: !stopped };
 }
 
-async function writeSummary(
-  cfg: TrainConfig,
-  run: number,
-  seed: number,
-  rows: EpochRow[],
-  model: Model,
-  complete: boolean,
-  imagesPerSecond: number,
-): Promise<void> {
-  const paths = runPaths(cfg.out, run);
-  const summary: RunSummary = {
-    stage: cfg.stage,
-    run,
+/** Builds the run's parts (after tuning the kernels of its step, when autotune is on). */
+async function openRun(cfg: TrainConfig, opts: RunOptions): Promise<Run> {
+  const log = opts.log ?? ((s: string) => console.log(s));
+  const seed = cfg.seed + opts.run;
+  await tuneKernels(cfg, seed, log);
+  const model = buildRunModel(cfg, seed);
+  const { optimizer, scheduler } = makeOptimizer(model, cfg);
+  return {
+    cfg,
+    opts,
+    log,
+    paths: runPaths(cfg.out, opts.run),
     seed,
+    model,
+    optimizer,
+    scheduler,
+    drops: stochasticDepthModules(model),
+    metrics: new GpuMetrics(),
+    rows: [],
+    summary: null,
+    at: "",
+    saved: null,
+  };
+}
+
+/**
+ * Restores the run from its checkpoint (or the previous one, when the last is damaged), after removing
+ * the temporary files an interrupted write left, and returns where it continues.
+ */
+async function resume(run: Run): Promise<Position> {
+  const { paths, log } = run;
+  const files = [
+    paths.checkpoint,
+    previousCheckpoint(paths.checkpoint),
+    paths.best,
+    paths.csv,
+    paths.summary,
+  ];
+  const stale = (await Promise.all(files.map(removeStaleTemps))).flat();
+  if (stale.length) {
+    log(`removed ${stale.length} temporary file(s) left by an interrupted write: ${stale.join(", ")}`);
+  }
+  const st = await loadTrainingCheckpoint(paths.checkpoint, run.model, run.optimizer, run.cfg, log);
+  if (!st) {
+    log(`no checkpoint at ${paths.checkpoint}: starting run ${run.opts.run} from scratch`);
+    return { epoch: 0, batch: 0, partial: NO_PARTIAL };
+  }
+  run.rows = st.rows;
+  run.scheduler.loadStateDict(st.scheduler);
+  st.dropRng.forEach((s, i) => run.drops[i]?.rng.setState(s));
+  log(`resuming run ${run.opts.run} of ${run.cfg.stage} at epoch ${st.epoch + 1}, step ${st.batch}`);
+  return { epoch: st.epoch, batch: st.batch, partial: st.partial };
+}
+
+/** The checkpoint state of the run at `epoch`, `batch` steps in, with those steps' metric sums. */
+function checkpointState(
+  run: Run,
+  epoch: number,
+  batch: number,
+  partial: TrainingState["partial"],
+): TrainingState {
+  return {
+    epoch,
+    batch,
+    partial,
+    rows: run.rows,
+    scheduler: run.scheduler.stateDict(),
+    dropRng: run.drops.map((d) => d.rng.getState()),
+  };
+}
+
+/** An epoch's training passes: its metric sums, seconds, and whether a stop request ended it early. */
+interface Trained {
+  epoch: number;
+  steps: number;
+  sums: MetricSums;
+  /** The epoch's time so far, including the seconds of the steps taken before a resume. */
+  seconds: number;
+  /** When this call started the epoch (performance.now()), and the seconds carried from before. */
+  t0: number;
+  carriedSeconds: number;
+  /** The learning rate of the epoch. */
+  lr: number;
+  stopped: boolean;
+}
+
+/**
+ * The training passes of one epoch from `from` (a resumed epoch continues at its step, with its metric
+ * sums): one step recorded per batch, at most one queued behind the one running, the progress bar from
+ * the metric sums every `progressEvery` steps. Stops after a step when asked to; throws when the loss
+ * is no longer finite.
+ */
+async function trainEpoch(run: Run, from: Position): Promise<Trained> {
+  const { cfg, opts, model, optimizer, metrics } = run;
+  const { train } = opts.loaders;
+  const epoch = from.epoch;
+  run.at = `epoch ${epoch + 1}`;
+  const t0 = performance.now();
+  const lr = optimizer.lr;
+  model.train();
+  if (from.batch > 0) metrics.load(from.partial);
+  else metrics.reset();
+  const bar = opts.progress === false
+    ? null
+    : new Progress(`epoch ${epoch + 1}/${cfg.epochs}`, train.batchesPerEpoch);
+  let steps = from.batch, images = 0, inFlight: Promise<void> | null = null, stopped = false;
+  for (const batch of train.epoch(epoch, { startBatch: from.batch })) {
+    trainStep({ model, optimizer, metrics }, batch);
+    batch.x.dispose();
+    batch.y.dispose();
+    steps++;
+    images += batch.size;
+    // keep at most one step queued behind the one running, so the host never runs far ahead
+    const done = sync();
+    done.catch(() => {}); // awaited below; if the wait before it throws, it must not go unhandled
+    if (inFlight) await inFlight;
+    inFlight = done;
+    if (bar && (steps % cfg.progressEvery === 0 || steps === train.batchesPerEpoch)) {
+      const m = await metrics.read();
+      const l = m.lossSum / Math.max(m.count, 1);
+      if (!Number.isFinite(m.lossSum)) break;
+      bar.update(steps, images, `loss ${l.toFixed(4)}`);
+    }
+    if (opts.stopRequested?.() && steps < train.batchesPerEpoch) {
+      stopped = true;
+      break;
+    }
+  }
+  if (inFlight) await inFlight;
+  bar?.done();
+  const sums = await metrics.read();
+  const carriedSeconds = from.partial.seconds;
+  const seconds = carriedSeconds + (performance.now() - t0) / 1000;
+  if (!Number.isFinite(sums.lossSum)) {
+    throw new Error(
+      `Training diverged: the loss became ${sums.lossSum} in epoch ${
+        epoch + 1
+      } of run ${opts.run} (${cfg.stage}). ` +
+        `The last good checkpoint (end of epoch ${epoch}) is kept at ${run.paths.checkpoint}; ` +
+        `try a lower --lr.`,
+    );
+  }
+  return { epoch, steps, sums, seconds, t0, carriedSeconds, lr, stopped };
+}
+
+/** Checkpoints an epoch stopped part-way (asked to stop), so --resume continues at its next step. */
+async function checkpointMidEpoch(run: Run, t: Trained): Promise<void> {
+  const { paths } = run;
+  const state = checkpointState(run, t.epoch, t.steps, { ...t.sums, seconds: t.seconds });
+  await saveTrainingCheckpoint(paths.checkpoint, run.model, run.optimizer, run.cfg, state, {
+    keepPrevious: true,
+  });
+  run.log(
+    `stopped at epoch ${
+      t.epoch + 1
+    }, step ${t.steps}: checkpoint written to ${paths.checkpoint}; continue with --resume`,
+  );
+}
+
+/**
+ * The epoch's row: training accuracy (from the training passes, or re-scored with --rescore-train),
+ * validation and test accuracy in the protocol's mode; then the schedule steps.
+ */
+async function evaluateEpoch(run: Run, t: Trained): Promise<EpochRow> {
+  const { cfg, model, metrics } = run;
+  const { train, validation, test } = run.opts.loaders;
+  const { lossSum, correct, count } = t.sums;
+  // notebook: evaluation in training mode (batch statistics); clean: eval mode
+  evaluationMode(model, cfg.protocol);
+  const trainAcc = cfg.rescoreTrain ? await evaluate(model, train, metrics, t.epoch) : correct / count;
+  const valAcc = await evaluate(model, validation, metrics, t.epoch);
+  const testAcc = await evaluate(model, test, metrics, t.epoch);
+  const seconds = (performance.now() - t.t0) / 1000 + t.carriedSeconds;
+  run.scheduler.step();
+  return {
+    epoch: t.epoch + 1,
+    loss: lossSum / count,
+    Train: trainAcc,
+    Validation: valAcc,
+    Test: testAcc,
+    lr: t.lr,
+    seconds,
+  };
+}
+
+/**
+ * Records an epoch: its log line, the CSV, the checkpoint (the one before kept as the previous), the
+ * best model when this epoch is the one the run reports, and the summary.
+ */
+async function recordEpoch(run: Run, row: EpochRow, imagesPerSecond: number): Promise<void> {
+  const { cfg, paths, rows } = run;
+  rows.push(row);
+  run.log(
+    `epoch ${row.epoch}/${cfg.epochs}  loss ${row.loss.toFixed(4)}  train ${
+      (row.Train * 100).toFixed(2)
+    }%  ` +
+      `val ${(row.Validation * 100).toFixed(2)}%  test ${(row.Test * 100).toFixed(2)}%  lr ${
+        row.lr.toExponential(3)
+      }  ` +
+      `${row.seconds.toFixed(1)} s  ${imagesPerSecond.toFixed(1)} img/s`,
+  );
+  const rep = reportedAccuracy(rows, cfg.protocol);
+  await writeFileAtomic(paths.csv, csvText(rows));
+  const endOfEpoch = checkpointState(run, row.epoch, 0, NO_PARTIAL);
+  await saveTrainingCheckpoint(paths.checkpoint, run.model, run.optimizer, cfg, endOfEpoch, {
+    keepPrevious: true,
+  });
+  run.saved = `end of epoch ${row.epoch}`;
+  if (rep.epoch === row.epoch) await saveTrainingCheckpoint(paths.best, run.model, null, cfg, endOfEpoch);
+  run.summary = runSummary(run, row.epoch === cfg.epochs, imagesPerSecond);
+  await writeFileAtomic(paths.summary, JSON.stringify(run.summary, null, 2) + "\n");
+}
+
+/** The run's summary (run<k>.json) from its rows so far. */
+function runSummary(run: Run, complete: boolean, imagesPerSecond: number): RunSummary {
+  const { cfg, rows } = run;
+  return {
+    stage: cfg.stage,
+    run: run.opts.run,
+    seed: run.seed,
     protocol: cfg.protocol,
     config: cfg,
     adapter: gpu().adapterName,
-    parameters: model.numParameters(),
+    parameters: run.model.numParameters(),
     epochsCompleted: rows.length,
     complete,
     bestTest: Math.max(...rows.map((r) => r.Test)),
@@ -391,5 +403,19 @@ async function writeSummary(
     totalSeconds: rows.reduce((a, r) => a + r.seconds, 0),
     imagesPerSecond,
   };
-  await writeFileAtomic(paths.summary, JSON.stringify(summary, null, 2) + "\n");
+}
+
+/** The error to report for `e`: when the device was lost, one saying where the run stopped and what
+ * is kept. */
+async function explainFailure(run: Run, device: GPUDevice, e: unknown): Promise<unknown> {
+  const lost = await deviceLost(device);
+  if (!lost) return e;
+  return new Error(
+    `${lost}: run ${run.opts.run} (${run.cfg.stage}) stopped in ${run.at}. ` +
+      (run.saved
+        ? `The last checkpoint (${run.saved}) is intact in ${run.paths.checkpoint}: `
+        : `No checkpoint was written yet: `) +
+      `continue with --resume once the GPU is available again.`,
+    { cause: e },
+  );
 }

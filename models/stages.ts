@@ -1,4 +1,4 @@
-// The seven stages' names and the narrow variant: no CLI or Deno imports, so the model builders (and
+// The seven stages' names and the narrow variant: no CLI and no runtime API, so the model builders (and
 // the browser build, web/) can use them.
 
 export const STAGES = [

@@ -24,7 +24,7 @@ import type { Tensor } from "../autograd/tensor.ts";
 import { planFusions } from "../nn/fusions.ts";
 import { type ConvPass, convVariants, fusionEnabled, matmulVariants } from "../kernels/planner.ts";
 import type { MatmulDims } from "../kernels/shapes.ts";
-import type { ConvCase as ConvFixture } from "./golden_cases.ts";
+import type { ConvCase as ConvFixture } from "../checks/golden_cases.ts";
 import {
   convBackwardBiasRef,
   convBackwardInputRef,

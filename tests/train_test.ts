@@ -2,13 +2,14 @@
 // checkpoints, resume after an interrupt reproduces an uninterrupted run, and memory stays flat.
 
 import assert from "node:assert/strict";
-import { crossEntropy, poolStats, scope, tensor } from "../mod.ts";
+import { poolStats, tensor } from "../mod.ts";
 import { openCifar10 } from "../data/cifar10.ts";
 import { makeLoaders } from "../data/loader.ts";
 import { NARROW, parseTrainArgs, type TrainConfig } from "../experiments/config.ts";
 import { buildRunModel, trainRun } from "../experiments/trainer.ts";
 import { loadSafetensors } from "../experiments/files.ts";
 import { AdamW } from "../nn/optim.ts";
+import { trainStep, trainStepLoss } from "../training/step.ts";
 import { setup } from "./helpers.ts";
 import { cifar, noteCifar } from "./test_data.ts";
 
@@ -52,13 +53,7 @@ Deno.test(
     const losses: number[] = [];
     for (let epoch = 0; epoch < 3; epoch++) {
       for (const batch of train.epoch(0)) { // the same four batches again: the loss must fall
-        const loss = scope(() => {
-          const l = crossEntropy(model.forward(batch.x), batch.y);
-          opt.zeroGrad();
-          l.backward();
-          opt.step();
-          return l;
-        });
+        const loss = trainStepLoss({ model, optimizer: opt }, batch);
         losses.push(await loss.item());
         loss.dispose();
         batch.x.dispose();
@@ -81,12 +76,7 @@ Deno.test("GPU memory in use stays flat from step to step", { ignore: !cifar.dir
   const { train } = loaders(cfg);
   const inUse: number[] = [];
   for (const batch of train.epoch(0)) {
-    scope(() => {
-      const l = crossEntropy(model.forward(batch.x), batch.y);
-      opt.zeroGrad();
-      l.backward();
-      opt.step();
-    });
+    trainStep({ model, optimizer: opt }, batch);
     batch.x.dispose();
     batch.y.dispose();
     await (await import("../kernels/runtime.ts")).sync();

@@ -2,8 +2,8 @@
 // fixtures and the few training steps that Deno runs too, computed here on the browser's WebGPU.
 
 import { decodeSafetensors } from "./engine.ts";
-import { type CaseResult, runJsonFixture, runModelFixture } from "../tests/golden_cases.ts";
-import { trainStepsLosses, type TrainStepsOptions } from "../tests/train_steps_case.ts";
+import { type CaseResult, runJsonFixture, runModelFixture } from "../checks/golden_cases.ts";
+import { trainStepsLosses, type TrainStepsOptions } from "../checks/train_steps_case.ts";
 
 export interface Checks {
   /** Replays a JSON fixture (parsed) by its file name. */

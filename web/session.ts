@@ -1,11 +1,11 @@
-// What the page trains and evaluates, without the DOM: the trainer's recipe (AdamW, cosine schedule
-// per epoch, cross-entropy, the notebook's or the clean protocol) over batches the loader builds on
-// the GPU, with pause/resume between steps, a test-set evaluation, and checkpoints as safetensors bytes
-// in the format `deno task train` writes (so `deno task eval` and PyTorch read the page's downloads).
+// What the page trains and evaluates, without the DOM: the trainer's recipe, step, evaluation and
+// checkpoint bytes (training/: AdamW, cosine schedule per epoch, cross-entropy, the notebook's or the
+// clean protocol) over batches the loader builds on the GPU, with pause/resume between steps, a test-set
+// evaluation, and checkpoints as safetensors bytes in the format `deno task train` writes (so `deno task
+// eval` and PyTorch read the page's downloads).
 
 import * as E from "./engine.ts";
 import type { TrainConfig } from "../experiments/config.ts";
-import { CHECKPOINT_FORMAT } from "../experiments/checkpoint.ts";
 
 export type State = "idle" | "loading" | "training" | "paused" | "done" | "error";
 
@@ -77,13 +77,7 @@ export function trainConfig(c: PageConfig): TrainConfig {
 }
 
 function buildFor(c: PageConfig): E.Model {
-  return E.buildModel(c.stage, {
-    widths: c.widths,
-    depths: c.depths,
-    stemFeatures: c.stemFeatures,
-    softmaxHead: c.protocol === "notebook" ? undefined : false,
-    seed: c.seed,
-  });
+  return E.buildRunModel(trainConfig(c), c.seed);
 }
 
 /** Throws a clear error when the model's largest activation at this batch size exceeds the adapter. */
@@ -110,8 +104,8 @@ const argmax = (a: Float32Array, row: number, n: number) => {
 /** A loaded checkpoint: the model's tensors, and the optimizer and position when the file has them. */
 interface Loaded {
   source: string;
-  tensors: Record<string, E.TensorEntry>;
-  optimizer: { step: number; lr: number; tensors: Record<string, Float32Array> } | null;
+  model: E.SafetensorsFile;
+  optimizer: E.CheckpointParts["optimizer"];
   epoch: number;
   schedulerLastEpoch: number;
 }
@@ -169,13 +163,7 @@ export class Session {
       const data = await this.data(c.trainImages);
       this.replaceModel(c);
       const model = this.model!;
-      const opt = new E.AdamW(model.parameters(), {
-        lr: c.lr,
-        betas: [0.9, 0.999],
-        eps: 1e-8,
-        weightDecay: c.weightDecay,
-      });
-      const sched = new E.CosineAnnealingLR(opt, { tMax: c.epochs });
+      const { optimizer: opt, scheduler: sched } = E.makeOptimizer(model, trainConfig(c));
       let startEpoch = 0;
       const l = this.loaded;
       if (l?.optimizer) {
@@ -204,7 +192,7 @@ export class Session {
     const model = buildFor(c);
     if (this.loaded) {
       try {
-        this.applyTensors(model, this.loaded.tensors, this.loaded.source);
+        E.loadModelPart(model, this.loaded.model, this.loaded.source);
       } catch (e) {
         model.dispose();
         throw e;
@@ -212,11 +200,6 @@ export class Session {
     }
     this.model = model;
     this.config = c;
-  }
-
-  private applyTensors(model: E.Model, tensors: Record<string, E.TensorEntry>, source: string): void {
-    E.checkStateFits({ tensors, metadata: {} }, model, source);
-    model.loadStateDict(Object.fromEntries(Object.entries(tensors).map(([n, t]) => [n, t.data])));
   }
 
   private async loop(
@@ -241,60 +224,58 @@ export class Session {
     // evaluation batches of the training batch size, as the trainer's (batch statistics in notebook mode)
     const test = new E.CifarLoader(splits.test, { batchSize: c.batchSize });
     let step = startEpoch * train.batchesPerEpoch;
-    for (let epoch = startEpoch; epoch < c.epochs; epoch++) {
-      model.train();
-      this.set({ state: "training", epoch: epoch + 1 });
-      let lossSum = 0, correct = 0, count = 0, busyMs = 0, mark = performance.now();
-      type Pending = { read: Promise<Float32Array[]>; t: E.Tensor[]; labels: Uint8Array };
-      const handle = async (p: Pending) => {
-        const [lv, logits] = await p.read;
-        p.t.forEach((t) => t.dispose());
-        const loss = lv[0], n = p.labels.length, classes = logits.length / n;
-        if (!Number.isFinite(loss)) {
-          throw new Error(
-            `Training diverged: the loss became ${loss} at step ${step + 1}; try a lower learning rate.`,
-          );
-        }
-        let right = 0;
-        p.labels.forEach((label, i) => right += argmax(logits, i, classes) === label ? 1 : 0);
-        lossSum += loss * n, correct += right, count += n, step++;
-        const now = performance.now();
-        busyMs += now - mark;
-        mark = now;
-        this.set({ step, loss, trainAccuracy: correct / count, imagesPerSec: count / (busyMs / 1000) });
-        this.ev.stepDone(step, loss, right / n);
-      };
-      let pending: Pending | null = null;
-      for (const batch of train.epoch(epoch)) {
-        if (this.pauseRequested) {
+    // the metric sums of one step at a time: each step's loss and accuracy are read back while the
+    // next step runs, and summed here for the epoch
+    const metrics = new E.GpuMetrics();
+    try {
+      for (let epoch = startEpoch; epoch < c.epochs; epoch++) {
+        model.train();
+        this.set({ state: "training", epoch: epoch + 1 });
+        let lossSum = 0, correct = 0, count = 0, busyMs = 0, mark = performance.now();
+        const handle = async (read: Promise<E.MetricSums>) => {
+          const m = await read;
+          const n = m.count, loss = m.lossSum / n, right = m.correct;
+          if (!Number.isFinite(loss)) {
+            throw new Error(
+              `Training diverged: the loss became ${loss} at step ${step + 1}; try a lower learning rate.`,
+            );
+          }
+          lossSum += loss * n, correct += right, count += n, step++;
+          const now = performance.now();
+          busyMs += now - mark;
+          mark = now;
+          this.set({ step, loss, trainAccuracy: correct / count, imagesPerSec: count / (busyMs / 1000) });
+          this.ev.stepDone(step, loss, right / n);
+        };
+        let pending: Promise<E.MetricSums> | null = null;
+        for (const batch of train.epoch(epoch)) {
+          if (this.pauseRequested) {
+            if (pending) await handle(pending);
+            pending = null;
+            await this.paused();
+            mark = performance.now();
+          }
+          metrics.reset();
+          E.trainStep({ model, optimizer: opt, metrics }, batch);
+          batch.x.dispose();
+          batch.y.dispose();
+          // the readback submits this step; the previous step's result is handled while it runs
+          const next = metrics.read();
+          next.catch(() => {}); // awaited below; if handling the previous step throws, not unhandled
           if (pending) await handle(pending);
-          pending = null;
-          await this.paused();
-          mark = performance.now();
+          pending = next;
         }
-        const [out, loss] = E.scope(() => {
-          const o = model.forward(batch.x);
-          const l = E.crossEntropy(o, batch.y);
-          opt.zeroGrad();
-          l.backward();
-          opt.step();
-          return [o, l];
-        });
-        batch.x.dispose();
-        batch.y.dispose();
-        // the readback submits this step; the previous step's result is handled while it runs
-        const next: Pending = { read: E.readMany([loss, out]), t: [loss, out], labels: batch.labels };
         if (pending) await handle(pending);
-        pending = next;
+        const row = { epoch: epoch + 1, loss: lossSum / count, train: correct / count, test: NaN };
+        const ev = await this.evaluate(test);
+        row.test = ev.accuracy;
+        model.train();
+        sched.step();
+        this.epochsDone = epoch + 1;
+        this.ev.epochDone(step, row);
       }
-      if (pending) await handle(pending);
-      const row = { epoch: epoch + 1, loss: lossSum / count, train: correct / count, test: NaN };
-      const ev = await this.evaluate(test);
-      row.test = ev.accuracy;
-      model.train();
-      sched.step();
-      this.epochsDone = epoch + 1;
-      this.ev.epochDone(step, row);
+    } finally {
+      metrics.dispose();
     }
   }
 
@@ -315,32 +296,33 @@ export class Session {
       loader = new E.CifarLoader(split, { batchSize: c.batchSize });
     }
     // the notebook evaluates in training mode (batch statistics); the clean protocol in eval mode
-    if (c.protocol === "clean") model.eval();
+    E.evaluationMode(model, c.protocol);
     const perClass = Array.from({ length: 10 }, () => ({ correct: 0, total: 0 }));
     const samples: Evaluation["samples"] = [];
-    for (const batch of loader.epoch(0)) {
-      const y = E.noGrad(() => E.scope(() => model.forward(batch.x)));
-      const [out] = await E.readMany([y]);
-      y.dispose();
-      const classes = out.length / batch.size;
-      batch.labels.forEach((label, i) => {
-        const p = argmax(out, i, classes);
-        perClass[label].total++;
-        if (p === label) perClass[label].correct++;
-        if (samples.length < 40) {
-          const k = batch.index * loader!.batchSize + i;
-          samples.push({
-            image: loader!.split.images.subarray(k * 3072, (k + 1) * 3072),
-            label,
-            predicted: p,
+    const split = loader.split, batchSize = loader.batchSize;
+    const metrics = new E.GpuMetrics();
+    let counted: { accuracy: number; images: number };
+    try {
+      // the accuracy is counted on the GPU; the predictions read back give the per-class counts and samples
+      counted = await E.evaluateAccuracy(model, loader, metrics, {
+        onBatch: async (batch, y) => {
+          const [out] = await E.readMany([y]);
+          const classes = out.length / batch.size;
+          batch.labels.forEach((label, i) => {
+            const p = argmax(out, i, classes);
+            perClass[label].total++;
+            if (p === label) perClass[label].correct++;
+            if (samples.length < 40) {
+              const k = batch.index * batchSize + i;
+              samples.push({ image: split.images.subarray(k * 3072, (k + 1) * 3072), label, predicted: p });
+            }
           });
-        }
+        },
       });
-      batch.x.dispose();
-      batch.y.dispose();
+    } finally {
+      metrics.dispose();
     }
-    const images = perClass.reduce((a, p) => a + p.total, 0);
-    const accuracy = perClass.reduce((a, p) => a + p.correct, 0) / images;
+    const { accuracy, images } = counted;
     const result = { accuracy, images, perClass, samples };
     this.set({ testAccuracy: accuracy });
     this.ev.evaluated(result);
@@ -352,7 +334,6 @@ export class Session {
     if (!this.model || !this.config) {
       throw new Error("no model yet: start training or load a checkpoint first");
     }
-    const tensors = await E.moduleTensors(this.model);
     const state = {
       epoch: this.epochsDone,
       batch: 0,
@@ -361,12 +342,9 @@ export class Session {
       scheduler: { lastEpoch: this.epochsDone, baseLr: this.config.lr, lr: this.config.lr },
       dropRng: [],
     };
-    return E.encodeSafetensors(tensors, {
-      format: CHECKPOINT_FORMAT,
-      stage: this.config.stage,
-      config: JSON.stringify(trainConfig(this.config)),
-      state: JSON.stringify(state),
-      writer: "convnext-webgpu page",
+    return await E.encodeCheckpoint(this.model, null, trainConfig(this.config), state, {
+      seal: false,
+      metadata: { writer: "convnext-webgpu page" },
     });
   }
 
@@ -376,10 +354,10 @@ export class Session {
    */
   loadCheckpoint(bytes: Uint8Array, source: string, c: PageConfig): PageConfig {
     if (this.busy) throw new Error("pause is not enough: wait until the run is done to load a checkpoint");
-    const file = E.decodeSafetensors(bytes, source);
+    const parts = E.decodeCheckpoint(bytes, source);
     let cfg = c;
-    if (file.metadata.config) {
-      const t = JSON.parse(file.metadata.config) as TrainConfig;
+    if (parts.config) {
+      const t = parts.config as TrainConfig;
       cfg = {
         ...c,
         stage: E.checkStage(t.stage),
@@ -396,21 +374,13 @@ export class Session {
         testImages: t.evalLimit,
       };
     }
-    const model: Record<string, E.TensorEntry> = {}, optim: Record<string, Float32Array> = {};
-    for (const [n, t] of Object.entries(file.tensors)) {
-      if (n.startsWith("optimizer.")) optim[n.slice("optimizer.".length)] = t.data;
-      else model[n] = t;
-    }
-    const meta = JSON.parse(file.metadata.optimizer ?? "null") as { step: number; lr: number } | null;
-    const state = JSON.parse(file.metadata.state ?? "null") as
-      | { epoch: number; batch: number; scheduler: { lastEpoch: number } }
-      | null;
+    const opt = parts.optimizer;
     this.loaded = {
       source,
-      tensors: model,
-      optimizer: meta && Object.keys(optim).length ? { ...meta, tensors: optim } : null,
-      epoch: state?.epoch ?? 0,
-      schedulerLastEpoch: state?.scheduler.lastEpoch ?? 0,
+      model: parts.model,
+      optimizer: opt && Object.keys(opt.tensors).length ? opt : null,
+      epoch: parts.state?.epoch ?? 0,
+      schedulerLastEpoch: parts.state?.scheduler.lastEpoch ?? 0,
     };
     try {
       this.replaceModel(cfg);

@@ -11,8 +11,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { initGPU } from "../../experiments/host.ts";
-import { type CaseResult, JSON_FIXTURES, MODEL_FIXTURES, runJsonFixture } from "../golden_cases.ts";
-import { trainStepsLosses } from "../train_steps_case.ts";
+import { type CaseResult, JSON_FIXTURES, MODEL_FIXTURES, runJsonFixture } from "../../checks/golden_cases.ts";
+import { trainStepsLosses } from "../../checks/train_steps_case.ts";
 import { type DemoServer, startDemo } from "../../experiments/demo.ts";
 import { openPage, type Session, waitFor } from "./chromium.ts";
 

@@ -1,15 +1,14 @@
 // A few training steps of the narrow `final` model from seeded weights on a seeded batch: the same
 // computation in Deno (wgpu) and in the page (Dawn), so the browser test can hold the two WebGPU
-// implementations to the same losses. No Deno API.
+// implementations to the same losses, each step the trainer's (training/step.ts). No Deno API.
 
 import { Rng } from "../autograd/random.ts";
-import { keep, scope, type Tensor } from "../autograd/tensor.ts";
-import { crossEntropy } from "../autograd/ops/loss.ts";
-import { AdamW } from "../nn/optim.ts";
+import type { Tensor } from "../autograd/tensor.ts";
 import { CifarLoader } from "../data/loader.ts";
 import { IMAGE_BYTES } from "../data/cifar10_spec.ts";
-import { buildModel } from "../models/zoo.ts";
 import { NARROW } from "../models/stages.ts";
+import { buildRunModel, makeOptimizer, type RunSettings } from "../training/recipe.ts";
+import { trainStepLoss } from "../training/step.ts";
 
 export interface TrainStepsOptions {
   steps?: number;
@@ -31,19 +30,21 @@ export async function trainStepsLosses(opts: TrainStepsOptions = {}): Promise<nu
     shuffle: true,
     augment: true,
   });
-  const model = buildModel("final", { ...NARROW, seed });
-  const opt = new AdamW(model.parameters(), { lr: 0.004, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0.05 });
+  const settings: RunSettings = {
+    stage: "final",
+    ...NARROW,
+    epochs: 1,
+    lr: 0.004,
+    weightDecay: 0.05,
+    protocol: "notebook",
+  };
+  const model = buildRunModel(settings, seed);
+  const { optimizer: opt } = makeOptimizer(model, settings);
   const losses: Tensor[] = [];
   try {
     model.train();
     for (const batch of loader.epoch(0)) {
-      losses.push(scope(() => {
-        const loss = crossEntropy(model.forward(batch.x), batch.y);
-        opt.zeroGrad();
-        loss.backward();
-        opt.step();
-        return keep(loss);
-      }));
+      losses.push(trainStepLoss({ model, optimizer: opt }, batch));
       batch.x.dispose();
       batch.y.dispose();
     }
