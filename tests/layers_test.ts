@@ -1,7 +1,8 @@
 // The layer order, kept: kernels/ → autograd/ → nn/ → models/ → data/ → training/ → experiments/ → bench/,
 // each importing only from itself and the layers before it, and no import cycle anywhere. The module graph
 // is built from the relative import specifiers of every .ts file (static, re-exports, type-only and
-// dynamic `import("./…")` alike), so the test needs no GPU and no network.
+// dynamic `import("./…")` alike), so the test needs no GPU and no network. Also: fusion is an op (the model
+// zoo imports nothing from kernels/; autograd/ and models/ never ask the planner for a fusion).
 
 import assert from "node:assert/strict";
 import { dirname, join, normalize, relative } from "node:path";
@@ -136,4 +137,15 @@ Deno.test("kernels/, autograd/, nn/, models/ and training/ never mention Deno (t
     .filter((f) => /^(kernels|autograd|nn|models|training)\//.test(f))
     .filter((f) => /\bDeno\b/.test(Deno.readTextFileSync(join(ROOT, f))));
   assert.deepEqual(mentions, []);
+});
+
+Deno.test("fusion is an op: the model zoo only composes modules, autograd never asks the planner for fusions", () => {
+  // the planner's fusion choices are taken by nn/ (nn/fusions.ts) and passed to the ops as arguments
+  const zoo = graph.get("models/zoo.ts");
+  assert.ok(zoo, "models/zoo.ts");
+  assert.deepEqual(zoo.filter((d) => d.startsWith("kernels/")), []);
+  const asking = [...graph.keys()]
+    .filter((f) => /^(autograd|models)\//.test(f))
+    .filter((f) => /\bfusionEnabled\b/.test(Deno.readTextFileSync(join(ROOT, f))));
+  assert.deepEqual(asking, []);
 });
