@@ -22,6 +22,7 @@ command -v xz >/dev/null || { echo "device-bundle: needs xz (apt-get install -y 
 
 TMP="$OUT.tmp"
 rm -rf "$TMP" && mkdir -p "$TMP" && TMP="$(cd "$TMP" && pwd)"
+trap 'rm -rf "$TMP"' EXIT # a failed run leaves nothing half-made (its DENO_DIR holds .ts files)
 echo "device-bundle: Deno $(deno --version | head -n 1 | cut -d' ' -f2) (xz, ~30 s)"
 xz -T0 -6 -c "$(readlink -f "$(command -v deno)")" >"$TMP/deno.xz"
 
