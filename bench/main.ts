@@ -34,7 +34,7 @@ per kernel and 2 timed steps per model, each after a warm-up.
 
 Options:
   --filter RE         only rows whose name matches the regular expression (case-insensitive),
-                      e.g. "dwconv|GroupNorm", "gemm", "step final"
+                      e.g. "dwconv|groupNorm", "gemm", "step final"
   --compare LIST      add peers: tfjs (TensorFlow.js WebGPU, npm:@tensorflow/tfjs-backend-webgpu),
                       torch (PyTorch CPU training steps, scripts/torch_bench.py), or tfjs,torch
   --only LIST         sections to run: kernels,steps,tfjs,torch (ceilings always run)
