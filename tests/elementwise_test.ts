@@ -1,15 +1,11 @@
 import { add, mul, relu, scale, sub, tensor } from "../mod.ts";
-import { broadcastTo, checkOp, setup } from "./helpers.ts";
+import { checkOp, setup } from "./helpers.ts";
+import { addRef, mulRef, scaleRef, subRef } from "../kernels/reference/elementwise.ts";
+import { reluRef } from "../kernels/reference/activation.ts";
 import assert from "node:assert/strict";
 import { rowChunks, rowsApply, vec4Applies } from "../kernels/elementwise.ts";
 
 await setup();
-
-const binary =
-  (f: (a: number, b: number) => number, sa: number[], sb: number[], so: number[]) => (xs: Float64Array[]) => {
-    const a = broadcastTo(xs[0], sa, so), b = broadcastTo(xs[1], sb, so);
-    return a.map((v, i) => f(v, b[i]));
-  };
 
 const shapes: [number[], number[], number[]][] = [
   [[3, 5, 9, 9], [3, 5, 9, 9], [3, 5, 9, 9]], // same shape
@@ -54,19 +50,19 @@ for (const [sa, sb, so] of shapes) {
       name: "add",
       shapes: [sa, sb],
       gpu: ([a, b]) => add(a, b),
-      cpu: binary((x, y) => x + y, sa, sb, so),
+      cpu: ([a, b]) => addRef(a, sa, b, sb, so),
     });
     await checkOp({
       name: "sub",
       shapes: [sa, sb],
       gpu: ([a, b]) => sub(a, b),
-      cpu: binary((x, y) => x - y, sa, sb, so),
+      cpu: ([a, b]) => subRef(a, sa, b, sb, so),
     });
     await checkOp({
       name: "mul",
       shapes: [sa, sb],
       gpu: ([a, b]) => mul(a, b),
-      cpu: binary((x, y) => x * y, sa, sb, so),
+      cpu: ([a, b]) => mulRef(a, sa, b, sb, so),
     });
   });
 }
@@ -76,14 +72,14 @@ Deno.test("scale and relu on an odd shape", async () => {
     name: "scale",
     shapes: [[3, 7, 9]],
     gpu: ([x]) => scale(x, -2.5),
-    cpu: ([x]) => x.map((v) => -2.5 * v),
+    cpu: ([x]) => scaleRef(x, -2.5),
   });
   // keep inputs away from 0 where relu is not differentiable (finite differences would straddle the kink)
   await checkOp({
     name: "relu",
     shapes: [[1, 5, 9, 9]],
     gpu: ([x]) => relu(x),
-    cpu: ([x]) => x.map((v) => Math.max(v, 0)),
+    cpu: ([x]) => reluRef(x),
     init: (rng, s) =>
       Float64Array.from(
         { length: s.reduce((a, b) => a * b) },

@@ -138,21 +138,3 @@ export async function checkOp(c: OpCase): Promise<{ forward: number; backward: n
   if (after !== before) throw new Error(`${c.name}: ${after - before} bytes still in use after the op`);
   return { forward: worstF, backward: worstB };
 }
-
-/** Broadcast `a` of shape `from` to shape `to` (numpy rules), in f64. */
-export function broadcastTo(a: Float64Array, from: number[], to: number[]): Float64Array {
-  const n = to.reduce((x, y) => x * y, 1);
-  const pad = [...new Array(to.length - from.length).fill(1), ...from];
-  const out = new Float64Array(n);
-  const inStr = pad.map((_, k) => pad.slice(k + 1).reduce((x, y) => x * y, 1));
-  const outStr = to.map((_, k) => to.slice(k + 1).reduce((x, y) => x * y, 1));
-  for (let i = 0; i < n; i++) {
-    let j = 0;
-    for (let k = 0; k < to.length; k++) {
-      const c = Math.floor(i / outStr[k]) % to[k];
-      if (pad[k] !== 1) j += c * inStr[k];
-    }
-    out[i] = a[j];
-  }
-  return out;
-}
