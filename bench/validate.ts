@@ -16,12 +16,12 @@ import { type ConvPass, planConv, planMatmul } from "../kernels/planner.ts";
 import { acquireBuffer, readback, releaseBuffer, upload } from "../kernels/runtime.ts";
 import type { ConvShape } from "../kernels/shapes.ts";
 import {
-  convBackwardBiasRef,
-  convBackwardInputRef,
-  convBackwardWeightRef,
-  convForwardRef,
+  conv2dBackwardBiasRef,
+  conv2dBackwardInputRef,
+  conv2dBackwardWeightRef,
+  conv2dRef,
 } from "../kernels/reference/conv.ts";
-import { gemmOutLength, gemmRef } from "../kernels/reference/gemm.ts";
+import { matmulOutLength, matmulRef } from "../kernels/reference/matmul.ts";
 import { geluBackwardRef, geluRef, reluBackwardRef, reluRef } from "../kernels/reference/activation.ts";
 import { layerScaleBackwardRef, layerScaleRef } from "../kernels/reference/layerscale.ts";
 import { linearBackwardRef, linearRef } from "../kernels/reference/linear.ts";
@@ -43,7 +43,7 @@ import { convShapeOf, type LayerCase, opOfLayer } from "./shapes.ts";
 
 /** Multiply-adds a reference may take on the row's own shape (~1 s of f64 JavaScript). */
 export const REFERENCE_BUDGET = 2e7;
-/** The same for a GEMM (kernels/reference/gemm.ts runs about five times faster per multiply-add). */
+/** The same for a GEMM (kernels/reference/matmul.ts runs about five times faster per multiply-add). */
 export const GEMM_REFERENCE_BUDGET = 1e8;
 
 /** The outcome of a row's validation (in the table and the --json report). */
@@ -247,12 +247,12 @@ function layerReference(
   switch (op) {
     case "conv2d": {
       const s: ConvShape = convShapeOf(m as Conv2d, shape);
-      if (!dy) return [["y", convForwardRef(x, w!, b, s)]];
+      if (!dy) return [["y", conv2dRef(x, w!, b, s)]];
       const out: [string, Float64Array][] = [];
-      if (pass.x) out.push(["dx", convBackwardInputRef(dy, w!, s)]);
+      if (pass.x) out.push(["dx", conv2dBackwardInputRef(dy, w!, s)]);
       if (pass.params) {
-        const dp: Record<string, Float64Array> = { weight: convBackwardWeightRef(dy, x, s) };
-        if (b) dp.bias = convBackwardBiasRef(dy, s);
+        const dp: Record<string, Float64Array> = { weight: conv2dBackwardWeightRef(dy, x, s) };
+        if (b) dp.bias = conv2dBackwardBiasRef(dy, s);
         out.push(...names.map((k): [string, Float64Array] => [`d${k}`, dp[k]]));
       }
       return out;
@@ -325,7 +325,7 @@ export async function validateGemm(
   }
   const d = dims(batch);
   const aN = (d.batchA ? d.batch : 1) * d.m * d.k, bN = (d.batchB ? d.batch : 1) * d.k * d.n;
-  const cN = gemmOutLength(d);
+  const cN = matmulOutLength(d);
   const rng = new Rng(20261208);
   const a64 = data(rng, aN), b64 = data(rng, bN);
   const a = acquireBuffer(aN * 4), b = acquireBuffer(bN * 4), c = acquireBuffer(cN * 4);
@@ -342,7 +342,7 @@ export async function validateGemm(
   }
   const tol = opTolerance("matmul");
   const r0 = performance.now();
-  const expected = gemmRef(a64, b64, d);
+  const expected = matmulRef(a64, b64, d);
   const referenceMs = performance.now() - r0;
   return verdict(
     { op: "matmul", batch, reduced: batch < images },

@@ -10,10 +10,10 @@ import { startCapture, stopCapture } from "../kernels/runtime.ts";
 import { setProfile } from "../kernels/profile.ts";
 import { setPlanOverride } from "../kernels/planner.ts";
 import {
-  convBackwardBiasRef,
-  convBackwardInputRef,
-  convBackwardWeightRef,
-  convForwardRef,
+  conv2dBackwardBiasRef,
+  conv2dBackwardInputRef,
+  conv2dBackwardWeightRef,
+  conv2dRef,
   convShape,
 } from "../kernels/reference/conv.ts";
 
@@ -75,8 +75,8 @@ for (const [n, c, o, hw, swaps] of [[2, 64, 68, 8, 0], [3, 64, 68, 4, 4]]) {
     assert.equal(kernels.filter((k) => k === "gemm1x1/columns").length, swaps, `kernels: ${kernels}`);
     const s = convShape([n, c, hw, hw], o, 1);
     const [x64, w64, g64] = [xs, ws, gs].map((a) => Float64Array.from(a));
-    const ey = convForwardRef(x64, w64, Float64Array.from(bs), s), ex = convBackwardInputRef(g64, w64, s);
-    const ew = convBackwardWeightRef(g64, x64, s), eb = convBackwardBiasRef(g64, s);
+    const ey = conv2dRef(x64, w64, Float64Array.from(bs), s), ex = conv2dBackwardInputRef(g64, w64, s);
+    const ew = conv2dBackwardWeightRef(g64, x64, s), eb = conv2dBackwardBiasRef(g64, s);
     const tol = { rtol: 1e-4, atol: 1e-4 };
     assertClose(await y.toArray(), ey, tol, "forward");
     assertClose(await x.grad!.toArray(), ex, tol, "input gradient");

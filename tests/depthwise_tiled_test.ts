@@ -13,10 +13,10 @@ import {
 } from "../kernels/depthwise_tiled.ts";
 import { checked } from "../kernels/runtime.ts";
 import {
-  convBackwardBiasRef,
-  convBackwardInputRef,
-  convBackwardWeightRef,
-  convForwardRef,
+  conv2dBackwardBiasRef,
+  conv2dBackwardInputRef,
+  conv2dBackwardWeightRef,
+  conv2dRef,
   convShape,
 } from "../kernels/reference/conv.ts";
 import type { ConvShape } from "../kernels/shapes.ts";
@@ -46,9 +46,9 @@ async function check(name: string, s: ConvShape, bias: boolean, seed = 1): Promi
     depthwiseTiledBackwardInput(tdy.binding(), tw.binding(), tdx.binding(), s);
     depthwiseTiledBackwardWeight(tdy.binding(), tx.binding(), tdw.binding(), s);
   });
-  assertClose(await ty.toArray(), convForwardRef(x, w, b, s), TOL, `${name} forward`);
-  assertClose(await tdx.toArray(), convBackwardInputRef(dy, w, s), TOL, `${name} input gradient`);
-  assertClose(await tdw.toArray(), convBackwardWeightRef(dy, x, s), TOL, `${name} weight gradient`);
+  assertClose(await ty.toArray(), conv2dRef(x, w, b, s), TOL, `${name} forward`);
+  assertClose(await tdx.toArray(), conv2dBackwardInputRef(dy, w, s), TOL, `${name} input gradient`);
+  assertClose(await tdw.toArray(), conv2dBackwardWeightRef(dy, x, s), TOL, `${name} weight gradient`);
   for (const t of [tx, tw, tb, tdy, ty, tdx, tdw]) t?.dispose();
   assert.equal(poolStats().bytesInUse, before, `${name}: buffers left in use`);
 }
@@ -112,10 +112,10 @@ Deno.test("conv reference backward = finite differences (dense, grouped, depthwi
     const x = randomArray(rng, s.n * s.c * s.h * s.w),
       w = randomArray(rng, s.o * (s.c / s.groups) * s.k * s.k);
     const b = randomArray(rng, s.o), dy = randomArray(rng, s.n * s.o * s.oh * s.ow);
-    const [fx, fw, fb] = finiteDiff(([xx, ww, bb]) => convForwardRef(xx, ww, bb, s), [x, w, b], dy);
+    const [fx, fw, fb] = finiteDiff(([xx, ww, bb]) => conv2dRef(xx, ww, bb, s), [x, w, b], dy);
     const tol = { rtol: 1e-6, atol: 1e-7 };
-    assertClose(convBackwardInputRef(dy, w, s), fx, tol, "dx");
-    assertClose(convBackwardWeightRef(dy, x, s), fw, tol, "dw");
-    assertClose(convBackwardBiasRef(dy, s), fb, tol, "db");
+    assertClose(conv2dBackwardInputRef(dy, w, s), fx, tol, "dx");
+    assertClose(conv2dBackwardWeightRef(dy, x, s), fw, tol, "dw");
+    assertClose(conv2dBackwardBiasRef(dy, s), fb, tol, "db");
   }
 });

@@ -6,7 +6,7 @@
 import { Rng, tensor } from "../mod.ts";
 import { empty } from "../autograd/tensor.ts";
 import { depthwiseBackwardWeight, depthwiseWeightTreeFits } from "../kernels/depthwise.ts";
-import { convBackwardWeightRef, convShape } from "../kernels/reference/conv.ts";
+import { conv2dBackwardWeightRef, convShape } from "../kernels/reference/conv.ts";
 import { withPlanOverride } from "../kernels/planner.ts";
 import { startCapture, stopCapture } from "../kernels/runtime.ts";
 import { assertClose, randomArray, setup } from "./helpers.ts";
@@ -30,7 +30,7 @@ for (const [shape, k, stride, pad] of cases) {
     const rng = new Rng(21);
     const x = randomArray(rng, s.n * s.c * s.h * s.w);
     const dy = randomArray(rng, s.n * s.o * s.oh * s.ow);
-    const expected = convBackwardWeightRef(dy, x, s);
+    const expected = conv2dBackwardWeightRef(dy, x, s);
     const [tx, tdy] = [
       tensor(Float32Array.from(x), shape),
       tensor(Float32Array.from(dy), [s.n, s.o, s.oh, s.ow]),

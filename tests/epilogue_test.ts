@@ -7,7 +7,7 @@ import { empty, Rng, tensor } from "../mod.ts";
 import { matmul } from "../kernels/matmul.ts";
 import { matmulTiled } from "../kernels/gemm_tiled.ts";
 import { startCapture, stopCapture } from "../kernels/runtime.ts";
-import { gemmRef } from "../kernels/reference/gemm.ts";
+import { matmulRef } from "../kernels/reference/matmul.ts";
 import { gelu64, geluGrad64 } from "../kernels/reference/activation.ts";
 import type { MatmulDims } from "../kernels/shapes.ts";
 import { assertClose, randomArray, setup } from "./helpers.ts";
@@ -31,7 +31,7 @@ for (const [batch, m, n, k, transA, transB] of CASES) {
         b64 = randomArray(rng, batch * k * n),
         bias64 = randomArray(rng, m);
       const p64 = randomArray(rng, batch * m * n, 3);
-      const pre64 = gemmRef(a64, b64, d, bias64), plain64 = gemmRef(a64, b64, d);
+      const pre64 = matmulRef(a64, b64, d, bias64), plain64 = matmulRef(a64, b64, d);
       const [a, b, bias, p] = [a64, b64, bias64, p64].map((x) => tensor(Float32Array.from(x)));
       const out = empty([batch * m * n]), pre = empty([batch * m * n]);
       const label = variant === "matmul/tiled" ? "gemm/tiled" : variant;

@@ -15,7 +15,7 @@ import {
 } from "../kernels/gemm_tiled.ts";
 import { checked } from "../kernels/runtime.ts";
 import type { MatmulDims } from "../kernels/shapes.ts";
-import { gemmBackwardRef, gemmOutLength, gemmRef } from "../kernels/reference/gemm.ts";
+import { matmulBackwardRef, matmulOutLength, matmulRef } from "../kernels/reference/matmul.ts";
 import { assertClose, finiteDiff, randomArray, setup } from "./helpers.ts";
 import assert from "node:assert/strict";
 
@@ -39,7 +39,7 @@ function dims(
   return { batch: 1, m, n, k, transA: false, transB: false, batchA: true, batchB: true, ...more };
 }
 
-/** Runs matmulTiled on random operands and compares C with gemmRef. */
+/** Runs matmulTiled on random operands and compares C with matmulRef. */
 async function check(
   name: string,
   d: MatmulDims,
@@ -52,14 +52,14 @@ async function check(
   const bias = opts.bias ? f32Values(rng, d.m) : undefined;
   const before = poolStats().bytesInUse;
   const ta = upload(a), tb = upload(b), tbias = bias ? upload(bias) : null;
-  const tc = empty([gemmOutLength(d)]);
+  const tc = empty([matmulOutLength(d)]);
   await checked(name, () =>
     matmulTiled(ta.binding(), tb.binding(), tc.binding(), d, {
       tile: opts.tile,
       splitK: opts.splitK,
       rowBias: tbias?.binding(),
     }));
-  assertClose(await tc.toArray(), gemmRef(a, b, d, bias), TOL, name);
+  assertClose(await tc.toArray(), matmulRef(a, b, d, bias), TOL, name);
   for (const t of [ta, tb, tc, tbias]) t?.dispose();
   assert.equal(poolStats().bytesInUse, before, `${name}: buffers left in use`);
 }
@@ -105,7 +105,7 @@ Deno.test("gemm/tiled: operands and result as slices at a 256-byte offset (vec4 
     const tc = empty([64 + m * n]);
     await checked("slices", () => matmulTiled(slice(ta, m * k), slice(tb, n * k), slice(tc, m * n), d));
     const got = (await tc.toArray()).slice(64);
-    assertClose(got, gemmRef(a, b, d), TOL, `slices ${m}x${n}x${k}`);
+    assertClose(got, matmulRef(a, b, d), TOL, `slices ${m}x${n}x${k}`);
     for (const t of [ta, tb, tc]) t.dispose();
   }
 });
@@ -162,9 +162,9 @@ Deno.test("gemm reference backward = finite differences of the reference forward
   ) {
     const a = randomArray(rng, (d.batchA ? d.batch : 1) * d.m * d.k);
     const b = randomArray(rng, (d.batchB ? d.batch : 1) * d.k * d.n);
-    const bias = randomArray(rng, d.m), dc = randomArray(rng, gemmOutLength(d));
-    const [fa, fb, fbias] = finiteDiff(([x, y, z]) => gemmRef(x, y, d, z), [a, b, bias], dc);
-    const got = gemmBackwardRef(a, b, dc, d);
+    const bias = randomArray(rng, d.m), dc = randomArray(rng, matmulOutLength(d));
+    const [fa, fb, fbias] = finiteDiff(([x, y, z]) => matmulRef(x, y, d, z), [a, b, bias], dc);
+    const got = matmulBackwardRef(a, b, dc, d);
     assertClose(got.da, fa, { rtol: 1e-6, atol: 1e-7 }, "dA");
     assertClose(got.db, fb, { rtol: 1e-6, atol: 1e-7 }, "dB");
     assertClose(got.dBias, fbias, { rtol: 1e-6, atol: 1e-7 }, "dBias");

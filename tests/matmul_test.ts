@@ -6,7 +6,7 @@ import { matmul as matmulKernel } from "../kernels/matmul.ts";
 import { matmulVariants } from "../kernels/planner.ts";
 import { startCapture, stopCapture } from "../kernels/runtime.ts";
 import { assertClose, setup } from "./helpers.ts";
-import { gemmRef } from "../kernels/reference/gemm.ts";
+import { matmulRef } from "../kernels/reference/matmul.ts";
 import assert from "node:assert/strict";
 
 await setup();
@@ -25,7 +25,7 @@ Deno.test("matmul kernel with sumBatch: C = Σ_b op(A[b])·op(B[b]) on every var
     const d = { batch, m, n, k, transA, transB, batchA: true, batchB: true, sumBatch: true };
     const a = Float64Array.from({ length: batch * m * k }, () => rng.uniform() - 0.5);
     const b = Float64Array.from({ length: batch * k * n }, () => rng.uniform() - 0.5);
-    const want = gemmRef(a, b, d);
+    const want = matmulRef(a, b, d);
     const variants = matmulVariants(d);
     assert.deepEqual(variants.includes("matmul/texture"), k % 4 === 0);
     for (const variant of variants) {
@@ -55,7 +55,7 @@ Deno.test("texture matmul with a shared A and per-image B folds the images into 
     const a = Float64Array.from({ length: m * k }, () => rng.uniform() - 0.5);
     const b = Float64Array.from({ length: batch * k * n }, () => rng.uniform() - 0.5);
     const bias = Float64Array.from({ length: m }, () => rng.uniform() - 0.5);
-    const want = gemmRef(a, b, d);
+    const want = matmulRef(a, b, d);
     const withBias = want.map((v, i) => v + bias[Math.floor(i / n) % m]);
     for (const tuning of [{ rows: 16, colVecs: 2 }, { rows: 4, colVecs: 1, wgx: 2, wgy: 4 }]) {
       for (const rowBias of [false, true]) {

@@ -26,13 +26,13 @@ import { type ConvPass, convVariants, fusionEnabled, matmulVariants } from "../k
 import type { MatmulDims } from "../kernels/shapes.ts";
 import type { ConvCase as ConvFixture } from "../checks/golden_cases.ts";
 import {
-  convBackwardBiasRef,
-  convBackwardInputRef,
-  convBackwardWeightRef,
-  convForwardRef,
+  conv2dBackwardBiasRef,
+  conv2dBackwardInputRef,
+  conv2dBackwardWeightRef,
+  conv2dRef,
   convShape,
 } from "../kernels/reference/conv.ts";
-import { gemmBackwardRef, gemmRef } from "../kernels/reference/gemm.ts";
+import { matmulBackwardRef, matmulRef } from "../kernels/reference/matmul.ts";
 import {
   layerScaleBackwardRef,
   layerScaleRef,
@@ -339,11 +339,11 @@ register<ConvP>({
     }`,
   inputs: (p) => [p.x, [p.o, p.x[1] / (p.groups ?? 1), p.k, p.k], ...(p.bias === false ? [] : [[p.o]])],
   gpu: (p, [x, w, b]) => conv2d(x, w, b ?? null, { stride: p.stride, padding: p.pad, groups: p.groups }),
-  cpu: (p, [x, w, b]) => convForwardRef(x, w, b ?? null, convS(p)),
+  cpu: (p, [x, w, b]) => conv2dRef(x, w, b ?? null, convS(p)),
   cpuBackward: (p, [x, w, b], dy) => {
     const s = convS(p);
-    const g = [convBackwardInputRef(dy, w, s), convBackwardWeightRef(dy, x, s)];
-    return b ? [...g, convBackwardBiasRef(dy, s)] : g;
+    const g = [conv2dBackwardInputRef(dy, w, s), conv2dBackwardWeightRef(dy, x, s)];
+    return b ? [...g, conv2dBackwardBiasRef(dy, s)] : g;
   },
   plan: convPlan,
   // the direct depthwise weight gradient sums its chunks in one workgroup; the vec4 1×1 weight
@@ -510,9 +510,9 @@ register<MatmulP>({
   describe: (p) => `[${p.a}]${p.tA ? "ᵀ" : ""}·[${p.b}]${p.tB ? "ᵀ" : ""}`,
   inputs: (p) => [p.a, p.b],
   gpu: (p, [a, b]) => matmulT(a, b, { transA: p.tA, transB: p.tB }),
-  cpu: (p, [a, b]) => gemmRef(a, b, mmDims(p)),
+  cpu: (p, [a, b]) => matmulRef(a, b, mmDims(p)),
   cpuBackward: (p, [a, b], dy) => {
-    const g = gemmBackwardRef(a, b, dy, mmDims(p));
+    const g = matmulBackwardRef(a, b, dy, mmDims(p));
     return [g.da, g.db];
   },
   plan: (p) => matmulPlan(mmDims(p), p.plan, [1]),
@@ -745,14 +745,14 @@ register<DwNormP>({
   },
   cpu: (p, [x, w, gamma, beta, b]) => {
     const s = dwNormS(p);
-    return groupNormRef(convForwardRef(x, w, b ?? null, s), [s.n, s.o, s.oh, s.ow], p.groups, gamma, beta);
+    return groupNormRef(conv2dRef(x, w, b ?? null, s), [s.n, s.o, s.oh, s.ow], p.groups, gamma, beta);
   },
   cpuBackward: (p, [x, w, gamma, , b], dy) => {
     const s = dwNormS(p);
-    const y = convForwardRef(x, w, b ?? null, s);
+    const y = conv2dRef(x, w, b ?? null, s);
     const g = groupNormBackwardRef(y, [s.n, s.o, s.oh, s.ow], p.groups, gamma, dy);
-    const conv = [convBackwardInputRef(g.dx, w, s), convBackwardWeightRef(g.dx, x, s)];
-    return [...conv, g.dw, g.db, ...(b ? [convBackwardBiasRef(g.dx, s)] : [])];
+    const conv = [conv2dBackwardInputRef(g.dx, w, s), conv2dBackwardWeightRef(g.dx, x, s)];
+    return [...conv, g.dw, g.db, ...(b ? [conv2dBackwardBiasRef(g.dx, s)] : [])];
   },
   fusions: () => [{ name: "depthwise-norm-stats", plan: "conv.forward=depthwise/direct" }],
 });

@@ -23,7 +23,7 @@ import {
 import { adapterProfile, setProfile } from "../kernels/profile.ts";
 import { conv1x1Forward } from "../kernels/conv1x1.ts";
 import { depthwiseForward } from "../kernels/depthwise.ts";
-import { convForwardRef, convShape } from "../kernels/reference/conv.ts";
+import { conv2dRef, convShape } from "../kernels/reference/conv.ts";
 import { Rng } from "../autograd/random.ts";
 import { assertClose, randomArray, setup } from "./helpers.ts";
 
@@ -84,8 +84,8 @@ Deno.test("operand textures read as read-only storage textures or as sampled one
     // both kernels read textures, so the read mode gives each a pipeline of its own
     assert.equal(pipes[0].length, 2);
     assert.ok(pipes[0].every((p, i) => p !== pipes[1][i]), "each kernel built for its read mode");
-    assertClose(results[0][0], convForwardRef(x, w, b, s), { rtol: 1e-5, atol: 1e-5 }, "1×1 GEMM");
-    assertClose(results[0][1], convForwardRef(xd, wd, null, d), { rtol: 1e-5, atol: 1e-5 }, "depthwise");
+    assertClose(results[0][0], conv2dRef(x, w, b, s), { rtol: 1e-5, atol: 1e-5 }, "1×1 GEMM");
+    assertClose(results[0][1], conv2dRef(xd, wd, null, d), { rtol: 1e-5, atol: 1e-5 }, "depthwise");
     assert.deepEqual(results[1], results[0], "sampled reads = storage reads");
   } finally {
     setProfile(null);

@@ -32,7 +32,7 @@ import {
   upload,
 } from "../kernels/runtime.ts";
 import type { ConvVariant } from "../kernels/variant.ts";
-import { convForwardRef, convShape } from "../kernels/reference/conv.ts";
+import { conv2dRef, convShape } from "../kernels/reference/conv.ts";
 import { trainingStepPlan } from "../models/plan.ts";
 import { main as info } from "../experiments/info.ts";
 import { Rng } from "../autograd/random.ts";
@@ -102,7 +102,7 @@ Deno.test("variant table: a variant added in a test is planned, overridden, tune
       convForward(xb, wb, null, y, s);
       assert.equal(dummy.runs, 1);
       const got = new Float32Array(await readback(y, 0, 2 * 12 * 16 * 4));
-      assertClose(got, convForwardRef(x, w, null, s), {}, "dummy forward");
+      assertClose(got, conv2dRef(x, w, null, s), {}, "dummy forward");
     } finally {
       [xb, wb, y].forEach(releaseBuffer);
     }

@@ -1,5 +1,6 @@
-// CPU reference of the 2-D convolution (dense, grouped, depthwise; NCHW input, OIHW weight, square k×k
-// kernel, PyTorch semantics) in f64: forward, input gradient, weight gradient and bias gradient.
+// CPU reference of the 2-D convolution (kernels/conv.ts; autograd/ops/conv.ts conv2d: dense, grouped,
+// depthwise; NCHW input, OIHW weight, square k×k kernel, PyTorch semantics) in f64: forward, input
+// gradient, weight gradient and bias gradient.
 // Plain functions on Float64Array (no GPU), for tests and checks of every conv kernel.
 
 import { convOutSize, type ConvShape } from "../shapes.ts";
@@ -49,7 +50,7 @@ function forEachTap(s: ConvShape, f: (xi: number, wi: number, yi: number) => voi
 }
 
 /** y = conv(x, w) + b. */
-export function convForwardRef(
+export function conv2dRef(
   x: Float64Array,
   w: Float64Array,
   b: Float64Array | null,
@@ -62,21 +63,21 @@ export function convForwardRef(
 }
 
 /** dx = ∂ sum(y · dy) / ∂x. */
-export function convBackwardInputRef(dy: Float64Array, w: Float64Array, s: ConvShape): Float64Array {
+export function conv2dBackwardInputRef(dy: Float64Array, w: Float64Array, s: ConvShape): Float64Array {
   const dx = new Float64Array(s.n * s.c * s.h * s.w);
   forEachTap(s, (xi, wi, yi) => dx[xi] += dy[yi] * w[wi]);
   return dx;
 }
 
 /** dw = ∂ sum(y · dy) / ∂w. */
-export function convBackwardWeightRef(dy: Float64Array, x: Float64Array, s: ConvShape): Float64Array {
+export function conv2dBackwardWeightRef(dy: Float64Array, x: Float64Array, s: ConvShape): Float64Array {
   const dw = new Float64Array(s.o * (s.c / s.groups) * s.k * s.k);
   forEachTap(s, (xi, wi, yi) => dw[wi] += dy[yi] * x[xi]);
   return dw;
 }
 
 /** db = ∂ sum(y · dy) / ∂b: dy summed over images and pixels per output channel. */
-export function convBackwardBiasRef(dy: Float64Array, s: ConvShape): Float64Array {
+export function conv2dBackwardBiasRef(dy: Float64Array, s: ConvShape): Float64Array {
   const db = new Float64Array(s.o);
   for (let t = 0; t < dy.length; t++) db[Math.floor(t / (s.oh * s.ow)) % s.o] += dy[t];
   return db;

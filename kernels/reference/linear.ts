@@ -1,7 +1,7 @@
 // CPU reference of the linear layer (autograd/ops/linear.ts linear: a GEMM of kernels/matmul.ts with
 // the weight transposed, plus a bias) in f64, forward and backward.
 
-import { gemmBackwardRef } from "./gemm.ts";
+import { matmulBackwardRef } from "./matmul.ts";
 
 /** x·wᵀ + b for x [rows, k], w [m, k]. */
 export function linearRef(x: Float64Array, w: Float64Array, b: Float64Array | null, k: number): Float64Array {
@@ -26,7 +26,7 @@ export function linearBackwardRef(
 ): { dx: Float64Array; dw: Float64Array; db: Float64Array } {
   const m = w.length / k, rows = x.length / k;
   const d = { batch: 1, m: rows, n: m, k, transA: false, transB: true, batchA: false, batchB: false };
-  const g = gemmBackwardRef(x, w, dy, d);
+  const g = matmulBackwardRef(x, w, dy, d);
   const db = new Float64Array(m);
   dy.forEach((v, i) => db[i % m] += v);
   return { dx: g.da, dw: g.db, db };

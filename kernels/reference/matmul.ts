@@ -16,12 +16,12 @@ function indexers(d: MatmulDims) {
 }
 
 /** Length of C: one [m, n] matrix with `sumBatch`, else `batch` of them. */
-export function gemmOutLength(d: MatmulDims): number {
+export function matmulOutLength(d: MatmulDims): number {
   return (d.sumBatch ? 1 : d.batch) * d.m * d.n;
 }
 
 /** C = op(A)·op(B) (+ rowBias[i] on row i of every result matrix). */
-export function gemmRef(
+export function matmulRef(
   a: Float64Array,
   b: Float64Array,
   d: MatmulDims,
@@ -29,7 +29,7 @@ export function gemmRef(
 ): Float64Array {
   const { batch, m, n, k } = d;
   const { ai, bi } = indexers(d);
-  const c = new Float64Array(gemmOutLength(d));
+  const c = new Float64Array(matmulOutLength(d));
   for (let z = 0; z < batch; z++) {
     const cz = d.sumBatch ? 0 : z;
     for (let i = 0; i < m; i++) {
@@ -50,7 +50,7 @@ export function gemmRef(
  * Gradients of sum(C · dC) with respect to A, B and the row bias, in their own layouts (an operand
  * shared by the batch gets the sum over the batch).
  */
-export function gemmBackwardRef(
+export function matmulBackwardRef(
   a: Float64Array,
   b: Float64Array,
   dc: Float64Array,
