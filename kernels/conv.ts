@@ -25,10 +25,15 @@ import {
   withPartials,
 } from "./conv_common.ts";
 import { convKey } from "./shapes.ts";
-import { convTable, fusionEnabled, planConv } from "./planner.ts";
+import { fusionEnabled } from "./fusions.ts";
+import { planConvIn } from "./plan_core.ts";
+import { PATCH_VARIANTS } from "./patches.ts";
+import { GEMM1X1_VARIANTS } from "./conv1x1.ts";
+import { DEPTHWISE_VARIANTS } from "./depthwise.ts";
 import {
   CONV_PASSES,
   type ConvBindings,
+  type ConvPass,
   convTuneKey,
   type ConvVariant,
   isDepthwise,
@@ -39,6 +44,15 @@ import { adapterProfile } from "./profile.ts";
 
 export { convOutSize, type ConvShape } from "./conv_common.ts";
 
+/**
+ * Every convolution variant: the family tables in the order candidates are listed (read at each call:
+ * a table may grow, e.g. in a test).
+ */
+export function convTable(): ConvVariant[] {
+  return [...PATCH_VARIANTS, ...GEMM1X1_VARIANTS, ...DEPTHWISE_VARIANTS, ...DIRECT_VARIANTS];
+}
+
+const planConv = (s: ConvShape, pass: ConvPass) => planConvIn(convTable(), s, pass);
 const variantOf = (name: string) => lookup(convTable(), name, "conv");
 
 /** Runs pass `b.pass` of `s` by `variant` (the table entry's `run`), after checking it applies. */

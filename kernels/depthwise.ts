@@ -22,7 +22,7 @@ import {
   textureReadTag,
   WGSL_TEXEL_COORD,
 } from "./texture_operand.ts";
-import { fusionEnabled } from "./planner.ts";
+import { fusionEnabled } from "./fusions.ts";
 import {
   depthwiseTiledBackwardInput,
   depthwiseTiledBackwardWeight,

@@ -32,7 +32,7 @@ import {
 } from "./texture_operand.ts";
 import { storageDecls } from "./wgsl.ts";
 import { type MatmulDims, matmulKey } from "./shapes.ts";
-import { planMatmul } from "./planner.ts";
+import { planMatmulIn } from "./plan_core.ts";
 import { lookup, matmulTuneKey, type MatmulVariant, textureGemmApplies } from "./variant.ts";
 import { adapterProfile, type TextureGemmTuning } from "./profile.ts";
 import { matmulTiled } from "./gemm_tiled.ts";
@@ -63,7 +63,7 @@ export interface MatmulOptions {
 export function matmul(a: Binding, b: Binding, c: Binding, d: MatmulDims, opts: MatmulOptions = {}): void {
   if (d.batch * d.m * d.n === 0) return;
   if (d.k === 0) throw new Error("matmul: k = 0 is not supported");
-  const name = opts.variant ?? planMatmul(d).variant;
+  const name = opts.variant ?? planMatmulIn(MATMUL_VARIANTS, d).variant;
   const v = lookup(MATMUL_VARIANTS, name, "matmul");
   if (!v.applies(d, adapterProfile())) throw new Error(`matmul: ${name} cannot run ${matmulKey(d)}`);
   if ((opts.rowBias || epilogueTag(opts.epilogue)) && !v.epilogue) {

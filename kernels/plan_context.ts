@@ -5,7 +5,15 @@
 // accessors there read and write this object, nothing else.
 
 import type { ConvShape, MatmulDims } from "./shapes.ts";
-import type { ConvEpilogue, ConvPass } from "./variant.ts";
+
+export type ConvPass = "forward" | "inputGrad" | "weightGrad";
+
+/**
+ * The epilogue a 1×1 conv pass runs with in ConvNeXt's MLP (autograd/ops/pointwise_mlp.ts): GELU after
+ * the forward, GELU's backward after the input gradient. Tuned apart: the epilogue can move the best
+ * register block (bench/results-lavapipe.txt has the timings).
+ */
+export type ConvEpilogue = "gelu" | "dgelu";
 
 export type PlanSource = "default" | "autotune" | "override";
 export interface Plan {

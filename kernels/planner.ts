@@ -16,25 +16,31 @@
 
 import { type AdapterProfile, adapterProfile } from "./profile.ts";
 import { plannerContext } from "./runtime.ts";
-import { convKey, type ConvShape, type MatmulDims, matmulKey } from "./shapes.ts";
+import type { ConvShape, MatmulDims } from "./shapes.ts";
 import type { ConvEpilogue, ConvPass, ConvVariant, MatmulVariant } from "./variant.ts";
-import { PATCH_VARIANTS } from "./patches.ts";
-import { GEMM1X1_VARIANTS } from "./conv1x1.ts";
-import { DEPTHWISE_VARIANTS } from "./depthwise.ts";
-import { DIRECT_VARIANTS } from "./conv.ts";
+import { convTable } from "./conv.ts";
 import { MATMUL_VARIANTS } from "./matmul.ts";
+import { type Fusion, FUSIONS } from "./fusions.ts";
+import {
+  applicableConvIn,
+  applicableMatmulIn,
+  chooseConvIn,
+  chooseMatmulIn,
+  type Decision,
+  planConvIn,
+  planMatmulIn,
+  tunedAmongIn,
+} from "./plan_core.ts";
 import type { OverrideRule, Plan, PlanEntry, TuneJob, Winner } from "./plan_context.ts";
 
 export type { ConvEpilogue, ConvPass } from "./variant.ts";
 export { conv1x1Dims, convTuneKey, isPatchConv, matmulTuneKey, textureGemmApplies } from "./variant.ts";
 export type { Plan, PlanEntry, PlanSource, TuneJob } from "./plan_context.ts";
+export { type Fusion, fusionEnabled, FUSIONS } from "./fusions.ts";
+export type { Decision } from "./plan_core.ts";
+export { convTable } from "./conv.ts";
 
 // ---------------------------------------------------------------- the tables
-
-/** Every convolution variant, family tables in listing order (read at each call: tables may grow). */
-export function convTable(): ConvVariant[] {
-  return [...PATCH_VARIANTS, ...GEMM1X1_VARIANTS, ...DEPTHWISE_VARIANTS, ...DIRECT_VARIANTS];
-}
 
 /** Every matmul variant. */
 export function matmulTable(): MatmulVariant[] {
@@ -48,68 +54,19 @@ export function knownVariants(): string[] {
 
 // ---------------------------------------------------------------- the pure planner
 
-const offHere = (name: string, prof: AdapterProfile) => prof.variantsOff.includes(name);
-
 /** The conv variants that can run pass `pass` of `s` on profile `prof`, in table order. */
 export function applicableConv(s: ConvShape, pass: ConvPass, prof: AdapterProfile): ConvVariant[] {
-  return convTable().filter((v) =>
-    v.passes.includes(pass) && !offHere(v.name, prof) && v.applies(s, pass, prof)
-  );
+  return applicableConvIn(convTable(), s, pass, prof);
 }
 
 /** The matmul variants that can run `d` on profile `prof`. */
 export function applicableMatmul(d: MatmulDims, prof: AdapterProfile): MatmulVariant[] {
-  return matmulTable().filter((v) => !offHere(v.name, prof) && v.applies(d, prof));
-}
-
-/** The applicable variant of lowest rank (the first in table order among equals). */
-function ranked<V extends { name: string }>(vs: V[], rank: (v: V) => number | null): string {
-  let best: { name: string; r: number } | null = null;
-  for (const v of vs) {
-    const r = rank(v);
-    if (r !== null && (!best || r < best.r)) best = { name: v.name, r };
-  }
-  if (!best) throw new Error(`planner: no variant ranked among ${vs.map((v) => v.name).join(", ")}`);
-  return best.name;
+  return applicableMatmulIn(matmulTable(), d, prof);
 }
 
 /** Of `candidates` (names), those autotune times on profile `prof` (each entry's `tuned`). */
 export function tunedAmong(candidates: string[], prof: AdapterProfile): string[] {
-  const table = [...convTable(), ...matmulTable()];
-  return candidates.filter((name) => {
-    const v = table.find((x) => x.name === name);
-    return !v?.tuned || v.tuned(prof, candidates);
-  });
-}
-
-/** A planning decision: the plan, its tune key, and whether autotune should time the shape. */
-export interface Decision extends Plan {
-  key: string;
-  untuned: boolean;
-}
-
-function decide(
-  target: string,
-  key: string,
-  candidates: { name: string; rewrite?: boolean }[],
-  fallback: string,
-  prof: AdapterProfile,
-  overrides: readonly OverrideRule[],
-  winners: ReadonlyMap<string, Winner> | null,
-): Decision {
-  const names = candidates.map((v) => v.name);
-  const forced = overridden(overrides, target, names);
-  if (forced) return { variant: forced, source: "override", key, untuned: false };
-  // a graph rewrite (patches) is not a kernel a timer can compare: such shapes keep the default
-  if (winners && names.length > 1 && !candidates.some((v) => v.rewrite)) {
-    const w = winners.get(key);
-    const tunable = tunedAmong(names, prof);
-    if (w && w.among === tunable.join(",") && tunable.includes(w.variant)) {
-      return { variant: w.variant, source: "autotune", key, untuned: false };
-    }
-    return { variant: fallback, source: "default", key, untuned: true };
-  }
-  return { variant: fallback, source: "default", key, untuned: false };
+  return tunedAmongIn([...convTable(), ...matmulTable()], candidates, prof);
 }
 
 /**
@@ -124,11 +81,7 @@ export function chooseConv(
   winners: ReadonlyMap<string, Winner> | null,
   epilogue?: ConvEpilogue,
 ): Decision {
-  const vs = applicableConv(s, pass, prof);
-  if (!vs.length) throw new Error(`planner: no conv variant runs ${pass} of ${convKey(s)}`);
-  const fallback = ranked(vs, (v) => v.rank(s, pass, prof));
-  const key = vs.find((v) => v.name === fallback)!.tuneKey(s, pass, epilogue);
-  return decide(`conv.${pass}`, key, vs, fallback, prof, overrides, winners);
+  return chooseConvIn(convTable(), s, pass, prof, overrides, winners, epilogue);
 }
 
 /** The variant that runs matmul `d`: as `chooseConv`. */
@@ -138,10 +91,7 @@ export function chooseMatmul(
   overrides: readonly OverrideRule[],
   winners: ReadonlyMap<string, Winner> | null,
 ): Decision {
-  const vs = applicableMatmul(d, prof);
-  const fallback = ranked(vs, (v) => v.rank(d, prof));
-  const key = vs.find((v) => v.name === fallback)!.tuneKey(d);
-  return decide("matmul", key, vs, fallback, prof, overrides, winners);
+  return chooseMatmulIn(matmulTable(), d, prof, overrides, winners);
 }
 
 // ---------------------------------------------------------------- the tables, by the current profile
@@ -231,55 +181,6 @@ export function withPlanOverride<T>(spec: string, fn: () => T): T {
   }
 }
 
-function overridden(overrides: readonly OverrideRule[], target: string, candidates: string[]): string | null {
-  let pick: string | null = null;
-  for (const r of overrides) {
-    if (r.target !== target && r.target !== target.split(".")[0]) continue;
-    const hit = candidates.find((v) => v === r.variant || v.endsWith(`/${r.variant}`));
-    if (hit) pick = hit;
-  }
-  return pick;
-}
-
-// ---------------------------------------------------------------- fusions
-
-/**
- * Fused kernels that replace a chain of unfused ones (each has a CPU reference and a test equal to the
- * unfused path). All are on by default; "fuse=off" or "fuse.<name>=off" forces the unfused path.
- */
-export const FUSIONS = [
-  // ConvNeXt's 1×1 expand conv: bias + GELU in the GEMM's store (autograd/ops/pointwise_mlp.ts)
-  "bias-gelu",
-  // GELU's backward in the store of the next 1×1 conv's input-gradient GEMM (same op)
-  "gelu-backward",
-  // ConvNeXt's x + γ·branch (layer scale, identity drop path, residual add) in one pass each way, dγ
-  // reduced in the backward pass (autograd/ops/layerscale.ts)
-  "layerscale-residual",
-  // the depthwise/direct weight gradient's sums added in its own workgroup, no second pass (depthwise.ts)
-  "depthwise-weight-tree",
-  // a normalisation's backward sums (two per statistic, dw and db per channel) in one reduction kernel,
-  // or for GroupNorm and BatchNorm from per-row sums of g and g·(x − mean) (norm.ts normBackward)
-  "norm-backward-sums",
-  // BatchNorm's running statistics updated by its statistics kernel, no two extra passes (norm.ts)
-  "norm-running-stats",
-  // ConvNeXt's GroupNorm(1) statistics from blocks the depthwise/direct forward writes beside its output,
-  // combined by one small kernel: no two passes over the tensor (autograd/ops/conv.ts conv2dWithGroupStats)
-  "depthwise-norm-stats",
-  // a conv's bias gradient summed by its weight-gradient kernel from the dy it reads anyway, no
-  // reduction pass (kernels/conv.ts convBackwardWeight; the variants of conv1x1WeightBiasVariants)
-  "weight-grad-bias",
-] as const;
-export type Fusion = typeof FUSIONS[number];
-
-/** Whether fusion `name` is on (the last matching override rule wins). */
-export function fusionEnabled(name: Fusion): boolean {
-  let on = !adapterProfile().fusionsOff.includes(name);
-  for (const r of plannerContext().overrides) {
-    if (r.target === "fuse" || r.target === `fuse.${name}`) on = r.variant === "on";
-  }
-  return on;
-}
-
 // ---------------------------------------------------------------- autotuned winners
 
 // Winners by shape key (kernels/autotune.ts measures them and records them in the context), each with
@@ -352,20 +253,10 @@ export function stopPlanLog(): PlanEntry[] {
  * GEMM epilogue it will run with, if any.
  */
 export function planConv(s: ConvShape, pass: ConvPass, layer = "", epilogue?: ConvEpilogue): Plan {
-  const ctx = plannerContext();
-  const d = chooseConv(s, pass, adapterProfile(), ctx.overrides, ctx.autotune ? ctx.winners : null, epilogue);
-  if (d.untuned && !ctx.pending.has(d.key)) ctx.pending.set(d.key, { op: "conv", s, pass, epilogue });
-  const plan: Plan = { variant: d.variant, source: d.source };
-  ctx.log?.push({ ...plan, layer, op: "conv", pass, shape: convKey(s) });
-  return plan;
+  return planConvIn(convTable(), s, pass, layer, epilogue);
 }
 
 /** The variant that runs matmul `d` (`layer` names it in the plan log). */
 export function planMatmul(d: MatmulDims, layer = ""): Plan {
-  const ctx = plannerContext();
-  const dec = chooseMatmul(d, adapterProfile(), ctx.overrides, ctx.autotune ? ctx.winners : null);
-  if (dec.untuned && !ctx.pending.has(dec.key)) ctx.pending.set(dec.key, { op: "matmul", d });
-  const plan: Plan = { variant: dec.variant, source: dec.source };
-  ctx.log?.push({ ...plan, layer, op: "matmul", pass: "forward", shape: matmulKey(d) });
-  return plan;
+  return planMatmulIn(matmulTable(), d, layer);
 }

@@ -13,17 +13,11 @@
 import type { Binding } from "./runtime.ts";
 import type { AdapterProfile, TextureGemmTuning } from "./profile.ts";
 import type { GemmEpilogue } from "./epilogue.ts";
+import type { ConvEpilogue, ConvPass } from "./plan_context.ts";
 import { convKey, type ConvShape, type MatmulDims, matmulKey } from "./shapes.ts";
 
-export type ConvPass = "forward" | "inputGrad" | "weightGrad";
+export type { ConvEpilogue, ConvPass } from "./plan_context.ts";
 export const CONV_PASSES: readonly ConvPass[] = ["forward", "inputGrad", "weightGrad"];
-
-/**
- * The epilogue a 1×1 conv pass runs with in ConvNeXt's MLP (autograd/ops/pointwise_mlp.ts): GELU after
- * the forward, GELU's backward after the input gradient. Tuned apart: the epilogue can move the best
- * register block (bench/results-lavapipe.txt has the timings).
- */
-export type ConvEpilogue = "gelu" | "dgelu";
 
 /** The buffers of one convolution pass. */
 export type ConvBindings =

@@ -1,5 +1,15 @@
 import { add, checked, commandStats, gpu, pipelineCacheSize, poolStats, tensor } from "../mod.ts";
-import { acquireBuffer, dispatch, kernel, releaseBuffer, sizeClass } from "../kernels/runtime.ts";
+import {
+  acquireBuffer,
+  dispatch,
+  initGPU,
+  kernel,
+  plannerContext,
+  releaseBuffer,
+  resetPlannerContext,
+  sizeClass,
+} from "../kernels/runtime.ts";
+import { autotuneEnabled, planOverride, setAutotune, setPlanOverride } from "../kernels/planner.ts";
 import { f32 } from "../kernels/wgsl.ts";
 import { setup } from "./helpers.ts";
 import assert from "node:assert/strict";
@@ -75,4 +85,23 @@ Deno.test("WGSL literals", () => {
   assert.equal(f32(2), "2.0");
   assert.equal(f32(1e-5), "1e-5");
   assert.throws(() => f32(Infinity));
+});
+
+Deno.test("the planner's state is one context: initGPU keeps it, a reset replaces it whole", async () => {
+  const ctx = plannerContext();
+  await initGPU();
+  assert.equal(plannerContext(), ctx, "a later initGPU keeps the context");
+  const saved = resetPlannerContext();
+  try {
+    setPlanOverride("conv=tiled");
+    setAutotune(true);
+    assert.equal(plannerContext().overrides.length, 1);
+    resetPlannerContext();
+    assert.equal(planOverride(), "");
+    assert.equal(autotuneEnabled(), false);
+    assert.deepEqual([...plannerContext().winners], []);
+  } finally {
+    resetPlannerContext(saved);
+  }
+  assert.equal(plannerContext(), saved);
 });
