@@ -5,9 +5,11 @@
 // measures candidates) replaces it; an override (API or the host's environment variable) replaces both.
 // The planner's state (overrides, winners, queued tunes, autotune on or off, the plan log) is one
 // object, kernels/plan_context.ts, which `initGPU` creates; the functions below other than the pure
-// ones are accessors of it.
+// ones are accessors of it. The choice itself is kernels/plan_core.ts (over a table it is given, so the
+// families' dispatch functions plan through it without importing this module); the fusions and whether
+// each is on are kernels/fusions.ts. This module puts the tables together and keeps the public API.
 //
-// The tables, in the order candidates are listed:
+// The tables, in the order candidates are listed (kernels/conv.ts `convTable` joins the conv ones):
 //   patches     kernels/patches.ts    non-overlapping windows without padding: a graph rewrite
 //   gemm1x1/*   kernels/conv1x1.ts    1×1 stride 1 as GEMMs (texture, tiled, vec4, scalar, columns)
 //   depthwise/* kernels/depthwise.ts  groups = C = O (tiled: halo tiles; direct: register rows)
