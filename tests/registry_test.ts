@@ -4,13 +4,34 @@
 // it: its CPU reference and its GPU op.
 
 import assert from "node:assert/strict";
-import { scope, tensor } from "../mod.ts";
+import { Rng, scope, tensor } from "../mod.ts";
 import { FUSIONS, knownVariants } from "../kernels/planner.ts";
-import { assertClose, finiteDiff, setup, type Tol } from "./helpers.ts";
+import { assertClose, finiteDiff, randomArray, setup, type Tol } from "./helpers.ts";
 import { type FixtureCase, type FixtureFile, REGISTRY } from "./registry.ts";
 import { CONV_OPS, registerSweeps } from "./registry_sweep.ts";
 
 await setup();
+
+Deno.test("every analytic backward reference equals central differences of its forward reference", () => {
+  // the sweep checks the GPU gradients against cpuBackward where a case has one: this keeps those
+  // references honest (one smallest shape per op, in f64)
+  const rng = new Rng(99);
+  const checked: string[] = [];
+  for (const e of REGISTRY) {
+    const c = e.cases.filter((c) => c.cpuBackward).sort((a, b) => size(a.shapes) - size(b.shapes))[0];
+    if (!c) continue;
+    const init = c.init ?? ((r: Rng, s: number[]) => randomArray(r, s.reduce((a, b) => a * b, 1)));
+    const xs = c.shapes.map((s, i) => init(rng, s, i));
+    const up = randomArray(rng, c.cpu(xs).length);
+    const analytic = c.cpuBackward!(xs, up), numeric = finiteDiff(c.cpu, xs, up);
+    analytic.forEach((g, i) => {
+      if (g) assertClose(g, numeric[i], { rtol: 1e-5, atol: 1e-6 }, `${c.name}: input ${i}`);
+    });
+    checked.push(e.name);
+  }
+  console.log(`backward references checked: ${checked.join(", ")}`);
+  assert.ok(checked.length >= 10, `only ${checked.length} ops have a backward reference`);
+});
 
 Deno.test("the registry covers every planner variant, the required ops and every fusion", () => {
   const rows: string[] = [];
@@ -118,4 +139,8 @@ for (const e of REGISTRY) {
     const f = fx.load(raw);
     Deno.test(`${e.name} = PyTorch (${fx.file}): ${f.name}`, () => replay(f));
   }
+}
+
+function size(shapes: number[][]): number {
+  return shapes.reduce((a, s) => a + s.reduce((x, y) => x * y, 1), 0);
 }
