@@ -44,6 +44,7 @@ export const MUST_MATCH: (keyof TrainConfig)[] = [
   "trainLimit",
   "evalLimit",
   "rescoreTrain",
+  "synthetic",
 ];
 
 /** The MUST_MATCH keys whose values differ, as "key = saved (now asked: value)" phrases. */

@@ -38,6 +38,8 @@ export interface TrainConfig extends RunSettings {
   protocol: Protocol;
   rescoreTrain: boolean;
   dataDir?: string;
+  /** Train on random CIFAR-shaped images from the seed instead of CIFAR-10 (data/synthetic.ts). */
+  synthetic?: boolean;
   out: string;
   /** Progress refresh (and the only mid-epoch readback) every this many steps. */
   progressEvery: number;
@@ -69,6 +71,8 @@ Trains the study's models on CIFAR-10 with the notebook's recipe and writes resu
   --rescore-train      re-score the whole training set each epoch (as the notebook; slow)
   --data-dir DIR       CIFAR-10 binary folder (else $CIFAR10_DIR, else ./data/cifar-10-batches-bin,
                        downloaded when missing)
+  --synthetic          random CIFAR-shaped images and labels from the seed instead of CIFAR-10
+                       (for a machine without the data: every code path runs, accuracies mean nothing)
   --out DIR            results folder (default results/<stage>)
   --resume             continue the runs found in --out from their last checkpoint (from the
                        previous one, run<k>.prev.safetensors, when the last fails verification)
@@ -143,6 +147,7 @@ export function parseTrainArgs(args: string[]): TrainCli {
       protocol: { type: "string" },
       "rescore-train": { type: "boolean" },
       "data-dir": { type: "string" },
+      synthetic: { type: "boolean" },
       out: { type: "string" },
       resume: { type: "boolean" },
       quick: { type: "boolean" },
@@ -159,6 +164,7 @@ export function parseTrainArgs(args: string[]): TrainCli {
   if (protocol !== "notebook" && protocol !== "clean") {
     throw new Error(`--protocol must be "notebook" or "clean", got "${protocol}"`);
   }
+  if (v.synthetic && v["data-dir"]) throw new Error("--synthetic and --data-dir exclude each other");
   const dropPath = num("drop-path", v["drop-path"], 0, false);
   if (dropPath >= 1) throw new Error(`--drop-path must be below 1, got ${dropPath}`);
   const config: TrainConfig = {
@@ -179,6 +185,7 @@ export function parseTrainArgs(args: string[]): TrainCli {
     protocol,
     rescoreTrain: v["rescore-train"] ?? false,
     dataDir: v["data-dir"],
+    synthetic: v.synthetic || undefined,
     out: v.out ?? "",
     progressEvery: num("progress-every", v["progress-every"], 10, true, 1),
   };

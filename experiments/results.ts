@@ -23,6 +23,8 @@ export interface RunSummary {
   seed: number;
   protocol: Protocol;
   config: TrainConfig;
+  /** What it trained on: CIFAR-10, or random images from the seed (`--synthetic`). */
+  data: "cifar10" | "synthetic";
   adapter: string;
   parameters: number;
   epochsCompleted: number;

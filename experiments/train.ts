@@ -3,6 +3,7 @@
 
 import { makeLoaders } from "../data/loader.ts";
 import { openCifar10 } from "../data/cifar10.ts";
+import { syntheticCifar10 } from "../data/synthetic.ts";
 import { parseTrainArgs, type Stage, TRAIN_HELP, type TrainCli, type TrainConfig } from "./config.ts";
 import { reportedAccuracy, runPaths, type RunSummary } from "./results.ts";
 import { trainRun } from "./trainer.ts";
@@ -89,7 +90,15 @@ async function main(args: string[]): Promise<number> {
         "per run. `--quick` trains a narrow model in minutes; the full study is meant for a real GPU.",
     );
   }
-  const data = await openCifar10({ dataDir: cli.config.dataDir, log: (m) => console.log(m) });
+  const data = cli.config.synthetic
+    ? syntheticCifar10(cli.config.seed)
+    : await openCifar10({ dataDir: cli.config.dataDir, log: (m) => console.log(m) });
+  if (cli.config.synthetic) {
+    console.log(
+      `data: synthetic (random CIFAR-shaped images and labels from seed ${cli.config.seed}, not CIFAR-10: ` +
+        `accuracies mean nothing)`,
+    );
+  }
 
   for (const stage of cli.stages) {
     const cfg = stageConfig(cli, stage);

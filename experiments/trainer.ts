@@ -393,6 +393,7 @@ function runSummary(run: Run, complete: boolean, imagesPerSecond: number): RunSu
     seed: run.seed,
     protocol: cfg.protocol,
     config: cfg,
+    data: cfg.synthetic ? "synthetic" : "cifar10",
     adapter: gpu().adapterName,
     parameters: run.model.numParameters(),
     epochsCompleted: rows.length,

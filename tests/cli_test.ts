@@ -87,3 +87,22 @@ Deno.test(
     }
   },
 );
+
+Deno.test("train --synthetic: one epoch on random CIFAR-shaped data, said so in the log and run0.json", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    assert.throws(() => parseTrainArgs(["--synthetic", "--data-dir", "x"]), /--synthetic and --data-dir/);
+    const args = ["--quick", "--synthetic", "--epochs", "1", "--train-limit", "64", "--eval-limit", "32"];
+    const r = await run("experiments/train.ts", [...args, "--batch-size", "32", "--out", dir]);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /data: synthetic \(random CIFAR-shaped images and labels from seed 0/);
+    assert.doesNotMatch(r.out + r.err, /CIFAR-10: (using|downloading)/);
+    const summary = JSON.parse(await Deno.readTextFile(`${dir}/run0.json`));
+    assert.equal(summary.data, "synthetic");
+    assert.equal(summary.config.synthetic, true);
+    assert.equal(summary.epochsCompleted, 1);
+    assert.ok(Number.isFinite(summary.reported.accuracy));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
