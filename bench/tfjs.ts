@@ -61,13 +61,16 @@ export async function loadTfjs(): Promise<{ tf: Tf; info: TfjsInfo }> {
   };
 }
 
+/** A median per-call time and how it was taken. */
+type Timed = { ms: number; method: string };
+
 /** Median per-call time of a TensorFlow.js op (GPU kernel time when it has timestamps). */
 async function timeTf(
   tf: Tf,
   make: () => TF.Tensor,
   runs: number,
   timestampQuery: boolean,
-): Promise<{ ms: number; method: string }> {
+): Promise<Timed> {
   const once = async () => {
     if (timestampQuery) {
       const info = await tf.time(() => make().dispose());
@@ -96,7 +99,7 @@ async function timeOursConv(
   pass: string,
   timing: MeasureOptions,
   rng: Rng,
-): Promise<{ ms: number; method: string }> {
+): Promise<Timed> {
   const x = randn(xShape, rng), w = randn(wShape, rng, { std: 0.1 });
   let y: Tensor | null = null, g: Tensor | null = null;
   try {
@@ -145,6 +148,24 @@ export async function compareTfjs(opts: CompareOptions): Promise<{ info: TfjsInf
       }`,
     );
   };
+  /** One row: TensorFlow.js's time `t` against ours `o` (through `impl`) on `w`. */
+  const pushTimed = (
+    w: { op: string; shape: string; pass: string; flops: number },
+    t: Timed,
+    impl: string,
+    o: Timed,
+    target: number | null,
+  ) =>
+    push({
+      ...w,
+      tfjsMs: t.ms,
+      tfjsMethod: t.method,
+      impl,
+      oursMs: o.ms,
+      oursMethod: o.method,
+      speedup: t.ms / o.ms,
+      target,
+    });
   const want = (name: string) => !opts.filter || opts.filter(name);
   const randT = (shape: number[], std = 1) => tf.randomNormal(shape, 0, std);
 
@@ -177,19 +198,10 @@ export async function compareTfjs(opts: CompareOptions): Promise<{ info: TfjsInf
       releaseBuffer(c);
       const flops = 2 * d.m * d.n * d.k;
       const shape = `${d.m}×${d.k}×${d.n}`;
-      push({
-        op,
-        shape,
-        pass: g.pass,
-        flops,
-        tfjsMs: t.ms,
-        tfjsMethod: t.method,
-        impl: "kernels/matmul.ts",
-        oursMs: s.medianMs,
-        oursMethod: s.method,
-        speedup: t.ms / s.medianMs,
-        target: 2,
-      });
+      pushTimed({ op, shape, pass: g.pass, flops }, t, "kernels/matmul.ts", {
+        ms: s.medianMs,
+        method: s.method,
+      }, 2);
       // the same layer through our conv2d (NCHW, kernels/conv1x1.ts)
       const o = await timeOursConv(
         [B, cin, hw, hw],
@@ -199,19 +211,7 @@ export async function compareTfjs(opts: CompareOptions): Promise<{ info: TfjsInf
         opts.timing,
         rng,
       );
-      push({
-        op,
-        shape: `x [${B},${cin},${hw},${hw}]`,
-        pass: g.pass,
-        flops,
-        tfjsMs: t.ms,
-        tfjsMethod: t.method,
-        impl: "conv2d",
-        oursMs: o.ms,
-        oursMethod: o.method,
-        speedup: t.ms / o.ms,
-        target: 2,
-      });
+      pushTimed({ op, shape: `x [${B},${cin},${hw},${hw}]`, pass: g.pass, flops }, t, "conv2d", o, 2);
     }
   }
 
@@ -298,20 +298,10 @@ export async function compareTfjs(opts: CompareOptions): Promise<{ info: TfjsInf
         opts.timing,
         rng,
       );
-      push({
-        op: cv.op,
-        shape: `x [${B},${cv.c},${cv.hw},${cv.hw}]`,
-        pass,
-        flops,
-        tfjsMs: t.ms,
-        tfjsMethod: t.method,
-        impl: "conv2d",
-        oursMs: o.ms,
-        oursMethod: o.method,
-        speedup: t.ms / o.ms,
-        // the issue sets 2× for the depthwise forward and weight gradient
-        target: cv.dw && pass !== "backward (input)" ? cv.target : null,
-      });
+      const shape = `x [${B},${cv.c},${cv.hw},${cv.hw}]`;
+      // the issue sets 2× for the depthwise forward and weight gradient
+      const target = cv.dw && pass !== "backward (input)" ? cv.target : null;
+      pushTimed({ op: cv.op, shape, pass, flops }, t, "conv2d", o, target);
     }
     x.dispose();
     w.dispose();

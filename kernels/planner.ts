@@ -71,19 +71,16 @@ export function tunedAmong(candidates: string[], prof: AdapterProfile): string[]
   return tunedAmongIn([...convTable(), ...matmulTable()], candidates, prof);
 }
 
+/** The arguments of `chooseConvIn` after its table (their names and meanings stay its own). */
+type ConvChoice = Parameters<typeof chooseConvIn> extends [unknown, ...infer Rest] ? Rest : never;
+
 /**
- * The variant that runs pass `pass` of `s` (with GEMM epilogue `epilogue`, if any): a pure function of
- * the shape, the profile, the override rules and the autotuned winners (null: autotune off).
+ * The variant that runs pass `pass` of `s` (with GEMM epilogue `epilogue`, if any): `chooseConvIn` over
+ * the current conv table, a pure function of the shape, the profile, the override rules and the autotuned
+ * winners (null: autotune off).
  */
-export function chooseConv(
-  s: ConvShape,
-  pass: ConvPass,
-  prof: AdapterProfile,
-  overrides: readonly OverrideRule[],
-  winners: ReadonlyMap<string, Winner> | null,
-  epilogue?: ConvEpilogue,
-): Decision {
-  return chooseConvIn(convTable(), s, pass, prof, overrides, winners, epilogue);
+export function chooseConv(...args: ConvChoice): Decision {
+  return chooseConvIn(convTable(), ...args);
 }
 
 /** The variant that runs matmul `d`: as `chooseConv`. */

@@ -15,6 +15,7 @@ import { type CaseResult, JSON_FIXTURES, MODEL_FIXTURES, runJsonFixture } from "
 import { trainStepsLosses } from "../../checks/train_steps_case.ts";
 import { type DemoServer, startDemo } from "../../experiments/demo.ts";
 import { openPage, type Session, waitFor } from "./chromium.ts";
+import type { Status } from "../../web/session.ts";
 
 const OUT = Deno.env.get("BROWSER_TEST_OUT") ?? "results/browser";
 await Deno.mkdir(OUT, { recursive: true });
@@ -26,15 +27,6 @@ globalThis.addEventListener("unhandledrejection", (e) => {
   if (/detached Frame|Target closed/.test(String((e.reason as Error)?.message))) e.preventDefault();
 });
 
-interface DemoStatus {
-  state: string;
-  epoch: number;
-  step: number;
-  loss: number | null;
-  trainAccuracy: number | null;
-  testAccuracy: number | null;
-  imagesPerSec: number | null;
-}
 // deno-lint-ignore no-explicit-any
 type PageGlobal = any;
 
@@ -216,7 +208,7 @@ Deno.test(
     const status = await waitFor(
       page,
       () => {
-        const s = (globalThis as PageGlobal).demo?.status as DemoStatus | undefined;
+        const s = (globalThis as PageGlobal).demo?.status as Status | undefined;
         return s && (s.state === "done" || s.state === "error") ? s : null;
       },
       "the autostarted run to finish",
@@ -268,7 +260,7 @@ Deno.test(
     const b64: string = await page.evaluate(() => (globalThis as PageGlobal).demo.checkpointBase64());
     const file = join(dir, "final-page.safetensors");
     await Deno.writeFile(file, Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)));
-    const status: DemoStatus = await page.evaluate(() => (globalThis as PageGlobal).demo.status);
+    const status: Status = await page.evaluate(() => (globalThis as PageGlobal).demo.status);
     // the notebook protocol evaluates in training mode, in batches of the training batch size
     const out = await runDeno([
       "run",
@@ -338,7 +330,7 @@ Deno.test(
       );
       assert.equal(widths, "16,32,64,128", "the form shows the checkpoint's configuration");
       await s.page.evaluate(() => (globalThis as PageGlobal).demo.evaluate());
-      const status: DemoStatus = await s.page.evaluate(() => (globalThis as PageGlobal).demo.status);
+      const status: Status = await s.page.evaluate(() => (globalThis as PageGlobal).demo.status);
       const msg = await s.page.$eval("#message", (e) => e.textContent);
       assert.ok(status.testAccuracy !== null, `no evaluation: ${msg}`);
       // the trainer's epoch 1 test accuracy: notebook protocol, 64 test images in one batch
