@@ -63,14 +63,16 @@ class CaseCheck {
   }
 }
 
-interface Arr {
+/** An array of a JSON fixture: its shape and its values, row-major. */
+export interface Arr {
   shape: number[];
   data: number[];
 }
 
 // ---------------------------------------------------------------- ops.json
 
-interface OpCase {
+/** A case of tests/fixtures/ops.json (scripts/golden/ops.py). */
+export interface OpCase {
   name: string;
   op: string;
   args: Record<string, unknown>;
@@ -189,7 +191,8 @@ export async function runConvFixture(fixture: { cases: ConvCase[] }): Promise<Ca
 
 // ---------------------------------------------------------------- optim.json (AdamW)
 
-interface AdamWGolden {
+/** The AdamW part of tests/fixtures/optim.json (scripts/golden/optim.py). */
+export interface AdamWGolden {
   shapes: number[][];
   lr: number;
   betas: [number, number];
@@ -232,17 +235,20 @@ export async function runOptimFixture(fixture: { adamw: AdamWGolden }): Promise<
 
 // ---------------------------------------------------------------- models_*.safetensors
 
+/** What a tests/fixtures/models_<stage>.safetensors file says its model is (metadata `golden`). */
+export interface ModelGoldenMeta {
+  stage: string;
+  widths: number[];
+  depths: number[];
+  stemFeatures: number;
+}
+
 /**
- * tests/fixtures/models_<stage>.safetensors: a whole model's logits, loss, every parameter gradient
- * and (train mode) running statistics, in train and eval mode, at the tolerances of models_test.ts.
+ * A models_<stage>.safetensors fixture, ready to replay: its metadata, the model it describes (built
+ * fresh; the caller disposes it), the model's state spec, the initial state, the input and the targets.
  */
-export async function runModelFixture(file: SafetensorsFile, name: string): Promise<CaseResult[]> {
-  const meta = JSON.parse(file.metadata.golden) as {
-    stage: string;
-    widths: number[];
-    depths: number[];
-    stemFeatures: number;
-  };
+export function modelGolden(file: SafetensorsFile) {
+  const meta = JSON.parse(file.metadata.golden) as ModelGoldenMeta;
   const model = buildModel(meta.stage, {
     widths: meta.widths,
     depths: meta.depths,
@@ -251,7 +257,15 @@ export async function runModelFixture(file: SafetensorsFile, name: string): Prom
   const spec = model.stateSpec();
   const init: Record<string, Float32Array> = {};
   for (const n of Object.keys(spec)) init[n] = file.tensors[n].data;
-  const x = file.tensors.input, target = Array.from(file.tensors.target.data);
+  return { meta, model, spec, init, x: file.tensors.input, target: Array.from(file.tensors.target.data) };
+}
+
+/**
+ * tests/fixtures/models_<stage>.safetensors: a whole model's logits, loss, every parameter gradient
+ * and (train mode) running statistics, in train and eval mode, at the tolerances of models_test.ts.
+ */
+export async function runModelFixture(file: SafetensorsFile, name: string): Promise<CaseResult[]> {
+  const { meta, model, spec, init, x, target } = modelGolden(file);
   const params = model.namedParameters();
   const maxAbs = (a: ArrayLike<number>) => Array.from(a).reduce((m, v) => Math.max(m, Math.abs(v)), 0);
   const out: CaseResult[] = [];

@@ -9,6 +9,7 @@ import { crossEntropy } from "../autograd/ops/loss.ts";
 import { onMeta, readMany, traceModules } from "../nn/module.ts";
 import { loadSafetensors } from "../experiments/files.ts";
 import { buildModel, type Model, type ModelOptions, STAGES } from "../models/zoo.ts";
+import { modelGolden } from "../checks/golden_cases.ts";
 import { assertClose, setup } from "./helpers.ts";
 
 await setup();
@@ -118,27 +119,12 @@ Deno.test("a model initialises like PyTorch: kaiming-uniform bounds, ones/zeros,
 
 // ---------------------------------------------------------------- PyTorch golden values
 
-interface GoldenMeta {
-  stage: string;
-  widths: number[];
-  depths: number[];
-  stemFeatures: number;
-}
-
 async function goldenCase(stage: string): Promise<void> {
   const file = await loadSafetensors(
     new URL(`./fixtures/models_${stage}.safetensors`, import.meta.url).pathname,
   );
-  const meta: GoldenMeta = JSON.parse(file.metadata.golden);
-  const model = buildModel(stage, {
-    widths: meta.widths,
-    depths: meta.depths,
-    stemFeatures: meta.stemFeatures,
-  });
-  const spec = model.stateSpec();
-  const init: Record<string, Float32Array> = {};
-  for (const n of Object.keys(spec)) init[n] = file.tensors[n].data;
-  const x = file.tensors.input, target = Array.from(file.tensors.target.data);
+  const { meta, model, spec, init, x, target } = modelGolden(file);
+  assert.equal(meta.stage, stage);
   const params = model.namedParameters();
   const worst: Record<string, number> = {};
   for (const mode of ["train", "eval"] as const) {

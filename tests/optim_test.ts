@@ -7,26 +7,13 @@ import { scope, type Tensor, tensor } from "../autograd/tensor.ts";
 import { mul } from "../autograd/ops/elementwise.ts";
 import { sum } from "../autograd/ops/reduce.ts";
 import { AdamW, CosineAnnealingLR } from "../nn/optim.ts";
+import type { AdamWGolden } from "../checks/golden_cases.ts";
 import { assertClose, setup } from "./helpers.ts";
 
 await setup();
 
 interface Golden {
-  adamw: {
-    shapes: number[][];
-    lr: number;
-    betas: [number, number];
-    eps: number;
-    weightDecay: number;
-    init: number[][];
-    steps: {
-      lr: number;
-      grads: number[][];
-      params: number[][];
-      exp_avg: number[][];
-      exp_avg_sq: number[][];
-    }[];
-  };
+  adamw: AdamWGolden;
   cosine: { base: number; tMax: number; etaMin: number; lrs: number[] }[];
 }
 

@@ -24,7 +24,7 @@ import type { Tensor } from "../autograd/tensor.ts";
 import { planFusions } from "../nn/fusions.ts";
 import { type ConvPass, convVariants, fusionEnabled, matmulVariants } from "../kernels/planner.ts";
 import type { MatmulDims } from "../kernels/shapes.ts";
-import type { ConvCase as ConvFixture } from "../checks/golden_cases.ts";
+import type { Arr, ConvCase as ConvFixture, OpCase as OpsFixture } from "../checks/golden_cases.ts";
 import {
   conv2dBackwardBiasRef,
   conv2dBackwardInputRef,
@@ -109,10 +109,7 @@ export interface OpCase {
   fusions: FusionCheck[];
 }
 
-export interface Arr {
-  shape: number[];
-  data: number[];
-}
+export type { Arr };
 
 /** One PyTorch fixture case, ready to run, with the op's GPU function and CPU reference on its shape. */
 export interface FixtureCase {
@@ -198,19 +195,6 @@ const lsShape = ([n, c, h, w]: number[]) => ({ n, c, p: h * w });
 const scaled = (scale: number): Init => (rng, shape) => randomArray(rng, prod(shape), scale);
 
 // ---------------------------------------------------------------- fixture formats
-
-/** A case of tests/fixtures/ops.json (scripts/golden/ops.py). */
-interface OpsFixture {
-  name: string;
-  op: string;
-  args: Record<string, unknown>;
-  inputs: Record<string, Arr>;
-  upstream: Arr;
-  output: Arr;
-  grads: Record<string, Arr>;
-  runningMeanAfter?: Arr;
-  runningVarAfter?: Arr;
-}
 
 /** The inputs `names` of an ops.json case, in the op's input order. */
 function opsRun<P>(raw: unknown, names: string[], p: (c: OpsFixture) => P): Run<P> {
