@@ -25,14 +25,7 @@ import { matmulOutLength, matmulRef } from "../kernels/reference/matmul.ts";
 import { geluBackwardRef, geluRef, reluBackwardRef, reluRef } from "../kernels/reference/activation.ts";
 import { layerScaleBackwardRef, layerScaleRef } from "../kernels/reference/layerscale.ts";
 import { linearBackwardRef, linearRef } from "../kernels/reference/linear.ts";
-import {
-  batchNorm2dBackwardRef,
-  batchNorm2dRef,
-  groupNormBackwardRef,
-  groupNormRef,
-  layerNormBackwardRef,
-  layerNormRef,
-} from "../kernels/reference/norm.ts";
+import * as normRef from "../kernels/reference/norm.ts";
 import { adaptiveAvgPool2dBackwardRef, adaptiveAvgPool2dRef } from "../kernels/reference/pool.ts";
 import { adamWRef } from "../kernels/reference/optim.ts";
 import { opTolerance, type Tol } from "../kernels/reference/tolerance.ts";
@@ -259,20 +252,20 @@ function layerReference(
     }
     case "groupNorm": {
       const { numGroups: g, eps } = m as GroupNorm;
-      if (!dy) return [["y", groupNormRef(x, shape, g, w, b, eps)]];
-      const r = groupNormBackwardRef(x, shape, g, w, dy, eps);
+      if (!dy) return [["y", normRef.groupNormRef(x, shape, g, w, b, eps)]];
+      const r = normRef.groupNormBackwardRef(x, shape, g, w, dy, eps);
       return grads(r.dx, { weight: r.dw, bias: r.db });
     }
     case "layerNorm": {
       const { normalizedShape: l, eps } = m as LayerNorm;
-      if (!dy) return [["y", layerNormRef(x, l, w, b, eps)]];
-      const r = layerNormBackwardRef(x, l, w, dy, eps);
+      if (!dy) return [["y", normRef.layerNormRef(x, l, w, b, eps)]];
+      const r = normRef.layerNormBackwardRef(x, l, w, dy, eps);
       return grads(r.dx, { weight: r.dw, bias: r.db });
     }
     case "batchNorm2d": {
       const { eps } = m as BatchNorm2d;
-      if (!dy) return [["y", batchNorm2dRef(x, shape, w, b, eps).y]];
-      const r = batchNorm2dBackwardRef(x, shape, w, dy, eps);
+      if (!dy) return [["y", normRef.batchNorm2dRef(x, shape, w, b, eps).y]];
+      const r = normRef.batchNorm2dBackwardRef(x, shape, w, dy, eps);
       return grads(r.dx, { weight: r.dw, bias: r.db });
     }
     case "relu":

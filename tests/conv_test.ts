@@ -9,13 +9,7 @@ import assert from "node:assert/strict";
 import { startCapture, stopCapture } from "../kernels/runtime.ts";
 import { setProfile } from "../kernels/profile.ts";
 import { setPlanOverride } from "../kernels/planner.ts";
-import {
-  conv2dBackwardBiasRef,
-  conv2dBackwardInputRef,
-  conv2dBackwardWeightRef,
-  conv2dRef,
-  convShape,
-} from "../kernels/reference/conv.ts";
+import * as convRef from "../kernels/reference/conv.ts";
 
 await setup();
 
@@ -73,10 +67,11 @@ for (const [n, c, o, hw, swaps] of [[2, 64, 68, 8, 0], [3, 64, 68, 4, 4]]) {
     setProfile(null);
     assert.equal(kernels.filter((k) => k === "matmul/texture").length, 3, `kernels: ${kernels}`);
     assert.equal(kernels.filter((k) => k === "gemm1x1/columns").length, swaps, `kernels: ${kernels}`);
-    const s = convShape([n, c, hw, hw], o, 1);
+    const s = convRef.convShape([n, c, hw, hw], o, 1);
     const [x64, w64, g64] = [xs, ws, gs].map((a) => Float64Array.from(a));
-    const ey = conv2dRef(x64, w64, Float64Array.from(bs), s), ex = conv2dBackwardInputRef(g64, w64, s);
-    const ew = conv2dBackwardWeightRef(g64, x64, s), eb = conv2dBackwardBiasRef(g64, s);
+    const ey = convRef.conv2dRef(x64, w64, Float64Array.from(bs), s),
+      ex = convRef.conv2dBackwardInputRef(g64, w64, s);
+    const ew = convRef.conv2dBackwardWeightRef(g64, x64, s), eb = convRef.conv2dBackwardBiasRef(g64, s);
     const tol = { rtol: 1e-4, atol: 1e-4 };
     assertClose(await y.toArray(), ey, tol, "forward");
     assertClose(await x.grad!.toArray(), ex, tol, "input gradient");

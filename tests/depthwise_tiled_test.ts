@@ -12,13 +12,7 @@ import {
   depthwiseTiledSupports,
 } from "../kernels/depthwise_tiled.ts";
 import { checked } from "../kernels/runtime.ts";
-import {
-  conv2dBackwardBiasRef,
-  conv2dBackwardInputRef,
-  conv2dBackwardWeightRef,
-  conv2dRef,
-  convShape,
-} from "../kernels/reference/conv.ts";
+import * as convRef from "../kernels/reference/conv.ts";
 import type { ConvShape } from "../kernels/shapes.ts";
 import { assertClose, finiteDiff, randomArray, setup } from "./helpers.ts";
 import assert from "node:assert/strict";
@@ -46,15 +40,15 @@ async function check(name: string, s: ConvShape, bias: boolean, seed = 1): Promi
     depthwiseTiledBackwardInput(tdy.binding(), tw.binding(), tdx.binding(), s);
     depthwiseTiledBackwardWeight(tdy.binding(), tx.binding(), tdw.binding(), s);
   });
-  assertClose(await ty.toArray(), conv2dRef(x, w, b, s), TOL, `${name} forward`);
-  assertClose(await tdx.toArray(), conv2dBackwardInputRef(dy, w, s), TOL, `${name} input gradient`);
-  assertClose(await tdw.toArray(), conv2dBackwardWeightRef(dy, x, s), TOL, `${name} weight gradient`);
+  assertClose(await ty.toArray(), convRef.conv2dRef(x, w, b, s), TOL, `${name} forward`);
+  assertClose(await tdx.toArray(), convRef.conv2dBackwardInputRef(dy, w, s), TOL, `${name} input gradient`);
+  assertClose(await tdw.toArray(), convRef.conv2dBackwardWeightRef(dy, x, s), TOL, `${name} weight gradient`);
   for (const t of [tx, tw, tb, tdy, ty, tdx, tdw]) t?.dispose();
   assert.equal(poolStats().bytesInUse, before, `${name}: buffers left in use`);
 }
 
 const dw = (n: number, c: number, h: number, w: number, k: number, pad = (k - 1) / 2) =>
-  convShape([n, c, h, w], c, k, 1, pad, c);
+  convRef.convShape([n, c, h, w], c, k, 1, pad, c);
 
 Deno.test("depthwise/tiled: several tiles per image, rectangular, split weight gradient, other paddings", async () => {
   // 40×40: two 32×32 tiles per axis, and 12 weight-gradient steps in several chunks
@@ -70,9 +64,12 @@ Deno.test("depthwise/tiled: several tiles per image, rectangular, split weight g
 
 Deno.test("depthwise/tiled supports stride 1 depthwise only, and says so", () => {
   assert.ok(depthwiseTiledSupports(dw(64, 768, 4, 4, 7), "weight"));
-  assert.ok(!depthwiseTiledSupports(convShape([1, 4, 9, 9], 4, 7, 2, 3, 4), "forward"), "stride 2");
-  assert.ok(!depthwiseTiledSupports(convShape([1, 4, 9, 9], 8, 3, 1, 1, 4), "forward"), "multiplier 2");
-  assert.ok(!depthwiseTiledSupports(convShape([1, 4, 9, 9], 4, 3, 1, 1, 1), "input"), "dense");
+  assert.ok(!depthwiseTiledSupports(convRef.convShape([1, 4, 9, 9], 4, 7, 2, 3, 4), "forward"), "stride 2");
+  assert.ok(
+    !depthwiseTiledSupports(convRef.convShape([1, 4, 9, 9], 8, 3, 1, 1, 4), "forward"),
+    "multiplier 2",
+  );
+  assert.ok(!depthwiseTiledSupports(convRef.convShape([1, 4, 9, 9], 4, 3, 1, 1, 1), "input"), "dense");
   const t = empty([4 * 81]);
   assert.throws(
     () =>
@@ -81,7 +78,7 @@ Deno.test("depthwise/tiled supports stride 1 depthwise only, and says so", () =>
         t.binding(),
         null,
         t.binding(),
-        convShape([1, 4, 9, 9], 4, 3, 2, 1, 4),
+        convRef.convShape([1, 4, 9, 9], 4, 3, 2, 1, 4),
       ),
     /depthwise\/tiled: no forward kernel/,
   );
@@ -103,19 +100,19 @@ Deno.test("conv reference backward = finite differences (dense, grouped, depthwi
   const rng = new Rng(4);
   for (
     const s of [
-      convShape([2, 3, 5, 5], 4, 3, 1, 1),
-      convShape([1, 4, 6, 5], 6, 3, 2, 1, 2),
-      convShape([2, 3, 7, 7], 3, 7, 1, 3, 3),
-      convShape([1, 2, 6, 6], 2, 3, 2, 0, 2),
+      convRef.convShape([2, 3, 5, 5], 4, 3, 1, 1),
+      convRef.convShape([1, 4, 6, 5], 6, 3, 2, 1, 2),
+      convRef.convShape([2, 3, 7, 7], 3, 7, 1, 3, 3),
+      convRef.convShape([1, 2, 6, 6], 2, 3, 2, 0, 2),
     ]
   ) {
     const x = randomArray(rng, s.n * s.c * s.h * s.w),
       w = randomArray(rng, s.o * (s.c / s.groups) * s.k * s.k);
     const b = randomArray(rng, s.o), dy = randomArray(rng, s.n * s.o * s.oh * s.ow);
-    const [fx, fw, fb] = finiteDiff(([xx, ww, bb]) => conv2dRef(xx, ww, bb, s), [x, w, b], dy);
+    const [fx, fw, fb] = finiteDiff(([xx, ww, bb]) => convRef.conv2dRef(xx, ww, bb, s), [x, w, b], dy);
     const tol = { rtol: 1e-6, atol: 1e-7 };
-    assertClose(conv2dBackwardInputRef(dy, w, s), fx, tol, "dx");
-    assertClose(conv2dBackwardWeightRef(dy, x, s), fw, tol, "dw");
-    assertClose(conv2dBackwardBiasRef(dy, s), fb, tol, "db");
+    assertClose(convRef.conv2dBackwardInputRef(dy, w, s), fx, tol, "dx");
+    assertClose(convRef.conv2dBackwardWeightRef(dy, x, s), fw, tol, "dw");
+    assertClose(convRef.conv2dBackwardBiasRef(dy, s), fb, tol, "db");
   }
 });
