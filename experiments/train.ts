@@ -1,9 +1,9 @@
 // `deno task train`: the CLI around `trainRun` (see --help). Ctrl-C, SIGTERM and SIGHUP stop a run
 // after its current step with a checkpoint (experiments/signals.ts).
 
-import { makeLoaders } from "../data/loader.ts";
 import { openCifar10 } from "../data/cifar10.ts";
 import { syntheticCifar10 } from "../data/synthetic.ts";
+import { runLoaders } from "../training/recipe.ts";
 import { parseTrainArgs, type Stage, TRAIN_HELP, type TrainCli, type TrainConfig } from "./config.ts";
 import { reportedAccuracy, runPaths, type RunSummary } from "./results.ts";
 import { trainRun } from "./trainer.ts";
@@ -111,13 +111,7 @@ async function main(args: string[]): Promise<number> {
       }
       if (stop.signal) return stop.status; // asked to stop between runs: start no other
       const seed = cfg.seed + run;
-      const loaders = makeLoaders(data, {
-        batchSize: cfg.batchSize,
-        seed,
-        trainLimit: cfg.trainLimit || undefined,
-        evalLimit: cfg.evalLimit || undefined,
-        validationAugment: cfg.protocol === "notebook",
-      });
+      const loaders = runLoaders(data, cfg, seed);
       console.log(
         `${stage} run ${run} (seed ${seed}, protocol ${cfg.protocol}): ${loaders.train.count} training, ` +
           `${loaders.validation.count} validation, ${loaders.test.count} test images, ${cfg.epochs} epochs`,

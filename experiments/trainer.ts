@@ -11,23 +11,15 @@
 // command encoder and never waits on the GPU; the metric sums are read back every `progressEvery`
 // steps and at the end of the epoch.
 
-import { gpu, sync } from "../kernels/runtime.ts";
+import { gpu } from "../kernels/runtime.ts";
 import type { AdamW, CosineAnnealingLR } from "../nn/optim.ts";
 import type { StochasticDepth } from "../nn/layers.ts";
 import type { Model } from "../models/zoo.ts";
-import { trainingStepPlan } from "../models/plan.ts";
-import { autotune } from "../kernels/autotune.ts";
-import { autotuneEnabled } from "../kernels/planner.ts";
 import { GpuMetrics, type MetricSums } from "../training/metrics.ts";
-import { trainStep } from "../training/step.ts";
+import { StepPacer, trainStep } from "../training/step.ts";
+import { tuneRunKernels } from "../training/tune.ts";
 import { type BatchSource, evaluate } from "../training/evaluate.ts";
-import {
-  buildRunModel,
-  evaluationMode,
-  makeOptimizer,
-  runModelOptions,
-  stochasticDepthModules,
-} from "../training/recipe.ts";
+import { buildRunModel, evaluationMode, makeOptimizer, stochasticDepthModules } from "../training/recipe.ts";
 import type { TrainConfig } from "./config.ts";
 import { Progress } from "./progress.ts";
 import { csvText, type EpochRow, reportedAccuracy, runPaths, type RunSummary } from "./results.ts";
@@ -80,26 +72,6 @@ async function deviceLost(device: GPUDevice, waitMs = 1000): Promise<string | nu
   ]);
   clearTimeout(timer);
   return info ? `WebGPU device lost (${info.reason}): ${info.message}` : null;
-}
-
-/**
- * With autotune on: meets every conv and matmul shape of a training step in a dry run of the model built
- * on meta (no GPU work, the run's model and generators untouched) and times the competing variants of
- * those without a cached winner, so every step of the run, resumed or not, uses the same kernels.
- */
-async function tuneKernels(cfg: TrainConfig, seed: number, log: (s: string) => void): Promise<void> {
-  if (!autotuneEnabled()) return;
-  trainingStepPlan(cfg.stage, runModelOptions(cfg, seed), cfg.batchSize);
-  const t0 = performance.now();
-  const tuned = await autotune();
-  if (tuned.length) {
-    const changed = tuned.filter((t) => t.winner !== t.fallback).length;
-    log(
-      `autotune: timed the kernel variants of ${tuned.length} shapes in ${
-        ((performance.now() - t0) / 1e3).toFixed(1)
-      } s (${changed} differ from the defaults)`,
-    );
-  }
 }
 
 /** A run being trained: its parts, its results so far, and where it is. */
@@ -175,7 +147,7 @@ export async function trainRun(cfg: TrainConfig, opts: RunOptions): Promise<RunR
 async function openRun(cfg: TrainConfig, opts: RunOptions): Promise<Run> {
   const log = opts.log ?? ((s: string) => console.log(s));
   const seed = cfg.seed + opts.run;
-  await tuneKernels(cfg, seed, log);
+  await tuneRunKernels(cfg, seed, log);
   const model = buildRunModel(cfg, seed);
   const { optimizer, scheduler } = makeOptimizer(model, cfg);
   return {
@@ -276,18 +248,15 @@ async function trainEpoch(run: Run, from: Position): Promise<Trained> {
   const bar = opts.progress === false
     ? null
     : new Progress(`epoch ${epoch + 1}/${cfg.epochs}`, train.batchesPerEpoch);
-  let steps = from.batch, images = 0, inFlight: Promise<void> | null = null, stopped = false;
+  let steps = from.batch, images = 0, stopped = false;
+  const pacer = new StepPacer();
   for (const batch of train.epoch(epoch, { startBatch: from.batch })) {
     trainStep({ model, optimizer, metrics }, batch);
     batch.x.dispose();
     batch.y.dispose();
     steps++;
     images += batch.size;
-    // keep at most one step queued behind the one running, so the host never runs far ahead
-    const done = sync();
-    done.catch(() => {}); // awaited below; if the wait before it throws, it must not go unhandled
-    if (inFlight) await inFlight;
-    inFlight = done;
+    await pacer.stepped();
     if (bar && (steps % cfg.progressEvery === 0 || steps === train.batchesPerEpoch)) {
       const m = await metrics.read();
       const l = m.lossSum / Math.max(m.count, 1);
@@ -299,7 +268,7 @@ async function trainEpoch(run: Run, from: Position): Promise<Trained> {
       break;
     }
   }
-  if (inFlight) await inFlight;
+  await pacer.drain();
   bar?.done();
   const sums = await metrics.read();
   const carriedSeconds = from.partial.seconds;

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { gpu } from "../kernels/runtime.ts";
 import { openCifar10 } from "../data/cifar10.ts";
-import { makeLoaders } from "../data/loader.ts";
+import { runLoaders } from "../training/recipe.ts";
 import { parseTrainArgs } from "../experiments/config.ts";
 import { type Loaders, trainRun } from "../experiments/trainer.ts";
 import { loadSafetensors } from "../experiments/files.ts";
@@ -36,13 +36,7 @@ const flags = (out: string) => [
 
 function setupRun(out: string) {
   const cfg = parseTrainArgs(flags(out)).config;
-  const loaders: Loaders = makeLoaders(data, {
-    batchSize: cfg.batchSize,
-    seed: cfg.seed,
-    trainLimit: cfg.trainLimit || undefined,
-    evalLimit: cfg.evalLimit || undefined,
-    validationAugment: cfg.protocol === "notebook",
-  });
+  const loaders: Loaders = runLoaders(data, cfg, cfg.seed);
   return { cfg, loaders };
 }
 

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { openCifar10 } from "../data/cifar10.ts";
-import { makeLoaders } from "../data/loader.ts";
+import { runLoaders } from "../training/recipe.ts";
 import { parseTrainArgs, type TrainConfig } from "../experiments/config.ts";
 import { trainRun } from "../experiments/trainer.ts";
 import { loadSafetensors } from "../experiments/files.ts";
@@ -43,13 +43,7 @@ function flags(out: string, steps10 = false): string[] {
 /** The configuration and loaders `deno task train` builds for these flags. */
 function setupRun(args: string[]) {
   const cfg: TrainConfig = parseTrainArgs(args).config;
-  const loaders = makeLoaders(data, {
-    batchSize: cfg.batchSize,
-    seed: cfg.seed,
-    trainLimit: cfg.trainLimit || undefined,
-    evalLimit: cfg.evalLimit || undefined,
-    validationAugment: cfg.protocol === "notebook",
-  });
+  const loaders = runLoaders(data, cfg, cfg.seed);
   return { cfg, loaders };
 }
 

@@ -4,12 +4,12 @@
 import assert from "node:assert/strict";
 import { poolStats, tensor } from "../mod.ts";
 import { openCifar10 } from "../data/cifar10.ts";
-import { makeLoaders } from "../data/loader.ts";
 import { NARROW, parseTrainArgs, type TrainConfig } from "../experiments/config.ts";
 import { buildRunModel, trainRun } from "../experiments/trainer.ts";
 import { loadSafetensors } from "../experiments/files.ts";
 import { AdamW } from "../nn/optim.ts";
 import { trainStep, trainStepLoss } from "../training/step.ts";
+import { runLoaders } from "../training/recipe.ts";
 import { setup } from "./helpers.ts";
 import { cifar, noteCifar } from "./test_data.ts";
 
@@ -33,13 +33,7 @@ function config(out: string, over: Partial<TrainConfig> = {}): TrainConfig {
 }
 
 function loaders(cfg: TrainConfig, run = 0) {
-  return makeLoaders(data, {
-    batchSize: cfg.batchSize,
-    seed: cfg.seed + run,
-    trainLimit: cfg.trainLimit,
-    evalLimit: cfg.evalLimit,
-    validationAugment: cfg.protocol === "notebook",
-  });
+  return runLoaders(data, cfg, cfg.seed + run);
 }
 
 Deno.test(

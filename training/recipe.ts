@@ -4,6 +4,8 @@
 // TrainConfig (experiments/config.ts) and the page's configuration both satisfy `RunSettings`.
 
 import { StochasticDepth } from "../nn/layers.ts";
+import type { CifarSet } from "../data/cifar10_spec.ts";
+import { makeLoaders } from "../data/loader.ts";
 import { AdamW, CosineAnnealingLR } from "../nn/optim.ts";
 import type { Stage } from "../models/stages.ts";
 import { buildModel, type Model, type ModelOptions } from "../models/zoo.ts";
@@ -68,4 +70,26 @@ export function stochasticDepthModules(model: Model): StochasticDepth[] {
   return model.namedModules().map(([, m]) => m).filter((m): m is StochasticDepth =>
     m instanceof StochasticDepth
   );
+}
+
+/** What the loaders of a run read of its configuration (0 images = all). */
+export interface DataSettings {
+  batchSize: number;
+  trainLimit: number;
+  evalLimit: number;
+  protocol: Protocol;
+}
+
+/**
+ * The loaders of a run with `seed`: training shuffled and augmented, validation plain, or augmented like
+ * training under the notebook's protocol, test plain.
+ */
+export function runLoaders(data: { train: CifarSet; test: CifarSet }, s: DataSettings, seed: number) {
+  return makeLoaders(data, {
+    batchSize: s.batchSize,
+    seed,
+    trainLimit: s.trainLimit || undefined,
+    evalLimit: s.evalLimit || undefined,
+    validationAugment: s.protocol === "notebook",
+  });
 }

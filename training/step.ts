@@ -7,6 +7,7 @@ import { crossEntropy } from "../autograd/ops/loss.ts";
 import { keep, scope, type Tensor } from "../autograd/tensor.ts";
 import type { AdamW } from "../nn/optim.ts";
 import type { Module } from "../nn/module.ts";
+import { sync } from "../kernels/runtime.ts";
 import type { GpuMetrics } from "./metrics.ts";
 
 /** What a step updates: the model (in training mode), its optimizer, and optionally the metric sums. */
@@ -43,4 +44,24 @@ export function trainStep(p: StepParts, b: StepBatch): void {
 /** Records one training step and returns its loss (kept: the caller reads it and disposes it). */
 export function trainStepLoss(p: StepParts, b: StepBatch): Tensor {
   return scope(() => keep(record(p, b)));
+}
+
+/** Keeps at most one step queued behind the one running, so the host never runs far ahead of the GPU. */
+export class StepPacer {
+  private inFlight: Promise<void> | null = null;
+
+  /** Call after recording each step: waits for the step before it. */
+  async stepped(): Promise<void> {
+    const done = sync();
+    done.catch(() => {}); // awaited on the next call; if the wait before it throws, it must not go unhandled
+    if (this.inFlight) await this.inFlight;
+    this.inFlight = done;
+  }
+
+  /** Waits for the last step recorded. */
+  async drain(): Promise<void> {
+    const last = this.inFlight;
+    this.inFlight = null;
+    if (last) await last;
+  }
 }
