@@ -12,8 +12,8 @@
 #                   `deno` on PATH and the system's Vulkan loader are used
 # --out DIR         where the outputs go (default gpu-check-<date>)
 # --allow-software  go on when the adapter is a software one (to prove the bundle on a machine without
-#                   a GPU); the suite then runs a smoke subset and the step rows batch 16 (a CPU adapter
-#                   needs more than the budget for the whole suite)
+#                   a GPU); every check then shrinks to fit the budget on a CPU adapter: a smoke subset
+#                   of the suite, a filtered quick bench, the narrow step at batch 16, 1,000 images
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
@@ -86,7 +86,8 @@ step() { # step NAME SECONDS COMMAND...: runs with a time limit, logs to $OUT/NA
 probe='const a = await navigator.gpu?.requestAdapter({ powerPreference: "high-performance" });
 if (!a) { console.log(JSON.stringify({ adapter: null })); Deno.exit(1); }
 const limits = {}; for (const k in a.limits) limits[k] = a.limits[k];
-console.log(JSON.stringify({ info: { ...a.info, isFallbackAdapter: a.info.isFallbackAdapter }, features: [...a.features], limits }, null, 1));'
+const { vendor, architecture, device, description, isFallbackAdapter } = a.info; // getters: not spreadable
+console.log(JSON.stringify({ info: { vendor, architecture, device, description, isFallbackAdapter }, features: [...a.features], limits }, null, 1));'
 "$DENO" eval "$probe" >"$OUT/adapter.json" 2>"$OUT/adapter.log"
 if [ $? -ne 0 ]; then note "no WebGPU adapter (see adapter.log)"; exit 1; fi
 desc=$("$DENO" eval 'const j = JSON.parse(Deno.readTextFileSync(Deno.args[0])); console.log(`${j.info.vendor} ${j.info.architecture} ${j.info.device} ${j.info.description}`.trim())' "$OUT/adapter.json")
@@ -110,10 +111,12 @@ if [ $SOFTWARE -eq 1 ]; then
 else
   step test 270 "$DENO" task test
 fi
-step bench 90 "$DENO" task bench --quick --json --out "$OUT/bench.json"
 if [ $SOFTWARE -eq 1 ]; then
-  step steps 60 "$DENO" task bench --only steps --quick --json --out "$OUT/steps.json"
+  step bench 120 "$DENO" task bench --quick --only kernels --filter "groupNorm|dwconv 7×7 128" --json \
+    --out "$OUT/bench.json"
+  step steps 120 "$DENO" task bench --only steps --quick --json --out "$OUT/steps.json"
 else
+  step bench 90 "$DENO" task bench --quick --json --out "$OUT/bench.json"
   step steps 90 "$DENO" task bench --only steps --steps final --step-batch "$STEP_BATCH" --runs 3 --json \
     --out "$OUT/steps.json"
 fi
@@ -127,9 +130,11 @@ if [ -n "$PY" ] && "$PY" -c 'import torch; assert torch.cuda.is_available()' 2>/
 else
   note "torch: skipped (no python3 with a CUDA torch here)"
 fi
-step train 120 "$DENO" task train --synthetic --stage final --widths 16,32,64,128 --depths 1,1,3,1 \
-  --stem-features 16 --epochs 1 --train-limit 10000 --eval-limit 1000 --protocol clean --seed 1 \
-  --no-autotune --out "$OUT/train"
+IMAGES=10000
+[ $SOFTWARE -eq 1 ] && IMAGES=1000
+step train 150 "$DENO" task train --synthetic --stage final --widths 16,32,64,128 --depths 1,1,3,1 \
+  --stem-features 16 --epochs 1 --train-limit $IMAGES --eval-limit $((IMAGES / 10)) --protocol clean \
+  --seed 1 --no-autotune --out "$OUT/train"
 
 rm -rf "$OUT/.bundle"
 note "done in $((SECONDS - T_START)) s; outputs in $OUT"
