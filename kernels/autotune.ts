@@ -93,11 +93,19 @@ async function timeOnce(run: () => void): Promise<number> {
  * another class of adapter can be 70× slower than the default) and records the winners.
  */
 export async function autotune(
-  opts: { reps?: number; log?: (line: string) => void } = {},
+  opts: {
+    reps?: number;
+    log?: (line: string) => void;
+    /** Called before the first shape and after each: shapes done of all queued. */
+    progress?: (done: number, total: number) => void;
+  } = {},
 ): Promise<TuneResult[]> {
   const reps = opts.reps ?? 3;
   const results: TuneResult[] = [];
-  for (const [key, job] of pendingTunes()) {
+  const jobs = pendingTunes();
+  opts.progress?.(0, jobs.length);
+  for (const [i, [key, job]] of jobs.entries()) {
+    if (i > 0) opts.progress?.(i, jobs.length);
     const fallback = job.op === "conv" ? defaultConvVariant(job.s, job.pass) : defaultMatmulVariant(job.d);
     // the profile's default first: the likely winner, so that slow candidates are dropped after one run
     const cands = tuneCandidates(job.op === "conv" ? convVariants(job.s, job.pass) : matmulVariants(job.d));
@@ -132,6 +140,7 @@ export async function autotune(
       })`,
     );
   }
+  if (jobs.length) opts.progress?.(jobs.length, jobs.length);
   if (results.length) store?.save(tunedWinners());
   return results;
 }

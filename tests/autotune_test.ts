@@ -53,8 +53,11 @@ Deno.test("autotune: queued shapes are timed, the winner runs and is stored; off
     for (const pass of ["forward", "inputGrad", "weightGrad"]) {
       assert.ok(queued.some((k) => k.startsWith(`conv.${pass}:`)), `${pass} queued: ${queued}`);
     }
-    const results = await autotune({ reps: 1 });
+    const calls: [number, number][] = [];
+    const results = await autotune({ reps: 1, progress: (done, total) => calls.push([done, total]) });
     assert.equal(pendingTunes().length, 0);
+    // before the first shape, after each, and done: 0..n of n
+    assert.deepEqual(calls, Array.from({ length: queued.length + 1 }, (_, i) => [i, queued.length]));
     for (const r of results) {
       assert.ok(Object.keys(r.ms).includes(r.winner), `${r.key}: winner ${r.winner} among the timed`);
       assert.ok(Object.values(r.ms).every((t) => t >= 0));
@@ -183,6 +186,7 @@ Deno.test("train with autotune on: tunes before its first step and caches the wi
     const out = new TextDecoder().decode(r.stdout), err = new TextDecoder().decode(r.stderr);
     assert.equal(r.code, 0, err);
     assert.match(out, /kernels: autotune on \(winners cached in .*\/cache\/.*\.json\)/);
+    assert.match(out, /autotune: timing the kernel variants of \d+ shapes \(winners are cached/);
     assert.match(out, /autotune: timed the kernel variants of \d+ shapes/);
     const files = [...Deno.readDirSync(`${dir}/cache`)].map((e) => e.name);
     assert.equal(files.length, 1);

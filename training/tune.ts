@@ -8,6 +8,9 @@ import { autotuneEnabled } from "../kernels/planner.ts";
 import { trainingStepPlan } from "../models/plan.ts";
 import { runModelOptions, type RunSettings } from "./recipe.ts";
 
+/** How often a long tuning says how far it is (the trainer's log may not be a terminal). */
+const PROGRESS_EVERY_MS = 5000;
+
 /** Tunes the kernels of a training step of `settings` at its batch size (nothing when autotune is off). */
 export async function tuneRunKernels(
   settings: RunSettings & { batchSize: number },
@@ -17,7 +20,18 @@ export async function tuneRunKernels(
   if (!autotuneEnabled()) return;
   trainingStepPlan(settings.stage, runModelOptions(settings, seed), settings.batchSize);
   const t0 = performance.now();
-  const tuned = await autotune();
+  let said = t0;
+  const progress = (done: number, total: number) => {
+    const now = performance.now(), secs = (now - t0) / 1e3;
+    if (done === 0 && total > 0) {
+      log(`autotune: timing the kernel variants of ${total} shapes (winners are cached for later runs)`);
+    } else if (done < total && now - said >= PROGRESS_EVERY_MS) {
+      const left = Math.round((secs / done) * (total - done));
+      log(`autotune: ${done}/${total} shapes in ${secs.toFixed(0)} s, about ${left} s left`);
+    } else return;
+    said = now;
+  };
+  const tuned = await autotune({ progress });
   if (!tuned.length) return;
   const changed = tuned.filter((t) => t.winner !== t.fallback).length;
   const seconds = ((performance.now() - t0) / 1e3).toFixed(1);
