@@ -261,40 +261,53 @@ export function modelGolden(file: SafetensorsFile) {
 }
 
 /**
+ * One pass of a models fixture in `mode` from its initial state: forward, cross-entropy and backward,
+ * with the output, the loss and every parameter's gradient (in `namedParameters()` order) read back.
+ */
+export async function replayModelGolden(golden: ReturnType<typeof modelGolden>, mode: "train" | "eval") {
+  const { meta, model, init, x, target } = golden;
+  const params = model.namedParameters();
+  model.loadStateDict(init);
+  model.train(mode === "train");
+  for (const [, p] of params) {
+    p.grad?.dispose();
+    p.grad = null;
+  }
+  const [y, l] = scope(() => {
+    const o = model.forward(tensor(x.data, x.shape));
+    const loss = crossEntropy(o, target);
+    loss.backward();
+    return [o, loss];
+  });
+  const [output, loss] = await readMany([y, l]);
+  y.dispose();
+  l.dispose();
+  const grads = await readMany(params.map(([n, p]) => {
+    if (!p.grad) throw new Error(`${meta.stage} ${mode}: ${n} got no gradient`);
+    return p.grad;
+  }));
+  return { names: params.map(([n]) => n), output, loss, grads };
+}
+
+/**
  * tests/fixtures/models_<stage>.safetensors: a whole model's logits, loss, every parameter gradient
  * and (train mode) running statistics, in train and eval mode, at the tolerances of models_test.ts.
  */
 export async function runModelFixture(file: SafetensorsFile, name: string): Promise<CaseResult[]> {
-  const { meta, model, spec, init, x, target } = modelGolden(file);
-  const params = model.namedParameters();
+  const golden = modelGolden(file);
+  const { meta, model, spec } = golden;
   const maxAbs = (a: ArrayLike<number>) => Array.from(a).reduce((m, v) => Math.max(m, Math.abs(v)), 0);
   const out: CaseResult[] = [];
   try {
     for (const mode of ["train", "eval"] as const) {
       const check = new CaseCheck(name, `${meta.stage} ${mode}`, { rtol: 1e-3, atol: 1e-5 });
       const g = (k: string) => file.tensors[`${mode}/${k}`].data;
-      model.loadStateDict(init);
-      model.train(mode === "train");
-      for (const [, p] of params) {
-        p.grad?.dispose();
-        p.grad = null;
-      }
-      const [y, loss] = scope(() => {
-        const o = model.forward(tensor(x.data, x.shape));
-        const l = crossEntropy(o, target);
-        l.backward();
-        return [o, l];
-      });
-      check.add(await y.toArray(), g("output"), "output");
-      check.add(await loss.toArray(), g("loss"), "loss", { rtol: 1e-4, atol: 1e-6 });
-      y.dispose();
-      loss.dispose();
-      const grads = await readMany(params.map(([n, p]) => {
-        if (!p.grad) throw new Error(`${name}: ${n} got no gradient`);
-        return p.grad;
-      }));
-      const overall = Math.max(...params.map(([n]) => maxAbs(g(`grad/${n}`))));
-      params.forEach(([n], i) => {
+      const r = await replayModelGolden(golden, mode);
+      check.add(r.output, g("output"), "output");
+      check.add(r.loss, g("loss"), "loss", { rtol: 1e-4, atol: 1e-6 });
+      const grads = r.grads;
+      const overall = Math.max(...r.names.map((n) => maxAbs(g(`grad/${n}`))));
+      r.names.forEach((n, i) => {
         const ref = g(`grad/${n}`);
         check.add(grads[i], ref, `grad ${n}`, {
           rtol: 2e-3,

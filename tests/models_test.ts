@@ -9,7 +9,7 @@ import { crossEntropy } from "../autograd/ops/loss.ts";
 import { onMeta, readMany, traceModules } from "../nn/module.ts";
 import { loadSafetensors } from "../experiments/files.ts";
 import { buildModel, type Model, type ModelOptions, STAGES } from "../models/zoo.ts";
-import { modelGolden } from "../checks/golden_cases.ts";
+import { modelGolden, replayModelGolden } from "../checks/golden_cases.ts";
 import { assertClose, setup } from "./helpers.ts";
 
 await setup();
@@ -123,42 +123,23 @@ async function goldenCase(stage: string): Promise<void> {
   const file = await loadSafetensors(
     new URL(`./fixtures/models_${stage}.safetensors`, import.meta.url).pathname,
   );
-  const { meta, model, spec, init, x, target } = modelGolden(file);
+  const golden = modelGolden(file);
+  const { meta, model, spec } = golden;
   assert.equal(meta.stage, stage);
-  const params = model.namedParameters();
   const worst: Record<string, number> = {};
   for (const mode of ["train", "eval"] as const) {
-    model.loadStateDict(init);
-    model.train(mode === "train");
-    for (const [, p] of params) {
-      p.grad?.dispose();
-      p.grad = null;
-    }
-    const [y, loss] = scope(() => {
-      const input = tensor(x.data, x.shape);
-      const out = model.forward(input);
-      const l = crossEntropy(out, target);
-      l.backward();
-      return [out, l];
-    });
+    const { names, output: out, loss: l, grads } = await replayModelGolden(golden, mode);
     const g = (k: string) => file.tensors[`${mode}/${k}`].data;
     const maxAbs = (a: ArrayLike<number>) => Array.from(a).reduce((m, v) => Math.max(m, Math.abs(v)), 0);
     /** max |ours − PyTorch| / max |PyTorch| over a tensor (what the report quotes). */
     const normErr = (a: Float32Array, e: Float32Array) => maxAbs(a.map((v, i) => v - e[i])) / maxAbs(e);
-    const out = await y.toArray(), l = await loss.toArray();
     assertClose(out, g("output"), { rtol: 1e-3, atol: 1e-5 }, `${stage} ${mode} output`);
     assertClose(l, g("loss"), { rtol: 1e-4, atol: 1e-6 }, `${stage} ${mode} loss`);
     worst[`${mode} output`] = normErr(out, g("output"));
     worst[`${mode} loss`] = Math.abs(l[0] - g("loss")[0]) / g("loss")[0];
-    y.dispose();
-    loss.dispose();
-    const grads = await readMany(params.map(([n, p]) => {
-      if (!p.grad) throw new Error(`${stage} ${mode}: ${n} got no gradient`);
-      return p.grad;
-    }));
-    const overall = Math.max(...params.map(([n]) => maxAbs(g(`grad/${n}`))));
+    const overall = Math.max(...names.map((n) => maxAbs(g(`grad/${n}`))));
     let wg = 0;
-    params.forEach(([n], i) => {
+    names.forEach((n, i) => {
       const ref = g(`grad/${n}`);
       // compared relative to the tensor's scale (sums of many terms lose f32 bits), and to the largest
       // gradient of the model for tensors whose true gradient is ~0 (the stem bias before BatchNorm)
