@@ -29,8 +29,11 @@ async function locate(): Promise<TestCifar> {
     [join(ROOT, "data/cifar-10-batches-bin"), "the project cache"],
     [join(ROOT, "../shared/data/cifar-10-batches-bin"), "../shared"],
   ];
+  const env = places[0][0];
+  // a CIFAR10_DIR without the six files is a mistake worth hearing about, even when another copy serves
+  const skipped = env && !await complete(env) ? `; CIFAR10_DIR=${env} lacks files or has wrong sizes` : "";
   for (const [dir, from] of places) {
-    if (dir && await complete(dir)) return { dir, why: `${from} (${dir})` };
+    if (dir && await complete(dir)) return { dir, why: `${from} (${dir})${skipped}` };
   }
   return {
     dir: null,
@@ -44,4 +47,5 @@ export const cifar: TestCifar = await locate();
 /** Logs, once per test file that needs the data, that its real-data tests are skipped and why. */
 export function noteCifar(file: string): void {
   if (!cifar.dir) console.log(`${file}: real-data tests skipped: ${cifar.why}`);
+  else if (cifar.why.includes("CIFAR10_DIR=")) console.log(`${file}: CIFAR-10 from ${cifar.why}`);
 }
