@@ -3,8 +3,8 @@
 // `key(name, spec)` names the pipeline; `source(spec)` runs only on a pipeline-cache miss; `elementwise(...)`
 // is the launcher on bindings.
 
-import { type Binding, dispatch, grid1D, kernel, linearIndex, WG } from "./runtime.ts";
-import { broadcastIndex, divU, f32, modU, storageDecls } from "./wgsl.ts";
+import { type Binding, dispatch, FLAT_ARGS, flatIndex, grid1D, kernel, params, WG } from "./runtime.ts";
+import { broadcastIndex, f32, paramsDecl, storageDecls } from "./wgsl.ts";
 
 /** The WGSL expressions of the elementwise ops, over `v0`, `v1` (and `o`, the output's value, in place). */
 export const EXPR = {
@@ -34,6 +34,26 @@ export interface EwSpec {
 
 export function key(name: string, s: EwSpec): string {
   return `ew:${name}:${s.outShape}:${s.inputShapes.join(";")}:${s.inPlace ? 1 : 0}:${s.expr}`;
+}
+
+/** The leading axis of a shape class (any value above 1: the sources never read it). */
+const ANY = 2;
+
+/**
+ * The class of `s` one pipeline serves: the output's leading axis (the batch) and the inputs' that
+ * follow it set to `ANY`, since the sources read the counts that depend on it from their parameters.
+ * Rank-1 outputs keep their size (their one axis is also the last, which picks the kernel).
+ */
+export function shapeClass(s: EwSpec): EwSpec {
+  const r = s.outShape.length;
+  if (r < 2) return s;
+  return {
+    ...s,
+    outShape: [ANY, ...s.outShape.slice(1)],
+    inputShapes: s.inputShapes.map((sh) =>
+      sh.length === r && (sh[0] === s.outShape[0] || s.outShape[0] === 1) ? [ANY, ...sh.slice(1)] : sh
+    ),
+  };
 }
 
 /**
@@ -116,10 +136,11 @@ export function rowsOf(
   return { rows, L, ...rowChunks(rows, L) };
 }
 
+/** The run-time parameters of every elementwise source: invocations, chunks per row, chunk length / 4. */
+const PARAMS = ["count", "chunks", "len4"];
+
 function rowsSource(s: EwSpec): string {
-  const { rows, L, chunks, len } = rowsOf(s.outShape);
-  const total = rows * chunks; // as elementwise's grid
-  const grid = grid1D(total);
+  const L = s.outShape[s.outShape.length - 1];
   const inp = vec4Inputs(s.inputShapes, s.outShape, "i");
   const wide = s.inputShapes.map((sh) => isWide(sh, s.outShape));
   const k = s.inputShapes.length;
@@ -134,13 +155,14 @@ function rowsSource(s: EwSpec): string {
   );
   return `${inp.decls.join("\n")}
 @group(0) @binding(${k}) var<storage, read_write> out: array<vec4<f32>>;
+${paramsDecl(k + 1, PARAMS)}
 @compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let t = ${linearIndex(grid)};
-  if (t >= ${total}u) { return; }
-  let row = ${divU("t", chunks)};
-${narrow}  let start = row * ${L / 4}u + ${modU("t", chunks)} * ${len / 4}u;
-  let end = min(start + ${len / 4}u, row * ${L / 4}u + ${L / 4}u);
+fn main(${FLAT_ARGS}) {
+  let t = ${flatIndex()};
+  if (t >= P.count) { return; }
+  let row = t / P.chunks;
+${narrow}  let start = row * ${L / 4}u + (t % P.chunks) * P.len4;
+  let end = min(start + P.len4, row * ${L / 4}u + ${L / 4}u);
   for (var i = start; i < end; i++) {
     ${inp.loads.filter((_, j) => wide[j]).join(" ")}
 ${s.inPlace ? "    let ov = out[i];\n" : ""}    var r: vec4<f32>;
@@ -151,8 +173,6 @@ ${comps.join("\n")}
 }
 
 function vec4Source(s: EwSpec): string {
-  const n4 = s.outShape.reduce((a, b) => a * b, 1) / 4;
-  const grid = grid1D(n4);
   const inp = vec4Inputs(s.inputShapes, s.outShape, "i");
   const k = s.inputShapes.length;
   const comps = [0, 1, 2, 3].map((c) =>
@@ -160,10 +180,11 @@ function vec4Source(s: EwSpec): string {
   );
   return `${inp.decls.join("\n")}
 @group(0) @binding(${k}) var<storage, read_write> out: array<vec4<f32>>;
+${paramsDecl(k + 1, PARAMS)}
 @compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = ${linearIndex(grid)};
-  if (i >= ${n4}u) { return; }
+fn main(${FLAT_ARGS}) {
+  let i = ${flatIndex()};
+  if (i >= P.count) { return; }
   ${inp.loads.join(" ")}
 ${s.inPlace ? "  let ov = out[i];\n" : ""}  var r: vec4<f32>;
 ${comps.join("\n")}
@@ -174,17 +195,16 @@ ${comps.join("\n")}
 export function source(s: EwSpec): string {
   if (rowsApply(s)) return rowsSource(s);
   if (vec4Applies(s)) return vec4Source(s);
-  const n = s.outShape.reduce((a, b) => a * b, 1);
-  const grid = grid1D(n);
   const names = s.inputShapes.map((_, k) => `in${k}`);
   const loads = s.inputShapes.map((shape, k) =>
     `  let v${k} = in${k}[${broadcastIndex(s.outShape, shape, "i")}];`
   );
   return `${storageDecls(names, ["out"])}
+${paramsDecl(names.length + 1, PARAMS)}
 @compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = ${linearIndex(grid)};
-  if (i >= ${n}u) { return; }
+fn main(${FLAT_ARGS}) {
+  let i = ${flatIndex()};
+  if (i >= P.count) { return; }
 ${loads.join("\n")}
 ${s.inPlace ? "  let o = out[i];\n" : ""}  out[i] = ${s.expr};
 }`;
@@ -205,11 +225,12 @@ export function elementwise(
   const n = outShape.reduce((a, b) => a * b, 1);
   if (n === 0) return;
   const spec: EwSpec = { expr, inputShapes: inputs.map((x) => x.shape), outShape, inPlace };
+  const cls = shapeClass(spec);
   const rows = rowsApply(spec) ? rowsOf(outShape) : null;
   const invocations = rows ? rows.rows * rows.chunks : vec4Applies(spec) ? n / 4 : n;
   dispatch(
-    kernel(key(name, spec), name, () => source(spec)),
-    [...inputs.map((x) => x.binding), out],
+    kernel(key(name, cls), name, () => source(cls)),
+    [...inputs.map((x) => x.binding), out, params(invocations, rows?.chunks ?? 1, (rows?.len ?? 4) / 4)],
     grid1D(invocations),
   );
 }

@@ -148,10 +148,16 @@ export function setKeyCheck(on: boolean): void {
 
 /**
  * The compute pipeline for `key`, compiled from `source()` on the first call. `label` names the kernel
- * variant (it appears in profiles and validation errors).
+ * variant (it appears in profiles and validation errors). In a dry run inside `collectPipelines` the
+ * pipelines the cache lacks are listed instead.
  */
 export function kernel(key: string, label: string, source: () => string): GPUComputePipeline {
-  if (dryDepth > 0) return PLACEHOLDER_PIPELINE;
+  if (dryDepth > 0) {
+    if (collecting && !pipelines.has(key) && !collecting.has(key)) {
+      collecting.set(key, { key, label, source });
+    }
+    return PLACEHOLDER_PIPELINE;
+  }
   let p = pipelines.get(key);
   if (p) {
     if (keyCheck && cachedSources.get(key) !== source()) {
@@ -173,6 +179,61 @@ export function pipelineCacheSize(): number {
   return pipelines.size;
 }
 
+/** The keys of the compiled pipelines, in order of creation. */
+export function pipelineKeys(): string[] {
+  return [...pipelines.keys()];
+}
+
+/** A pipeline a dry run met that the cache lacks. */
+export interface PipelineRequest {
+  key: string;
+  label: string;
+  source: () => string;
+}
+
+let collecting: Map<string, PipelineRequest> | null = null;
+
+/** Runs `fn` as a dry run and returns the pipelines it would create that the cache lacks. */
+export function collectPipelines(fn: () => void): PipelineRequest[] {
+  const outer = collecting;
+  const mine = new Map<string, PipelineRequest>();
+  collecting = mine;
+  try {
+    dryRun(fn);
+  } finally {
+    collecting = outer;
+  }
+  if (outer) { for (const [k, r] of mine) if (!outer.has(k)) outer.set(k, r); }
+  return [...mine.values()];
+}
+
+/**
+ * Compiles the pipelines `requests` lists (those not cached by now) with createComputePipelineAsync,
+ * all issued before the first is awaited so that an implementation that compiles off the main thread
+ * can overlap them; `progress(done, total)` is called as each completes.
+ */
+export async function compilePipelines(
+  requests: PipelineRequest[],
+  progress?: (done: number, total: number) => void,
+): Promise<void> {
+  const todo = requests.filter((r) => !pipelines.has(r.key));
+  const { device } = gpu();
+  let done = 0;
+  progress?.(0, todo.length);
+  await Promise.all(todo.map(async (r) => {
+    const code = r.source();
+    if (keyCheck) cachedSources.set(r.key, code);
+    const module = device.createShaderModule({ label: r.label, code });
+    const p = await device.createComputePipelineAsync({
+      label: r.label,
+      layout: "auto",
+      compute: { module, entryPoint: "main" },
+    });
+    if (!pipelines.has(r.key)) pipelines.set(r.key, p);
+    progress?.(++done, todo.length);
+  }));
+}
+
 // ---------------------------------------------------------------- buffer pool
 
 /** Identities of GPU objects, in order of first sight (buffers: of creation), for keys and ordering. */
@@ -192,6 +253,38 @@ export function sizeClass(bytes: number): number {
   if (b <= 65536) return Math.ceil(b / 256) * 256;
   const step = 2 ** (Math.floor(Math.log2(b)) - 3);
   return Math.ceil(b / step) * step;
+}
+
+// ---------------------------------------------------------------- run-time parameters
+
+// Sizes a kernel reads at run time instead of compiling them in (the batch size and the counts that
+// follow it), so that one pipeline serves every batch size. Each distinct set of values is one small
+// uniform buffer written at creation and kept, so a step binds the same buffers every time.
+
+const paramBuffers = new Map<string, GPUBuffer>();
+
+/**
+ * A uniform buffer holding `values` as u32s, for a binding declared with `paramsDecl` (kernels/wgsl.ts)
+ * after a kernel's storage bindings.
+ */
+export function params(...values: number[]): GPUBuffer {
+  if (dryDepth > 0) return PLACEHOLDER;
+  const key = values.join(",");
+  let buf = paramBuffers.get(key);
+  if (buf) return buf;
+  for (const v of values) {
+    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new Error(`params: ${v} is not a u32`);
+  }
+  buf = gpu().device.createBuffer({
+    size: Math.max(16, Math.ceil(values.length / 4) * 16),
+    usage: GPUBufferUsage.UNIFORM,
+    mappedAtCreation: true,
+  });
+  new Uint32Array(buf.getMappedRange()).set(values);
+  buf.unmap();
+  idOf(buf);
+  paramBuffers.set(key, buf);
+  return buf;
 }
 
 const free = new Map<number, GPUBuffer[]>();
@@ -516,6 +609,18 @@ export function grid1D(n: number, wg = WG): [number, number] {
   if (groups <= maxDim) return [groups, 1];
   const y = Math.ceil(groups / maxDim);
   return [Math.ceil(groups / y), y];
+}
+
+/**
+ * The parameters of a `main` that reads the flat invocation index of any `grid1D` dispatch with
+ * `flatIndex()`: the grid is read at run time, so the source does not depend on the size.
+ */
+export const FLAT_ARGS =
+  "@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>";
+
+/** WGSL expression for the flat invocation index of a `grid1D` dispatch, in a `main(FLAT_ARGS)`. */
+export function flatIndex(wg = WG): string {
+  return `(gid.x + gid.y * nwg.x * ${wg}u)`;
 }
 
 /** WGSL expression for the flat invocation index of a `grid1D` dispatch (uses `gid`). */

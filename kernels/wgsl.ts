@@ -14,6 +14,15 @@ export function stridesOf(shape: readonly number[]): number[] {
   return s;
 }
 
+/**
+ * The declaration of a kernel's run-time parameters (runtime.ts `params`, u32s in this order) as the
+ * uniform `P` at `binding`: read them as `P.<name>`.
+ */
+export function paramsDecl(binding: number, names: readonly string[]): string {
+  return `struct Params { ${names.map((n) => `${n}: u32,`).join(" ")} }
+@group(0) @binding(${binding}) var<uniform> P: Params;`;
+}
+
 /** `var<storage, read>` declarations for bindings 0..n-1 named by `names`, then the writable ones. */
 export function storageDecls(readNames: string[], writeNames: string[], type = "array<f32>"): string {
   const lines: string[] = [];
