@@ -18,13 +18,16 @@ import {
   acquireBuffer,
   type Binding,
   dispatch,
+  FLAT_ARGS,
+  flatIndex,
   grid1D,
   kernel,
-  linearIndex,
+  params,
   releaseBuffer,
   WG,
 } from "./runtime.ts";
-import { broadcastIndex, divU, f32, modU, storageDecls } from "./wgsl.ts";
+import { broadcastIndex, divU, f32, modU, paramsDecl, storageDecls } from "./wgsl.ts";
+import { ANY_BATCH, NOMINAL_BATCH, withBatch } from "./batch_class.ts";
 
 export interface NormStatsSpec {
   /** The view of `x`. */
@@ -46,17 +49,46 @@ export interface NormStatsSpec {
 
 /** What the statistics kernel's WGSL depends on. */
 interface StatsSource {
+  /** The view's shape class: its leading axis (the batch) is `ANY_BATCH` (see statsClass). */
   shape: readonly number[];
   axes: readonly number[];
   eps: number;
   variance: boolean;
   /** The momentum of a fused running-statistics update, or null. */
   momentum: number | null;
+  /** One workgroup (tree) per statistic, chosen as for the nominal batch. */
+  tree: boolean;
 }
 
 export function statsKey(s: StatsSource): string {
-  return `norm_stats:${s.shape}:${s.axes}:${s.eps}:${s.variance ? 1 : 0}:${s.momentum}`;
+  return `norm_stats:${s.shape}:${s.axes}:${s.eps}:${s.variance ? 1 : 0}:${s.momentum}:${s.tree ? 1 : 0}`;
 }
+
+/** Elements per statistic and statistics of a view. */
+function statSizes(shape: readonly number[], axes: readonly number[]): { outN: number; R: number } {
+  let outN = 1, R = 1;
+  shape.forEach((d, k) => axes.includes(k) ? (R *= d) : (outN *= d));
+  return { outN, R };
+}
+
+/**
+ * The statistics kernel's spec for a view: the leading axis (the batch) is left to run time, so the
+ * statistics' count and, where the batch is summed (BatchNorm), the elements per statistic come from
+ * `P`; the tree is chosen for the nominal batch.
+ */
+function statsClass(s: NormStatsSpec): StatsSource {
+  return {
+    shape: withBatch(s.shape, ANY_BATCH),
+    axes: s.axes,
+    eps: s.eps,
+    variance: !!s.variance,
+    momentum: s.running?.momentum ?? null,
+    tree: statSizes(withBatch(s.shape, NOMINAL_BATCH), s.axes).R >= TREE_MIN,
+  };
+}
+
+/** Whether the statistics sum over the batch (the view's leading axis): then R is read from `P`. */
+const sumsBatch = (s: StatsSource) => s.shape.length > 1 && s.axes.includes(0);
 
 /** The workgroup tree adding `part` into part[0]. */
 const treeSum = `  workgroupBarrier();
@@ -65,8 +97,16 @@ const treeSum = `  workgroupBarrier();
     workgroupBarrier();
   }`;
 
+/** The run-time parameters of the statistics kernel: statistics, elements per statistic (also / 4). */
+const STATS_PARAMS = ["outN", "R", "Rq"];
+
+/** The flat index of a workgroup of a `grid1D(count, 1)` dispatch. */
+const WORKGROUP_INDEX = "(wid.x + wid.y * nwg.x)";
+const WORKGROUP_ARGS =
+  "@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32";
+
 export function statsSource(s: StatsSource): string {
-  const { outN, R, base, inner } = split(s.shape, s.axes);
+  const { R, base, inner } = split(s.shape, s.axes);
   const outs = [
     "mean",
     "rstd",
@@ -74,17 +114,19 @@ export function statsSource(s: StatsSource): string {
     ...(s.momentum !== null ? ["runningMean", "runningVar"] : []),
   ];
   const decls = storageDecls(["x"], outs);
-  const invR = f32(1 / R);
+  const batchR = sumsBatch(s);
+  const invR = batchR ? "(1.0 / f32(P.R))" : f32(1 / R);
   // the running update: runningStatsUpdate's expressions on the values just written
   const k = s.momentum ?? 0;
+  const unbias = batchR ? `${f32(k)} * f32(P.R) / f32(P.R - 1u)` : f32((k * R) / (R - 1));
   const running = (v: string) =>
     s.momentum === null ? "" : ` runningMean[o] = runningMean[o] * ${f32(1 - k)} + (x0 + m) * ${f32(k)};` +
-      ` runningVar[o] = runningVar[o] * ${f32(1 - k)} + ${v} * ${f32((k * R) / (R - 1))};`;
+      ` runningVar[o] = runningVar[o] * ${f32(1 - k)} + ${v} * ${unbias};`;
   const write = (v: string) =>
     `mean[o] = x0 + m; rstd[o] = 1.0 / sqrt(${v} + ${f32(s.eps)});${
       s.variance ? ` variance[o] = ${v};` : ""
     }${running(v)}`;
-  if (R >= TREE_MIN) {
+  if (s.tree) {
     // vec4 loads where the summed last axis is a multiple of 4 (as elementwise.ts vec4Applies)
     const vec = s.axes.includes(s.shape.length - 1) && s.shape[s.shape.length - 1] % 4 === 0;
     const q = vec ? split(quarter(s.shape), s.axes) : { R, base, inner };
@@ -93,18 +135,20 @@ export function statsSource(s: StatsSource): string {
     const head = vec
       ? `@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;\n${outputDecls(1, outs).join("\n")}`
       : decls;
+    const Rq = batchR ? "P.Rq" : `${q.R}u`;
     return `${head}
+${paramsDecl(1 + outs.length, STATS_PARAMS)}
 var<workgroup> part: array<f32, ${WG_RED}>;
 @compute @workgroup_size(${WG_RED})
-fn main(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let o = ${linearIndex(grid1D(outN, 1), 1)};
-  let valid = o < ${outN}u;
+fn main(${WORKGROUP_ARGS}) {
+  let o = ${WORKGROUP_INDEX};
+  let valid = o < P.outN;
   let b = ${q.base};
   var x0 = 0.0;
   if (valid) { x0 = x[b]${vec ? ".x" : ""}; }
   var acc = 0.0;
   if (valid) {
-    for (var r = lid; r < ${q.R}u; r += ${WG_RED}u) { acc += ${sum(`x[b + ${q.inner}] - x0`)}; }
+    for (var r = lid; r < ${Rq}; r += ${WG_RED}u) { acc += ${sum(`x[b + ${q.inner}] - x0`)}; }
   }
   part[lid] = acc;
 ${treeSum}
@@ -112,9 +156,7 @@ ${treeSum}
   workgroupBarrier();
   var sq = 0.0;
   if (valid) {
-    for (var r = lid; r < ${q.R}u; r += ${WG_RED}u) { let d = (x[b + ${q.inner}] - x0) - m; sq += ${
-      sq("d")
-    }; }
+    for (var r = lid; r < ${Rq}; r += ${WG_RED}u) { let d = (x[b + ${q.inner}] - x0) - m; sq += ${sq("d")}; }
   }
   part[lid] = sq;
 ${treeSum}
@@ -124,19 +166,20 @@ ${treeSum}
   }
 }`;
   }
-  const grid = grid1D(outN);
+  const Rs = batchR ? "P.R" : `${R}u`;
   return `${decls}
+${paramsDecl(1 + outs.length, STATS_PARAMS)}
 @compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let o = ${linearIndex(grid)};
-  if (o >= ${outN}u) { return; }
+fn main(${FLAT_ARGS}) {
+  let o = ${flatIndex()};
+  if (o >= P.outN) { return; }
   let b = ${base};
   let x0 = x[b];
   var acc = 0.0;
-  for (var r = 0u; r < ${R}u; r++) { acc += x[b + ${inner}] - x0; }
+  for (var r = 0u; r < ${Rs}; r++) { acc += x[b + ${inner}] - x0; }
   let m = acc * ${invR};
   var sq = 0.0;
-  for (var r = 0u; r < ${R}u; r++) { let d = (x[b + ${inner}] - x0) - m; sq += d * d; }
+  for (var r = 0u; r < ${Rs}; r++) { let d = (x[b + ${inner}] - x0) - m; sq += d * d; }
   let v = sq * ${invR};
   ${write("v")}
 }`;
@@ -144,26 +187,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 /** Mean and reciprocal standard deviation of `x` over `axes` of its view, two-pass. */
 export function normStats(x: Binding, s: NormStatsSpec): void {
-  let outN = 1, R = 1;
-  s.shape.forEach((d, k) => s.axes.includes(k) ? (R *= d) : (outN *= d));
+  const { outN, R } = statSizes(s.shape, s.axes);
   if (outN === 0) return;
-  const src: StatsSource = {
-    shape: s.shape,
-    axes: s.axes,
-    eps: s.eps,
-    variance: !!s.variance,
-    momentum: s.running?.momentum ?? null,
-  };
-  const tree = R >= TREE_MIN;
-  const pipe = kernel(statsKey(src), tree ? "norm_stats_wg" : "norm_stats", () => statsSource(src));
+  const src = statsClass(s);
+  const pipe = kernel(statsKey(src), src.tree ? "norm_stats_wg" : "norm_stats", () => statsSource(src));
+  const vec = src.tree && s.axes.includes(s.shape.length - 1) && s.shape[s.shape.length - 1] % 4 === 0;
   const bindings = [
     x,
     s.mean,
     s.rstd,
     ...(s.variance ? [s.variance] : []),
     ...(s.running ? [s.running.mean, s.running.variance] : []),
+    params(outN, R, vec ? R / 4 : R),
   ];
-  dispatch(pipe, bindings, tree ? grid1D(outN, 1) : grid1D(outN));
+  dispatch(pipe, bindings, src.tree ? grid1D(outN, 1) : grid1D(outN));
 }
 
 /** Statistics from the per-block partials a producing kernel wrote (see `normStatsFromParts`). */
@@ -185,13 +222,14 @@ export interface NormPartsSpec {
  */
 export function normStatsFromParts(parts: Binding, s: NormPartsSpec): void {
   if (s.stats === 0) return;
-  const key = `norm_stats_parts:${s.stats}:${s.parts}:${s.eps}`;
+  const key = `norm_stats_parts:${s.parts}:${s.eps}`;
   const pipe = kernel(
     key,
     "norm_stats_parts",
     () =>
       `@group(0) @binding(0) var<storage, read> parts: array<vec4<f32>>;
 ${outputDecls(1, ["mean", "rstd"]).join("\n")}
+${paramsDecl(3, ["stats"])}
 var<workgroup> pn: array<f32, ${WG_RED}>;
 var<workgroup> pm: array<f32, ${WG_RED}>;
 var<workgroup> pq: array<f32, ${WG_RED}>;
@@ -203,10 +241,10 @@ fn combine(a: vec3<f32>, b: vec3<f32>) -> vec3<f32> {
   return vec3<f32>(n, a.y + d * f, a.z + b.z + d * d * a.x * f);
 }
 @compute @workgroup_size(${WG_RED})
-fn main(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let o = ${linearIndex(grid1D(s.stats, 1), 1)};
+fn main(${WORKGROUP_ARGS}) {
+  let o = ${WORKGROUP_INDEX};
   var acc = vec3<f32>(0.0);
-  if (o < ${s.stats}u) {
+  if (o < P.stats) {
     for (var r = lid; r < ${s.parts}u; r += ${WG_RED}u) { acc = combine(acc, parts[o * ${s.parts}u + r].xyz); }
   }
   pn[lid] = acc.x;
@@ -222,13 +260,13 @@ fn main(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();
   }
-  if (lid == 0u && o < ${s.stats}u) {
+  if (lid == 0u && o < P.stats) {
     mean[o] = pm[0];
     rstd[o] = 1.0 / sqrt(pq[0] / max(pn[0], 1.0) + ${f32(s.eps)});
   }
 }`,
   );
-  dispatch(pipe, [parts, s.mean, s.rstd], grid1D(s.stats, 1));
+  dispatch(pipe, [parts, s.mean, s.rstd, params(s.stats)], grid1D(s.stats, 1));
 }
 
 // ---------------------------------------------------------------- apply and backward
@@ -453,8 +491,18 @@ function rowSumsApply(v: NormView): boolean {
 }
 
 /**
+ * The rows of the view's last axis and their chunks (elementwise.ts rowsOf), the chunking chosen as for
+ * the nominal batch so that the kernel and the reduction after it do not depend on the batch.
+ */
+function rowPlan(v: NormView): { rows: number; L: number; chunks: number; len: number } {
+  const { chunks, len } = rowsOf(withBatch(v.view, NOMINAL_BATCH));
+  const { rows, L } = rowsOf(v.view);
+  return { rows, L, chunks, len };
+}
+
+/**
  * A[t] = Σ g and B[t] = rstd · Σ g·(x − mean) over chunk t of the rows of the view's last axis, into
- * `out` (A at 0, B at `bOffset`; rows × chunks each, chunk-minor).
+ * `out` (A at 0, B at `bOffset`; rows × chunks each, chunk-minor). The number of chunks comes from `P`.
  */
 function rowSums(
   v: NormView,
@@ -465,14 +513,14 @@ function rowSums(
   out: Binding,
   bOffset: number,
 ) {
-  const { rows, L, chunks, len } = rowsOf(v.view);
+  const { rows, L, chunks, len } = rowPlan(v);
   const vec = L % 4 === 0;
   const q = vec ? 4 : 1;
   const total = rows * chunks;
-  const grid = grid1D(total);
-  const st = statShape(v);
-  const lead = [...v.view.slice(0, -1), 1];
-  const key = `norm_rows:${v.view}:${v.statAxes}:${chunks}:${len}:${grid}`;
+  const view = withBatch(v.view, ANY_BATCH);
+  const st = statShape({ ...v, view });
+  const lead = [...view.slice(0, -1), 1];
+  const key = `norm_rows:${view}:${v.statAxes}:${chunks}:${len}`;
   const pipe = kernel(key, `${v.op}_backward_rows`, () => {
     const t = vec ? "vec4<f32>" : "f32";
     const sum = (e: string) => (vec ? `dot(${e}, vec4<f32>(1.0))` : e);
@@ -481,10 +529,11 @@ function rowSums(
 @group(0) @binding(2) var<storage, read> mean: array<f32>;
 @group(0) @binding(3) var<storage, read> rstd: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+${paramsDecl(5, ["total", "bOffset"])}
 @compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let t = ${linearIndex(grid)};
-  if (t >= ${total}u) { return; }
+fn main(${FLAT_ARGS}) {
+  let t = ${flatIndex()};
+  if (t >= P.total) { return; }
   let r = ${divU("t", chunks)};
   let s = ${broadcastIndex(lead, st, "r")};
   let m = mean[s];
@@ -498,10 +547,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     b += gi * (x[i] - m);
   }
   out[t] = ${sum("a")};
-  out[${bOffset}u + t] = ${sum("b")} * rstd[s];
+  out[P.bOffset + t] = ${sum("b")} * rstd[s];
 }`;
   });
-  dispatch(pipe, [g, x, mean, rstd, out], grid);
+  dispatch(pipe, [g, x, mean, rstd, out, params(total, bOffset)], grid1D(total));
 }
 
 /**
@@ -520,7 +569,7 @@ function rowsBackwardSums(
   dw: Binding | null,
   db: Binding | null,
 ): void {
-  const { rows, chunks } = rowsOf(v.view);
+  const { rows, chunks } = rowPlan(v);
   const partN = align64(rows * chunks);
   const parts = acquireBuffer(4 * 2 * partN);
   rowSums(v, g, x, mean, rstd, { buffer: parts, offset: 0, size: 4 * 2 * partN }, partN);

@@ -4,7 +4,8 @@
 
 import { batchNorm2d, groupNorm, layerNorm } from "../autograd/ops/norm.ts";
 import { noGrad, Rng, type Tensor, tensor } from "../mod.ts";
-import { batchNorm2dRef, groupNormRef } from "../kernels/reference/norm.ts";
+import { batchNorm2dRef, groupNormRef, layerNormRef } from "../kernels/reference/norm.ts";
+import { pipelineKeys } from "../kernels/runtime.ts";
 import { assertClose, checkOp, randomArray, setup } from "./helpers.ts";
 import assert from "node:assert/strict";
 
@@ -110,4 +111,44 @@ Deno.test("norms reject bad shapes with clear errors", () => {
     /more than 1 value per channel/,
   );
   t.forEach((a) => a.dispose());
+});
+
+/** The pipelines of this file's kernels (statistics, by-rows backward sums) among `keys`. */
+const normKeys = (keys: string[]) => keys.filter((k) => /^norm_/.test(k));
+
+Deno.test("norms at two batch sizes match the references and share their pipelines", async () => {
+  const run = async (n: number) => {
+    const rm = tensor(new Float32Array(4)), rv = tensor(new Float32Array(4).fill(1));
+    for (const [name, shape] of [["groupNorm", [n, 6, 5, 5]], ["batchNorm2d", [n, 4, 6, 6]]] as const) {
+      const c = shape[1];
+      await checkOp({
+        name: `${name}_n${n}`,
+        shapes: [[...shape], [c], [c]],
+        gpu: ([x, w, b]) => name === "groupNorm" ? groupNorm(x, 3, w, b) : batchNorm2d(x, rm, rv, w, b, true),
+        cpu: ([x, w, b]) =>
+          name === "groupNorm" ? groupNormRef(x, [...shape], 3, w, b) : batchNorm2dRef(x, [...shape], w, b).y,
+        gradTol: { rtol: 2e-3, atol: 2e-4 },
+      });
+    }
+    // a batch statistic short enough at the nominal batch for one invocation per channel
+    await checkOp({
+      name: `batchNorm2d_1x1_n${n}`,
+      shapes: [[n, 3, 1, 1]],
+      gpu: ([x]) => batchNorm2d(x, null, null, null, null, true),
+      cpu: ([x]) => batchNorm2dRef(x, [n, 3, 1, 1], null, null).y,
+      gradTol: { rtol: 2e-3, atol: 2e-3 },
+    });
+    await checkOp({
+      name: `layerNorm_n${n}`,
+      shapes: [[n, 3, 8], [8], [8]],
+      gpu: ([x, w, b]) => layerNorm(x, 8, w, b),
+      cpu: ([x, w, b]) => layerNormRef(x, 8, w, b),
+    });
+    rm.dispose();
+    rv.dispose();
+  };
+  await run(2);
+  const before = new Set(pipelineKeys());
+  await run(5);
+  assert.deepEqual(normKeys(pipelineKeys().filter((k) => !before.has(k))), []);
 });
