@@ -3,10 +3,14 @@
 // Long reductions use one workgroup per output (tree in workgroup memory); otherwise one invocation
 // per output loops over its elements. `key(name, spec)` names the pipeline and `source(spec)` runs only on a
 // pipeline-cache miss; `reduceExprs` is the launcher on bindings.
+//
+// One pipeline serves every batch size: the key and the source are built from the shape class (the
+// leading axis, the batch or chunks over it, set to NOMINAL), and the counts that follow it (outputs,
+// elements per output, where each group's outputs go) and the scales are read from the parameters `P`.
 
 import { type EwInput, quarter, vec4Applies, vec4Inputs } from "./elementwise.ts";
-import { type Binding, dispatch, grid1D, kernel, linearIndex, WG } from "./runtime.ts";
-import { broadcastIndex, divU, f32, modU, storageDecls, stridesOf } from "./wgsl.ts";
+import { type Binding, dispatch, FLAT_ARGS, flatIndex, grid1D, kernel, params, WG } from "./runtime.ts";
+import { broadcastIndex, divU, modU, paramsDecl, storageDecls, stridesOf } from "./wgsl.ts";
 
 export const WG_RED = 64;
 /** Reductions at least this long use a workgroup (tree) per output. */
@@ -72,13 +76,40 @@ export interface ReduceExprsSpec {
   scale?: number;
 }
 
-/** What a reduction's WGSL depends on (the bindings aside). */
+/** What a reduction's WGSL depends on (the bindings, counts and scale aside): a shape class. */
 export interface ReduceSource {
   shape: readonly number[];
   axes: readonly number[];
   inputShapes: readonly (readonly number[])[];
   exprs: readonly string[];
-  scale: number;
+}
+
+/**
+ * The leading axis of a shape class: the training batch, so that the choice between the tree and the
+ * loop is the one made at batch 64 for every batch size (the sources never read this value).
+ */
+export const NOMINAL = 64;
+
+/**
+ * The class of an index space and its inputs: the leading axis (the batch, or chunks over it) and the
+ * inputs' that follow it set to NOMINAL. Rank-1 spaces keep their size.
+ */
+export function shapeClass(
+  shape: readonly number[],
+  inputShapes: readonly (readonly number[])[],
+): { shape: number[]; inputShapes: number[][] } {
+  const r = shape.length;
+  if (r < 2) return { shape: [...shape], inputShapes: inputShapes.map((sh) => [...sh]) };
+  const follows = (sh: readonly number[]) => sh.length === r && (sh[0] === shape[0] || shape[0] === 1);
+  return {
+    shape: [NOMINAL, ...shape.slice(1)],
+    inputShapes: inputShapes.map((sh) => follows(sh) ? [NOMINAL, ...sh.slice(1)] : [...sh]),
+  };
+}
+
+/** The u32 bits of `x` rounded to f32 (a scale in `P`, read back with `bitcast<f32>`). */
+export function f32Bits(x: number): number {
+  return new Uint32Array(Float32Array.of(x).buffer)[0];
 }
 
 /** Writable f32 arrays `names`, bound after `first` inputs (beside the vec4 kernels' input declarations). */
@@ -88,89 +119,125 @@ export const outputDecls = (first: number, names: string[]): string[] =>
 /** Whether a reduction of `R` elements per output runs one workgroup (tree) per output. */
 const usesTree = (R: number) => R >= TREE_MIN;
 
-export function key(name: string, s: ReduceSource): string {
-  // the expressions go last, joined by a character WGSL does not use
-  return `red:${name}:${s.shape}:${s.axes}:${s.inputShapes.join(";")}:${s.scale}:${s.exprs.join("#")}`;
+/** `main`'s parameters for a tree kernel: `flatIndex(1)` is then the workgroup's number. */
+const TREE_ARGS = "@builtin(workgroup_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, " +
+  "@builtin(local_invocation_index) lid: u32";
+
+/** The tree sum of `part` (K slices of WG_RED) into `part[k · WG_RED]`, indented by `pad`. */
+function treeSum(K: number, pad: string): string {
+  const adds = Array.from(
+    { length: K },
+    (_, k) => `${pad}    part[${k * WG_RED}u + lid] += part[${k * WG_RED}u + lid + w];`,
+  );
+  return `${pad}workgroupBarrier();
+${pad}for (var w = ${WG_RED / 2}u; w > 0u; w = w / 2u) {
+${pad}  if (lid < w) {
+${adds.join("\n")}
+${pad}  }
+${pad}  workgroupBarrier();
+${pad}}`;
 }
 
-export function source(s: ReduceSource): string {
-  const { outN, R, base, inner } = split(s.shape, s.axes);
+export function key(name: string, s: ReduceSource): string {
+  // the expressions go last, joined by a character WGSL does not use
+  return `red:${name}:${s.shape}:${s.axes}:${s.inputShapes.join(";")}:${s.exprs.join("#")}`;
+}
+
+/** The run-time parameters of `reduceExprs`: outputs, elements per output (of the index space read), scale. */
+const RED_PARAMS = ["outN", "R", "scale"];
+
+/** Whether the tree kernel reads vec4s: the summed last axis allows (as reduceGroups). */
+function treeVec4(s: ReduceSource): boolean {
+  return vec4Applies({ inputShapes: s.inputShapes, outShape: s.shape }) &&
+    s.axes.includes(s.shape.length - 1);
+}
+
+/** Whether the kernel of (the class) `s` reads vec4s: then it indexes `quarter(shape)`. */
+function readsVec4(s: ReduceSource): boolean {
+  return usesTree(sizes(s.shape, s.axes).R) ? treeVec4(s) : sumsVec4(s);
+}
+
+function treeSource(s: ReduceSource): string {
   const K = s.exprs.length;
   const names = s.inputShapes.map((_, k) => `in${k}`);
   const outNames = s.exprs.map((_, k) => `out${k}`);
-  const loads = s.inputShapes.map((shape, k) => `let v${k} = in${k}[${broadcastIndex(s.shape, shape, "i")}];`)
-    .join(" ");
-  const sc = s.scale === 1 ? "" : ` * ${f32(s.scale)}`;
-  const accs = s.exprs.map((_, k) => `var acc${k} = 0.0;`).join(" ");
   const adds = s.exprs.map((e, k) => `acc${k} += ${e};`).join(" ");
-  const decls = storageDecls(names, outNames);
-  if (usesTree(R)) {
-    const grid = grid1D(outN, 1);
-    // vec4 loads where the summed last axis allows (as reduceGroups)
-    const vec = vec4Applies({ inputShapes: s.inputShapes, outShape: s.shape }) &&
-      s.axes.includes(s.shape.length - 1);
-    const v4 = vec4Inputs(s.inputShapes, s.shape, "i");
-    const q = vec ? split(quarter(s.shape), s.axes) : { R, base, inner };
-    const body = vec
-      ? `${v4.loads.join(" ")}\n      ${[0, 1, 2, 3].map((c) => `{ ${v4.component(c)} ${adds} }`).join(" ")}`
-      : `${loads}\n      ${adds}`;
-    return `${vec ? [...v4.decls, ...outputDecls(names.length, outNames)].join("\n") : decls}
+  const vec = treeVec4(s);
+  const v4 = vec4Inputs(s.inputShapes, s.shape, "i");
+  const q = split(vec ? quarter(s.shape) : s.shape, s.axes);
+  const loads = s.inputShapes.map((sh, k) => `let v${k} = in${k}[${broadcastIndex(s.shape, sh, "i")}];`);
+  const body = vec
+    ? `${v4.loads.join(" ")}\n      ${[0, 1, 2, 3].map((c) => `{ ${v4.component(c)} ${adds} }`).join(" ")}`
+    : `${loads.join(" ")}\n      ${adds}`;
+  return `${
+    vec ? [...v4.decls, ...outputDecls(names.length, outNames)].join("\n") : storageDecls(names, outNames)
+  }
+${paramsDecl(names.length + K, RED_PARAMS)}
 var<workgroup> part: array<f32, ${WG_RED * K}>;
 @compute @workgroup_size(${WG_RED})
-fn main(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let o = ${linearIndex(grid, 1)};
-  let valid = o < ${outN}u;
-  ${accs}
+fn main(${TREE_ARGS}) {
+  let o = ${flatIndex(1)};
+  let valid = o < P.outN;
+  ${s.exprs.map((_, k) => `var acc${k} = 0.0;`).join(" ")}
   if (valid) {
     let b = ${q.base};
-    for (var r = lid; r < ${q.R}u; r += ${WG_RED}u) {
+    let R = P.R;
+    for (var r = lid; r < R; r += ${WG_RED}u) {
       let i = b + ${q.inner};
       ${body}
     }
   }
 ${s.exprs.map((_, k) => `  part[${k * WG_RED}u + lid] = acc${k};`).join("\n")}
-  workgroupBarrier();
-  for (var w = ${WG_RED / 2}u; w > 0u; w = w / 2u) {
-    if (lid < w) {
-${s.exprs.map((_, k) => `      part[${k * WG_RED}u + lid] += part[${k * WG_RED}u + lid + w];`).join("\n")}
-    }
-    workgroupBarrier();
-  }
+${treeSum(K, "  ")}
   if (lid == 0u && valid) {
-${s.exprs.map((_, k) => `    out${k}[o] = part[${k * WG_RED}u]${sc};`).join("\n")}
+${s.exprs.map((_, k) => `    out${k}[o] = part[${k * WG_RED}u] * bitcast<f32>(P.scale);`).join("\n")}
   }
 }`;
-  }
-  if (sumsVec4(s)) {
-    // four neighbouring outputs per invocation, read and written as vec4 (see sumsVec4)
-    const q = split(quarter(s.shape), s.axes);
-    const grid = grid1D(q.outN);
-    return `${storageDecls(names, outNames, "array<vec4<f32>>")}
+}
+
+/** Four neighbouring outputs per invocation, read and written as vec4 (see sumsVec4). */
+function sumsVec4Source(s: ReduceSource): string {
+  const q = split(quarter(s.shape), s.axes);
+  return `${storageDecls(["in0"], ["out0"], "array<vec4<f32>>")}
+${paramsDecl(2, RED_PARAMS)}
 @compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let o = ${linearIndex(grid)};
-  if (o >= ${q.outN}u) { return; }
+fn main(${FLAT_ARGS}) {
+  let o = ${flatIndex()};
+  if (o >= P.outN) { return; }
   let b = ${q.base};
   var acc0 = vec4<f32>(0.0);
-  for (var r = 0u; r < ${q.R}u; r++) { acc0 += in0[b + ${q.inner}]; }
-  out0[o] = acc0${sc};
+  let R = P.R;
+  for (var r = 0u; r < R; r++) { acc0 += in0[b + ${q.inner}]; }
+  out0[o] = acc0 * bitcast<f32>(P.scale);
 }`;
-  }
-  const grid = grid1D(outN);
-  return `${decls}
+}
+
+function loopSource(s: ReduceSource): string {
+  const { base, inner } = split(s.shape, s.axes);
+  const names = s.inputShapes.map((_, k) => `in${k}`);
+  const outNames = s.exprs.map((_, k) => `out${k}`);
+  const loads = s.inputShapes.map((sh, k) => `let v${k} = in${k}[${broadcastIndex(s.shape, sh, "i")}];`);
+  return `${storageDecls(names, outNames)}
+${paramsDecl(names.length + outNames.length, RED_PARAMS)}
 @compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let o = ${linearIndex(grid)};
-  if (o >= ${outN}u) { return; }
+fn main(${FLAT_ARGS}) {
+  let o = ${flatIndex()};
+  if (o >= P.outN) { return; }
   let b = ${base};
-  ${accs}
-  for (var r = 0u; r < ${R}u; r++) {
+  ${s.exprs.map((_, k) => `var acc${k} = 0.0;`).join(" ")}
+  let R = P.R;
+  for (var r = 0u; r < R; r++) {
     let i = b + ${inner};
-    ${loads}
-    ${adds}
+    ${loads.join(" ")}
+    ${s.exprs.map((e, k) => `acc${k} += ${e};`).join(" ")}
   }
-${s.exprs.map((_, k) => `  out${k}[o] = acc${k}${sc};`).join("\n")}
+${s.exprs.map((_, k) => `  out${k}[o] = acc${k} * bitcast<f32>(P.scale);`).join("\n")}
 }`;
+}
+
+export function source(s: ReduceSource): string {
+  if (usesTree(sizes(s.shape, s.axes).R)) return treeSource(s);
+  return sumsVec4(s) ? sumsVec4Source(s) : loopSource(s);
 }
 
 /**
@@ -194,22 +261,15 @@ function sizes(shape: readonly number[], axes: readonly number[]): { outN: numbe
 
 /** out_k[kept] = scale · Σ_reduced expr_k. */
 export function reduceExprs(name: string, s: ReduceExprsSpec): void {
-  const { outN, R } = sizes(s.shape, s.axes);
-  if (outN === 0) return;
-  const src: ReduceSource = {
-    shape: s.shape,
-    axes: s.axes,
-    inputShapes: s.inputs.map((x) => x.shape),
-    exprs: s.exprs,
-    scale: s.scale ?? 1,
-  };
-  const tree = usesTree(R);
-  const label = tree ? `${name}_wg` : name;
-  const grid = tree ? grid1D(outN, 1) : grid1D(sumsVec4(src) ? outN / 4 : outN);
+  if (sizes(s.shape, s.axes).outN === 0) return;
+  const cls = shapeClass(s.shape, s.inputs.map((x) => x.shape));
+  const src: ReduceSource = { ...cls, axes: s.axes, exprs: s.exprs };
+  const tree = usesTree(sizes(cls.shape, s.axes).R);
+  const { outN, R } = sizes(readsVec4(src) ? quarter(s.shape) : s.shape, s.axes);
   dispatch(
-    kernel(key(name, src), label, () => source(src)),
-    [...s.inputs.map((x) => x.binding), ...s.outs],
-    grid,
+    kernel(key(name, src), tree ? `${name}_wg` : name, () => source(src)),
+    [...s.inputs.map((x) => x.binding), ...s.outs, params(outN, R, f32Bits(s.scale ?? 1))],
+    tree ? grid1D(outN, 1) : grid1D(outN),
   );
 }
 
@@ -245,30 +305,42 @@ export interface ReduceGroupsSpec {
   groups: ReduceGroup[];
 }
 
+/** What `reduceGroups`' WGSL depends on: a shape class; the offsets and scales are read from `P`. */
 interface GroupsSource {
   shape: readonly number[];
   inputShapes: readonly (readonly number[])[];
   outs: number;
-  groups: ReduceGroup[];
+  groups: { axes: readonly number[]; exprs: readonly string[]; slots: readonly number[] }[];
 }
 
-function groupsKey(name: string, s: GroupsSource): string {
-  const g = s.groups.map((r) =>
-    `${r.axes}|${r.dst.map((d) => `${d.slot}@${d.offset}`)}|${r.scale ?? 1}|${r.exprs.join("#")}`
-  );
-  return `redg:${name}:${s.shape}:${s.inputShapes.join(";")}:${s.outs}:${g.join("&")}`;
+function groupsKey(name: string, s: GroupsSource, loop: boolean): string {
+  const g = s.groups.map((r) => `${r.axes}|${r.slots}|${r.exprs.join("#")}`);
+  return `redg:${name}:${s.shape}:${s.inputShapes.join(";")}:${s.outs}:${g.join("&")}:${loop}`;
 }
 
 /**
- * WGSL of `reduceGroups`: the workgroups are numbered across the groups (group 0's outputs first), and
- * each runs the tree reduction of one output of its group. The branch on the workgroup's number is
- * uniform, so the barriers inside it are valid.
+ * The run-time parameters of `reduceGroups`, per group g: `e<g>` the end of its outputs in the numbering
+ * across groups, `r<g>` its elements per output, `s<g>` its scale's bits, `d<g>_<k>` the offset of its
+ * k-th expression's outputs.
  */
+function groupsParamNames(s: GroupsSource): string[] {
+  return s.groups.flatMap((g, i) => [`e${i}`, `r${i}`, `s${i}`, ...g.slots.map((_, k) => `d${i}_${k}`)]);
+}
+
+function groupsParams(shape: readonly number[], groups: ReduceGroup[]): number[] {
+  let end = 0;
+  return groups.flatMap((g) => {
+    const { outN, R } = sizes(shape, g.axes);
+    end += outN;
+    return [end, R, f32Bits(g.scale ?? 1), ...g.dst.map((d) => d.offset)];
+  });
+}
+
 /**
  * Whether `reduceGroups` reads vec4s: every group sums the last axis, and the inputs are whole along
  * it or broadcast across it (as the vec4 elementwise kernel; each expression runs per component).
  */
-function groupsVec4(s: GroupsSource): boolean {
+function groupsVec4(s: Pick<GroupsSource, "shape" | "inputShapes" | "groups">): boolean {
   const last = s.shape.length - 1;
   return vec4Applies({ inputShapes: s.inputShapes, outShape: s.shape }) &&
     s.groups.every((g) => g.axes.includes(last));
@@ -279,40 +351,49 @@ function groupsLoop(s: Pick<GroupsSource, "shape" | "groups">): boolean {
   return s.groups.every((g) => !usesTree(sizes(s.shape, g.axes).R));
 }
 
+/** The branch condition of group `i` on the output (or workgroup) number `t`, in an else-if chain. */
+const groupStart = (i: number): string => i === 0 ? "0u" : `P.e${i - 1}`;
+
 /** WGSL of `reduceGroups` when every group is short: one invocation per output, numbered as the trees. */
-function groupsLoopSource(s: GroupsSource, grid: [number, number]): string {
+function groupsLoopSource(s: GroupsSource): string {
   const names = s.inputShapes.map((_, k) => `in${k}`);
   const outNames = Array.from({ length: s.outs }, (_, k) => `out${k}`);
   const loads = s.inputShapes.map((sh, k) => `let v${k} = in${k}[${broadcastIndex(s.shape, sh, "i")}];`)
     .join(" ");
-  let first = 0;
-  const bodies = s.groups.map((g) => {
-    const { outN, R, base, inner } = split(s.shape, g.axes);
-    const start = first;
-    first += outN;
-    const sc = (g.scale ?? 1) === 1 ? "" : ` * ${f32(g.scale!)}`;
-    return `if (t < ${first}u) {
-    let o = t - ${start}u;
+  const bodies = s.groups.map((g, gi) => {
+    const { base, inner } = split(s.shape, g.axes);
+    return `if (t < P.e${gi}) {
+    let o = t - ${groupStart(gi)};
     let b = ${base};
     ${g.exprs.map((_, k) => `var acc${k} = 0.0;`).join(" ")}
-    for (var r = 0u; r < ${R}u; r++) {
+    let R = P.r${gi};
+    for (var r = 0u; r < R; r++) {
       let i = b + ${inner};
       ${loads}
       ${g.exprs.map((x, k) => `acc${k} += ${x};`).join(" ")}
     }
-${g.dst.map((d, k) => `    out${d.slot}[${d.offset}u + o] = acc${k}${sc};`).join("\n")}
+${
+      g.slots.map((slot, k) => `    out${slot}[P.d${gi}_${k} + o] = acc${k} * bitcast<f32>(P.s${gi});`).join(
+        "\n",
+      )
+    }
   }`;
   });
   return `${storageDecls(names, outNames)}
+${paramsDecl(names.length + outNames.length, groupsParamNames(s))}
 @compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let t = ${linearIndex(grid)};
-  if (t >= ${first}u) { return; }
+fn main(${FLAT_ARGS}) {
+  let t = ${flatIndex()};
   ${bodies.join(" else ")}
 }`;
 }
 
-function groupsSource(s: GroupsSource, grid: [number, number]): string {
+/**
+ * WGSL of `reduceGroups`: the workgroups are numbered across the groups (group 0's outputs first), and
+ * each runs the tree reduction of one output of its group. The branch on the workgroup's number is
+ * uniform, so the barriers inside it are valid.
+ */
+function groupsSource(s: GroupsSource): string {
   const names = s.inputShapes.map((_, k) => `in${k}`);
   const outNames = Array.from({ length: s.outs }, (_, k) => `out${k}`);
   const vec = groupsVec4(s);
@@ -325,42 +406,39 @@ function groupsSource(s: GroupsSource, grid: [number, number]): string {
     ? [...v4.decls, ...outputDecls(names.length, outNames)].join("\n")
     : storageDecls(names, outNames);
   const K = Math.max(...s.groups.map((g) => g.exprs.length));
-  let first = 0;
-  const bodies = s.groups.map((g) => {
-    const { outN, R, base, inner } = split(shape, g.axes);
-    const start = first;
-    first += outN;
-    const sc = (g.scale ?? 1) === 1 ? "" : ` * ${f32(g.scale!)}`;
+  const bodies = s.groups.map((g, gi) => {
+    const { base, inner } = split(shape, g.axes);
     const e = g.exprs;
     const adds = e.map((x, k) => `acc${k} += ${x};`).join(" ");
     const sums = vec ? [0, 1, 2, 3].map((c) => `{ ${v4.component(c)} ${adds} }`).join("\n      ") : adds;
-    return `if (wg >= ${start}u && wg < ${first}u) {
-    let o = wg - ${start}u;
+    return `if (wg < P.e${gi}) {
+    let o = wg - ${groupStart(gi)};
     let b = ${base};
     ${e.map((_, k) => `var acc${k} = 0.0;`).join(" ")}
-    for (var r = lid; r < ${R}u; r += ${WG_RED}u) {
+    let R = P.r${gi};
+    for (var r = lid; r < R; r += ${WG_RED}u) {
       let i = b + ${inner};
       ${loads}
       ${sums}
     }
 ${e.map((_, k) => `    part[${k * WG_RED}u + lid] = acc${k};`).join("\n")}
-    workgroupBarrier();
-    for (var w = ${WG_RED / 2}u; w > 0u; w = w / 2u) {
-      if (lid < w) {
-${e.map((_, k) => `        part[${k * WG_RED}u + lid] += part[${k * WG_RED}u + lid + w];`).join("\n")}
-      }
-      workgroupBarrier();
-    }
+${treeSum(e.length, "    ")}
     if (lid == 0u) {
-${g.dst.map((d, k) => `      out${d.slot}[${d.offset}u + o] = part[${k * WG_RED}u]${sc};`).join("\n")}
+${
+      g.slots.map((slot, k) =>
+        `      out${slot}[P.d${gi}_${k} + o] = part[${k * WG_RED}u] * bitcast<f32>(P.s${gi});`
+      )
+        .join("\n")
+    }
     }
   }`;
   });
   return `${decls}
+${paramsDecl(names.length + outNames.length, groupsParamNames(s))}
 var<workgroup> part: array<f32, ${WG_RED * K}>;
 @compute @workgroup_size(${WG_RED})
-fn main(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let wg = ${linearIndex(grid, 1)};
+fn main(${TREE_ARGS}) {
+  let wg = ${flatIndex(1)};
   ${bodies.join(" else ")}
 }`;
 }
@@ -374,21 +452,21 @@ fn main(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) 
 export function reduceGroups(name: string, s: ReduceGroupsSpec): void {
   const total = s.groups.reduce((a, g) => a + sizes(s.shape, g.axes).outN, 0);
   if (total === 0) return;
+  const cls = shapeClass(s.shape, s.inputs.map((x) => x.shape));
   const src: GroupsSource = {
-    shape: s.shape,
-    inputShapes: s.inputs.map((x) => x.shape),
+    ...cls,
     outs: s.outs.length,
-    groups: s.groups,
+    groups: s.groups.map((g) => ({ axes: g.axes, exprs: g.exprs, slots: g.dst.map((d) => d.slot) })),
   };
   const loop = groupsLoop(src);
-  const grid = loop ? grid1D(total) : grid1D(total, 1);
+  const space = !loop && groupsVec4(src) ? quarter(s.shape) : s.shape;
   dispatch(
     kernel(
-      `${groupsKey(name, src)}:${grid}:${loop}`,
+      groupsKey(name, src, loop),
       loop ? name : `${name}_wg`,
-      () => loop ? groupsLoopSource(src, grid) : groupsSource(src, grid),
+      () => loop ? groupsLoopSource(src) : groupsSource(src),
     ),
-    [...s.inputs.map((x) => x.binding), ...s.outs],
-    grid,
+    [...s.inputs.map((x) => x.binding), ...s.outs, params(...groupsParams(space, s.groups))],
+    loop ? grid1D(total) : grid1D(total, 1),
   );
 }
