@@ -13,7 +13,9 @@
 // Where the profile says so (lavapipe), x (and the weight gradient's dy) are fetched from operand
 // textures (kernels/texture_operand.ts), a copy each first: there a texel fetch is a vectorised gather.
 
-import { type Binding, dispatch, gpu, kernel } from "./runtime.ts";
+import { type Binding, dispatch, gpu, kernel, params } from "./runtime.ts";
+import { paramsDecl } from "./wgsl.ts";
+import { ANY_BATCH, NOMINAL_BATCH } from "./batch_class.ts";
 import {
   fitsOperandTexture,
   operandResource,
@@ -53,11 +55,13 @@ function block(outRows: number, outCols: number): { rh: number; px: number } {
 }
 
 /**
- * Whether a tensor of `floats` floats is read through an operand texture (a copy first): where the
- * profile says texel fetches beat storage loads (depthwiseTextures).
+ * Whether a tensor of `n` images of `perImage` floats is read through an operand texture (a copy
+ * first): where the profile says texel fetches beat storage loads (depthwiseTextures). Decided as for
+ * the nominal batch (or a larger one), so that it does not change below it.
  */
-function texOperand(floats: number): boolean {
-  return adapterProfile().depthwiseTextures && floats % 4 === 0 && fitsOperandTexture(floats);
+function texOperand(n: number, perImage: number): boolean {
+  return adapterProfile().depthwiseTextures && perImage % 4 === 0 &&
+    fitsOperandTexture(Math.max(n, NOMINAL_BATCH) * perImage);
 }
 
 /**
@@ -102,8 +106,20 @@ function depthwiseConv(
   const seg = cols.taps > 0 ? (px - 1) * cols.stride + cols.taps : 0;
   const segIdx = (j: number, v: number) => j * cols.stride + cols.step * v - minV;
   const { groups, index } = convGrid(total, n);
-  const tex = texOperand(n * c * h * W);
-  const key = specKey(name, n, c, k, rows, cols, !!b, widxKey, groups, !!parts, tex && textureReadTag());
+  const tex = texOperand(n, c * h * W);
+  // the batch is the grid's z: the key and the source leave it out
+  const key = specKey(
+    name,
+    c,
+    k,
+    rows,
+    cols,
+    !!b,
+    widxKey,
+    groups.slice(0, 2),
+    !!parts,
+    tex && textureReadTag(),
+  );
   const pipe = kernel(key, "depthwise/direct", () => {
     const R = range(rh), J = range(px), U = range(rows.taps), V = range(cols.taps);
     // input rows (relative to oh0·stride + off) and the (output row, row tap) pairs that read each
@@ -269,17 +285,18 @@ export function depthwiseBackwardWeight(dy: Binding, x: Binding, dw: Binding, s:
   const steps = n * rowBlocks * colBlocks;
   const outputs = c * k * k;
   const tree = fusionEnabled("depthwise-weight-tree") && depthwiseWeightTreeFits(k);
-  const { chunks, len } = tree ? { chunks: 1, len: steps } : splitReduction(steps, outputs, 4);
+  // the chunks over the images as for the nominal batch; their length (and the steps) come from P
+  const chunks = tree ? 1 : splitReduction(NOMINAL_BATCH * rowBlocks * colBlocks, outputs, 4).chunks;
+  const len = Math.ceil(steps / chunks);
   const seg = (px - 1) * stride + k, rowsIn = (rh - 1) * stride + k;
   const { groups, index } = tree
     ? { groups: [c, 1, 1] as [number, number, number], index: "i32(gid.x)" }
     : convGrid(c, chunks);
-  const tex = texOperand(n * c * h * W) && texOperand(n * c * OH * OW);
+  const tex = texOperand(n, c * h * W) && texOperand(n, c * OH * OW);
   const key = specKey(
     "depthwise_backward_weight",
-    convKey(s),
+    convKey({ ...s, n: ANY_BATCH }),
     chunks,
-    len,
     groups,
     tree,
     tex && textureReadTag(),
@@ -328,20 +345,21 @@ ${K.map((kh) => K.map((kw) => `  out[ob + ${kh * k + kw}] = a${kh}_${kw};`).join
 fn main(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let ch = ${index};
 ${K.map((kh) => K.map((kw) => `  var a${kh}_${kw} = 0.0;`).join("\n")).join("\n")}
-  for (var st = i32(lid); st < ${steps}; st += ${wgc()}) {`
+  for (var st = i32(lid); st < i32(P.steps); st += ${wgc()}) {`
       : `@compute @workgroup_size(${wgc()})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let ch = ${index};
   if (ch >= ${c}) { return; }
   let chunk = i32(gid.z);
-  let start = chunk * ${len};
-  let end = min(start + ${len}, ${steps});
+  let start = chunk * i32(P.len);
+  let end = min(start + i32(P.len), i32(P.steps));
 ${K.map((kh) => K.map((kw) => `  var a${kh}_${kw} = 0.0;`).join("\n")).join("\n")}
   for (var st = start; st < end; st++) {`;
     return `${tex ? WGSL_TEXEL_COORD : ""}
 ${operandDecl("dy", 0, tex)}
 ${operandDecl("x", 1, tex)}
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
+${paramsDecl(3, ["steps", "len"])}
 ${head}
     let ow0 = ${mod("st", colBlocks)} * ${px};
     let r = ${div("st", colBlocks)};
@@ -368,7 +386,7 @@ ${tree ? treeCode : partialCode}
   });
   const dyr = operandResource("DY", dy, n * c * OH * OW, tex),
     xr = operandResource("DX", x, n * c * h * W, tex);
-  withPartials(chunks, outputs, dw, (dst) => dispatch(pipe, [dyr, xr, dst], groups));
+  withPartials(chunks, outputs, dw, (dst) => dispatch(pipe, [dyr, xr, dst, params(steps, len)], groups));
 }
 
 // ---------------------------------------------------------------- the variants

@@ -14,9 +14,11 @@
 // Variants: one, `depthwise/tiled`; the tile (register block RY×RX ≤ 2×2, up to 16×16 invocations
 // per tile, slabs) is fitted to the image and to 16 KiB of workgroup memory by `depthwiseTile`.
 
-import { type Binding, dispatch, gpu, kernel } from "./runtime.ts";
+import { type Binding, dispatch, gpu, kernel, params } from "./runtime.ts";
 import { convKey, type ConvShape } from "./shapes.ts";
 import { range, splitReduction, withPartials } from "./conv_common.ts";
+import { divU, modU, paramsDecl } from "./wgsl.ts";
+import { ANY_BATCH, NOMINAL_BATCH } from "./batch_class.ts";
 
 /** Workgroup memory (floats) and invocations WebGPU guarantees. */
 const BUDGET = 16384 / 4, MAX_INVOCATIONS = 256;
@@ -43,9 +45,9 @@ function passGeometry(s: ConvShape, pass: DepthwisePass) {
 
 /**
  * The tile for a pass of this shape: the largest register block and invocation grid (≤ 16×16) that
- * covers the output, then as many slabs as fit 256 invocations, the work and workgroup memory (the
- * weight gradient keeps room for at least 4 taps per reduction round); null when even one 1×1 tile
- * does not fit (a very large k).
+ * covers the output, then as many slabs as fit 256 invocations, the work (as for the nominal batch, so
+ * that the tile does not depend on the batch) and workgroup memory (the weight gradient keeps room for
+ * at least 4 taps per reduction round); null when even one 1×1 tile does not fit (a very large k).
  */
 export function depthwiseTile(s: ConvShape, pass: DepthwisePass): DepthwiseTile | null {
   const { outH, outW } = passGeometry(s, pass);
@@ -57,7 +59,7 @@ export function depthwiseTile(s: ConvShape, pass: DepthwisePass): DepthwiseTile 
     const perSlab = (th + k - 1) * (tw + k - 1) + (weight ? th * tw : k * k);
     const minGroup = Math.min(k * k, 4);
     const used = (sl: number) => sl * perSlab + (weight ? sl * per * minGroup : 0);
-    const units = (weight ? s.n : s.n * s.c) * Math.ceil(outH / th) * Math.ceil(outW / tw);
+    const units = (weight ? 1 : s.c) * NOMINAL_BATCH * Math.ceil(outH / th) * Math.ceil(outW / tw);
     let slabs = Math.max(1, Math.min(Math.floor(MAX_INVOCATIONS / per), units));
     while (slabs > 1 && used(slabs) > BUDGET) slabs--;
     if (used(slabs) <= BUDGET) {
@@ -122,35 +124,42 @@ interface ConvSpec {
   bias: boolean;
 }
 
-/** Forward or input gradient: out = conv(inp, w or its flip) (+ b), stride 1, patch plus halo staged. */
-function convSource({ s, pass, bias }: ConvSpec, t: DepthwiseTile, gx: number): string {
+/** The tile coordinates and plane (image·channel) of work unit `u`. */
+const decodeUnit = (u: string, tilesX: number, tilesY: number, plane: string) =>
+  `let tX = ${modU(u, tilesX)}; let tY = ${modU(divU(u, tilesX), tilesY)}; let ${plane} = ${
+    divU(u, tilesX * tilesY)
+  };`;
+
+/**
+ * Forward or input gradient: out = conv(inp, w or its flip) (+ b), stride 1, patch plus halo staged.
+ * The work units (planes × tiles, planes over the batch) come from `P.total`.
+ */
+function convSource({ s, pass, bias }: ConvSpec, t: DepthwiseTile): string {
   const { inH, inW, outH, outW, pad } = passGeometry(s, pass);
   const k = s.k, kk = k * k, c = s.c;
   const th = t.wy * t.ry, tw = t.wx * t.rx, ph = th + k - 1, pw = tw + k - 1;
   const tilesY = Math.ceil(outH / th), tilesX = Math.ceil(outW / tw);
-  const total = s.n * c * tilesY * tilesX, per = t.wx * t.wy, inv = per * t.slabs;
+  const per = t.wx * t.wy, inv = per * t.slabs;
   const flip = pass === "input";
-  const decode = (u: string) =>
-    `let tX = ${u} % ${tilesX}u; let tY = (${u} / ${tilesX}u) % ${tilesY}u; let plane = ${u} / ${
-      tilesX * tilesY
-    }u;`;
+  const decode = (u: string) => decodeUnit(u, tilesX, tilesY, "plane");
   const R = range(t.ry), J = range(t.rx), U = range(k), V = range(k);
   return `@group(0) @binding(0) var<storage, read> X: array<f32>;
 @group(0) @binding(1) var<storage, read> W: array<f32>;
 ${bias ? "@group(0) @binding(2) var<storage, read> Bias: array<f32>;" : ""}
 @group(0) @binding(${bias ? 3 : 2}) var<storage, read_write> Y: array<f32>;
+${paramsDecl(bias ? 4 : 3, ["total"]).replace("var<uniform> P:", "var<uniform> Q:")}
 var<workgroup> P: array<f32, ${t.slabs * ph * pw}>;
 var<workgroup> Wt: array<f32, ${t.slabs * kk}>;
 @compute @workgroup_size(${inv})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let first = (wid.x + wid.y * ${gx}u) * ${t.slabs}u;
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let first = (wid.x + wid.y * nwg.x) * ${t.slabs}u;
   // stage every slab's input patch (zero outside the image) and its channel's filter
   for (var e = lid; e < ${t.slabs * ph * pw}u; e += ${inv}u) {
-    let unit = first + e / ${ph * pw}u;
-    let py = (e % ${ph * pw}u) / ${pw}u;
-    let px = e % ${pw}u;
+    let unit = first + ${divU("e", ph * pw)};
+    let py = ${divU(modU("e", ph * pw), pw)};
+    let px = ${modU("e", pw)};
     var v = 0.0;
-    if (unit < ${total}u) {
+    if (unit < Q.total) {
       ${decode("unit")}
       let iy = i32(tY * ${th}u + py) - (${pad});
       let ix = i32(tX * ${tw}u + px) - (${pad});
@@ -161,20 +170,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     P[e] = v;
   }
   for (var e = lid; e < ${t.slabs * kk}u; e += ${inv}u) {
-    let unit = first + e / ${kk}u;
+    let unit = first + ${divU("e", kk)};
     var v = 0.0;
-    if (unit < ${total}u) {
-      let ch = (unit / ${tilesX * tilesY}u) % ${c}u;
-      v = W[ch * ${kk}u + ${flip ? `${kk - 1}u - e % ${kk}u` : `e % ${kk}u`}];
+    if (unit < Q.total) {
+      let ch = ${modU(divU("unit", tilesX * tilesY), c)};
+      v = W[ch * ${kk}u + ${flip ? `${kk - 1}u - ${modU("e", kk)}` : modU("e", kk)}];
     }
     Wt[e] = v;
   }
   workgroupBarrier();
-  let sl = lid / ${per}u;
-  let ty = (lid % ${per}u) / ${t.wx}u;
-  let tx = lid % ${t.wx}u;
+  let sl = ${divU("lid", per)};
+  let ty = ${divU(modU("lid", per), t.wx)};
+  let tx = ${modU("lid", t.wx)};
   let unit = first + sl;
-  if (unit >= ${total}u) { return; }
+  if (unit >= Q.total) { return; }
   ${decode("unit")}
   let pb = sl * ${ph * pw}u + ty * ${t.ry * pw}u + tx * ${t.rx}u;
   let wb = sl * ${kk}u;
@@ -195,7 +204,7 @@ ${
     R.map((r) =>
       J.map((j) =>
         `  if (oy + ${r}u < ${outH}u && ox + ${j}u < ${outW}u) { Y[yb + (oy + ${r}u) * ${outW}u + ox + ${j}u] = a${r}_${j}${
-          bias ? ` + Bias[plane % ${c}u]` : ""
+          bias ? ` + Bias[${modU("plane", c)}]` : ""
         }; }`
       ).join("\n")
     ).join("\n")
@@ -208,9 +217,10 @@ function runConv(spec: ConvSpec, bindings: Binding[]): void {
   const { outH, outW } = passGeometry(spec.s, spec.pass);
   const th = t.wy * t.ry, tw = t.wx * t.rx;
   const units = spec.s.n * spec.s.c * Math.ceil(outH / th) * Math.ceil(outW / tw);
-  const [gx, gy] = grid(Math.ceil(units / t.slabs));
-  const key = `dwt_${spec.pass}:${convKey(spec.s)}:${spec.bias ? 1 : 0}:${tileKey(t)}:${gx}`;
-  dispatch(kernel(key, "depthwise/tiled", () => convSource(spec, t, gx)), bindings, [gx, gy]);
+  const cls = { ...spec, s: { ...spec.s, n: ANY_BATCH } };
+  const key = `dwt_${spec.pass}:${convKey(cls.s)}:${spec.bias ? 1 : 0}:${tileKey(t)}`;
+  const pipe = kernel(key, "depthwise/tiled", () => convSource(cls, t));
+  dispatch(pipe, [...bindings, params(units)], grid(Math.ceil(units / t.slabs)));
 }
 
 /** y = depthwise(x, w) (+ b), stride 1. */
@@ -237,16 +247,20 @@ export function depthwiseTiledBackwardWeight(dy: Binding, x: Binding, dw: Bindin
   const tilesY = Math.ceil(OH / th), tilesX = Math.ceil(OW / tw);
   const units = n * tilesY * tilesX, steps = Math.ceil(units / t.slabs);
   const per = t.wx * t.wy, inv = per * t.slabs;
-  const { chunks, len } = splitReduction(steps, c * kk, 2);
+  // the chunks over the images as for the nominal batch; their length, the steps and units from P
+  const nominalSteps = Math.ceil((NOMINAL_BATCH * tilesY * tilesX) / t.slabs);
+  const chunks = splitReduction(nominalSteps, c * kk, 2).chunks;
+  const len = Math.ceil(steps / chunks);
   const p2 = 2 ** Math.ceil(Math.log2(inv));
   const R = range(t.ry), J = range(t.rx), U = range(k), V = range(k);
   const rounds = range(Math.ceil(kk / t.group));
   const tap = (i: number) => `a${Math.floor(i / k)}_${i % k}`;
-  const key = `dwt_weight:${convKey(s)}:${tileKey(t)}:${chunks},${len}`;
+  const key = `dwt_weight:${convKey({ ...s, n: ANY_BATCH })}:${tileKey(t)}:${chunks}`;
   const source = () =>
     `@group(0) @binding(0) var<storage, read> DY: array<f32>;
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read_write> Out: array<f32>;
+${paramsDecl(3, ["units", "steps", "len"]).replace("var<uniform> P:", "var<uniform> Q:")}
 var<workgroup> P: array<f32, ${t.slabs * ph * pw}>;
 var<workgroup> D: array<f32, ${t.slabs * th * tw}>;
 var<workgroup> Red: array<f32, ${inv * t.group}>;
@@ -254,24 +268,22 @@ var<workgroup> Red: array<f32, ${inv * t.group}>;
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let ch = wid.x;
   let chunk = wid.y;
-  let sl = lid / ${per}u;
-  let ty = (lid % ${per}u) / ${t.wx}u;
-  let tx = lid % ${t.wx}u;
+  let sl = ${divU("lid", per)};
+  let ty = ${divU(modU("lid", per), t.wx)};
+  let tx = ${modU("lid", t.wx)};
   let pb = sl * ${ph * pw}u + ty * ${t.ry * pw}u + tx * ${t.rx}u;
   let db = sl * ${th * tw}u + ty * ${t.ry * tw}u + tx * ${t.rx}u;
 ${U.map((u) => V.map((v) => `  var a${u}_${v} = 0.0;`).join("\n")).join("\n")}
-  let stEnd = min((chunk + 1u) * ${len}u, ${steps}u);
-  for (var st = chunk * ${len}u; st < stEnd; st++) {
+  let stEnd = min((chunk + 1u) * Q.len, Q.steps);
+  for (var st = chunk * Q.len; st < stEnd; st++) {
     // stage the step's x patches (zero outside the image) and dy tiles (zero outside the output)
     for (var e = lid; e < ${t.slabs * ph * pw}u; e += ${inv}u) {
-      let unit = st * ${t.slabs}u + e / ${ph * pw}u;
-      let py = (e % ${ph * pw}u) / ${pw}u;
-      let px = e % ${pw}u;
+      let unit = st * ${t.slabs}u + ${divU("e", ph * pw)};
+      let py = ${divU(modU("e", ph * pw), pw)};
+      let px = ${modU("e", pw)};
       var v = 0.0;
-      if (unit < ${units}u) {
-        let tX = unit % ${tilesX}u; let tY = (unit / ${tilesX}u) % ${tilesY}u; let nn = unit / ${
-      tilesX * tilesY
-    }u;
+      if (unit < Q.units) {
+        ${decodeUnit("unit", tilesX, tilesY, "nn")}
         let iy = i32(tY * ${th}u + py) - (${pad});
         let ix = i32(tX * ${tw}u + px) - (${pad});
         if (iy >= 0 && iy < ${h} && ix >= 0 && ix < ${W}) {
@@ -281,14 +293,12 @@ ${U.map((u) => V.map((v) => `  var a${u}_${v} = 0.0;`).join("\n")).join("\n")}
       P[e] = v;
     }
     for (var e = lid; e < ${t.slabs * th * tw}u; e += ${inv}u) {
-      let unit = st * ${t.slabs}u + e / ${th * tw}u;
-      let oy = (e % ${th * tw}u) / ${tw}u;
-      let ox = e % ${tw}u;
+      let unit = st * ${t.slabs}u + ${divU("e", th * tw)};
+      let oy = ${divU(modU("e", th * tw), tw)};
+      let ox = ${modU("e", tw)};
       var v = 0.0;
-      if (unit < ${units}u) {
-        let tX = unit % ${tilesX}u; let tY = (unit / ${tilesX}u) % ${tilesY}u; let nn = unit / ${
-      tilesX * tilesY
-    }u;
+      if (unit < Q.units) {
+        ${decodeUnit("unit", tilesX, tilesY, "nn")}
         let gy = tY * ${th}u + oy;
         let gx = tX * ${tw}u + ox;
         if (gy < ${OH}u && gx < ${OW}u) { v = DY[(nn * ${c}u + ch) * ${OH * OW}u + gy * ${OW}u + gx]; }
@@ -329,5 +339,10 @@ ${taps.map((i, q) => `      Out[chunk * ${c * kk}u + ch * ${kk}u + ${i}u] = Red[
     }
 }`;
   const pipe = kernel(key, "depthwise/tiled", source);
-  withPartials(chunks, c * kk, dw, (dst) => dispatch(pipe, [dy, x, dst], [c, chunks]));
+  withPartials(
+    chunks,
+    c * kk,
+    dw,
+    (dst) => dispatch(pipe, [dy, x, dst, params(units, steps, len)], [c, chunks]),
+  );
 }

@@ -11,7 +11,7 @@ import {
   depthwiseTiledForward,
   depthwiseTiledSupports,
 } from "../kernels/depthwise_tiled.ts";
-import { checked } from "../kernels/runtime.ts";
+import { checked, pipelineKeys } from "../kernels/runtime.ts";
 import * as convRef from "../kernels/reference/conv.ts";
 import type { ConvShape } from "../kernels/shapes.ts";
 import { assertClose, finiteDiff, randomArray, setup } from "./helpers.ts";
@@ -115,4 +115,15 @@ Deno.test("conv reference backward = finite differences (dense, grouped, depthwi
     assertClose(convRef.conv2dBackwardWeightRef(dy, x, s), fw, tol, "dw");
     assertClose(convRef.conv2dBackwardBiasRef(dy, s), fb, tol, "db");
   }
+});
+
+Deno.test("depthwise/tiled at two batch sizes: the references, and no new pipeline for the second", async () => {
+  const shapes = (n: number) => [dw(n, 5, 9, 9, 7), dw(n, 5, 3, 3, 7), dw(n, 3, 40, 40, 7)];
+  const run = async (n: number) => {
+    for (const [i, s] of shapes(n).entries()) await check(`n=${n} shape ${i}`, s, i !== 1);
+  };
+  await run(2);
+  const before = new Set(pipelineKeys());
+  await run(5);
+  assert.deepEqual(pipelineKeys().filter((k) => !before.has(k) && k.startsWith("dwt_")), []);
 });
