@@ -22,14 +22,17 @@ import {
   acquireBuffer,
   type Binding,
   dispatch,
+  FLAT_ARGS,
+  flatIndex,
   grid1D,
   kernel,
-  linearIndex,
+  params,
   releaseBuffer,
+  WG,
 } from "./runtime.ts";
 import { matmul } from "./matmul.ts";
 import { gemmSplitK, matmulTiled } from "./gemm_tiled.ts";
-import { storageDecls } from "./wgsl.ts";
+import { divU, modU, paramsDecl, storageDecls } from "./wgsl.ts";
 import { sumAxes } from "./reduce.ts";
 import { convGrid, type ConvShape, specKey, splitReduction, wgc, withPartials } from "./conv_common.ts";
 import {
@@ -63,10 +66,19 @@ import {
   type GemmEpilogue,
 } from "./epilogue.ts";
 import { geluBackward, geluForward } from "./activation.ts";
-import { convKey } from "./shapes.ts";
 
 const R4 = [0, 1, 2, 3];
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+// The pipelines serve every batch size: keys and sources hold the per-image shape (`imageKey`), the
+// images are a grid axis (z) or their counts are read at run time from the parameters `P`.
+
+/** The per-image part of a 1×1 conv's shape (the batch left out), for pipeline keys. */
+const imageKey = (s: ConvShape) => `${s.c},${s.h},${s.w},${s.o}`;
+
+/** WGSL `a / n` and `a % n` on i32s, without a division by a literal 1. */
+const divI = (a: string, n: number) => n === 1 ? a : `(${a} / ${n})`;
+const modI = (a: string, n: number) => n === 1 ? "0" : `(${a} % ${n})`;
 
 /** WGSL stepping a weight-gradient walk over pixels to the next one (and to the next image). */
 function nextPixel(p: number, o: number, c: number): string {
@@ -78,6 +90,17 @@ function nextPixel(p: number, o: number, c: number): string {
       a += ${(o - 1) * p};
       b += ${(c - 1) * p};
     }`;
+}
+
+/**
+ * WGSL starting a weight-gradient chunk's walk over the N·P pixels (`p` per image): its steps
+ * start..end (P.len each, P.steps in all) and the first one's pixel q in image n0.
+ */
+function chunkStart(p: number): string {
+  return `  let start = chunk * i32(P.len);
+  let end = min(start + i32(P.len), i32(P.steps));
+  var q = ${modI("start", p)};
+  let n0 = ${divI("start", p)};`;
 }
 
 /** Binding of a buffer whose length is a multiple of 4 floats, read as vec4. */
@@ -105,13 +128,50 @@ function operandLoad(name: string, idx: string, tex: boolean): string {
 /**
  * The pixel columns of the vec4 forward and input-gradient GEMMs, in vec4s of 4 pixels. Per image
  * (grid z = image) unless a register block is wider than one image (4×4 images on lavapipe): then the
- * columns run over all N·H·W pixels (z = 1), so that blocks stay full.
+ * columns run over all N·H·W pixels, so that blocks stay full. Decided from the image size alone, so
+ * every batch size shares the pipeline (as at any batch of at least a block's width in images).
  */
 function pixelColumns(s: ConvShape, edge: number) {
   const p4 = (s.h * s.w) / 4;
-  const merged = gemmBlockEdge(p4 * 4, edge) < gemmBlockEdge(s.n * p4 * 4, edge);
-  const cols4 = merged ? s.n * p4 : p4;
-  return { p4, c4: s.c / 4, cols4, cb4: gemmBlockEdge(cols4 * 4, edge) / 4, z: merged ? 1 : s.n, merged };
+  const perImage = gemmBlockEdge(p4 * 4, edge);
+  const merged = perImage < edge;
+  return { p4, c4: s.c / 4, cb4: (merged ? edge : perImage) / 4, merged };
+}
+
+/**
+ * The grid of a vec4 forward or input-gradient GEMM (`rowBlocks` blocks of `rb` rows) and the WGSL
+ * that finds an invocation's block (t, row0, col0; returns past the last). Per image: the blocks of one
+ * image (compiled) and the image on z. Merged: the block count follows the batch, so it, the column
+ * blocks and the columns (`cols4`) are read from `P`, declared at `binding`.
+ */
+function blockGrid(s: ConvShape, edge: number, rowBlocks: number, rb: number, binding: number) {
+  const { p4, cb4, merged } = pixelColumns(s, edge);
+  if (!merged) {
+    const colBlocks = Math.ceil(p4 / cb4), total = rowBlocks * colBlocks;
+    const { groups, index } = convGrid(total, s.n);
+    return {
+      groups,
+      args: "@builtin(global_invocation_id) gid: vec3<u32>",
+      decl: "",
+      extra: [] as GPUBuffer[],
+      head: `  let t = ${index};
+  if (t >= ${total}) { return; }
+  let row0 = ${divI("t", colBlocks)} * ${rb};
+  let col0 = ${modI("t", colBlocks)} * ${cb4};`,
+    };
+  }
+  const cols4 = s.n * p4, colBlocks = Math.ceil(cols4 / cb4), total = rowBlocks * colBlocks;
+  const g = grid1D(total, wgc());
+  return {
+    groups: [g[0], g[1], 1] as [number, number, number],
+    args: FLAT_ARGS,
+    decl: paramsDecl(binding, ["total", "colBlocks", "cols4"]),
+    extra: [params(total, colBlocks, cols4)],
+    head: `  let t = i32(${flatIndex(wgc())});
+  if (t >= i32(P.total)) { return; }
+  let row0 = (t / i32(P.colBlocks)) * ${rb};
+  let col0 = (t % i32(P.colBlocks)) * ${cb4};`,
+  };
 }
 
 /**
@@ -119,17 +179,23 @@ function pixelColumns(s: ConvShape, edge: number) {
  * into the result (`y` channels), for the vec4 columns col0 + j (clamped to the last).
  */
 function columnBases(s: ConvShape, edge: number, J: number[], ch: { x: number; y: number }): string {
-  const { p4, cols4, merged } = pixelColumns(s, edge);
+  const { p4, merged } = pixelColumns(s, edge);
   return J.map((j) => {
-    const col = `min(col0 + ${j}, ${cols4 - 1})`;
     if (!merged) {
+      const col = `min(col0 + ${j}, ${p4 - 1})`;
       return `  let x${j} = i32(gid.z) * ${ch.x * p4} + ${col};\n  let y${j} = i32(gid.z) * ${
         ch.y * p4
       } + ${col};`;
     }
-    return `  let n${j} = ${col} / ${p4};\n  let p${j} = ${col} % ${p4};
+    const col = `min(col0 + ${j}, i32(P.cols4) - 1)`;
+    return `  let c${j} = ${col};\n  let n${j} = ${divI(`c${j}`, p4)};\n  let p${j} = ${modI(`c${j}`, p4)};
   let x${j} = n${j} * ${ch.x * p4} + p${j};\n  let y${j} = n${j} * ${ch.y * p4} + p${j};`;
   }).join("\n");
+}
+
+/** WGSL: whether vec4 column col0 + j is a column of the result. */
+function colBound(merged: boolean, j: number, p4: number): string {
+  return merged ? `col0 + ${j} < i32(P.cols4)` : `col0 + ${j} < ${p4}`;
 }
 
 /** Forward, vec4 path: a block of RB output channels × CB pixels per invocation, K unrolled by 4. */
@@ -144,28 +210,27 @@ function forwardVec4(
 ): void {
   const { o } = s;
   const { tex } = v;
-  const { p4, c4, cols4, cb4, z, merged } = pixelColumns(s, v.edge);
+  const { p4, c4, cb4, merged } = pixelColumns(s, v.edge);
   const rb = gemmBlockEdge(o, v.edge);
-  const rowBlocks = Math.ceil(o / rb), colBlocks = Math.ceil(cols4 / cb4);
-  const total = rowBlocks * colBlocks;
-  const { groups, index } = convGrid(total, z);
+  const grid = blockGrid(s, v.edge, Math.ceil(o / rb), rb, (b ? 4 : 3) + epilogueBindings(ep).length);
   const I = range(rb), J = range(cb4);
   const pipe = kernel(
     specKey(
       "c1x1f4",
       v.variant,
       v.tex && textureReadTag(),
-      convKey(s),
+      imageKey(s),
       !!b,
       rb,
       cb4,
       merged,
-      groups,
+      wgc(),
       epilogueTag(ep),
     ),
     v.variant,
     () =>
       `${epilogueDecl(ep, b ? 4 : 3, "vec4<f32>")}
+${grid.decl}
 ${epilogueFns(ep)}
 ${tex ? WGSL_TEXEL_COORD : ""}
 ${operandDecl("x", 0, tex)}
@@ -174,11 +239,8 @@ ${b ? "@group(0) @binding(2) var<storage, read> b: array<f32>;\n" : ""}@group(0)
         b ? 3 : 2
       }) var<storage, read_write> y: ${V4};
 @compute @workgroup_size(${wgc()})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let t = ${index};
-  if (t >= ${total}) { return; }
-  let row0 = (t / ${colBlocks}) * ${rb};
-  let col0 = (t % ${colBlocks}) * ${cb4};
+fn main(${grid.args}) {
+${grid.head}
 ${I.map((i) => `  let r${i} = min(row0 + ${i}, ${o - 1}) * ${c4};`).join("\n")}
 ${columnBases(s, v.edge, J, { x: s.c, y: o })}
 ${I.map((i) => J.map((j) => `  var acc${i}_${j} = vec4<f32>(0.0);`).join("\n")).join("\n")}
@@ -203,7 +265,7 @@ ${b ? I.map((i) => `  let bias${i} = b[min(row0 + ${i}, ${o - 1})];`).join("\n")
 ${
         I.map((i) =>
           J.map((j) =>
-            `  if (row0 + ${i} < ${o} && col0 + ${j} < ${cols4}) { ${
+            `  if (row0 + ${i} < ${o} && ${colBound(merged, j, p4)}) { ${
               epilogueStore(
                 ep,
                 `y${j} + (row0 + ${i}) * ${p4}`,
@@ -218,7 +280,7 @@ ${
 }`,
   );
   const xr = operandResource("B", x, s.n * s.c * p4 * 4, tex), wr = operandResource("A", w, o * s.c, tex);
-  dispatch(pipe, [xr, wr, ...(b ? [b] : []), y, ...epilogueBindings(ep)], groups);
+  dispatch(pipe, [xr, wr, ...(b ? [b] : []), y, ...epilogueBindings(ep), ...grid.extra], grid.groups);
 }
 
 /** Input gradient, vec4 path: dx[n] = wᵀ · dy[n]; wᵀ is read as vec4 over 4 input channels. */
@@ -232,44 +294,41 @@ function backwardInputVec4(
 ): void {
   const { c, o } = s;
   const { tex } = v;
-  const { p4, c4, cols4, cb4, z, merged } = pixelColumns(s, v.edge);
+  const { p4, c4, cb4, merged } = pixelColumns(s, v.edge);
   const rb4 = gemmBlockEdge(c, v.edge) / 4;
-  const rowBlocks = Math.ceil(c4 / rb4), colBlocks = Math.ceil(cols4 / cb4);
-  const total = rowBlocks * colBlocks;
-  const { groups, index } = convGrid(total, z);
+  const grid = blockGrid(s, v.edge, Math.ceil(c4 / rb4), rb4, 3 + epilogueBindings(ep).length);
   const I = range(rb4), J = range(cb4);
   // K (the output channels) four at a time: each accumulator takes a sum of four products, so a
   // spilled accumulator is loaded and stored once per four multiply-adds, not once per one
   const o4 = Math.floor(o / 4);
-  // GELU's pre-activation fetched from a texture too (it pays, the copy included)
+  // GELU's pre-activation fetched from a texture too (it pays, the copy included); whether the tensor
+  // fits one is the adapter's limit, not a choice (batches far beyond training's fit)
   const epTex = tex && !!ep?.geluGradOf && fitsOperandTexture(s.n * c * p4 * 4);
   const pipe = kernel(
     specKey(
       "c1x1i4",
       v.variant,
       v.tex && textureReadTag(),
-      convKey(s),
+      imageKey(s),
       rb4,
       cb4,
       merged,
-      groups,
+      wgc(),
       epilogueTag(ep),
       epTex,
     ),
     v.variant,
     () =>
       `${epilogueDecl(ep, 3, "vec4<f32>", epTex)}
+${grid.decl}
 ${epilogueFns(ep)}
 ${tex ? WGSL_TEXEL_COORD : ""}
 ${operandDecl("dy", 0, tex)}
 ${operandDecl("w", 1, tex)}
 @group(0) @binding(2) var<storage, read_write> dx: ${V4};
 @compute @workgroup_size(${wgc()})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let t = ${index};
-  if (t >= ${total}) { return; }
-  let row0 = (t / ${colBlocks}) * ${rb4};
-  let col0 = (t % ${colBlocks}) * ${cb4};
+fn main(${grid.args}) {
+${grid.head}
 ${I.map((i) => `  let r${i} = min(row0 + ${i}, ${c4 - 1});`).join("\n")}
 ${columnBases(s, v.edge, J, { x: o, y: c })}
 ${
@@ -318,7 +377,7 @@ ${
         I.map((i) =>
           R4.map((q) =>
             J.map((j) =>
-              `  if (row0 + ${i} < ${c4} && col0 + ${j} < ${cols4}) { ${
+              `  if (row0 + ${i} < ${c4} && ${colBound(merged, j, p4)}) { ${
                 epilogueStore(
                   ep,
                   `y${j} + (r${i} * 4 + ${q}) * ${p4}`,
@@ -336,7 +395,7 @@ ${
   );
   const dyr = operandResource("B", dy, s.n * o * p4 * 4, tex), wr = operandResource("A", w, o * c, tex);
   const epr = epTex ? [textureOperand("E", ep!.geluGradOf!, s.n * c * p4 * 4)] : epilogueBindings(ep);
-  dispatch(pipe, [dyr, wr, dx, ...epr], groups);
+  dispatch(pipe, [dyr, wr, dx, ...epr, ...grid.extra], grid.groups);
 }
 
 /**
@@ -364,10 +423,11 @@ function backwardWeightVec4(
   const fill = adapterProfile().splitInvocations;
   const minLen = fill ? Math.max(32, Math.ceil(steps / Math.ceil(fill / total))) : 32;
   const { chunks, len } = splitReduction(steps, o * c, minLen);
+  // the chunks (grid z) and their length follow the batch: read from P
   const { groups, index } = convGrid(total, chunks);
   const I = range(rb), J4 = range(cb / 4), J = range(cb);
   const pipe = kernel(
-    specKey("c1x1w4", v.variant, v.tex && textureReadTag(), convKey(s), chunks, len, rb, cb, groups, !!db),
+    specKey("c1x1w4", v.variant, v.tex && textureReadTag(), imageKey(s), rb, cb, wgc(), !!db),
     v.variant,
     () =>
       `${tex ? WGSL_TEXEL_COORD : ""}
@@ -375,21 +435,19 @@ ${operandDecl("dy", 0, tex)}
 ${operandDecl("x", 1, tex)}
 @group(0) @binding(2) var<storage, read_write> out: ${V4};
 ${db ? "@group(0) @binding(3) var<storage, read_write> bout: array<f32>;" : ""}
+${paramsDecl(db ? 4 : 3, ["len", "steps"])}
 @compute @workgroup_size(${wgc()})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
   if (t >= ${total}) { return; }
   let chunk = i32(gid.z);
-  let row0 = (t / ${colBlocks}) * ${rb};
-  let col0 = (t % ${colBlocks}) * ${cb};
+  let row0 = ${divI("t", colBlocks)} * ${rb};
+  let col0 = ${modI("t", colBlocks)} * ${cb};
 ${I.map((i) => `  let r${i} = min(row0 + ${i}, ${o - 1}) * ${p4};`).join("\n")}
 ${J.map((j) => `  let c${j} = min(col0 + ${j}, ${c - 1}) * ${p4};`).join("\n")}
 ${I.map((i) => J4.map((j) => `  var acc${i}_${j} = vec4<f32>(0.0);`).join("\n")).join("\n")}
 ${db ? I.map((i) => `  var bs${i} = vec4<f32>(0.0);`).join("\n") : ""}
-  let start = chunk * ${len};
-  let end = min(start + ${len}, ${steps});
-  var q = start % ${p4};
-  let n0 = start / ${p4};
+${chunkStart(p4)}
   var a = n0 * ${o * p4} + q;
   var b = n0 * ${c * p4} + q;
   for (var i = start; i < end; i++) {
@@ -434,7 +492,7 @@ ${
     chunks,
     o * c,
     dw,
-    (dst) => dispatch(pipe, [dyr, xr, dst, ...(db ? [bPart ?? db] : [])], groups),
+    (dst) => dispatch(pipe, [dyr, xr, dst, ...(db ? [bPart ?? db] : []), params(len, steps)], groups),
   );
   if (bPart) {
     sumAxes(bPart, [chunks, o], [0], db!);
@@ -457,10 +515,11 @@ function gemmPixels(
 ): void {
   const rowBlocks = Math.ceil(m / 4), colBlocks = Math.ceil(p / 4);
   const total = rowBlocks * colBlocks;
+  // one image per z-slice: nothing in the source follows the batch
   const { groups, index } = convGrid(total, batch);
   const hasBias = bindings.bias !== null;
   const pipe = kernel(
-    specKey(name, m, kDim, p, batch, aIdx("r", "k"), hasBias, groups),
+    specKey(name, m, kDim, p, aIdx("r", "k"), hasBias, wgc()),
     "gemm1x1/scalar",
     () =>
       `${storageDecls(hasBias ? ["A", "B", "bias"] : ["A", "B"], ["out"])}
@@ -469,8 +528,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
   if (t >= ${total}) { return; }
   let nn = i32(gid.z);
-  let row0 = (t / ${colBlocks}) * 4;
-  let col0 = (t % ${colBlocks}) * 4;
+  let row0 = ${divI("t", colBlocks)} * 4;
+  let col0 = ${modI("t", colBlocks)} * 4;
 ${R4.map((i) => `  let r${i} = min(row0 + ${i}, ${m - 1});`).join("\n")}
 ${R4.map((j) => `  let c${j} = min(col0 + ${j}, ${p - 1});`).join("\n")}
   let bBase = nn * ${kDim * p};
@@ -499,6 +558,7 @@ ${
 /**
  * dst [b, a, inner] = src [a, b, inner] with the two leading axes swapped, through `ep` (the epilogue's
  * tensor in dst's layout): the columns variants apply a GEMM's epilogue here, after the transpose back.
+ * One of a, b is the batch: both are read from P, `inner` (the pixels of an image) is compiled.
  */
 function swapLeading(
   src: Binding,
@@ -509,25 +569,26 @@ function swapLeading(
   ep?: GemmEpilogue,
 ): void {
   const total = a * b * inner;
-  const grid = grid1D(total);
   const pipe = kernel(
-    `swap_leading:${a},${b},${inner}:${grid}:${epilogueTag(ep)}`,
+    `swap_leading:${inner}:${epilogueTag(ep)}`,
     "gemm1x1/columns",
     () =>
       `${storageDecls(["src"], ["dst"])}
 ${epilogueDecl(ep, 2, "f32")}
+${paramsDecl(2 + epilogueBindings(ep).length, ["total", "a", "b"])}
 ${epilogueFns(ep)}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let t = ${linearIndex(grid)};
-  if (t >= ${total}u) { return; }
-  let r = t % ${inner}u;
-  let i = (t / ${inner}u) % ${a}u;
-  let j = t / ${a * inner}u;
-  ${epilogueStore(ep, "t", `src[(i * ${b}u + j) * ${inner}u + r]`, false, "dst")}
+@compute @workgroup_size(${WG})
+fn main(${FLAT_ARGS}) {
+  let t = ${flatIndex()};
+  if (t >= P.total) { return; }
+  let r = ${modU("t", inner)};
+  let ta = ${divU("t", inner)};
+  let i = ta % P.a;
+  let j = ta / P.a;
+  ${epilogueStore(ep, "t", `src[(i * P.b + j) * ${inner}u + r]`, false, "dst")}
 }`,
   );
-  dispatch(pipe, [src, dst, ...epilogueBindings(ep)], grid);
+  dispatch(pipe, [src, dst, ...epilogueBindings(ep), params(total, a, b)], grid1D(total));
 }
 
 /**
@@ -629,23 +690,21 @@ function scalarWeight(dy: Binding, x: Binding, dw: Binding, s: ConvShape): void 
   const total = rowBlocks * colBlocks;
   const { groups, index } = convGrid(total, chunks);
   const pipe = kernel(
-    specKey("c1x1w", convKey(s), chunks, len, groups),
+    specKey("c1x1w", imageKey(s), wgc()),
     "gemm1x1/scalar",
     () =>
       `${storageDecls(["dy", "x"], ["out"])}
+${paramsDecl(3, ["len", "steps"])}
 @compute @workgroup_size(${wgc()})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
   if (t >= ${total}) { return; }
   let chunk = i32(gid.z);
-  let row0 = (t / ${colBlocks}) * 4;
-  let col0 = (t % ${colBlocks}) * 4;
+  let row0 = ${divI("t", colBlocks)} * 4;
+  let col0 = ${modI("t", colBlocks)} * 4;
 ${R4.map((i) => `  let r${i} = min(row0 + ${i}, ${o - 1}) * ${p};`).join("\n")}
 ${R4.map((j) => `  let c${j} = min(col0 + ${j}, ${c - 1}) * ${p};`).join("\n")}
-  let start = chunk * ${len};
-  let end = min(start + ${len}, ${steps});
-  var q = start % ${p};
-  let n0 = start / ${p};
+${chunkStart(p)}
   var a = n0 * ${o * p} + q;
   var b = n0 * ${c * p} + q;
 ${R4.map((i) => `  var acc${i} = vec4<f32>(0.0);`).join("\n")}
@@ -668,7 +727,7 @@ ${
     chunks,
     o * c,
     dw,
-    (dst) => dispatch(pipe, [dy, x, dst], groups),
+    (dst) => dispatch(pipe, [dy, x, dst, params(len, steps)], groups),
   );
 }
 

@@ -12,12 +12,15 @@
 //      multiply-adds per workgroup-memory read, for large M·N (needs enough registers).
 //   v3 `gemm/tiled` with GEMM_TILES.t32: 32×32 tile, BK 16, 8×8 invocations of 4×4: more workgroups for
 //      small outputs.
-//   v4 `gemm/tiled-splitk`: any tile with the reduction (K, or batch×K with sumBatch) split into s
+//   v4 split-K (label `gemm/tiled` too): any tile with the reduction (K, or batch×K with sumBatch) split into s
 //      chunks, one workgroup per (tile, chunk) writing partial sums, then a second pass adding the
 //      chunks (conv_common's withPartials). For weight gradients: small M·N (O×C), long K (N·H·W), where
 //      one workgroup per tile would leave most of the GPU idle. `gemmSplitK` picks s for a shape.
+// One pipeline serves every batch and split: the batch, the chunks' length and the reduction's steps
+// are read at run time from the parameters `P` (batch × chunks is grid z).
 
-import { type Binding, dispatch, kernel } from "./runtime.ts";
+import { type Binding, dispatch, kernel, params } from "./runtime.ts";
+import { divU, modU, paramsDecl } from "./wgsl.ts";
 import type { MatmulDims } from "./shapes.ts";
 import { withPartials } from "./conv_common.ts";
 import {
@@ -131,20 +134,19 @@ export function matmulTiled(
   const vecB = d.transB ? d.k % 4 === 0 : d.n % 4 === 0;
   const vecC = d.n % 4 === 0;
   const f = (x: boolean | undefined) => (x ? 1 : 0);
-  const key = `gemm_tiled:${d.batch},${d.m},${d.n},${d.k},${f(d.transA)}${f(d.transB)}${f(d.batchA)}${
-    f(d.batchB)
-  }${f(d.sumBatch)}${f(bias)}${tag},${chunks},${len},${t.bm},${t.bn},${t.bk},${t.tm},${t.tn}`;
-  const label = chunks > 1 ? "gemm/tiled-splitk" : "gemm/tiled";
-  const pipe = kernel(key, label, () => tiledSource(d, t, { chunks, len, bias, vecA, vecB, vecC, ep }));
+  const key = `gemm_tiled:${d.m},${d.n},${d.k},${f(d.transA)}${f(d.transB)}${f(d.batchA)}${f(d.batchB)}${
+    f(d.sumBatch)
+  }${f(bias)}${tag},${t.bm},${t.bn},${t.bk},${t.tm},${t.tn}`;
+  // split or not, one pipeline (and label): the split follows the batch
+  const pipe = kernel(key, "gemm/tiled", () => tiledSource(d, t, { bias, vecA, vecB, vecC, ep }));
   const groups: [number, number, number] = [Math.ceil(d.n / t.bn), Math.ceil(d.m / t.bm), outBatch * chunks];
+  const p = params(outBatch, len, steps);
   withPartials(chunks, outBatch * d.m * d.n, c, (dst) => {
-    dispatch(pipe, [a, b, dst, ...(opts.rowBias ? [opts.rowBias] : []), ...epilogueBindings(ep)], groups);
+    dispatch(pipe, [a, b, dst, ...(opts.rowBias ? [opts.rowBias] : []), ...epilogueBindings(ep), p], groups);
   });
 }
 
 interface SourceOpts {
-  chunks: number;
-  len: number;
   bias: boolean;
   vecA: boolean;
   vecB: boolean;
@@ -175,7 +177,7 @@ function tiledSource(d: MatmulDims, t: GemmTile, o: SourceOpts): string {
   const { bm, bn, bk, tm, tn } = t;
   const wx = bn / tn, inv = (bm / tm) * wx;
   const bm4 = bm / 4, bn4 = bn / 4, bk4 = bk / 4;
-  const sum = !!d.sumBatch, kTiles = Math.ceil(k / bk), steps = (sum ? d.batch : 1) * kTiles;
+  const sum = !!d.sumBatch, kTiles = Math.ceil(k / bk);
   const sA = d.batchA ? m * k : 0, sB = d.batchB ? k * n : 0;
   // As[kk·BM/4 + r/4][r%4] = op(A)[row0 + r, k0 + kk]; Bs[kk·BN/4 + c/4][c%4] = op(B)[k0 + kk, col0 + c]
   const scatter = (arr: string, vec: string, kIdx: (i: number) => string, w4: number, pos: string) =>
@@ -278,6 +280,7 @@ ${scatter("Bs", "v", (i) => `q * 4u + ${i}u`, bn4, "cc")}`,
 @group(0) @binding(2) var<storage, read_write> C: ${arr(o.vecC)};
 ${o.bias ? "@group(0) @binding(3) var<storage, read> Bias: array<f32>;" : ""}
 ${epilogueDecl(o.ep, o.bias ? 4 : 3, o.vecC ? "vec4<f32>" : "f32")}
+${paramsDecl((o.bias ? 4 : 3) + epilogueBindings(o.ep).length, ["batch", "len", "steps"])}
 ${epilogueFns(o.ep)}
 var<workgroup> As: array<vec4<f32>, ${bk * bm4}>;
 var<workgroup> Bs: array<vec4<f32>, ${bk * bn4}>;
@@ -286,18 +289,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   // every invocation takes part in every load and barrier; only the stores are guarded
   let row0 = wid.y * ${bm}u;
   let col0 = wid.x * ${bn}u;
-  let chunk = wid.z / ${sum ? 1 : d.batch}u;
-  let bz = wid.z % ${sum ? 1 : d.batch}u;
+  // z: chunk-major over the output's batch (P.batch, 1 with sumBatch)
+  let chunk = wid.z / P.batch;
+  let bz = wid.z % P.batch;
   let rb = row0 + (lid / ${wx}u) * ${tm}u;
   let cb = col0 + (lid % ${wx}u) * ${tn}u;
   let ar = (lid / ${wx}u) * ${tm / 4}u;
   let bc = (lid % ${wx}u) * ${tn / 4}u;
 ${I.map((i) => H.map((h) => `  var acc${i}_${h} = vec4<f32>(0.0);`).join("\n")).join("\n")}
-  let first = chunk * ${o.len}u;
-  let last = min(first + ${o.len}u, ${steps}u);
+  let first = chunk * P.len;
+  let last = min(first + P.len, P.steps);
   for (var st = first; st < last; st++) {
-    let bat = ${sum ? `st / ${kTiles}u` : "bz"};
-    let k0 = ${sum ? `(st % ${kTiles}u)` : "st"} * ${bk}u;
+    let bat = ${sum ? divU("st", kTiles) : "bz"};
+    let k0 = ${sum ? modU("st", kTiles) : "st"} * ${bk}u;
     let aOff = bat * ${sA}u;
     let bOff = bat * ${sB}u;
 ${loadA}
