@@ -7,9 +7,10 @@
 //     invocation keeps a block of channels × pixels of the result in registers.
 // (`patches` is a rewrite of the graph, done by autograd/ops/conv.ts.)
 
-import { type Binding, dispatch, kernel } from "./runtime.ts";
+import { type Binding, dispatch, kernel, params } from "./runtime.ts";
 import { sumAxes } from "./reduce.ts";
-import { storageDecls } from "./wgsl.ts";
+import { paramsDecl, storageDecls } from "./wgsl.ts";
+import { ANY_BATCH, NOMINAL_BATCH } from "./batch_class.ts";
 import {
   type Axis,
   blockEdge,
@@ -128,6 +129,11 @@ export function convBackwardBias(dy: Binding, db: Binding, s: ConvShape): void {
 
 // ---------------------------------------------------------------- direct kernels
 
+// Division and remainder of i32s by a constant, folded when the constant is 1 (Chromium's SwiftShader
+// never finishes compiling a loop that divides by a literal 1).
+const div = (a: string, n: number) => n === 1 ? a : `(${a} / ${n})`;
+const mod = (a: string, n: number) => n === 1 ? "0" : `(${a} % ${n})`;
+
 /** Channels of a direct pass: input `cin`, output `cout`, in `groups` groups, over a batch of `n`. */
 interface Channels {
   n: number;
@@ -168,7 +174,19 @@ function directConv(
   const seg = cols.taps > 0 ? (px - 1) * cols.stride + cols.taps : 0;
   const segIdx = (j: number, v: number) => j * cols.stride + cols.step * v - minV;
   const { groups: grid, index } = convGrid(total, n);
-  const key = specKey(name, ch, rows, cols, !!bias, widxKey, rb, px, rh, grid);
+  // the batch is the grid's z: the key and the source leave it out
+  const key = specKey(
+    name,
+    { ...ch, n: ANY_BATCH },
+    rows,
+    cols,
+    !!bias,
+    widxKey,
+    rb,
+    px,
+    rh,
+    grid.slice(0, 2),
+  );
   const pipe = kernel(key, "direct/blocked", () => {
     const I = range(rb), R = range(rh), J = range(px), M = range(seg), V = range(cols.taps);
     const loop = rows.taps > 0 && cols.taps > 0
@@ -207,12 +225,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
   if (t >= ${total}) { return; }
   let nn = i32(gid.z);
-  let ow0 = (t % ${colBlocks}) * ${px};
-  var r = t / ${colBlocks};
-  let oh0 = (r % ${rowBlocks}) * ${rh};
-  r = r / ${rowBlocks};
-  let o0 = (r % ${ocBlocks}) * ${rb};
-  let g = r / ${ocBlocks};
+  let ow0 = ${mod("t", colBlocks)} * ${px};
+  var r = ${div("t", colBlocks)};
+  let oh0 = ${mod("r", rowBlocks)} * ${rh};
+  r = ${div("r", rowBlocks)};
+  let o0 = ${mod("r", ocBlocks)} * ${rb};
+  let g = ${div("r", ocBlocks)};
 ${I.map((i) => `  let ol${i} = min(o0 + ${i}, ${cog - 1});`).join("\n")}
   let iwb = ow0 * ${cols.stride} + ${cols.off + minV};
 ${M.map((m) => `  let cv${m} = iwb + ${m} >= 0 && iwb + ${m} < ${W};`).join("\n")}
@@ -296,26 +314,29 @@ function directBackwardWeight(dy: Binding, x: Binding, dw: Binding, s: ConvShape
   const total = groups * ocBlocks * icBlocks * k;
   const rows = n * OH;
   const outputs = o * cg * kk;
-  const { chunks, len } = splitReduction(rows, outputs, Math.ceil(128 / OW));
+  // the chunks over the images' rows as for the nominal batch; their length (and the rows) from P
+  const chunks = splitReduction(NOMINAL_BATCH * OH, outputs, Math.ceil(128 / OW)).chunks;
+  const len = Math.ceil(rows / chunks);
   const { groups: grid, index } = convGrid(total, chunks);
   const seg = (px - 1) * stride + k;
-  const key = specKey("conv_backward_weight", convKey(s), rb, cb, px, chunks, len, grid);
+  const key = specKey("conv_backward_weight", convKey({ ...s, n: ANY_BATCH }), rb, cb, px, chunks, grid);
   const pipe = kernel(key, "direct/blocked", () => {
     const I = range(rb), C = range(cb), J = range(px), M = range(seg), KW = range(k);
     const dyLoad = (i: number, j: number) =>
       OW % px === 0 ? `dy[dp + dc${i} + ${j}]` : guarded("dy", `dp + dc${i} + ${j}`, `ow0 + ${j} < ${OW}`);
     return `${storageDecls(["dy", "x"], ["out"])}
+${paramsDecl(3, ["rows", "len"])}
 @compute @workgroup_size(${wgc()})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = ${index};
   if (t >= ${total}) { return; }
   let chunk = i32(gid.z);
-  let kh = t % ${k};
-  var r = t / ${k};
-  let c0 = (r % ${icBlocks}) * ${cb};
-  r = r / ${icBlocks};
-  let o0 = (r % ${ocBlocks}) * ${rb};
-  let g = r / ${ocBlocks};
+  let kh = ${mod("t", k)};
+  var r = ${div("t", k)};
+  let c0 = ${mod("r", icBlocks)} * ${cb};
+  r = ${div("r", icBlocks)};
+  let o0 = ${mod("r", ocBlocks)} * ${rb};
+  let g = ${div("r", ocBlocks)};
 ${I.map((i) => `  let dc${i} = (g * ${og} + min(o0 + ${i}, ${og - 1})) * ${P};`).join("\n")}
 ${C.map((q) => `  let xc${q} = (g * ${cg} + min(c0 + ${q}, ${cg - 1})) * ${HW};`).join("\n")}
 ${
@@ -323,11 +344,11 @@ ${
         "\n",
       )
     }
-  let start = chunk * ${len};
-  let end = min(start + ${len}, ${rows});
+  let start = chunk * i32(P.len);
+  let end = min(start + i32(P.len), i32(P.rows));
   for (var rr = start; rr < end; rr++) {
-    let nn = rr / ${OH};
-    let oh = rr % ${OH};
+    let nn = ${div("rr", OH)};
+    let oh = ${mod("rr", OH)};
     let ih = oh * ${stride} - ${pad} + kh;
     if (ih < 0 || ih >= ${h}) { continue; }
     let xrow = nn * ${c * HW} + ih * ${W};
@@ -364,7 +385,7 @@ ${
     }
 }`;
   });
-  withPartials(chunks, outputs, dw, (dst) => dispatch(pipe, [dy, x, dst], grid));
+  withPartials(chunks, outputs, dw, (dst) => dispatch(pipe, [dy, x, dst, params(rows, len)], grid));
 }
 
 // ---------------------------------------------------------------- the variants

@@ -3,8 +3,8 @@
 // so that a convolution with such windows is a 1×1 convolution (a GEMM) over y. Because windows do
 // not overlap, the backward is a gather too: each input position belongs to at most one patch.
 
-import { type Binding, dispatch, grid1D, kernel, linearIndex } from "./runtime.ts";
-import { storageDecls } from "./wgsl.ts";
+import { type Binding, dispatch, FLAT_ARGS, flatIndex, grid1D, kernel, params } from "./runtime.ts";
+import { divU, modU, paramsDecl, storageDecls } from "./wgsl.ts";
 import { convTuneKey, type ConvVariant, isPatchConv } from "./variant.ts";
 
 export interface PatchShape {
@@ -18,54 +18,60 @@ export interface PatchShape {
   ow: number;
 }
 
+/** The sizes a patches kernel compiles in: all but the batch, whose invocations come from `P.total`. */
+const shapeKey = (s: PatchShape) => `${s.c},${s.h},${s.w},${s.k},${s.stride},${s.oh},${s.ow}`;
+
 /** x [n, c, h, w] → y [n, c·k·k, oh, ow]. */
 export function gatherPatches(x: Binding, y: Binding, s: PatchShape): void {
   const total = s.n * s.c * s.k * s.k * s.oh * s.ow;
-  const grid = grid1D(total);
-  const key = `patches_gather:${s.n},${s.c},${s.h},${s.w},${s.k},${s.stride},${s.oh},${s.ow}:${grid}`;
-  const pipe = kernel(key, "patches/gather", () =>
+  const ckk = s.c * s.k * s.k;
+  const pipe = kernel(`patches_gather:${shapeKey(s)}`, "patches/gather", () =>
     `${storageDecls(["x"], ["y"])}
+${paramsDecl(2, ["total"])}
 @compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let t = ${linearIndex(grid)};
-  if (t >= ${total}u) { return; }
-  let j = t % ${s.ow}u;
-  let i = (t / ${s.ow}u) % ${s.oh}u;
-  let ch = (t / ${s.ow * s.oh}u) % ${s.c * s.k * s.k}u;
-  let nn = t / ${s.ow * s.oh * s.c * s.k * s.k};
-  let kw = ch % ${s.k}u;
-  let kh = (ch / ${s.k}u) % ${s.k}u;
-  let c = ch / ${s.k * s.k}u;
+fn main(${FLAT_ARGS}) {
+  let t = ${flatIndex()};
+  if (t >= P.total) { return; }
+  let j = ${modU("t", s.ow)};
+  let i = ${modU(divU("t", s.ow), s.oh)};
+  let ch = ${modU(divU("t", s.ow * s.oh), ckk)};
+  let nn = ${divU("t", s.ow * s.oh * ckk)};
+  let kw = ${modU("ch", s.k)};
+  let kh = ${modU(divU("ch", s.k), s.k)};
+  let c = ${divU("ch", s.k * s.k)};
   y[t] = x[((nn * ${s.c}u + c) * ${s.h}u + i * ${s.stride}u + kh) * ${s.w}u + j * ${s.stride}u + kw];
 }`);
-  dispatch(pipe, [x, y], grid);
+  dispatch(pipe, [x, y, params(total)], grid1D(total));
 }
 
 /** The input gradient: gy [n, c·k·k, oh, ow] → gx [n, c, h, w] (zero outside every patch). */
 export function scatterPatches(gy: Binding, gx: Binding, s: PatchShape): void {
   const total = s.n * s.c * s.h * s.w;
-  const grid = grid1D(total);
-  const key = `patches_scatter:${s.n},${s.c},${s.h},${s.w},${s.k},${s.stride},${s.oh},${s.ow}:${grid}`;
-  const pipe = kernel(key, "patches/scatter", () =>
-    `${storageDecls(["gy"], ["gx"])}
+  const pipe = kernel(
+    `patches_scatter:${shapeKey(s)}`,
+    "patches/scatter",
+    () =>
+      `${storageDecls(["gy"], ["gx"])}
+${paramsDecl(2, ["total"])}
 @compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let t = ${linearIndex(grid)};
-  if (t >= ${total}u) { return; }
-  let ww = t % ${s.w}u;
-  let hh = (t / ${s.w}u) % ${s.h}u;
-  let nc = t / ${s.w * s.h}u;
-  let i = hh / ${s.stride}u;
-  let j = ww / ${s.stride}u;
-  let kh = hh % ${s.stride}u;
-  let kw = ww % ${s.stride}u;
+fn main(${FLAT_ARGS}) {
+  let t = ${flatIndex()};
+  if (t >= P.total) { return; }
+  let ww = ${modU("t", s.w)};
+  let hh = ${modU(divU("t", s.w), s.h)};
+  let nc = ${divU("t", s.w * s.h)};
+  let i = ${divU("hh", s.stride)};
+  let j = ${divU("ww", s.stride)};
+  let kh = ${modU("hh", s.stride)};
+  let kw = ${modU("ww", s.stride)};
   var v = 0.0;
   if (kh < ${s.k}u && kw < ${s.k}u && i < ${s.oh}u && j < ${s.ow}u) {
     v = gy[((nc * ${s.k * s.k}u + kh * ${s.k}u + kw) * ${s.oh}u + i) * ${s.ow}u + j];
   }
   gx[t] = v;
-}`);
-  dispatch(pipe, [gy, gx], grid);
+}`,
+  );
+  dispatch(pipe, [gy, gx, params(total)], grid1D(total));
 }
 
 /**
