@@ -5,9 +5,10 @@
 // pipeline-cache miss; `reduceExprs` is the launcher on bindings.
 //
 // One pipeline serves every batch size: the key and the source are built from the shape class (the
-// leading axis, the batch or chunks over it, set to NOMINAL), and the counts that follow it (outputs,
+// leading axis, the batch or chunks over it, set to the nominal batch), and the counts that follow it (outputs,
 // elements per output, where each group's outputs go) and the scales are read from the parameters `P`.
 
+import { NOMINAL_BATCH } from "./batch_class.ts";
 import { type EwInput, quarter, vec4Applies, vec4Inputs } from "./elementwise.ts";
 import { type Binding, dispatch, FLAT_ARGS, flatIndex, grid1D, kernel, params, WG } from "./runtime.ts";
 import { broadcastIndex, divU, modU, paramsDecl, storageDecls, stridesOf } from "./wgsl.ts";
@@ -85,14 +86,9 @@ export interface ReduceSource {
 }
 
 /**
- * The leading axis of a shape class: the training batch, so that the choice between the tree and the
- * loop is the one made at batch 64 for every batch size (the sources never read this value).
- */
-export const NOMINAL = 64;
-
-/**
  * The class of an index space and its inputs: the leading axis (the batch, or chunks over it) and the
- * inputs' that follow it set to NOMINAL. Rank-1 spaces keep their size.
+ * inputs' that follow it set to the nominal batch, so that the tree or the loop is chosen as at the
+ * training batch for every batch (the sources never read this value). Rank-1 spaces keep their size.
  */
 export function shapeClass(
   shape: readonly number[],
@@ -102,8 +98,8 @@ export function shapeClass(
   if (r < 2) return { shape: [...shape], inputShapes: inputShapes.map((sh) => [...sh]) };
   const follows = (sh: readonly number[]) => sh.length === r && (sh[0] === shape[0] || shape[0] === 1);
   return {
-    shape: [NOMINAL, ...shape.slice(1)],
-    inputShapes: inputShapes.map((sh) => follows(sh) ? [NOMINAL, ...sh.slice(1)] : [...sh]),
+    shape: [NOMINAL_BATCH, ...shape.slice(1)],
+    inputShapes: inputShapes.map((sh) => follows(sh) ? [NOMINAL_BATCH, ...sh.slice(1)] : [...sh]),
   };
 }
 

@@ -1,6 +1,11 @@
-import { mean, sum, sumTo } from "../mod.ts";
-import { checkOp, setup } from "./helpers.ts";
+import { mean, noGrad, Rng, sum, sumTo, tensor } from "../mod.ts";
+import { empty } from "../autograd/tensor.ts";
+import { reduceGroups } from "../kernels/reduce.ts";
+import { pipelineKeys } from "../kernels/runtime.ts";
+import { readMany } from "../nn/module.ts";
+import { assertClose, checkOp, randomArray, setup } from "./helpers.ts";
 import { sumRef } from "../kernels/reference/reduce.ts";
+import assert from "node:assert/strict";
 
 await setup();
 
@@ -48,4 +53,75 @@ Deno.test("sum of everything and sumTo a broadcast shape", async () => {
     gpu: ([x]) => sumTo(x, [5, 1, 1]),
     cpu: ([x]) => sumRef(x, [3, 5, 4, 4], [0, 2, 3]),
   });
+});
+
+/** Runs `fn` and returns the keys of the pipelines it created. */
+async function createdBy(fn: () => Promise<void>): Promise<string[]> {
+  const before = new Set(pipelineKeys());
+  await fn();
+  return pipelineKeys().filter((k) => !before.has(k));
+}
+
+// [shape at batch n, axes]: the loop (a bias gradient over the batch), the vec4 loop (split partials
+// [chunks, outputs]), the tree over n·h·w, the vec4 tree over a long last axis
+const batchCases = (n: number): [number[], number[]][] => [
+  [[n, 10], [0]],
+  [[n, 12], [0]],
+  [[n, 3, 300], [0, 2]],
+  [[n, 3, 256], [2]],
+];
+
+Deno.test("sum and mean at two batch sizes: one pipeline serves both", async () => {
+  const run = async (n: number) => {
+    for (const [shape, axes] of batchCases(n)) {
+      const count = axes.reduce((a, i) => a * shape[i], 1);
+      const x64 = randomArray(new Rng(n), shape.reduce((a, b) => a * b, 1));
+      const x = tensor(Float32Array.from(x64), shape);
+      const [s, m] = noGrad(() => [sum(x, { dim: axes }), mean(x, { dim: axes })]);
+      assertClose(await s.toArray(), sumRef(x64, shape, axes), {}, `sum over ${axes} of [${shape}]`);
+      assertClose(
+        await m.toArray(),
+        sumRef(x64, shape, axes, 1 / count),
+        {},
+        `mean over ${axes} of [${shape}]`,
+      );
+      [x, s, m].forEach((t) => t.dispose());
+    }
+  };
+  await run(2);
+  assert.deepEqual(await createdBy(() => run(5)), []);
+});
+
+/**
+ * reduceGroups over [n, c, l]: per (n, c) the sum and the sum of squares, per channel the mean over n·l
+ * (the scale follows the batch). The variant is chosen as at batch 64: l = 2 runs the loop, l = 300 the
+ * vec4 trees, l = 301 the scalar trees.
+ */
+async function groupsAt(n: number, c: number, l: number): Promise<void> {
+  const shape = [n, c, l];
+  const x64 = randomArray(new Rng(n + l), n * c * l);
+  const x = tensor(Float32Array.from(x64), shape);
+  const stats = empty([2 * 64]), perChannel = empty([c]);
+  reduceGroups("test_groups", {
+    shape,
+    inputs: [{ binding: x.binding(), shape }],
+    outs: [stats.binding(), perChannel.binding()],
+    groups: [
+      { axes: [2], exprs: ["v0", "v0 * v0"], dst: [{ slot: 0, offset: 0 }, { slot: 0, offset: 64 }] },
+      { axes: [0, 2], exprs: ["v0"], dst: [{ slot: 1, offset: 0 }], scale: 1 / (n * l) },
+    ],
+  });
+  const [st, pc] = await readMany([stats, perChannel]);
+  assertClose(st.slice(0, n * c), sumRef(x64, shape, [2]), {}, "row sums");
+  assertClose(st.slice(64, 64 + n * c), sumRef(x64.map((v) => v * v), shape, [2]), {}, "row sums of squares");
+  assertClose(pc, sumRef(x64, shape, [0, 2], 1 / (n * l)), {}, "channel means");
+  [x, stats, perChannel].forEach((t) => t.dispose());
+}
+
+Deno.test("reduceGroups at two batch sizes: one pipeline serves both", async () => {
+  const run = async (n: number) => {
+    for (const l of [2, 300, 301]) await groupsAt(n, 3, l);
+  };
+  await run(2);
+  assert.deepEqual(await createdBy(() => run(5)), []);
 });
