@@ -13,7 +13,7 @@ import {
   gemmTile,
   matmulTiled,
 } from "../kernels/gemm_tiled.ts";
-import { checked } from "../kernels/runtime.ts";
+import { checked, pipelineKeys } from "../kernels/runtime.ts";
 import type { MatmulDims } from "../kernels/shapes.ts";
 import { matmulBackwardRef, matmulOutLength, matmulRef } from "../kernels/reference/matmul.ts";
 import { assertClose, finiteDiff, randomArray, setup } from "./helpers.ts";
@@ -187,4 +187,21 @@ Deno.test("gemm tile and split-K choice", () => {
     /splitK must be a positive integer/,
   );
   t.dispose();
+});
+
+Deno.test("gemm/tiled: batch 2 and 5 match the reference, the second batch creates no pipeline", async () => {
+  // a 1×1 conv's per-image GEMMs: forward (shared A, row bias), input gradient (Aᵀ), and the weight
+  // gradient summed over the images with the split the batch gives
+  const round = async (batch: number) => {
+    await check(`forward batch ${batch}`, dims(12, 16, 8, { batch, batchA: false }), { bias: true });
+    await check(`input grad batch ${batch}`, dims(8, 16, 12, { batch, batchA: false, transA: true }));
+    const wg = dims(12, 8, 16, { batch, sumBatch: true, transB: true });
+    await check(`weight grad batch ${batch}`, wg, { splitK: gemmSplitK(wg) });
+    await check(`weight grad batch ${batch} split 3`, wg, { splitK: 3 });
+  };
+  await round(2);
+  const before = new Set(pipelineKeys());
+  await round(5);
+  const fresh = pipelineKeys().filter((k) => !before.has(k) && k.startsWith("gemm_tiled"));
+  assert.deepEqual(fresh, [], "pipelines created for batch 5");
 });

@@ -12,7 +12,23 @@ import { planFusions } from "../nn/fusions.ts";
 import { trainingStepPlan } from "../models/plan.ts";
 import { pointwiseMlpBackwardRef, pointwiseMlpRef } from "../kernels/reference/pointwise_mlp.ts";
 import { convVariants, startPlanLog, stopPlanLog, withPlanOverride } from "../kernels/planner.ts";
-import { commandStats, flush, poolStats, sync } from "../kernels/runtime.ts";
+import { commandStats, flush, pipelineKeys, poolStats, sync } from "../kernels/runtime.ts";
+import {
+  conv1x1BackwardInputGeluGrad,
+  conv1x1BackwardWeight,
+  conv1x1Forward,
+  conv1x1ForwardGelu,
+  GEMM1X1_VARIANTS,
+} from "../kernels/conv1x1.ts";
+import {
+  conv2dBackwardBiasRef,
+  conv2dBackwardInputRef,
+  conv2dBackwardWeightRef,
+  conv2dRef,
+  convShape,
+} from "../kernels/reference/conv.ts";
+import { geluBackwardRef, geluRef } from "../kernels/reference/activation.ts";
+import type { ConvShape } from "../kernels/shapes.ts";
 import { assertClose, randomArray, setup } from "./helpers.ts";
 
 await setup();
@@ -249,4 +265,74 @@ Deno.test("narrow final: the plan lists the same passes, layers and variants wit
   // summary() runs module by module: every leaf of the block is listed
   const rows = buildModel("final", NARROW).summary().map((r) => r.name);
   for (const i of [0, 1, 2, 3, 4]) assert.ok(rows.includes(`encoder.stages.0.0.block.${i}`), `block.${i}`);
+});
+
+// ---------------------------------------------------------------- one pipeline for every batch size
+
+/** The pipeline-key families of the 1×1 conv kernels and the tiled GEMM. */
+const FAMILIES = ["c1x1", "conv1x1_", "gemm_tiled", "swap_leading"];
+const ours = (keys: string[]) => keys.filter((k) => FAMILIES.some((f) => k.startsWith(f)));
+
+/** Every pass of 1×1 conv `variant` on shape `s` (GELU epilogues included) against the f64 reference. */
+async function conv1x1Passes(variant: string, s: ConvShape, seed: number): Promise<void> {
+  const rng = new Rng(seed);
+  const p = s.h * s.w;
+  const x = randomArray(rng, s.n * s.c * p), w = randomArray(rng, s.o * s.c, 0.5);
+  const b = randomArray(rng, s.o),
+    dy = randomArray(rng, s.n * s.o * p),
+    pre = randomArray(rng, s.n * s.c * p);
+  const up = (a: Float64Array) => tensor(Float32Array.from(a));
+  const [tx, tw, tb, tdy, tpre] = [x, w, b, dy, pre].map(up);
+  const [y, ypre, yg, dx, dw, db] = [
+    s.o * p * s.n,
+    s.o * p * s.n,
+    s.o * p * s.n,
+    s.c * p * s.n,
+    s.o * s.c,
+    s.o,
+  ]
+    .map((len) => tensor(new Float32Array(len)));
+  const biasGrad = GEMM1X1_VARIANTS.find((v) => v.name === variant)!.biasGrad;
+  conv1x1Forward(tx.binding(), tw.binding(), tb.binding(), y.binding(), s, variant);
+  conv1x1ForwardGelu(tx.binding(), tw.binding(), tb.binding(), ypre.binding(), yg.binding(), s, variant);
+  conv1x1BackwardInputGeluGrad(tdy.binding(), tw.binding(), tpre.binding(), dx.binding(), s, variant);
+  conv1x1BackwardWeight(
+    tdy.binding(),
+    tx.binding(),
+    dw.binding(),
+    s,
+    variant,
+    biasGrad ? db.binding() : null,
+  );
+  const what = (t: string) => `${variant} N=${s.n} ${s.c}→${s.o} ${s.h}×${s.w}: ${t}`;
+  const tol = { rtol: 1e-4, atol: 1e-4 };
+  const yRef = conv2dRef(x, w, b, s);
+  assertClose(await y.toArray(), yRef, tol, what("y"));
+  assertClose(await ypre.toArray(), yRef, tol, what("pre"));
+  assertClose(await yg.toArray(), geluRef(yRef), tol, what("gelu(y)"));
+  assertClose(await dx.toArray(), geluBackwardRef(pre, conv2dBackwardInputRef(dy, w, s)), tol, what("dx"));
+  assertClose(await dw.toArray(), conv2dBackwardWeightRef(dy, x, s), tol, what("dw"));
+  if (biasGrad) assertClose(await db.toArray(), conv2dBackwardBiasRef(dy, s), tol, what("db"));
+  [tx, tw, tb, tdy, tpre, y, ypre, yg, dx, dw, db].forEach((t) => t.dispose());
+}
+
+Deno.test("conv 1×1 kernels: batch 2 and 5 match the reference, the second batch creates no pipeline", async () => {
+  // 2×2 images: pixel columns merged over the images; 8×8: per image, the image on grid z
+  const images = [{ c: 8, h: 2, w: 2, o: 12 }, { c: 8, h: 8, w: 8, o: 12 }, { c: 5, h: 3, w: 3, o: 6 }];
+  const variants = ["gemm1x1/vec4", "gemm1x1/vec4-texture", "gemm1x1/vec4-texture-half", "gemm1x1/scalar"];
+  const round = async (n: number) => {
+    for (const im of images) {
+      const s = convShape([n, im.c, im.h, im.w], im.o, 1);
+      for (const v of [...variants, "gemm1x1/tiled"]) {
+        if (!convVariants(s, "forward").includes(v)) continue;
+        await conv1x1Passes(v, s, n * 10 + im.c);
+      }
+    }
+    await sync();
+  };
+  await round(2);
+  const before = new Set(pipelineKeys());
+  await round(5);
+  const fresh = ours(pipelineKeys().filter((k) => !before.has(k)));
+  assert.deepEqual(fresh, [], "pipelines created for batch 5");
 });
