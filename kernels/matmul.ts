@@ -20,7 +20,7 @@
 //                 with split-K for long reductions.
 // The planner (kernels/planner.ts) picks the version; `opts.variant` forces one.
 
-import { type Binding, dispatch, isDryRun, kernel } from "./runtime.ts";
+import { type Binding, dispatch, isDryRun, kernel, params } from "./runtime.ts";
 import {
   copyToTexture,
   operandTexture,
@@ -30,7 +30,8 @@ import {
   viewOf,
   WGSL_TEXEL_COORD,
 } from "./texture_operand.ts";
-import { storageDecls } from "./wgsl.ts";
+import { divU, modU, paramsDecl, storageDecls } from "./wgsl.ts";
+import { NOMINAL_BATCH } from "./batch_class.ts";
 import { type MatmulDims, matmulKey } from "./shapes.ts";
 import { planMatmulIn } from "./plan_core.ts";
 import { lookup, matmulTuneKey, type MatmulVariant, textureGemmApplies } from "./variant.ts";
@@ -114,6 +115,43 @@ export const MATMUL_VARIANTS: MatmulVariant[] = [
 ];
 
 // ---------------------------------------------------------------- v3: texture operands
+//
+// Both kernels compile n (the output's columns: a layer's features), the layouts and the tuning, and
+// read m, k and the batch at run time from `P`: in a linear layer m is the batch (forward, input
+// gradient) and k is the batch (weight gradient), so one pipeline serves every batch size.
+
+/** Whether the images' columns of a shared A times per-image B are laid side by side (see below). */
+const folds = (d: MatmulDims) => !d.sumBatch && !d.batchA && d.batchB && !d.transB && d.n % 4 === 0;
+
+/**
+ * The texture kernel's workgroup: few blocks (e.g. a weight gradient: small M·N, long K) get smaller
+ * workgroups, at least 8 of them where possible, so every core (or compute unit) has work; no smaller
+ * than the profile's minThreads. A side with few blocks gets a short workgroup side (no idle
+ * invocations), the other side the rest. Chosen as for the nominal batch (m and any batch of
+ * matrices at NOMINAL_BATCH), so that it does not depend on the batch.
+ */
+function textureWorkgroup(d: MatmulDims, t: TextureGemmTuning): { wgx: number; wgy: number } {
+  const batch = d.batchA || d.batchB ? NOMINAL_BATCH : 1;
+  const fold = folds(d);
+  const width = fold ? batch * d.n : d.n, zs = fold || d.sumBatch ? 1 : batch;
+  const rowBlocks = Math.ceil(NOMINAL_BATCH / t.rows), colBlocks = Math.ceil(width / (4 * t.colVecs));
+  const blocks = rowBlocks * colBlocks * zs;
+  const threads = Math.max(
+    t.minThreads,
+    Math.min(t.wgx * t.wgy, 2 ** Math.floor(Math.log2(Math.max(1, blocks / 8)))),
+  );
+  const pow2 = (x: number) => 2 ** Math.ceil(Math.log2(x));
+  let wgx = Math.min(t.wgx, threads, pow2(colBlocks));
+  const wgy = Math.min(threads / wgx, pow2(rowBlocks));
+  wgx = Math.min(threads / wgy, pow2(colBlocks));
+  return { wgx, wgy };
+}
+
+/** The texture kernel's run-time sizes, in the order of TEXTURE_PARAMS. */
+const TEXTURE_PARAMS = ["m", "m4", "k4", "rowBlocks", "colBlocks", "width", "cStride", "sA", "sB", "batch"];
+
+/** The sizes and layout a matmul kernel compiles in: all but m, k and the batch. */
+const layoutKey = (d: MatmulDims) => matmulKey({ ...d, batch: 0, m: 0, k: 0 });
 
 function matmulTexture(
   a: Binding,
@@ -133,29 +171,30 @@ function matmulTexture(
   // A shared by every image and B per image, not transposed (a 1×1 conv over NCHW, forward or input
   // gradient): the images' columns are laid side by side as one [M, batch·N] product, so a short N
   // (16 pixels at 4×4) still fills column blocks; each vec4 of columns stays inside one image
-  const fold = batch > 1 && !sum && !d.batchA && d.batchB && !transB && n % 4 === 0;
+  const fold = folds(d);
   const width = fold ? batch * n : n, zs = fold || sum ? 1 : batch;
-  const k4 = k / 4, m4 = Math.ceil(m / 4), n4 = Math.ceil(n / 4);
+  const n4 = Math.ceil(n / 4);
   const rowBlocks = Math.ceil(m / R), colBlocks = Math.ceil(width / CW);
-  // few blocks (e.g. a weight gradient: small M·N, long K) get smaller workgroups, at least 8 of them
-  // where possible, so every core (or compute unit) has work; no smaller than the profile's minThreads.
-  // A side with few blocks gets a short workgroup side (no idle invocations), the other side the rest
-  const blocks = rowBlocks * colBlocks * zs;
-  const threads = Math.max(
-    t.minThreads,
-    Math.min(t.wgx * t.wgy, 2 ** Math.floor(Math.log2(Math.max(1, blocks / 8)))),
-  );
-  const pow2 = (x: number) => 2 ** Math.ceil(Math.log2(x));
-  let wgx = Math.min(t.wgx, threads, pow2(colBlocks));
-  const wgy = Math.min(threads / wgx, pow2(rowBlocks));
-  wgx = Math.min(threads / wgy, pow2(colBlocks));
+  const { wgx, wgy } = textureWorkgroup(d, t);
   const aTexels = ((d.batchA ? batch : 1) * m * k) / 4, bTexels = ((d.batchB ? batch : 1) * k * n) / 4;
   const ta = operandTexture("A", aTexels), tb = operandTexture("B", bTexels);
   copyToTexture(a, ta, aTexels);
   copyToTexture(b, tb, bTexels);
+  const nAligned = n % 4 === 0;
   // operand offsets in texels (all multiples of 4 floats under the vec4 conditions)
-  const sA = d.batchA ? (m * k) / 4 : 0, sB = d.batchB ? (k * n) / 4 : 0;
-  const key = `mmt:${matmulKey(d)}:${R},${CV},${wgx},${wgy},${rowBias ? 1 : 0},${tag},${
+  const sizes = params(
+    m,
+    Math.ceil(m / 4),
+    k / 4,
+    rowBlocks,
+    colBlocks,
+    width,
+    nAligned ? (m * n) / 4 : m * n,
+    d.batchA ? (m * k) / 4 : 0,
+    d.batchB ? (k * n) / 4 : 0,
+    batch,
+  );
+  const key = `mmt:${layoutKey(d)}:${R},${CV},${wgx},${wgy},${rowBias ? 1 : 0},${tag},${
     fold ? 1 : 0
   },${textureReadTag()}`;
   const pipe = kernel(key, "matmul/texture", () => {
@@ -168,14 +207,14 @@ function matmulTexture(
     const body: string[] = [];
     // A values: a(r, j) = A[row0 + r, kk + j]
     if (!transA) {
-      for (const r of rs) setup.push(`  let ar${r} = aOff + min(row0 + ${r}u, ${m - 1}u) * ${k4}u;`);
+      for (const r of rs) setup.push(`  let ar${r} = aOff + min(row0 + ${r}u, P.m - 1u) * P.k4;`);
       for (const r of rs) body.push(`    let va${r} = ${at("TA", `ar${r} + kq`)};`);
     } else {
       // A stored [k, m]: vec4 along M per k
-      for (let g = 0; g < R / 4; g++) setup.push(`  let ag${g} = aOff + min(row0 / 4u + ${g}u, ${m4 - 1}u);`);
+      for (let g = 0; g < R / 4; g++) setup.push(`  let ag${g} = aOff + min(row0 / 4u + ${g}u, P.m4 - 1u);`);
       for (const j of q4) {
         for (let g = 0; g < R / 4; g++) {
-          body.push(`    let ta${j}_${g} = ${at("TA", `ag${g} + (kk + ${j}u) * ${m4}u`)};`);
+          body.push(`    let ta${j}_${g} = ${at("TA", `ag${g} + (kk + ${j}u) * P.m4`)};`);
         }
       }
     }
@@ -183,9 +222,7 @@ function matmulTexture(
     if (!transB) {
       for (const v of cvs) {
         setup.push(
-          `  let bc${v} = ${
-            fold ? `fi${v} * ${sB}u + fq${v}` : `bOff + min(col0 / 4u + ${v}u, ${n4 - 1}u)`
-          };`,
+          `  let bc${v} = ${fold ? `fi${v} * P.sB + fq${v}` : `bOff + min(col0 / 4u + ${v}u, ${n4 - 1}u)`};`,
         );
       }
       for (const j of q4) {
@@ -195,7 +232,7 @@ function matmulTexture(
       }
     } else {
       // B stored [n, k]: vec4 along K per column, transposed in registers
-      for (const cc of cols) setup.push(`  let bt${cc} = bOff + min(col0 + ${cc}u, ${n - 1}u) * ${k4}u;`);
+      for (const cc of cols) setup.push(`  let bt${cc} = bOff + min(col0 + ${cc}u, ${n - 1}u) * P.k4;`);
       for (const cc of cols) body.push(`    let tb${cc} = ${at("TB", `bt${cc} + kq`)};`);
       for (const j of q4) {
         for (const v of cvs) {
@@ -214,7 +251,6 @@ function matmulTexture(
         }
       }
     }
-    const nAligned = n % 4 === 0;
     const stores: string[] = [];
     for (const r of rs) {
       for (const v of cvs) {
@@ -222,51 +258,55 @@ function matmulTexture(
         if (nAligned) {
           const value = `acc${r}_${v}${rowBias ? ` + Bias[${row}]` : ""}`;
           const idx = fold
-            ? `fi${v} * ${(m * n) / 4}u + (${row}) * ${n4}u + fq${v}`
+            ? `fi${v} * P.cStride + (${row}) * ${n4}u + fq${v}`
             : `cOff + (${row}) * ${n4}u + (${col}) / 4u`;
           stores.push(
-            `  if (${row} < ${m}u && ${col} < ${width}u) { ${epilogueStore(ep, idx, value, true)} }`,
+            `  if (${row} < P.m && ${col} < ${fold ? "P.width" : `${n}u`}) { ${
+              epilogueStore(ep, idx, value, true)
+            } }`,
           );
         } else {
           for (const i of q4) {
             const value = `acc${r}_${v}[${i}]${rowBias ? ` + Bias[${row}]` : ""}`;
             const idx = `cOff + (${row}) * ${n}u + ${col} + ${i}u`;
             stores.push(
-              `  if (${row} < ${m}u && ${col} + ${i}u < ${n}u) { ${epilogueStore(ep, idx, value, false)} }`,
+              `  if (${row} < P.m && ${col} + ${i}u < ${n}u) { ${epilogueStore(ep, idx, value, false)} }`,
             );
           }
         }
       }
     }
+    const epBinding = rowBias ? 4 : 3;
     return `${textureDecl("TA", 0)}
 ${textureDecl("TB", 1)}
 @group(0) @binding(2) var<storage, read_write> C: array<${nAligned ? "vec4<f32>" : "f32"}>;
 ${rowBias ? "@group(0) @binding(3) var<storage, read> Bias: array<f32>;" : ""}
-${epilogueDecl(ep, rowBias ? 4 : 3, nAligned ? "vec4<f32>" : "f32")}
+${epilogueDecl(ep, epBinding, nAligned ? "vec4<f32>" : "f32")}
+${paramsDecl(epBinding + epilogueBindings(ep).length, TEXTURE_PARAMS)}
 ${epilogueFns(ep)}
 ${WGSL_TEXEL_COORD}
 @compute @workgroup_size(${wgx}, ${wgy})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   // no early return: out-of-range invocations compute clamped blocks and store nothing
-  let row0 = min(gid.y, ${rowBlocks - 1}u) * ${R}u;
-  let col0 = min(gid.x, ${colBlocks - 1}u) * ${CW}u;
-  let live = gid.x < ${colBlocks}u && gid.y < ${rowBlocks}u;
-  let cOff = ${sum ? "0u" : "gid.z"} * ${nAligned ? (m * n) / 4 : m * n}u;
+  let row0 = min(gid.y, P.rowBlocks - 1u) * ${R}u;
+  let col0 = min(gid.x, P.colBlocks - 1u) * ${CW}u;
+  let live = gid.x < P.colBlocks && gid.y < P.rowBlocks;
+  let cOff = ${sum ? "0u" : "gid.z"} * P.cStride;
 ${
       // folded images: the image and the texel within its row of each vec4 of columns
       fold
         ? cvs.map((v) =>
-          `  let fc${v} = min(col0 + ${4 * v}u, ${
-            width - 4
-          }u);\n  let fi${v} = fc${v} / ${n}u;\n  let fq${v} = (fc${v} % ${n}u) / 4u;`
+          `  let fc${v} = min(col0 + ${4 * v}u, P.width - 4u);\n  let fi${v} = ${
+            divU(`fc${v}`, n)
+          };\n  let fq${v} = ${divU(modU(`fc${v}`, n), 4)};`
         ).join("\n")
         : ""}
 ${rs.flatMap((r) => cvs.map((v) => `  var acc${r}_${v} = vec4<f32>(0.0);`)).join("\n")}
-  for (var bat = ${sum ? "0u" : "gid.z"}; bat < ${sum ? `${batch}u` : "gid.z + 1u"}; bat++) {
-  let aOff = bat * ${sA}u;
-  let bOff = bat * ${sB}u;
+  for (var bat = ${sum ? "0u" : "gid.z"}; bat < ${sum ? "P.batch" : "gid.z + 1u"}; bat++) {
+  let aOff = bat * P.sA;
+  let bOff = bat * P.sB;
 ${setup.join("\n")}
-  for (var kq = 0u; kq < ${k4}u; kq++) {
+  for (var kq = 0u; kq < P.k4; kq++) {
     let kk = kq * 4u;
 ${body.join("\n")}
   }
@@ -276,7 +316,14 @@ ${stores.join("\n")}
 }`;
   });
   const gx = Math.ceil(colBlocks / wgx), gy = Math.ceil(rowBlocks / wgy);
-  const bindings = [viewOf(ta), viewOf(tb), c, ...(rowBias ? [rowBias] : []), ...epilogueBindings(ep)];
+  const bindings = [
+    viewOf(ta),
+    viewOf(tb),
+    c,
+    ...(rowBias ? [rowBias] : []),
+    ...epilogueBindings(ep),
+    sizes,
+  ];
   dispatch(pipe, bindings, [gx, gy, zs]);
 }
 
@@ -288,39 +335,40 @@ const WGX = 8, WGY = 8;
 function matmulGeneric(a: Binding, b: Binding, c: Binding, d: MatmulDims): void {
   const { batch, m, n, k } = d;
   const sum = !!d.sumBatch;
-  const sA = d.batchA ? m * k : 0, sB = d.batchB ? k * n : 0;
-  const aIdx = (row: string, kk: string) => d.transA ? `${kk} * ${m}u + ${row}` : `${row} * ${k}u + ${kk}`;
-  const bIdx = (kk: string, col: string) => d.transB ? `${col} * ${k}u + ${kk}` : `${kk} * ${n}u + ${col}`;
-  const pipe = kernel(`mmg:${matmulKey(d)}`, "matmul/generic", () => {
+  const aIdx = (row: string, kk: string) => d.transA ? `${kk} * P.m + ${row}` : `${row} * P.k + ${kk}`;
+  const bIdx = (kk: string, col: string) => d.transB ? `${col} * P.k + ${kk}` : `${kk} * ${n}u + ${col}`;
+  const pipe = kernel(`mmg:${layoutKey(d)}`, "matmul/generic", () => {
     const rows = [0, 1, 2, 3].map((i) => `r${i}`), cols = [0, 1, 2, 3].map((j) => `c${j}`);
     return `${storageDecls(["A", "B"], ["C"])}
+${paramsDecl(3, ["m", "k", "batch", "sA", "sB", "mn"])}
 @compute @workgroup_size(${WGX}, ${WGY})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let row0 = gid.y * ${TILE}u;
   let col0 = gid.x * ${TILE}u;
-  if (row0 >= ${m}u || col0 >= ${n}u) { return; }
-  let cOff = ${sum ? "0u" : "gid.z"} * ${m * n}u;
+  if (row0 >= P.m || col0 >= ${n}u) { return; }
+  let cOff = ${sum ? "0u" : "gid.z"} * P.mn;
   // clamped indices keep the inner loop free of branches; stores are guarded
-${rows.map((r, i) => `  let ${r} = min(row0 + ${i}u, ${m - 1}u);`).join("\n")}
+${rows.map((r, i) => `  let ${r} = min(row0 + ${i}u, P.m - 1u);`).join("\n")}
 ${cols.map((c, j) => `  let ${c} = min(col0 + ${j}u, ${n - 1}u);`).join("\n")}
   var acc: array<vec4<f32>, 4>;
-  for (var bat = ${sum ? "0u" : "gid.z"}; bat < ${sum ? `${batch}u` : "gid.z + 1u"}; bat++) {
-  let aOff = bat * ${sA}u;
-  let bOff = bat * ${sB}u;
-  for (var kk = 0u; kk < ${k}u; kk++) {
+  for (var bat = ${sum ? "0u" : "gid.z"}; bat < ${sum ? "P.batch" : "gid.z + 1u"}; bat++) {
+  let aOff = bat * P.sA;
+  let bOff = bat * P.sB;
+  for (var kk = 0u; kk < P.k; kk++) {
     let bv = vec4<f32>(${cols.map((c) => `B[bOff + ${bIdx("kk", c)}]`).join(", ")});
 ${rows.map((r, i) => `    acc[${i}] += A[aOff + ${aIdx(r, "kk")}] * bv;`).join("\n")}
   }
   }
   for (var i = 0u; i < 4u; i++) {
     let row = row0 + i;
-    if (row >= ${m}u) { break; }
+    if (row >= P.m) { break; }
     for (var j = 0u; j < 4u; j++) {
       if (col0 + j < ${n}u) { C[cOff + row * ${n}u + col0 + j] = acc[i][j]; }
     }
   }
 }`;
   });
+  const sizes = params(m, k, batch, d.batchA ? m * k : 0, d.batchB ? k * n : 0, m * n);
   const gx = Math.ceil(n / TILE / WGX), gy = Math.ceil(m / TILE / WGY);
-  dispatch(pipe, [a, b, c], [gx, gy, sum ? 1 : batch]);
+  dispatch(pipe, [a, b, c, sizes], [gx, gy, sum ? 1 : batch]);
 }

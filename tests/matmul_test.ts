@@ -2,9 +2,9 @@
 // on odd, batched, shared and transposed operands): the shape error, and the kernel's sumBatch mode.
 
 import { empty, matmul, Rng, tensor } from "../mod.ts";
-import { matmul as matmulKernel } from "../kernels/matmul.ts";
+import { matmul as matmulKernel, type MatmulDims } from "../kernels/matmul.ts";
 import { matmulVariants } from "../kernels/planner.ts";
-import { startCapture, stopCapture } from "../kernels/runtime.ts";
+import { pipelineKeys, startCapture, stopCapture } from "../kernels/runtime.ts";
 import { assertClose, setup } from "./helpers.ts";
 import { matmulRef } from "../kernels/reference/matmul.ts";
 import assert from "node:assert/strict";
@@ -76,4 +76,41 @@ Deno.test("texture matmul with a shared A and per-image B folds the images into 
       }
     }
   }
+});
+
+Deno.test("texture and generic matmuls at two batch sizes: the reference, and no new pipeline for the second", async () => {
+  const rng = new Rng(9);
+  // a linear layer's three products (m the batch, then k the batch), batched and summed ones
+  const dims = (b: number): MatmulDims[] => [
+    { batch: 1, m: b, n: 10, k: 16, transA: false, transB: true, batchA: false, batchB: false },
+    { batch: 1, m: b, n: 16, k: 10, transA: false, transB: false, batchA: false, batchB: false },
+    { batch: 1, m: 12, n: 16, k: b, transA: true, transB: false, batchA: false, batchB: false },
+    { batch: b, m: 8, n: 12, k: 8, transA: false, transB: false, batchA: false, batchB: true },
+    { batch: b, m: 8, n: 6, k: 4, transA: false, transB: true, batchA: true, batchB: true, sumBatch: true },
+  ];
+  const run = async (b: number) => {
+    for (const d of dims(b)) {
+      const a = Float64Array.from(
+        { length: (d.batchA ? d.batch : 1) * d.m * d.k },
+        () => rng.uniform() - 0.5,
+      );
+      const bb = Float64Array.from(
+        { length: (d.batchB ? d.batch : 1) * d.k * d.n },
+        () => rng.uniform() - 0.5,
+      );
+      const want = matmulRef(a, bb, d);
+      for (const variant of matmulVariants(d).filter((v) => v !== "matmul/tiled")) {
+        const ta = tensor(Float32Array.from(a)),
+          tb = tensor(Float32Array.from(bb)),
+          tc = empty([want.length]);
+        matmulKernel(ta.binding(), tb.binding(), tc.binding(), d, { variant });
+        assertClose(await tc.toArray(), want, {}, `${variant} ${JSON.stringify(d)}`);
+        [ta, tb, tc].forEach((t) => t.dispose());
+      }
+    }
+  };
+  await run(4);
+  const before = new Set(pipelineKeys());
+  await run(8);
+  assert.deepEqual(pipelineKeys().filter((k) => !before.has(k) && /^mm[tg]:/.test(k)), []);
 });
