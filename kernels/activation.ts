@@ -1,9 +1,10 @@
 // Activation kernels: exact (erf) GELU and its derivative, and a numerically stable softmax over any
 // dimension with its backward. Each kernel has a key (the sizes and expression its WGSL depends on) and a
-// source generator that runs only on a pipeline-cache miss.
+// source generator that runs only on a pipeline-cache miss. The counts that follow the batch (elements,
+// softmax rows) are read from the parameters `P`, so one pipeline serves every batch size.
 
-import { type Binding, dispatch, grid1D, kernel, linearIndex, WG } from "./runtime.ts";
-import { storageDecls } from "./wgsl.ts";
+import { type Binding, dispatch, FLAT_ARGS, flatIndex, grid1D, kernel, params, WG } from "./runtime.ts";
+import { divU, modU, paramsDecl, storageDecls } from "./wgsl.ts";
 
 /**
  * WGSL erfc(x) with a relative error below ~2e-7 for every x (a Chebyshev fit of erfc(z)·exp(z²) in
@@ -31,20 +32,21 @@ fn gelu_grad_f32(x: f32) -> f32 {
 }
 `;
 
-export function pointwiseKey(name: string, expr: string, inputs: number, n: number): string {
-  return `act:${name}:${n}:${inputs}:${expr}`;
+/** The key of a pointwise kernel: one pipeline for every size (the count is read from `P`). */
+export function pointwiseKey(name: string, expr: string, inputs: number): string {
+  return `act:${name}:${inputs}:${expr}`;
 }
 
-/** out[i] = expr over `v0..vn` (`inputs` inputs of the same size `n`), with the GELU helpers in scope. */
-export function pointwiseSource(expr: string, inputs: number, n: number): string {
-  const grid = grid1D(n);
+/** out[i] = expr over `v0..vn` (`inputs` inputs of the same size), with the GELU helpers in scope. */
+export function pointwiseSource(expr: string, inputs: number): string {
   const names = Array.from({ length: inputs }, (_, k) => `in${k}`);
   return `${storageDecls(names, ["out"])}
+${paramsDecl(inputs + 1, ["count"])}
 ${GELU_FNS}
 @compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = ${linearIndex(grid)};
-  if (i >= ${n}u) { return; }
+fn main(${FLAT_ARGS}) {
+  let i = ${flatIndex()};
+  if (i >= P.count) { return; }
 ${names.map((m, k) => `  let v${k} = ${m}[i];`).join("\n")}
   out[i] = ${expr};
 }`;
@@ -54,8 +56,8 @@ function pointwise(name: string, expr: string, inputs: Binding[], out: Binding, 
   if (n === 0) return;
   const k = inputs.length;
   dispatch(
-    kernel(pointwiseKey(name, expr, k, n), name, () => pointwiseSource(expr, k, n)),
-    [...inputs, out],
+    kernel(pointwiseKey(name, expr, k), name, () => pointwiseSource(expr, k)),
+    [...inputs, out, params(n)],
     grid1D(n),
   );
 }
@@ -76,24 +78,28 @@ export interface SoftmaxDims {
   inner: number;
 }
 
-function rowHeader(s: SoftmaxDims, grid: [number, number]): string {
+/** The run-time parameters of the softmax kernels: rows (outer · inner). */
+const SOFTMAX_PARAMS = ["rows"];
+
+function rowHeader(s: SoftmaxDims): string {
   return `@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let row = ${linearIndex(grid)};
-  if (row >= ${s.outer * s.inner}u) { return; }
-  let b = (row / ${s.inner}u) * ${s.d * s.inner}u + row % ${s.inner}u;`;
+fn main(${FLAT_ARGS}) {
+  let row = ${flatIndex()};
+  if (row >= P.rows) { return; }
+  let b = ${divU("row", s.inner)} * ${s.d * s.inner}u + ${modU("row", s.inner)};`;
 }
 
+/** The key of a softmax kernel: the softmax axis and what follows it (the rows are read from `P`). */
 export function softmaxKey(s: SoftmaxDims, backward: boolean): string {
-  return `${backward ? "softmax_backward" : "softmax"}:${s.outer}:${s.d}:${s.inner}`;
+  return `${backward ? "softmax_backward" : "softmax"}:${s.d}:${s.inner}`;
 }
 
 /** y = exp(x − max) / Σ exp(x − max) along the middle axis; one invocation per row. */
 export function softmaxSource(s: SoftmaxDims): string {
-  const grid = grid1D(s.outer * s.inner);
   const st = `${s.inner}u`;
   return `${storageDecls(["x"], ["y"])}
-${rowHeader(s, grid)}
+${paramsDecl(2, SOFTMAX_PARAMS)}
+${rowHeader(s)}
   var m = x[b];
   for (var k = 1u; k < ${s.d}u; k++) { m = max(m, x[b + k * ${st}]); }
   var sum = 0.0;
@@ -105,10 +111,10 @@ ${rowHeader(s, grid)}
 
 /** dx = y · (g − Σ g·y) along the middle axis. */
 export function softmaxBackwardSource(s: SoftmaxDims): string {
-  const grid = grid1D(s.outer * s.inner);
   const st = `${s.inner}u`;
   return `${storageDecls(["g", "y"], ["dx"])}
-${rowHeader(s, grid)}
+${paramsDecl(3, SOFTMAX_PARAMS)}
+${rowHeader(s)}
   var dot = 0.0;
   for (var k = 0u; k < ${s.d}u; k++) { dot += g[b + k * ${st}] * y[b + k * ${st}]; }
   for (var k = 0u; k < ${s.d}u; k++) { let j = b + k * ${st}; dx[j] = y[j] * (g[j] - dot); }
@@ -118,7 +124,11 @@ ${rowHeader(s, grid)}
 export function softmaxForward(x: Binding, y: Binding, s: SoftmaxDims): void {
   const rows = s.outer * s.inner;
   if (rows === 0 || s.d === 0) return;
-  dispatch(kernel(softmaxKey(s, false), "softmax", () => softmaxSource(s)), [x, y], grid1D(rows));
+  dispatch(
+    kernel(softmaxKey(s, false), "softmax", () => softmaxSource(s)),
+    [x, y, params(rows)],
+    grid1D(rows),
+  );
 }
 
 export function softmaxBackward(g: Binding, y: Binding, dx: Binding, s: SoftmaxDims): void {
@@ -126,7 +136,7 @@ export function softmaxBackward(g: Binding, y: Binding, dx: Binding, s: SoftmaxD
   if (rows === 0 || s.d === 0) return;
   dispatch(
     kernel(softmaxKey(s, true), "softmax_backward", () => softmaxBackwardSource(s)),
-    [g, y, dx],
+    [g, y, dx, params(rows)],
     grid1D(rows),
   );
 }

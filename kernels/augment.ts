@@ -10,7 +10,8 @@
 //   interface AugmentSpec { count, channels, size, pad }    images of `channels` planes of size × size bytes
 //   interface AugmentParams { offsets: [2·count] (top, left) of the crop in the padded image, each in
 //                             [0, 2·pad]; flips: [count] of 0/1 }
-//   key(spec), source(spec)                   the pipeline key and its WGSL (generated on a cache miss only)
+//   key(spec), source(spec)                   the pipeline key and its WGSL (generated on a cache miss only),
+//                                             one for every count (read from the parameters `P`)
 //   checkAugment(spec, images, params)        throws a clear error on bad sizes or offsets
 //   packAugmentInput(spec, images, params, staging?) → Uint8Array
 //       the kernel's input: the pixels, then one u32 per image (top | left << 8 | flip << 16), little endian
@@ -20,7 +21,8 @@
 //
 // There is no backward: the input pipeline is not differentiated.
 
-import { type Binding, dispatch, grid1D, kernel, linearIndex, WG } from "./runtime.ts";
+import { type Binding, dispatch, FLAT_ARGS, flatIndex, grid1D, kernel, params, WG } from "./runtime.ts";
+import { divU, modU, paramsDecl } from "./wgsl.ts";
 
 export interface AugmentSpec {
   count: number;
@@ -39,7 +41,7 @@ export interface AugmentParams {
   flips: Uint8Array;
 }
 
-const imageBytes = (s: AugmentSpec) => s.channels * s.size * s.size;
+const imageBytes = (s: Omit<AugmentSpec, "count">) => s.channels * s.size * s.size;
 
 export function checkAugment(spec: AugmentSpec, images: Uint8Array, p: AugmentParams): void {
   const { count, pad } = spec;
@@ -116,28 +118,33 @@ export function packAugmentInput(
   return buf;
 }
 
-export function key(s: AugmentSpec): string {
-  return `augment:${s.count}:${s.channels}:${s.size}:${s.pad}`;
+/** What the WGSL depends on: the image's sizes (the count is read from `P`). */
+type ImageSpec = Omit<AugmentSpec, "count">;
+
+export function key(s: ImageSpec): string {
+  return `augment:${s.channels}:${s.size}:${s.pad}`;
 }
 
-export function source(spec: AugmentSpec): string {
-  const { count, size: S, pad } = spec;
+/** The run-time parameters: the output's elements (count · image bytes) and the pixels' u32 words. */
+const AUGMENT_PARAMS = ["total", "words"];
+
+export function source(spec: ImageSpec): string {
+  const { size: S, pad } = spec;
   const ib = imageBytes(spec);
-  const n = count * ib;
-  const grid = grid1D(n, WG);
   return `@group(0) @binding(0) var<storage, read> src: array<u32>;
 @group(0) @binding(1) var<storage, read> lut: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
+${paramsDecl(3, AUGMENT_PARAMS)}
 @compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = ${linearIndex(grid)};
-  if (i >= ${n}u) { return; }
-  let b = i / ${ib}u;
-  let r = i % ${ib}u;
-  let c = r / ${S * S}u;
-  let y = i32((r / ${S}u) % ${S}u);
-  let x = i32(r % ${S}u);
-  let prm = src[${n / 4}u + b];
+fn main(${FLAT_ARGS}) {
+  let i = ${flatIndex()};
+  if (i >= P.total) { return; }
+  let b = ${divU("i", ib)};
+  let r = ${modU("i", ib)};
+  let c = ${divU("r", S * S)};
+  let y = i32(${modU(divU("r", S), S)});
+  let x = i32(${modU("r", S)});
+  let prm = src[P.words + b];
   let top = i32(prm & 255u);
   let left = i32((prm >> 8u) & 255u);
   var cx = x;
@@ -155,6 +162,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 /** Records the kernel: `src` holds `packAugmentInput`'s bytes, `lut` the per-channel table. */
 export function augment(spec: AugmentSpec, src: Binding, lut: Binding, out: Binding): void {
-  const grid = grid1D(spec.count * imageBytes(spec), WG);
-  dispatch(kernel(key(spec), "augment", () => source(spec)), [src, lut, out], grid);
+  const total = spec.count * imageBytes(spec);
+  const image: ImageSpec = { channels: spec.channels, size: spec.size, pad: spec.pad };
+  dispatch(
+    kernel(key(image), "augment", () => source(image)),
+    [src, lut, out, params(total, total / 4)],
+    grid1D(total, WG),
+  );
 }

@@ -4,12 +4,14 @@
 // Unfused, these are a mul and an add forward, and two muls and a reduction backward. The backward
 // kernel runs one workgroup per (channel, chunk of N·H·W), writes dbranch as it goes and reduces its
 // share of dγ with a tree in workgroup memory; with one chunk per channel (every ConvNeXt shape of the
-// study) it writes dγ directly, else a second pass adds the chunks (conv_common's withPartials).
+// study) it writes dγ directly, else a second pass adds the chunks (conv_common's withPartials). The
+// backward's pipeline serves every batch: the chunks are a grid axis, their length and the elements per
+// channel are read from `P`.
 
 import { elementwise } from "./elementwise.ts";
 import { withPartials } from "./conv_common.ts";
-import { type Binding, dispatch, kernel } from "./runtime.ts";
-import { storageDecls } from "./wgsl.ts";
+import { type Binding, dispatch, kernel, params } from "./runtime.ts";
+import { divU, paramsDecl, storageDecls } from "./wgsl.ts";
 
 /** [n, c, h·w]: the NCHW tensor as the kernels index it. */
 export interface LayerScaleShape {
@@ -56,29 +58,30 @@ export function layerScaleChunks(s: LayerScaleShape): { chunks: number; len: num
   return { chunks: Math.ceil(total / len), len };
 }
 
-/** What the backward WGSL depends on. */
-interface BackwardSpec extends LayerScaleShape {
-  len: number;
-}
+/** What the backward WGSL depends on: channels and spatial size (the batch's counts are read from `P`). */
+type BackwardSpec = Pick<LayerScaleShape, "c" | "p">;
 
 function backwardKey(b: BackwardSpec): string {
-  return `lsr_bwd:${b.n}:${b.c}:${b.p}:${b.len}`;
+  return `lsr_bwd:${b.c}:${b.p}`;
 }
 
+/** The backward's run-time parameters: the N·H·W elements per channel and the chunk length. */
+const BACKWARD_PARAMS = ["total", "len"];
+
 function backwardSource(b: BackwardSpec): string {
-  const total = b.n * b.p;
   return `${storageDecls(["g", "branch", "gamma"], ["dbranch", "dgamma"])}
+${paramsDecl(5, BACKWARD_PARAMS)}
 var<workgroup> part: array<f32, ${WG_LS}>;
 @compute @workgroup_size(${WG_LS})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let c = wid.x;
   let chunk = wid.y;
   let gm = gamma[c];
-  let r0 = chunk * ${b.len}u;
-  let r1 = min(r0 + ${b.len}u, ${total}u);
+  let r0 = chunk * P.len;
+  let r1 = min(r0 + P.len, P.total);
   var acc = 0.0;
   for (var r = r0 + lid; r < r1; r += ${WG_LS}u) {
-    let n = r / ${b.p}u;
+    let n = ${divU("r", b.p)};
     let i = n * ${b.c * b.p}u + c * ${b.p}u + (r - n * ${b.p}u);
     let gv = g[i];
     dbranch[i] = gm * gv;
@@ -105,7 +108,13 @@ export function layerScaleResidualBackward(
 ): void {
   if (s.n * s.c * s.p === 0) return;
   const { chunks, len } = layerScaleChunks(s);
-  const spec: BackwardSpec = { ...s, len };
+  const spec: BackwardSpec = { c: s.c, p: s.p };
   const pipe = kernel(backwardKey(spec), "layerscale_residual_backward", () => backwardSource(spec));
-  withPartials(chunks, s.c, dgamma, (dst) => dispatch(pipe, [g, branch, gamma, dbranch, dst], [s.c, chunks]));
+  const prm = params(s.n * s.p, len);
+  withPartials(
+    chunks,
+    s.c,
+    dgamma,
+    (dst) => dispatch(pipe, [g, branch, gamma, dbranch, dst, prm], [s.c, chunks]),
+  );
 }

@@ -5,20 +5,29 @@
 // (m − x[n, t[n]]) + ls, which keeps full precision for logits of ~1e4; a tree sums the rows and
 // writes the mean. A target outside [0, C) gives a NaN loss (never a stray read).
 // Backward: dx[n, c] = g / N · (exp((x[n, c] − m) − ls) − [c = t[n]]).
+// The pipelines serve every batch: the rows N and the bits of 1/N (rounded to f32) are read from `P`.
 
-import { type Binding, dispatch, grid1D, kernel, linearIndex, WG } from "./runtime.ts";
-import { f32, storageDecls } from "./wgsl.ts";
+import { f32Bits } from "./reduce.ts";
+import { type Binding, dispatch, FLAT_ARGS, flatIndex, grid1D, kernel, params, WG } from "./runtime.ts";
+import { divU, f32, modU, paramsDecl, storageDecls } from "./wgsl.ts";
 
 const WG_CE = 64;
 
-/** The forward's WGSL for `n` rows of `c` logits. */
-export function forwardSource(n: number, c: number): string {
+/** The run-time parameters of both kernels: the rows N and 1/N's f32 bits. */
+const CE_PARAMS = ["n", "invN"];
+
+/** The parameters for `n` rows. */
+const ceParams = (n: number): GPUBuffer => params(n, f32Bits(1 / n));
+
+/** The forward's WGSL for rows of `c` logits. */
+export function forwardSource(c: number): string {
   return `${storageDecls(["x", "t"], ["lse", "out"])}
+${paramsDecl(4, CE_PARAMS)}
 var<workgroup> part: array<f32, ${WG_CE}>;
 @compute @workgroup_size(${WG_CE})
 fn main(@builtin(local_invocation_index) lid: u32) {
   var acc = 0.0;
-  for (var row = lid; row < ${n}u; row += ${WG_CE}u) {
+  for (var row = lid; row < P.n; row += ${WG_CE}u) {
     let b = row * ${c}u;
     var m = x[b];
     for (var k = 1u; k < ${c}u; k++) { m = max(m, x[b + k]); }
@@ -40,7 +49,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     if (lid < w) { part[lid] += part[lid + w]; }
     workgroupBarrier();
   }
-  if (lid == 0u) { out[0] = part[0] * ${f32(1 / n)}; }
+  if (lid == 0u) { out[0] = part[0] * bitcast<f32>(P.invN); }
 }`;
 }
 
@@ -52,24 +61,23 @@ export function crossEntropyForward(
   n: number,
   c: number,
 ): void {
-  const pipe = kernel(`ce:${n}:${c}`, "cross_entropy", () => forwardSource(n, c));
-  dispatch(pipe, [logits, targets, lse, out], [1]);
+  const pipe = kernel(`ce:${c}`, "cross_entropy", () => forwardSource(c));
+  dispatch(pipe, [logits, targets, lse, out, ceParams(n)], [1]);
 }
 
-/** The backward's WGSL for `n` rows of `c` logits. */
-export function backwardSource(n: number, c: number): string {
-  const total = n * c;
-  const grid = grid1D(total);
+/** The backward's WGSL for rows of `c` logits. */
+export function backwardSource(c: number): string {
   return `${storageDecls(["g", "x", "t", "lse"], ["dx"])}
+${paramsDecl(5, CE_PARAMS)}
 @compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = ${linearIndex(grid)};
-  if (i >= ${total}u) { return; }
-  let row = i / ${c}u;
-  let k = i % ${c}u;
+fn main(${FLAT_ARGS}) {
+  let i = ${flatIndex()};
+  if (i >= P.n * ${c}u) { return; }
+  let row = ${divU("i", c)};
+  let k = ${modU("i", c)};
   let p = exp((x[i] - lse[2u * row]) - lse[2u * row + 1u]);
   let hit = select(0.0, 1.0, t[row] == f32(k));
-  dx[i] = g[0] * ${f32(1 / n)} * (p - hit);
+  dx[i] = g[0] * bitcast<f32>(P.invN) * (p - hit);
 }`;
 }
 
@@ -85,8 +93,8 @@ export function crossEntropyBackward(
   const total = n * c;
   if (total === 0) return;
   dispatch(
-    kernel(`ce_backward:${n}:${c}`, "cross_entropy_backward", () => backwardSource(n, c)),
-    [g, logits, targets, lse, dx],
+    kernel(`ce_backward:${c}`, "cross_entropy_backward", () => backwardSource(c)),
+    [g, logits, targets, lse, dx, ceParams(n)],
     grid1D(total),
   );
 }

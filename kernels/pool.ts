@@ -2,9 +2,11 @@
 // [floor(i·H/OH), ceil((i+1)·H/OH)), likewise for columns; output size 1 is the global average).
 // Forward: one invocation per output. Backward: one invocation per input element, gathering the
 // gradient of every window that contains it (windows may overlap when H is not a multiple of OH).
+// The pipelines serve every batch: the sizes of a plane are compiled in, the count of invocations (which
+// follows the N·C planes) is read from `P`.
 
-import { type Binding, dispatch, grid1D, kernel, linearIndex, WG } from "./runtime.ts";
-import { storageDecls } from "./wgsl.ts";
+import { type Binding, dispatch, FLAT_ARGS, flatIndex, grid1D, kernel, params, WG } from "./runtime.ts";
+import { divU, modU, paramsDecl, storageDecls } from "./wgsl.ts";
 
 export interface PoolDims {
   /** N·C planes. */
@@ -15,8 +17,11 @@ export interface PoolDims {
   ow: number;
 }
 
-export function poolKey(kind: string, d: PoolDims): string {
-  return `${kind}:${d.planes}:${d.h}:${d.w}:${d.oh}:${d.ow}`;
+/** The sizes of one plane: what the WGSL depends on. */
+type PlaneDims = Omit<PoolDims, "planes">;
+
+export function poolKey(kind: string, d: PlaneDims): string {
+  return `${kind}:${d.h}:${d.w}:${d.oh}:${d.ow}`;
 }
 
 /** WGSL: the window [start, end) of output `o` over an input axis of `n` with `on` outputs. */
@@ -25,18 +30,17 @@ fn win_start(o: u32, n: u32, on: u32) -> u32 { return (o * n) / on; }
 fn win_end(o: u32, n: u32, on: u32) -> u32 { return ((o + 1u) * n + on - 1u) / on; }
 `;
 
-export function forwardSource(d: PoolDims): string {
-  const total = d.planes * d.oh * d.ow;
-  const grid = grid1D(total);
+export function forwardSource(d: PlaneDims): string {
   return `${storageDecls(["x"], ["out"])}
+${paramsDecl(2, ["count"])}
 ${WINDOW_FNS}
 @compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = ${linearIndex(grid)};
-  if (i >= ${total}u) { return; }
-  let p = i / ${d.oh * d.ow}u;
-  let oy = (i / ${d.ow}u) % ${d.oh}u;
-  let ox = i % ${d.ow}u;
+fn main(${FLAT_ARGS}) {
+  let i = ${flatIndex()};
+  if (i >= P.count) { return; }
+  let p = ${divU("i", d.oh * d.ow)};
+  let oy = ${modU(divU("i", d.ow), d.oh)};
+  let ox = ${modU("i", d.ow)};
   let y0 = win_start(oy, ${d.h}u, ${d.oh}u);
   let y1 = win_end(oy, ${d.h}u, ${d.oh}u);
   let x0 = win_start(ox, ${d.w}u, ${d.ow}u);
@@ -54,31 +58,30 @@ export function adaptiveAvgPoolForward(x: Binding, out: Binding, d: PoolDims): v
   const total = d.planes * d.oh * d.ow;
   if (total === 0) return;
   const pipe = kernel(poolKey("pool", d), "adaptive_avg_pool", () => forwardSource(d));
-  dispatch(pipe, [x, out], grid1D(total));
+  dispatch(pipe, [x, out, params(total)], grid1D(total));
 }
 
-export function backwardSource(d: PoolDims): string {
-  const total = d.planes * d.h * d.w;
-  const grid = grid1D(total);
+export function backwardSource(d: PlaneDims): string {
   return `${storageDecls(["g"], ["dx"])}
+${paramsDecl(2, ["count"])}
 ${WINDOW_FNS}
 @compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = ${linearIndex(grid)};
-  if (i >= ${total}u) { return; }
-  let p = i / ${d.h * d.w}u;
-  let y = (i / ${d.w}u) % ${d.h}u;
-  let x = i % ${d.w}u;
+fn main(${FLAT_ARGS}) {
+  let i = ${flatIndex()};
+  if (i >= P.count) { return; }
+  let p = ${divU("i", d.h * d.w)};
+  let y = ${modU(divU("i", d.w), d.h)};
+  let x = ${modU("i", d.w)};
   let base = p * ${d.oh * d.ow}u;
   var acc = 0.0;
   // the windows that contain row y are oy in [floor(y·OH/H), ceil((y+1)·OH/H)) (columns alike)
-  let oy1 = min(((y + 1u) * ${d.oh}u + ${d.h - 1}u) / ${d.h}u, ${d.oh}u);
-  let ox1 = min(((x + 1u) * ${d.ow}u + ${d.w - 1}u) / ${d.w}u, ${d.ow}u);
-  for (var oy = (y * ${d.oh}u) / ${d.h}u; oy < oy1; oy++) {
+  let oy1 = min(${divU(`((y + 1u) * ${d.oh}u + ${d.h - 1}u)`, d.h)}, ${d.oh}u);
+  let ox1 = min(${divU(`((x + 1u) * ${d.ow}u + ${d.w - 1}u)`, d.w)}, ${d.ow}u);
+  for (var oy = ${divU(`(y * ${d.oh}u)`, d.h)}; oy < oy1; oy++) {
     let y0 = win_start(oy, ${d.h}u, ${d.oh}u);
     let y1 = win_end(oy, ${d.h}u, ${d.oh}u);
     if (y < y0 || y >= y1) { continue; }
-    for (var ox = (x * ${d.ow}u) / ${d.w}u; ox < ox1; ox++) {
+    for (var ox = ${divU(`(x * ${d.ow}u)`, d.w)}; ox < ox1; ox++) {
       let x0 = win_start(ox, ${d.w}u, ${d.ow}u);
       let x1 = win_end(ox, ${d.w}u, ${d.ow}u);
       if (x < x0 || x >= x1) { continue; }
@@ -93,5 +96,5 @@ export function adaptiveAvgPoolBackward(g: Binding, dx: Binding, d: PoolDims): v
   const total = d.planes * d.h * d.w;
   if (total === 0) return;
   const pipe = kernel(poolKey("pool_backward", d), "adaptive_avg_pool_backward", () => backwardSource(d));
-  dispatch(pipe, [g, dx], grid1D(total));
+  dispatch(pipe, [g, dx, params(total)], grid1D(total));
 }

@@ -1,10 +1,12 @@
 // Activations beyond tests/registry.ts (GELU and softmax on odd shapes and the PyTorch fixtures): the
-// f64 erfc reference itself, GELU at 0 and far into its tails, softmax of huge logits and a bad dim.
+// f64 erfc reference itself, GELU at 0 and far into its tails, softmax of huge logits and a bad dim, and
+// one pipeline for every batch size.
 
 import { gelu, softmax } from "../autograd/ops/activation.ts";
 import { noGrad, tensor } from "../mod.ts";
-import { erfc64, gelu64, geluGrad64, softmaxRef } from "../kernels/reference/activation.ts";
-import { assertClose, setup } from "./helpers.ts";
+import { erfc64, gelu64, geluGrad64, geluRef, softmaxRef } from "../kernels/reference/activation.ts";
+import { pipelineKeys } from "../kernels/runtime.ts";
+import { assertClose, checkOp, setup } from "./helpers.ts";
 import assert from "node:assert/strict";
 
 await setup();
@@ -46,4 +48,22 @@ Deno.test("softmax rows sum to 1, also with logits around ±1e4", async () => {
   assertClose(v, softmaxRef(Float64Array.from(await x.toArray()), [3, 4], 1), { rtol: 1e-5, atol: 1e-7 });
   assert.throws(() => softmax(x, 2), /softmax: dim 2 out of range for \[3, 4\]/);
   [x, y].forEach((t) => t.dispose());
+});
+
+Deno.test("gelu and softmax at two batch sizes: one pipeline serves both", async () => {
+  const run = async (n: number) => {
+    await checkOp({ name: "gelu", shapes: [[n, 7]], gpu: ([x]) => gelu(x), cpu: ([x]) => geluRef(x) });
+    for (const shape of [[n, 10], [n, 3, 4]]) {
+      await checkOp({
+        name: `softmax of [${shape}]`,
+        shapes: [shape],
+        gpu: ([x]) => softmax(x, 1),
+        cpu: ([x]) => softmaxRef(x, shape, 1),
+      });
+    }
+  };
+  await run(2);
+  const before = new Set(pipelineKeys());
+  await run(5);
+  assert.deepEqual(pipelineKeys().filter((k) => !before.has(k)), []);
 });

@@ -1,9 +1,12 @@
 // Cross-entropy beyond tests/registry.ts (logits on odd shapes, the double softmax and the PyTorch
-// fixtures): other target types, logits around ±1e4, bad targets and out-of-range tensor targets.
+// fixtures): other target types, logits around ±1e4, bad targets and out-of-range tensor targets, and
+// one pipeline for every batch size (with the metrics kernel, which reads the same logits and targets).
 
 import { crossEntropy } from "../autograd/ops/loss.ts";
 import { tensor } from "../mod.ts";
 import { crossEntropyRef } from "../kernels/reference/loss.ts";
+import { pipelineKeys } from "../kernels/runtime.ts";
+import { GpuMetrics } from "../training/metrics.ts";
 import { assertClose, checkOp, randomArray, setup } from "./helpers.ts";
 import assert from "node:assert/strict";
 
@@ -66,4 +69,32 @@ Deno.test("crossEntropy with an out-of-range tensor target gives NaN (not range-
     [t, loss].forEach((a) => a.dispose());
   }
   x.dispose();
+});
+
+Deno.test("crossEntropy and the metrics kernel at two batch sizes: one pipeline serves both", async () => {
+  const c = 10;
+  const metrics = new GpuMetrics();
+  const run = async (n: number) => {
+    const t = Array.from({ length: n }, (_, i) => (3 * i) % c);
+    await checkOp({
+      name: `crossEntropy [${n}, ${c}]`,
+      shapes: [[n, c]],
+      init: (rng, s) => randomArray(rng, s[0] * s[1], 3),
+      gpu: ([x]) => crossEntropy(x, t),
+      cpu: ([x]) => Float64Array.of(crossEntropyRef(x, n, c, t)),
+    });
+    // row r predicts class r % c (its largest logit); the targets hit every other row
+    const logits = new Float32Array(n * c).map((_, i) => (i % c === Math.floor(i / c) % c ? 1 : 0));
+    const targets = Array.from({ length: n }, (_, r) => r % 2 === 0 ? r % c : (r + 1) % c);
+    const [x, y, loss] = [tensor(logits, [n, c]), tensor(targets, [n]), tensor([0.5], [1])];
+    metrics.reset();
+    metrics.add(x, y, loss);
+    assert.deepEqual(await metrics.read(), { lossSum: 0.5 * n, correct: Math.ceil(n / 2), count: n });
+    [x, y, loss].forEach((a) => a.dispose());
+  };
+  await run(2);
+  const before = new Set(pipelineKeys());
+  await run(5);
+  assert.deepEqual(pipelineKeys().filter((k) => !before.has(k)), []);
+  metrics.dispose();
 });
