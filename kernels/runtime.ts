@@ -207,10 +207,13 @@ export function collectPipelines(fn: () => void): PipelineRequest[] {
   return [...mine.values()];
 }
 
+/** Pipelines issued together by `compilePipelines` before it waits for them. */
+const COMPILE_WAVE = 8;
+
 /**
- * Compiles the pipelines `requests` lists (those not cached by now) with createComputePipelineAsync,
- * all issued before the first is awaited so that an implementation that compiles off the main thread
- * can overlap them; `progress(done, total)` is called as each completes.
+ * Compiles the pipelines `requests` lists (those not cached by now) with createComputePipelineAsync, in
+ * waves issued together (a browser compiles them on worker threads; Deno compiles each inside the call,
+ * so there a wave is sequential); `progress(done, total)` is called after each wave.
  */
 export async function compilePipelines(
   requests: PipelineRequest[],
@@ -218,20 +221,23 @@ export async function compilePipelines(
 ): Promise<void> {
   const todo = requests.filter((r) => !pipelines.has(r.key));
   const { device } = gpu();
-  let done = 0;
   progress?.(0, todo.length);
-  await Promise.all(todo.map(async (r) => {
-    const code = r.source();
-    if (keyCheck) cachedSources.set(r.key, code);
-    const module = device.createShaderModule({ label: r.label, code });
-    const p = await device.createComputePipelineAsync({
-      label: r.label,
-      layout: "auto",
-      compute: { module, entryPoint: "main" },
-    });
-    if (!pipelines.has(r.key)) pipelines.set(r.key, p);
-    progress?.(++done, todo.length);
-  }));
+  for (let i = 0; i < todo.length; i += COMPILE_WAVE) {
+    await Promise.all(
+      todo.slice(i, i + COMPILE_WAVE).map(async (r) => {
+        const code = r.source();
+        if (keyCheck) cachedSources.set(r.key, code);
+        const module = device.createShaderModule({ label: r.label, code });
+        const p = await device.createComputePipelineAsync({
+          label: r.label,
+          layout: "auto",
+          compute: { module, entryPoint: "main" },
+        });
+        if (!pipelines.has(r.key)) pipelines.set(r.key, p);
+      }),
+    );
+    progress?.(Math.min(i + COMPILE_WAVE, todo.length), todo.length);
+  }
 }
 
 // ---------------------------------------------------------------- buffer pool

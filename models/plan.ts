@@ -5,8 +5,8 @@
 // step without touching the real model, its generators or the GPU.
 
 import { crossEntropy } from "../autograd/ops/loss.ts";
-import { meta } from "../autograd/tensor.ts";
-import { dryRun } from "../kernels/runtime.ts";
+import { meta, noGrad } from "../autograd/tensor.ts";
+import { collectPipelines, dryRun, type PipelineRequest } from "../kernels/runtime.ts";
 import { type PlanEntry, startPlanLog, stopPlanLog } from "../kernels/planner.ts";
 import { onMeta, traceModules } from "../nn/module.ts";
 import { buildModel, type ModelOptions } from "./zoo.ts";
@@ -33,6 +33,29 @@ export function trainingStepPlan(
     throw e;
   }
   return stopPlanLog();
+}
+
+/**
+ * The pipelines a run of `stage` needs that the cache lacks: one training step (forward, cross-entropy,
+ * backward into the parameters' gradients) at `batch` and an evaluation forward in `evalMode`, both recorded dry on a model built on meta.
+ */
+export function stepPipelines(
+  stage: string,
+  opts: ModelOptions = {},
+  batch = 64,
+  evalMode: "train" | "eval" = "train",
+  imageSize = 32,
+): PipelineRequest[] {
+  const model = onMeta(() => buildModel(stage, opts));
+  const x = () => meta([batch, model.config.inChannels, imageSize, imageSize]);
+  return collectPipelines(() => {
+    // the optimizer gives every parameter a gradient the backward pass accumulates into
+    for (const p of model.parameters()) p.grad = meta(p.shape);
+    model.train();
+    crossEntropy(model.forward(x()), new Int32Array(batch)).backward();
+    if (evalMode === "eval") model.eval();
+    noGrad(() => model.forward(x()));
+  });
 }
 
 /** The plan as a table: layer, op, pass, shape, variant, source. */
