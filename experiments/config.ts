@@ -43,6 +43,8 @@ export interface TrainConfig extends RunSettings {
   out: string;
   /** Progress refresh (and the only mid-epoch readback) every this many steps. */
   progressEvery: number;
+  /** Seconds autotune may spend before the first step (default by adapter: training/tune.ts). */
+  autotuneBudget?: number;
 }
 
 export const TRAIN_HELP = `deno task train [options]
@@ -85,6 +87,10 @@ Trains the study's models on CIFAR-10 with the notebook's recipe and writes resu
   --no-autotune        the adapter profile's default kernels (also CONVNEXT_AUTOTUNE=0); by default
                        competing kernel variants are timed once before the first step and the
                        winners cached per adapter in ./data/cache/autotune
+  --autotune-budget S  seconds autotune may spend before the first step, compiling included (also
+                       CONVNEXT_AUTOTUNE_BUDGET; default 60 on a software adapter, 30 on a GPU);
+                       shapes go largest first, and those left run the default kernels and are
+                       tuned on later runs; 0 uses the cached winners only
   -h, --help           this help
 
 Each run writes run<k>.csv and run<k>.json after every epoch, and checkpoints run<k>.last.safetensors
@@ -125,6 +131,13 @@ function num(name: string, v: string | undefined, def: number, integer = true, m
   return x;
 }
 
+/** CONVNEXT_AUTOTUNE_BUDGET, where set and readable. */
+function budgetFromEnv(): string | undefined {
+  const name = "CONVNEXT_AUTOTUNE_BUDGET";
+  if (Deno.permissions.querySync({ name: "env", variable: name }).state !== "granted") return undefined;
+  return Deno.env.get(name) || undefined;
+}
+
 export function parseTrainArgs(args: string[]): TrainCli {
   const { values: v } = parseArgs({
     args,
@@ -154,6 +167,7 @@ export function parseTrainArgs(args: string[]): TrainCli {
       "progress-every": { type: "string" },
       plan: { type: "string" },
       "no-autotune": { type: "boolean" },
+      "autotune-budget": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -189,6 +203,8 @@ export function parseTrainArgs(args: string[]): TrainCli {
     out: v.out ?? "",
     progressEvery: num("progress-every", v["progress-every"], 10, true, 1),
   };
+  const budget = v["autotune-budget"] ?? budgetFromEnv();
+  if (budget !== undefined) config.autotuneBudget = num("autotune-budget", budget, 0, false);
   const runs = num("runs", v.runs, 1, true, 1);
   const one = v.run === undefined ? undefined : num("run", v.run, 0);
   if (one !== undefined && v.runs !== undefined && one >= runs) {

@@ -39,6 +39,8 @@ export interface OverrideRule {
 export interface Winner {
   variant: string;
   among: string;
+  /** What the store keeps beside it (how it was decided: its margin, the timer). */
+  note?: string;
 }
 
 /** A queued shape: a conv pass (with the GEMM epilogue it runs with, if any) or a matmul. */

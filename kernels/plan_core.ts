@@ -83,14 +83,78 @@ function decide(
   if (forced) return { variant: forced, source: "override", key, untuned: false };
   // a graph rewrite (patches) is not a kernel a timer can compare: such shapes keep the default
   if (winners && names.length > 1 && !candidates.some((v) => v.rewrite)) {
-    const w = winners.get(key);
     const tunable = tunedAmongIn(table, names, prof);
-    if (w && w.among === tunable.join(",") && tunable.includes(w.variant)) {
-      return { variant: w.variant, source: "autotune", key, untuned: false };
-    }
+    const among = tunable.join(",");
+    const fits = (w: Winner | undefined): w is Winner =>
+      !!w && w.among === among && tunable.includes(w.variant);
+    const w = winners.get(key);
+    if (fits(w)) return { variant: w.variant, source: "autotune", key, untuned: false };
+    // no winner in this bucket: the nearest tuned bucket's (a stale winner here is timed again)
+    const near = nearestWinner(winners, key, among);
+    if (near) return { variant: near.variant, source: "autotune", key, untuned: w !== undefined };
     return { variant: fallback, source: "default", key, untuned: true };
   }
   return { variant: fallback, source: "default", key, untuned: false };
+}
+
+/** A tune key split into its op (before the first ":") and its sizes; anchored sizes start with "~". */
+function keyParts(key: string): { op: string; parts: string[] } {
+  const i = key.indexOf(":");
+  return { op: key.slice(0, i), parts: key.slice(i + 1).split(",") };
+}
+
+/**
+ * The key of the nearest tuned bucket of `key`'s shape class: a key of the same op whose sizes are
+ * `key`'s but for one anchored size (kernels/variant.ts: a conv's images; one of a matmul's dims), the
+ * fewest doublings away (the larger bucket on a tie), among the keys of `winners`; null if none.
+ */
+export function nearestKey(keys: Iterable<string>, key: string): string | null {
+  const me = keyParts(key);
+  let best: { key: string; dist: number; size: number } | null = null;
+  for (const k of keys) {
+    if (k === key) continue;
+    const o = keyParts(k);
+    if (o.op !== me.op || o.parts.length !== me.parts.length) continue;
+    let diff = -1, ok = true;
+    for (let i = 0; i < me.parts.length && ok; i++) {
+      if (o.parts[i] === me.parts[i]) continue;
+      if (diff >= 0 || !me.parts[i].startsWith("~") || !o.parts[i].startsWith("~")) ok = false;
+      else diff = i;
+    }
+    if (!ok || diff < 0) continue;
+    const size = Number(o.parts[diff].slice(1));
+    const dist = Math.abs(Math.log2(size) - Math.log2(Number(me.parts[diff].slice(1))));
+    if (
+      !best || dist < best.dist ||
+      (dist === best.dist && (size > best.size || (size === best.size && k < best.key)))
+    ) {
+      best = { key: k, dist, size };
+    }
+  }
+  return best?.key ?? null;
+}
+
+/** Per winners map, the nearest keys found so far (valid while the map's size is unchanged). */
+const nearestCache = new WeakMap<
+  ReadonlyMap<string, Winner>,
+  { size: number; near: Map<string, string | null> }
+>();
+
+/**
+ * The winner of the nearest tuned bucket of `key`'s shape class (see `nearestKey`) if it was measured
+ * among the same candidates `among`; null otherwise.
+ */
+export function nearestWinner(
+  winners: ReadonlyMap<string, Winner>,
+  key: string,
+  among: string,
+): Winner | null {
+  let c = nearestCache.get(winners);
+  if (!c || c.size !== winners.size) nearestCache.set(winners, c = { size: winners.size, near: new Map() });
+  let k = c.near.get(key);
+  if (k === undefined) c.near.set(key, k = nearestKey(winners.keys(), key));
+  const w = k === null ? undefined : winners.get(k);
+  return w && w.among === among && among.split(",").includes(w.variant) ? w : null;
 }
 
 /**

@@ -198,26 +198,35 @@ export function autotuneEnabled(): boolean {
   return plannerContext().autotune;
 }
 
-/** Records a measured winner among `candidates` for a shape key (see `convTuneKey`, `matmulTuneKey`). */
-export function recordWinner(key: string, variant: string, candidates: string[]): void {
+/**
+ * Records a measured winner among `candidates` for a shape key (see `convTuneKey`, `matmulTuneKey`),
+ * with a note on the decision (e.g. its margin) that the store keeps beside it.
+ */
+export function recordWinner(key: string, variant: string, candidates: string[], note?: string): void {
   const ctx = plannerContext();
-  ctx.winners.set(key, { variant, among: candidates.join(",") });
+  ctx.winners.set(key, { variant, among: candidates.join(","), ...(note ? { note } : {}) });
   ctx.pending.delete(key);
 }
 
-/** The winners known so far, as "variant among candidate,candidate,…" (to persist them). */
+/** The winners known so far, as "variant among candidate,candidate,…[ note]" (to persist them). */
 export function tunedWinners(): Record<string, string> {
   return Object.fromEntries(
-    [...plannerContext().winners].map(([k, w]) => [k, `${w.variant} among ${w.among}`]),
+    [...plannerContext().winners].map((
+      [k, w],
+    ) => [k, `${w.variant} among ${w.among}${w.note ? ` ${w.note}` : ""}`]),
   );
 }
 
-/** Loads persisted winners; entries of another form (an older store) or unknown variants are dropped. */
+/**
+ * Loads persisted winners; entries of another form, of unknown variants, or under keys without an
+ * anchored size (a store from before tune keys had batch buckets) are dropped.
+ */
 export function loadWinners(rec: Record<string, string>): void {
   const known = knownVariants(), winners = plannerContext().winners;
   for (const [k, v] of Object.entries(rec)) {
-    const m = /^(\S+) among (\S+)$/.exec(v);
-    if (m && known.includes(m[1])) winners.set(k, { variant: m[1], among: m[2] });
+    const m = /^(\S+) among (\S+)(?: (.+))?$/.exec(v);
+    if (!m || !known.includes(m[1]) || !/[:,]~\d/.test(k)) continue;
+    winners.set(k, { variant: m[1], among: m[2], ...(m[3] ? { note: m[3] } : {}) });
   }
 }
 
@@ -225,6 +234,11 @@ export function clearWinners(): void {
   const ctx = plannerContext();
   ctx.winners.clear();
   ctx.pending.clear();
+}
+
+/** Forgets the queued shapes (they are queued again when met): a run tunes the shapes of its own step. */
+export function clearPending(): void {
+  plannerContext().pending.clear();
 }
 
 /** Shapes met with autotune on and no winner yet. */

@@ -101,9 +101,33 @@ export interface MatmulVariant {
   tuneKey(d: MatmulDims): string;
 }
 
+// Tune keys are anchored to shape classes, as Burn/CubeCL's anchored tune keys are: a size that moves
+// with the batch is written as its bucket, the next power of two with a "~" before it, so that one
+// winner serves every batch size of the bucket (the evaluation batch of 52 that of the training batch of
+// 64), and a shape whose bucket has no winner takes the one of the nearest tuned bucket of the same class
+// (kernels/plan_core.ts `nearestWinner`; the partial last batch of 16). A conv anchors its images and
+// keeps the per-image sizes; a matmul, whose images may be any of batch, m or k, anchors all four.
+
+/** The bucket of a size: the next power of two. */
+export function sizeBucket(n: number): number {
+  return n <= 1 ? 1 : 2 ** Math.ceil(Math.log2(n));
+}
+
+/** A size written as its bucket in a tune key. */
+const anchor = (n: number) => `~${sizeBucket(n)}`;
+
 export const convTuneKey = (s: ConvShape, pass: ConvPass, epilogue?: ConvEpilogue): string =>
-  `conv.${pass}${epilogue ? `+${epilogue}` : ""}:${convKey(s)}`;
-export const matmulTuneKey = (d: MatmulDims): string => `matmul:${matmulKey(d)}`;
+  `conv.${pass}${epilogue ? `+${epilogue}` : ""}:${anchor(s.n)},${convKey(s).split(",").slice(1).join(",")}`;
+
+/**
+ * The tune key of a matmul: batch, m, n and k anchored, and whether the texture GEMM can take the exact
+ * dims (the one candidate that depends on them), so that the shapes of a bucket share their candidates.
+ */
+export const matmulTuneKey = (d: MatmulDims): string => {
+  const [, , , , flags] = matmulKey(d).split(",");
+  const tex = textureGemmApplies(d) ? "" : ",notex";
+  return `matmul:${[d.batch, d.m, d.n, d.k].map(anchor).join(",")},${flags}${tex}`;
+};
 
 // ---------------------------------------------------------------- shape predicates the tables share
 

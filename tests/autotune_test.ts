@@ -1,22 +1,39 @@
-// Autotune: shapes met with autotune on are queued, timed once, and their winners used and stored; the
-// file store keeps them per adapter; off, the planner gives the profile's defaults.
+// Autotune: shapes met with autotune on are queued, timed (largest first, within a budget), checked
+// against the CPU reference, and their winners used and stored; tune keys are anchored to batch buckets,
+// so another batch size of a tuned class takes its winner; the file store keeps winners per adapter; off,
+// the planner gives the profile's defaults. No test here times anything: a fake timer and clock stand in.
 
 import assert from "node:assert/strict";
 import { cifar, noteCifar } from "./test_data.ts";
 import { conv2d, randn, Rng, scope, sum } from "../mod.ts";
-import { autotune, disableAutotune, enableAutotune } from "../kernels/autotune.ts";
+import {
+  autotune,
+  disableAutotune,
+  enableAutotune,
+  type KernelTimer,
+  tuneOrder,
+} from "../kernels/autotune.ts";
+import { calibrate, repsFor } from "../kernels/tune_timer.ts";
+import { GEMM1X1_VARIANTS } from "../kernels/conv1x1.ts";
 import {
   clearWinners,
+  convTuneKey,
   convVariants,
   defaultConvVariant,
+  loadWinners,
+  matmulTuneKey,
   pendingTunes,
   planConv,
+  recordWinner,
   tuneCandidates,
+  tunedWinners,
 } from "../kernels/planner.ts";
+import { nearestKey } from "../kernels/plan_core.ts";
 import { setProfile } from "../kernels/profile.ts";
 import { convOutSize, type ConvShape } from "../kernels/shapes.ts";
+import type { ConvVariant } from "../kernels/variant.ts";
 import { autotuneCachePath, fileStore } from "../experiments/host.ts";
-import { gpu } from "../kernels/runtime.ts";
+import { gpu, resetPlannerContext } from "../kernels/runtime.ts";
 import { parseTrainArgs } from "../experiments/config.ts";
 import { setup } from "./helpers.ts";
 
@@ -38,64 +55,226 @@ const shape = (n: number, c: number, hw: number, o: number): ConvShape => ({
   ow: convOutSize(hw, 1, 1, 0),
 });
 
-Deno.test("autotune: queued shapes are timed, the winner runs and is stored; off gives the defaults", async () => {
-  const saved: Record<string, string>[] = [];
-  enableAutotune({ load: () => ({}), save: (w) => saved.push(w) });
+/** A timer that runs nothing and reads `cost(variant)` ms per run; `onSample` sees each sample. */
+function fakeTimer(cost: (variant: string) => number, onSample?: (ms: number) => void): KernelTimer {
+  return {
+    method: "fake",
+    targetMs: 1,
+    sample: (_run, reps, variant) => {
+      const ms = cost(variant) * reps;
+      onSample?.(ms);
+      return Promise.resolve(ms);
+    },
+  };
+}
+
+/** Runs `fn` with autotune on in a fresh planner context (in memory, or with `store`). */
+async function tuning<T>(
+  fn: () => T | Promise<T>,
+  store: Parameters<typeof enableAutotune>[0] = null,
+): Promise<T> {
+  const saved = resetPlannerContext();
+  enableAutotune(store);
   try {
-    const rng = new Rng(3);
-    const s = shape(2, 8, 8, 12);
-    scope(() => {
-      const x = randn([2, 8, 8, 8], rng, { requiresGrad: true });
-      const w = randn([12, 8, 1, 1], rng, { requiresGrad: true });
-      sum(conv2d(x, w)).backward();
-    });
-    const queued = pendingTunes().map(([k]) => k);
-    for (const pass of ["forward", "inputGrad", "weightGrad"]) {
-      assert.ok(queued.some((k) => k.startsWith(`conv.${pass}:`)), `${pass} queued: ${queued}`);
-    }
-    const calls: [number, number][] = [];
-    const results = await autotune({ reps: 1, progress: (done, total) => calls.push([done, total]) });
-    assert.equal(pendingTunes().length, 0);
-    // before the first shape, after each, and done: 0..n of n
-    assert.deepEqual(calls, Array.from({ length: queued.length + 1 }, (_, i) => [i, queued.length]));
-    for (const r of results) {
-      assert.ok(Object.keys(r.ms).includes(r.winner), `${r.key}: winner ${r.winner} among the timed`);
-      assert.ok(Object.values(r.ms).every((t) => t >= 0));
-    }
-    const fwd = planConv(s, "forward");
-    assert.equal(fwd.source, "autotune");
-    assert.ok(convVariants(s, "forward").includes(fwd.variant));
-    assert.equal(saved.length, 1);
-    assert.ok(
-      Object.values(saved[0]).some((v) => v.startsWith(`${fwd.variant} among `)),
-      "stored with its rivals",
-    );
+    return await fn();
   } finally {
     disableAutotune();
-    clearWinners();
+    resetPlannerContext(saved);
   }
+}
+
+/** Queues the three passes of a 1×1 conv of `s` (a real forward and backward at its batch). */
+function meet(s: ConvShape): void {
+  const rng = new Rng(3);
+  scope(() => {
+    const x = randn([s.n, s.c, s.h, s.w], rng, { requiresGrad: true });
+    const w = randn([s.o, s.c, 1, 1], rng, { requiresGrad: true });
+    sum(conv2d(x, w)).backward();
+  });
+}
+
+Deno.test("autotune: queued shapes are timed, the fastest that matches the reference wins, runs and is stored", async () => {
+  const saved: Record<string, string>[] = [];
   const s = shape(2, 8, 8, 12);
+  await tuning(async () => {
+    meet(s);
+    const queued = pendingTunes().map(([k]) => k);
+    for (const pass of ["forward", "inputGrad", "weightGrad"]) {
+      assert.ok(queued.some((k) => k.startsWith(`conv.${pass}:~2,`)), `${pass} queued: ${queued}`);
+    }
+    const cands = tuneCandidates(convVariants(s, "forward"));
+    const fast = cands.find((v) => v !== defaultConvVariant(s, "forward"))!;
+    const calls: [number, number][] = [];
+    const lines: string[] = [];
+    const report = await autotune({
+      timer: fakeTimer((v) => (v === fast ? 1 : 2)),
+      progress: (done, total) => calls.push([done, total]),
+      log: (l) => lines.push(l),
+    });
+    assert.equal(pendingTunes().length, 0);
+    assert.deepEqual(report.left, []);
+    assert.equal(report.queued, queued.length);
+    // before the first shape, after each: 0..n of n
+    assert.deepEqual(calls, Array.from({ length: queued.length + 1 }, (_, i) => [i, queued.length]));
+    const fwd = report.results.find((r) => r.key.startsWith("conv.forward:"))!;
+    assert.equal(fwd.winner, fast);
+    assert.equal(fwd.margin, 1, "the second best takes twice as long");
+    assert.deepEqual(fwd.rejected, {});
+    assert.ok(
+      lines.some((l) => l.startsWith(`autotune ${fwd.key}: ${fast} by 100.0% over `)),
+      lines.join("\n"),
+    );
+    assert.deepEqual(planConv(s, "forward"), { variant: fast, source: "autotune" });
+  }, { load: () => ({}), save: (w) => saved.push(w) });
+  assert.equal(saved.length, 1);
+  const key = convTuneKey(s, "forward");
+  assert.match(saved[0][key], / among \S+ margin 100\.0% fake$/, "stored with its rivals and margin");
   assert.deepEqual(planConv(s, "forward"), { variant: defaultConvVariant(s, "forward"), source: "default" });
 });
 
 Deno.test("autotune times a 1×1 conv with the GELU epilogue it runs with apart from the plain one", async () => {
-  enableAutotune(null);
-  try {
+  await tuning(async () => {
     const s = shape(2, 8, 8, 12);
     for (const [pass, ep] of [["forward", "gelu"], ["inputGrad", "dgelu"]] as const) {
       assert.equal(planConv(s, pass, "", ep).source, "default");
-      assert.ok(pendingTunes().some(([k]) => k === `conv.${pass}+${ep}:2,8,8,8,12,1,1,0,1`));
+      assert.ok(pendingTunes().some(([k]) => k === `conv.${pass}+${ep}:~2,8,8,8,12,1,1,0,1`));
     }
-    const results = await autotune({ reps: 1 });
-    assert.equal(results.length, 2);
-    for (const r of results) assert.ok(Object.values(r.ms).every((t) => t >= 0), r.key);
+    const report = await autotune({ timer: fakeTimer(() => 1) });
+    assert.equal(report.results.length, 2);
+    for (const r of report.results) assert.deepEqual(r.rejected, {}, r.key);
     assert.equal(planConv(s, "forward", "", "gelu").source, "autotune");
     assert.equal(planConv(s, "inputGrad", "", "dgelu").source, "autotune");
     assert.equal(planConv(s, "forward").source, "default", "the plain forward is a shape of its own");
+  });
+});
+
+Deno.test("autotune tunes largest first within its budget; what is left runs the defaults and is tuned later", async () => {
+  await tuning(async () => {
+    const sizes = [shape(2, 8, 4, 8), shape(2, 8, 8, 8), shape(2, 16, 8, 16)]; // smallest first
+    for (const s of sizes) planConv(s, "forward");
+    const keys = sizes.map((s) => convTuneKey(s, "forward"));
+    assert.deepEqual(tuneOrder(pendingTunes()).map(([k]) => k), [...keys].reverse());
+    let now = 0;
+    const timer = fakeTimer(() => 1, () => now += 1000); // every sample takes a (fake) second
+    const first = await autotune({ timer, clock: () => now, budgetS: 0.5 });
+    assert.deepEqual(first.results.map((r) => r.key), [keys[2]], "the largest only");
+    assert.deepEqual(first.left, [keys[1], keys[0]]);
+    assert.deepEqual(planConv(sizes[0], "forward"), {
+      variant: defaultConvVariant(sizes[0], "forward"),
+      source: "default",
+    });
+    assert.deepEqual(pendingTunes().map(([k]) => k).sort(), [keys[0], keys[1]].sort());
+    const zero = await autotune({ timer, clock: () => now, budgetS: 0 });
+    assert.equal(zero.results.length, 0);
+    assert.equal(zero.left.length, 2);
+    const later = await autotune({ timer, clock: () => now, budgetS: 1e6 });
+    assert.deepEqual(later.results.map((r) => r.key), [keys[1], keys[0]]);
+    assert.deepEqual(later.left, []);
+  });
+});
+
+Deno.test("tune keys are anchored to batch buckets: another batch size takes the nearest tuned bucket's winner", async () => {
+  await tuning(() => {
+    const s64 = shape(64, 8, 4, 12), key = convTuneKey(s64, "forward");
+    assert.equal(key, "conv.forward:~64,8,4,4,12,1,1,0,1");
+    assert.equal(convTuneKey(shape(52, 8, 4, 12), "forward"), key, "52 images share the bucket of 64");
+    const cands = tuneCandidates(convVariants(s64, "forward"));
+    const pick = cands.find((v) => v !== defaultConvVariant(s64, "forward"))!;
+    recordWinner(key, pick, cands);
+    for (const n of [52, 16, 2]) {
+      assert.deepEqual(
+        planConv(shape(n, 8, 4, 12), "forward"),
+        { variant: pick, source: "autotune" },
+        `${n} images`,
+      );
+    }
+    assert.deepEqual(pendingTunes(), [], "nothing queued: no timing, no other kernel");
+    // another per-image shape is another class
+    assert.equal(planConv(shape(16, 8, 4, 16), "forward").source, "default");
+    assert.deepEqual(pendingTunes().map(([k]) => k), ["conv.forward:~16,8,4,4,16,1,1,0,1"]);
+  });
+  // the nearest bucket, the larger on a tie; only one anchored size may differ
+  const keys = [
+    "conv.forward:~8,1,2",
+    "conv.forward:~32,1,2",
+    "conv.forward:~64,1,3",
+    "conv.inputGrad:~16,1,2",
+  ];
+  assert.equal(nearestKey(keys, "conv.forward:~16,1,2"), "conv.forward:~32,1,2");
+  assert.equal(nearestKey(keys, "conv.forward:~4,1,2"), "conv.forward:~8,1,2");
+  assert.equal(nearestKey(keys, "conv.forward:~16,1,4"), null);
+  const mm = (batch: number, m: number, k: number) =>
+    matmulTuneKey({ batch, m, n: 10, k, transA: false, transB: true, batchA: false, batchB: false });
+  assert.equal(mm(1, 52, 128), "matmul:~1,~64,~16,~128,01000");
+  assert.equal(nearestKey([mm(1, 64, 128)], mm(1, 16, 128)), mm(1, 64, 128), "a linear layer's batch is m");
+  assert.equal(nearestKey([mm(1, 64, 64)], mm(1, 16, 128)), null, "two sizes differ");
+  assert.match(mm(1, 64, 6), /,notex$/, "the texture GEMM's candidacy is part of the key");
+});
+
+Deno.test("stored winners: notes round-trip; keys of the store before batch buckets are dropped", async () => {
+  await tuning(() => {
+    loadWinners({
+      "conv.forward:2,8,8,8,12,1,1,0,1": "gemm1x1/tiled among gemm1x1/tiled,gemm1x1/vec4",
+      "conv.forward:~2,8,8,8,12,1,1,0,1": "gemm1x1/tiled among gemm1x1/tiled,gemm1x1/vec4 margin 5.0% fake",
+      "conv.forward:~4,8,8,8,12,1,1,0,1": "gemm1x1/tiled among gemm1x1/tiled,gemm1x1/vec4",
+    });
+    assert.deepEqual(tunedWinners(), {
+      "conv.forward:~2,8,8,8,12,1,1,0,1": "gemm1x1/tiled among gemm1x1/tiled,gemm1x1/vec4 margin 5.0% fake",
+      "conv.forward:~4,8,8,8,12,1,1,0,1": "gemm1x1/tiled among gemm1x1/tiled,gemm1x1/vec4",
+    });
+  });
+});
+
+Deno.test("a candidate that does not match the CPU reference is excluded, said in the log, and never wins", async () => {
+  const scalar = GEMM1X1_VARIANTS.find((v) => v.name === "gemm1x1/scalar")!;
+  const wrong: ConvVariant = {
+    name: "gemm1x1/wrong",
+    passes: scalar.passes,
+    applies: scalar.applies,
+    rank: () => null,
+    run: () => {}, // writes nothing: the fastest of all, and wrong
+    tuneKey: scalar.tuneKey,
+  };
+  GEMM1X1_VARIANTS.push(wrong);
+  try {
+    await tuning(async () => {
+      const s = shape(2, 8, 8, 12);
+      planConv(s, "forward");
+      const cands = tuneCandidates(convVariants(s, "forward"));
+      assert.ok(cands.includes(wrong.name));
+      const lines: string[] = [];
+      const report = await autotune({
+        timer: fakeTimer((v) => (v === wrong.name ? 0.5 : 1 + cands.indexOf(v))),
+        log: (l) => lines.push(l),
+      });
+      const [r] = report.results;
+      assert.notEqual(r.winner, wrong.name);
+      assert.equal(r.winner, cands.filter((v) => v !== wrong.name)[0], "the fastest of the others");
+      assert.match(r.rejected[wrong.name], /does not match the CPU reference: y\[0\] = NaN/);
+      assert.ok(lines.some((l) => l.includes(`${wrong.name} excluded: does not match the CPU reference`)));
+      assert.notEqual(r.runnerUp, wrong.name, "the margin is over a candidate that may win");
+      assert.deepEqual(planConv(s, "forward"), { variant: r.winner, source: "autotune" });
+    });
   } finally {
-    disableAutotune();
-    clearWinners();
+    GEMM1X1_VARIANTS.splice(GEMM1X1_VARIANTS.indexOf(wrong), 1);
   }
+});
+
+Deno.test("the timer check: 2R runs must read twice R runs; a wait floor or zeros fail it", async () => {
+  const linear = fakeTimer(() => 3);
+  const c = await calibrate(linear, () => {}, "k");
+  assert.ok(c.ok);
+  assert.equal(c.ratio, 2);
+  const floor: KernelTimer = { method: "floor", targetMs: 20, sample: () => Promise.resolve(12.4) };
+  const f = await calibrate(floor, () => {}, "k");
+  assert.ok(!f.ok);
+  assert.equal(f.ratio, 1);
+  const zeros: KernelTimer = { method: "zeros", targetMs: 2, sample: () => Promise.resolve(0) };
+  assert.ok(!(await calibrate(zeros, () => {}, "k")).ok);
+  // samples are sized to the timer's target
+  assert.equal(repsFor(linear, 0.25), 4);
+  assert.equal(repsFor(linear, 5), 1);
+  assert.equal(repsFor(floor, 0.001), 256);
 });
 
 Deno.test("a stored winner is tuned again when the candidates it beat are not today's", () => {
@@ -107,7 +286,7 @@ Deno.test("a stored winner is tuned again when the candidates it beat are not to
     assert.ok(!tuneCandidates(all).includes("gemm1x1/texture"));
     // both operand paths of the vec4 GEMM are timed: which wins is the CPU's
     assert.ok(["gemm1x1/vec4", "gemm1x1/vec4-texture"].every((v) => tuneCandidates(all).includes(v)));
-    const key = "conv.forward:2,8,8,8,12,1,1,0,1";
+    const key = "conv.forward:~2,8,8,8,12,1,1,0,1";
     const among = tuneCandidates(all).join(",");
     for (
       const stored of [
@@ -150,12 +329,15 @@ Deno.test("autotune file store: winners round-trip per adapter; unreadable files
   }
 });
 
-Deno.test("train flags: --plan and --no-autotune", () => {
+Deno.test("train flags: --plan, --no-autotune and --autotune-budget", () => {
   assert.deepEqual(parseTrainArgs(["--plan", "conv=tiled", "--no-autotune"]).kernels, {
     plan: "conv=tiled",
     autotune: false,
   });
   assert.deepEqual(parseTrainArgs([]).kernels, { plan: undefined, autotune: undefined });
+  assert.equal(parseTrainArgs(["--autotune-budget", "12.5"]).config.autotuneBudget, 12.5);
+  assert.equal(parseTrainArgs(["--autotune-budget", "0"]).config.autotuneBudget, 0);
+  assert.throws(() => parseTrainArgs(["--autotune-budget=-1"]), /--autotune-budget needs a number ≥ 0/);
 });
 
 Deno.test("train with autotune on: tunes before its first step and caches the winners per adapter", {
@@ -174,6 +356,8 @@ Deno.test("train with autotune on: tunes before its first step and caches the wi
       "1",
       "--batch-size",
       "32",
+      "--autotune-budget",
+      "5",
     ];
     const cmd = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", "experiments/train.ts", ...args, "--out", `${dir}/out`, "--data-dir", data],
@@ -186,12 +370,23 @@ Deno.test("train with autotune on: tunes before its first step and caches the wi
     const out = new TextDecoder().decode(r.stdout), err = new TextDecoder().decode(r.stderr);
     assert.equal(r.code, 0, err);
     assert.match(out, /kernels: autotune on \(winners cached in .*\/cache\/.*\.json\)/);
-    assert.match(out, /autotune: timing the kernel variants of \d+ shapes \(winners are cached/);
-    assert.match(out, /autotune: timed the kernel variants of \d+ shapes/);
+    assert.match(out, /autotune: timing the kernel variants of \d+ shapes, largest first, within 5 s/);
+    assert.match(out, /autotune: timer \S+, checked on /);
+    // the budget's first shape is always tuned, unless the timer failed its check (a machine too busy)
+    const m =
+      /autotune: tuned (\d+) of \d+ shapes in [\d.]+ s(?: \(timer \S+\))?, (?:none|\d+) left for later/.exec(
+        out,
+      );
+    assert.ok(m, out);
+    if (m[1] === "0") {
+      assert.match(out, /autotune: no timer reads a known cost right/);
+      return;
+    }
     const files = [...Deno.readDirSync(`${dir}/cache`)].map((e) => e.name);
     assert.equal(files.length, 1);
     const winners = JSON.parse(Deno.readTextFileSync(`${dir}/cache/${files[0]}`));
-    assert.ok(Object.keys(winners).some((k) => k.startsWith("conv.weightGrad:")));
+    assert.ok(Object.keys(winners).length > 0);
+    assert.ok(Object.keys(winners).every((k) => /:~32,|^matmul:/.test(k)), "keys of the batch's bucket");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
