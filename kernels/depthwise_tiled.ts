@@ -112,7 +112,7 @@ function patchRows(t: DepthwiseTile, k: number, pw: number, emit: (r: number, u:
   return range(t.ry + k - 1).map((rr) => {
     const pairs = range(t.ry).filter((r) => rr - r >= 0 && rr - r < k);
     return `    {
-${range(t.rx + k - 1).map((m) => `      let s${m} = P[pb + ${rr * pw + m}u];`).join("\n")}
+${range(t.rx + k - 1).map((m) => `      let s${m} = Patch[pb + ${rr * pw + m}u];`).join("\n")}
 ${pairs.map((r) => emit(r, rr - r)).join("\n")}
     }`;
   }).join("\n");
@@ -147,8 +147,8 @@ function convSource({ s, pass, bias }: ConvSpec, t: DepthwiseTile): string {
 @group(0) @binding(1) var<storage, read> W: array<f32>;
 ${bias ? "@group(0) @binding(2) var<storage, read> Bias: array<f32>;" : ""}
 @group(0) @binding(${bias ? 3 : 2}) var<storage, read_write> Y: array<f32>;
-${paramsDecl(bias ? 4 : 3, ["total"]).replace("var<uniform> P:", "var<uniform> Q:")}
-var<workgroup> P: array<f32, ${t.slabs * ph * pw}>;
+${paramsDecl(bias ? 4 : 3, ["total"])}
+var<workgroup> Patch: array<f32, ${t.slabs * ph * pw}>;
 var<workgroup> Wt: array<f32, ${t.slabs * kk}>;
 @compute @workgroup_size(${inv})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -159,7 +159,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let py = ${divU(modU("e", ph * pw), pw)};
     let px = ${modU("e", pw)};
     var v = 0.0;
-    if (unit < Q.total) {
+    if (unit < P.total) {
       ${decode("unit")}
       let iy = i32(tY * ${th}u + py) - (${pad});
       let ix = i32(tX * ${tw}u + px) - (${pad});
@@ -167,12 +167,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         v = X[plane * ${inH * inW}u + u32(iy) * ${inW}u + u32(ix)];
       }
     }
-    P[e] = v;
+    Patch[e] = v;
   }
   for (var e = lid; e < ${t.slabs * kk}u; e += ${inv}u) {
     let unit = first + ${divU("e", kk)};
     var v = 0.0;
-    if (unit < Q.total) {
+    if (unit < P.total) {
       let ch = ${modU(divU("unit", tilesX * tilesY), c)};
       v = W[ch * ${kk}u + ${flip ? `${kk - 1}u - ${modU("e", kk)}` : modU("e", kk)}];
     }
@@ -183,7 +183,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let ty = ${divU(modU("lid", per), t.wx)};
   let tx = ${modU("lid", t.wx)};
   let unit = first + sl;
-  if (unit >= Q.total) { return; }
+  if (unit >= P.total) { return; }
   ${decode("unit")}
   let pb = sl * ${ph * pw}u + ty * ${t.ry * pw}u + tx * ${t.rx}u;
   let wb = sl * ${kk}u;
@@ -260,8 +260,8 @@ export function depthwiseTiledBackwardWeight(dy: Binding, x: Binding, dw: Bindin
     `@group(0) @binding(0) var<storage, read> DY: array<f32>;
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read_write> Out: array<f32>;
-${paramsDecl(3, ["units", "steps", "len"]).replace("var<uniform> P:", "var<uniform> Q:")}
-var<workgroup> P: array<f32, ${t.slabs * ph * pw}>;
+${paramsDecl(3, ["units", "steps", "len"])}
+var<workgroup> Patch: array<f32, ${t.slabs * ph * pw}>;
 var<workgroup> D: array<f32, ${t.slabs * th * tw}>;
 var<workgroup> Red: array<f32, ${inv * t.group}>;
 @compute @workgroup_size(${inv})
@@ -274,15 +274,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let pb = sl * ${ph * pw}u + ty * ${t.ry * pw}u + tx * ${t.rx}u;
   let db = sl * ${th * tw}u + ty * ${t.ry * tw}u + tx * ${t.rx}u;
 ${U.map((u) => V.map((v) => `  var a${u}_${v} = 0.0;`).join("\n")).join("\n")}
-  let stEnd = min((chunk + 1u) * Q.len, Q.steps);
-  for (var st = chunk * Q.len; st < stEnd; st++) {
+  let stEnd = min((chunk + 1u) * P.len, P.steps);
+  for (var st = chunk * P.len; st < stEnd; st++) {
     // stage the step's x patches (zero outside the image) and dy tiles (zero outside the output)
     for (var e = lid; e < ${t.slabs * ph * pw}u; e += ${inv}u) {
       let unit = st * ${t.slabs}u + ${divU("e", ph * pw)};
       let py = ${divU(modU("e", ph * pw), pw)};
       let px = ${modU("e", pw)};
       var v = 0.0;
-      if (unit < Q.units) {
+      if (unit < P.units) {
         ${decodeUnit("unit", tilesX, tilesY, "nn")}
         let iy = i32(tY * ${th}u + py) - (${pad});
         let ix = i32(tX * ${tw}u + px) - (${pad});
@@ -290,14 +290,14 @@ ${U.map((u) => V.map((v) => `  var a${u}_${v} = 0.0;`).join("\n")).join("\n")}
           v = X[(nn * ${c}u + ch) * ${h * W}u + u32(iy) * ${W}u + u32(ix)];
         }
       }
-      P[e] = v;
+      Patch[e] = v;
     }
     for (var e = lid; e < ${t.slabs * th * tw}u; e += ${inv}u) {
       let unit = st * ${t.slabs}u + ${divU("e", th * tw)};
       let oy = ${divU(modU("e", th * tw), tw)};
       let ox = ${modU("e", tw)};
       var v = 0.0;
-      if (unit < Q.units) {
+      if (unit < P.units) {
         ${decodeUnit("unit", tilesX, tilesY, "nn")}
         let gy = tY * ${th}u + oy;
         let gx = tX * ${tw}u + ox;
