@@ -14,13 +14,14 @@
 // * The candidates' pipelines are compiled together (createComputePipelineAsync), then a timer of the
 //   device's time (kernels/tune_timer.ts: GPU timestamps, else the difference of two submits of R and
 //   2R runs) times each: a sample of one run sizes R so a sample is long against the timer's noise; a
-//   candidate 3× slower than the best there (6× on its very first, cold run) is dropped; the rest are
+//   candidate 4× slower than the best there (6× on its very first, cold run) is dropped; the rest are
 //   sampled in rounds (3 to 7 samples each) until every rival's fastest sample is slower than the
 //   best's slowest. The timer is checked once per process on a known cost first: 2R runs must read
 //   twice R runs.
-// * The fastest by median is checked against the CPU reference (kernels/tune_check.ts) before it may
-//   win; one that fails is excluded (said in the log) and the next is checked. The decision's margin
-//   (second best / best − 1) is logged and stored beside the winner.
+// * The fastest (by the timer's statistic: the fastest sample with timestamps, whose noise only adds;
+//   the median with the submit difference) is checked against the CPU reference (kernels/tune_check.ts)
+//   before it may win; one that fails is excluded (said in the log) and the next is checked. The
+//   decision's margin (second best / best − 1) is logged and stored beside the winner.
 
 import { acquireBuffer, collectPipelines, compilePipelines, gpu, releaseBuffer, sync } from "./runtime.ts";
 import { convBackwardInput, convBackwardWeight, convForward } from "./conv.ts";
@@ -93,7 +94,7 @@ export interface TuneResult {
   winner: string;
   /** What the profile would have run. */
   fallback: string;
-  /** Median milliseconds per run of each candidate timed (a dropped one: its first sample). */
+  /** Milliseconds per run of each candidate timed (the timer's statistic; a dropped one: its first sample). */
   ms: Record<string, number>;
   /** (slowest − fastest sample) / median of each candidate, over its samples. */
   spread: Record<string, number>;
@@ -368,10 +369,11 @@ async function decide(
   rejected: Record<string, string>,
   o: { minSamples: number; maxSamples: number },
 ): Promise<TuneResult | null> {
+  const stat = timer.statistic === "min" ? (xs: number[]) => Math.min(...xs) : median;
   const samples: Record<string, number[]> = {}, reps: Record<string, number> = {};
   let live = candidates;
   // A first sample of one run (the candidate's first run but for the first one's: it warms it) drops a
-  // candidate 6× slower than the best so far; a second one sizes its samples, and drops it if 3× slower
+  // candidate 6× slower than the best so far; a second one sizes its samples, and drops it if 4× slower
   // than the best of all.
   let best = Infinity;
   const timed: string[] = [];
@@ -387,7 +389,7 @@ async function decide(
   }
   live = timed;
   if (!live.length) return null;
-  const alive = live.filter((v) => samples[v][0] <= 3 * best);
+  const alive = live.filter((v) => samples[v][0] <= 4 * best);
   for (const v of alive) {
     reps[v] = repsFor(timer, samples[v][0]);
     samples[v] = [];
@@ -398,7 +400,7 @@ async function decide(
   for (let round = 0; round < o.maxSamples && racing.length > 0; round++) {
     for (const v of racing) samples[v].push((await timer.sample(() => runner.run(v), reps[v], v)) / reps[v]);
     if (round + 1 < o.minSamples) continue;
-    const lead = racing.reduce((a, b) => (median(samples[b]) < median(samples[a]) ? b : a));
+    const lead = racing.reduce((a, b) => (stat(samples[b]) < stat(samples[a]) ? b : a));
     const top = Math.max(...samples[lead]);
     racing = racing.filter((v) => v === lead || Math.min(...samples[v]) <= top);
     if (racing.length === 1) break;
@@ -408,7 +410,7 @@ async function decide(
     count: Record<string, number> = {};
   for (const v of live) {
     const xs = samples[v];
-    ms[v] = median(xs);
+    ms[v] = stat(xs);
     spread[v] = ms[v] > 0 ? (Math.max(...xs) - Math.min(...xs)) / ms[v] : 0;
     count[v] = alive.includes(v) ? xs.length : 1;
   }

@@ -60,6 +60,7 @@ function fakeTimer(cost: (variant: string) => number, onSample?: (ms: number) =>
   return {
     method: "fake",
     targetMs: 1,
+    statistic: "median",
     sample: (_run, reps, variant) => {
       const ms = cost(variant) * reps;
       onSample?.(ms);
@@ -265,11 +266,21 @@ Deno.test("the timer check: 2R runs must read twice R runs; a wait floor or zero
   const c = await calibrate(linear, () => {}, "k");
   assert.ok(c.ok);
   assert.equal(c.ratio, 2);
-  const floor: KernelTimer = { method: "floor", targetMs: 20, sample: () => Promise.resolve(12.4) };
+  const floor: KernelTimer = {
+    method: "floor",
+    targetMs: 20,
+    statistic: "median",
+    sample: () => Promise.resolve(12.4),
+  };
   const f = await calibrate(floor, () => {}, "k");
   assert.ok(!f.ok);
   assert.equal(f.ratio, 1);
-  const zeros: KernelTimer = { method: "zeros", targetMs: 2, sample: () => Promise.resolve(0) };
+  const zeros: KernelTimer = {
+    method: "zeros",
+    targetMs: 2,
+    statistic: "min",
+    sample: () => Promise.resolve(0),
+  };
   assert.ok(!(await calibrate(zeros, () => {}, "k")).ok);
   // samples are sized to the timer's target
   assert.equal(repsFor(linear, 0.25), 4);
