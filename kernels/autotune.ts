@@ -13,10 +13,10 @@
 //   same class takes the tuned winner without timing anything.
 // * The candidates' pipelines are compiled together (createComputePipelineAsync), then a timer of the
 //   device's time (kernels/tune_timer.ts: GPU timestamps, else the difference of two submits of R and
-//   2R runs) times each: a sample of one run sizes R so a sample is long against the timer's noise; a
-//   candidate 4× slower than the best there (6× on its very first, cold run) is dropped; the rest are
-//   sampled in rounds (3 to 7 samples each) until every rival's fastest sample is slower than the
-//   best's slowest. The timer is checked once per process on a known cost first: 2R runs must read
+//   2R runs) times each: a sample of one run sizes R so a sample is long against the timer's noise
+//   (and drops a candidate 6× slower than the best so far); the rest are sampled in rounds (3 to 7
+//   samples each; the first round drops those 4× slower than its best) until every rival's fastest
+//   sample is slower than the best's slowest. The timer is checked once per process on a known cost first: 2R runs must read
 //   twice R runs.
 // * The fastest (by the timer's statistic: the fastest sample with timestamps, whose noise only adds;
 //   the median with the submit difference) is checked against the CPU reference (kernels/tune_check.ts)
@@ -372,24 +372,27 @@ async function decide(
   const stat = timer.statistic === "min" ? (xs: number[]) => Math.min(...xs) : median;
   const samples: Record<string, number[]> = {}, reps: Record<string, number> = {};
   let live = candidates;
-  // A first sample of one run (the candidate's first run but for the first one's: it warms it) drops a
-  // candidate 6× slower than the best so far; a second one sizes its samples, and drops it if 4× slower
-  // than the best of all.
+  // A sample of one run (but for the first candidate, warmed already, its first run: it warms it) sizes
+  // each candidate's samples. One run may be below the timer's noise, so it drops only a candidate 6×
+  // slower than the best so far (and than the noise); the first round of sized samples drops one 4×
+  // slower than the best there.
   let best = Infinity;
-  const timed: string[] = [];
+  const timed: string[] = [], alive: string[] = [];
   for (const v of live) {
     try {
+      const bar = 6 * Math.max(best, timer.noiseMs);
       const first = await timer.sample(() => runner.run(v), 1, v);
-      samples[v] = [first > 6 * best ? first : await timer.sample(() => runner.run(v), 1, v)];
-      best = Math.min(best, samples[v][0]);
+      const est = first > bar || v === live[0] ? first : await timer.sample(() => runner.run(v), 1, v);
+      samples[v] = [est];
       timed.push(v);
+      if (est <= bar) alive.push(v);
+      best = Math.min(best, est);
     } catch (e) {
       rejected[v] = `failed to run: ${(e as Error).message}`;
     }
   }
   live = timed;
-  if (!live.length) return null;
-  const alive = live.filter((v) => samples[v][0] <= 4 * best);
+  if (!alive.length) return null;
   for (const v of alive) {
     reps[v] = repsFor(timer, samples[v][0]);
     samples[v] = [];
@@ -399,6 +402,10 @@ async function decide(
   let racing = [...alive];
   for (let round = 0; round < o.maxSamples && racing.length > 0; round++) {
     for (const v of racing) samples[v].push((await timer.sample(() => runner.run(v), reps[v], v)) / reps[v]);
+    if (round === 0) {
+      const b0 = Math.min(...racing.map((v) => samples[v][0]));
+      racing = racing.filter((v) => samples[v][0] <= 4 * b0);
+    }
     if (round + 1 < o.minSamples) continue;
     const lead = racing.reduce((a, b) => (stat(samples[b]) < stat(samples[a]) ? b : a));
     const top = Math.max(...samples[lead]);

@@ -25,6 +25,8 @@ export interface KernelTimer {
    * ramps), "median" where it goes both ways (a difference of two waits).
    */
   statistic: "min" | "median";
+  /** How far one sample may be off (ms): an estimate below it says only "short". */
+  noiseMs: number;
   /** The milliseconds `reps` runs of `run` take (`variant` names what runs; fake timers use it). */
   sample(run: () => void, reps: number, variant: string): Promise<number>;
 }
@@ -49,6 +51,7 @@ export function timestampTimer(): KernelTimer | null {
     method: "gpu-timestamp",
     targetMs: 2,
     statistic: "min",
+    noiseMs: 0.01,
     async sample(run, reps) {
       await sync();
       currentEncoder().beginComputePass({
@@ -98,6 +101,7 @@ export async function wallDifferenceTimer(): Promise<KernelTimer> {
     method: "wall-difference",
     targetMs: Math.max(20, 10 * spread),
     statistic: "median",
+    noiseMs: Math.max(1, spread),
     async sample(run, reps) {
       await sync();
       for (let i = 0; i < reps; i++) run();
@@ -145,8 +149,12 @@ export async function calibrate(timer: KernelTimer, run: () => void, variant: st
 /** Most runs in one sample. */
 const MAX_REPS = 256;
 
-/** Runs per sample so that a sample of a kernel of `estMs` per run lasts the timer's target. */
+/**
+ * Runs per sample so that a sample of a kernel of `estMs` per run lasts the timer's target (an estimate
+ * below the timer's noise counts as the noise: it says only that the kernel is short).
+ */
 export function repsFor(timer: KernelTimer, estMs: number): number {
-  if (!(estMs > 0)) return MAX_REPS;
-  return Math.max(1, Math.min(MAX_REPS, Math.ceil(timer.targetMs / estMs)));
+  const est = Math.max(estMs > 0 ? estMs : 0, timer.noiseMs);
+  if (!(est > 0)) return MAX_REPS;
+  return Math.max(1, Math.min(MAX_REPS, Math.ceil(timer.targetMs / est)));
 }

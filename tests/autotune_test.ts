@@ -61,6 +61,7 @@ function fakeTimer(cost: (variant: string) => number, onSample?: (ms: number) =>
     method: "fake",
     targetMs: 1,
     statistic: "median",
+    noiseMs: 0,
     sample: (_run, reps, variant) => {
       const ms = cost(variant) * reps;
       onSample?.(ms);
@@ -270,6 +271,7 @@ Deno.test("the timer check: 2R runs must read twice R runs; a wait floor or zero
     method: "floor",
     targetMs: 20,
     statistic: "median",
+    noiseMs: 2,
     sample: () => Promise.resolve(12.4),
   };
   const f = await calibrate(floor, () => {}, "k");
@@ -279,13 +281,15 @@ Deno.test("the timer check: 2R runs must read twice R runs; a wait floor or zero
     method: "zeros",
     targetMs: 2,
     statistic: "min",
+    noiseMs: 0.01,
     sample: () => Promise.resolve(0),
   };
   assert.ok(!(await calibrate(zeros, () => {}, "k")).ok);
   // samples are sized to the timer's target
   assert.equal(repsFor(linear, 0.25), 4);
   assert.equal(repsFor(linear, 5), 1);
-  assert.equal(repsFor(floor, 0.001), 256);
+  assert.equal(repsFor(floor, 0.001), 10, "an estimate below the timer's noise counts as the noise");
+  assert.equal(repsFor(zeros, 0), 200);
 });
 
 Deno.test("a stored winner is tuned again when the candidates it beat are not today's", () => {
