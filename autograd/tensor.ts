@@ -55,6 +55,11 @@ export class Tensor {
   readonly size: number;
   requiresGrad: boolean;
   grad: Tensor | null = null;
+  /**
+   * Whether `.grad` holds the zeros of an optimizer's zeroGrad and nothing since: then the one
+   * contribution of a backward pass may be written into it instead of added (see `gradOutput`).
+   */
+  gradZeroed = false;
   /** Set on tensors produced by a recorded op. */
   node: Node | null = null;
   /** Optional name (parameters), used in error messages. */
@@ -412,6 +417,36 @@ function topoOrder(root: Tensor): Tensor[] {
   return order.reverse();
 }
 
+/** Leaf parameters whose one gradient contribution of this backward pass may be written into `.grad`. */
+let directGrads: Set<Tensor> | null = null;
+
+/**
+ * The tensor a backward rule writes the gradient of parameter `p` into: `p.grad` itself where `p` gets
+ * exactly one contribution in this backward pass and its `.grad` holds zeroGrad's zeros (the optimizer's
+ * arena view), so no kernel adds it there afterwards; else a fresh tensor. The rule must overwrite every
+ * element.
+ */
+export function gradOutput(p: Tensor): Tensor {
+  if (p.grad && directGrads?.delete(p)) {
+    p.gradZeroed = false;
+    return p.grad;
+  }
+  return empty(p.shape);
+}
+
+/** The leaves of `order` whose `.grad` holds zeroGrad's zeros and that have exactly one consumer. */
+function singleUseLeaves(order: Tensor[]): Set<Tensor> {
+  const count = new Map<Tensor, number>();
+  for (const t of order) {
+    for (const inp of t.node?.inputs ?? []) {
+      if (!inp.node && inp.requiresGrad && inp.grad && inp.gradZeroed) {
+        count.set(inp, (count.get(inp) ?? 0) + 1);
+      }
+    }
+  }
+  return new Set([...count].filter(([, n]) => n === 1).map(([t]) => t));
+}
+
 /** Reverse-mode differentiation from `root`; see `Tensor.backward`. */
 export function backward(root: Tensor, grad?: Tensor): void {
   if (!root.requiresGrad) throw new Error(`backward(): ${root.describe()} does not require grad`);
@@ -436,45 +471,54 @@ export function backward(root: Tensor, grad?: Tensor): void {
   const seed = grad ?? onesByKernel(root.shape);
   grads.set(root, seed);
   own(seed);
-  noGrad(() => {
-    for (const t of order) {
-      const g = grads.get(t);
-      if (!g) {
-        releaseNode(t);
-        continue;
+  const outer = directGrads;
+  directGrads = singleUseLeaves(order);
+  try {
+    noGrad(() => {
+      for (const t of order) {
+        const g = grads.get(t);
+        if (!g) {
+          releaseNode(t);
+          continue;
+        }
+        grads.delete(t);
+        if (t.node) {
+          const inGrads = withModule(t.node.module, () => t.node!.backward(g));
+          t.node.inputs.forEach((inp, i) => {
+            const gi = inGrads[i];
+            if (!gi || !inp.requiresGrad) {
+              if (gi && gi !== g && !uses.has(gi)) gi.dispose();
+              return;
+            }
+            if (!sameShape(gi.shape, inp.shape)) {
+              throw new Error(`backward of ${inp.describe()}: gradient has shape [${gi.shape.join(", ")}]`);
+            }
+            const prev = grads.get(inp);
+            if (prev) {
+              const sum = clone(prev);
+              accumulateInto(sum, gi);
+              drop(prev);
+              if (!uses.has(gi) && gi !== g) gi.dispose();
+              grads.set(inp, sum);
+              own(sum);
+            } else {
+              grads.set(inp, gi);
+              own(gi);
+            }
+          });
+          releaseNode(t);
+        } else if (g === t.grad) {
+          continue; // written into .grad by the rule (gradOutput); .grad is not the tape's to free
+        } else {
+          // a leaf: accumulate into .grad (which persists, outside any scope)
+          if (t.grad) accumulateInto(t.grad, g);
+          else t.grad = keep(clone(g));
+          t.gradZeroed = false;
+        }
+        drop(g);
       }
-      grads.delete(t);
-      if (t.node) {
-        const inGrads = withModule(t.node.module, () => t.node!.backward(g));
-        t.node.inputs.forEach((inp, i) => {
-          const gi = inGrads[i];
-          if (!gi || !inp.requiresGrad) {
-            if (gi && gi !== g && !uses.has(gi)) gi.dispose();
-            return;
-          }
-          if (!sameShape(gi.shape, inp.shape)) {
-            throw new Error(`backward of ${inp.describe()}: gradient has shape [${gi.shape.join(", ")}]`);
-          }
-          const prev = grads.get(inp);
-          if (prev) {
-            const sum = clone(prev);
-            accumulateInto(sum, gi);
-            drop(prev);
-            if (!uses.has(gi) && gi !== g) gi.dispose();
-            grads.set(inp, sum);
-            own(sum);
-          } else {
-            grads.set(inp, gi);
-            own(gi);
-          }
-        });
-        releaseNode(t);
-      } else {
-        // a leaf: accumulate into .grad (which persists, outside any scope)
-        if (t.grad) accumulateInto(t.grad, g);
-        else t.grad = keep(clone(g));
-      }
-      drop(g);
-    }
-  });
+    });
+  } finally {
+    directGrads = outer;
+  }
 }

@@ -49,8 +49,11 @@ export function stepPipelines(
   const model = onMeta(() => buildModel(stage, opts));
   const x = () => meta([batch, model.config.inChannels, imageSize, imageSize]);
   return collectPipelines(() => {
-    // the optimizer gives every parameter a gradient the backward pass accumulates into
-    for (const p of model.parameters()) p.grad = meta(p.shape);
+    // the optimizer gives every parameter a zeroed gradient the backward pass writes into
+    for (const p of model.parameters()) {
+      p.grad = meta(p.shape);
+      p.gradZeroed = true;
+    }
     model.train();
     crossEntropy(model.forward(x()), new Int32Array(batch)).backward();
     if (evalMode === "eval") model.eval();

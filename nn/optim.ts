@@ -144,6 +144,7 @@ export class AdamW {
   zeroGrad(): void {
     this.#attachGrads();
     clear(this.#grads, 0, this.#total * 4);
+    for (const p of this.params) p.gradZeroed = true;
   }
 
   /** One AdamW update of every parameter: a single dispatch, recorded without waiting. */

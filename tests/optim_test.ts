@@ -2,8 +2,19 @@
 // (scripts/golden/optim.py → tests/fixtures/optim.json).
 
 import assert from "node:assert/strict";
-import { commandStats, copy, flush, pipelineCacheSize, sync } from "../kernels/runtime.ts";
-import { scope, type Tensor, tensor } from "../autograd/tensor.ts";
+import {
+  commandStats,
+  copy,
+  flush,
+  pipelineCacheSize,
+  startCapture,
+  stopCapture,
+  sync,
+} from "../kernels/runtime.ts";
+import { randn, scope, type Tensor, tensor } from "../autograd/tensor.ts";
+import { Rng } from "../autograd/random.ts";
+import { conv2d } from "../autograd/ops/conv.ts";
+import { groupNorm } from "../autograd/ops/norm.ts";
 import { mul } from "../autograd/ops/elementwise.ts";
 import { sum } from "../autograd/ops/reduce.ts";
 import { AdamW, CosineAnnealingLR } from "../nn/optim.ts";
@@ -153,3 +164,36 @@ function tensorInto(t: Tensor, values: number[]): void {
   copy(src.storage.buffer, src.storage.offset, t.storage.buffer, t.storage.offset, t.size * 4);
   src.dispose();
 }
+
+Deno.test("AdamW: after zeroGrad the backward pass writes parameter gradients into the arena, and a second backward adds", async () => {
+  const rng = new Rng(3);
+  const x = randn([2, 3, 6, 6], rng);
+  const w = randn([4, 3, 3, 3], rng, { requiresGrad: true }), b = randn([4], rng, { requiresGrad: true });
+  const gw = randn([4], rng, { requiresGrad: true }), gb = randn([4], rng, { requiresGrad: true });
+  const mulBy = randn([2, 4, 6, 6], rng);
+  const loss = () => sum(mul(groupNorm(conv2d(x, w, b, { padding: 1 }), 2, gw, gb), mulBy));
+  const params = [w, b, gw, gb];
+  // the gradients without an optimizer (fresh .grad tensors, the tape's accumulation)
+  scope(() => loss().backward());
+  const alone = await Promise.all(params.map((p) => p.grad!.toArray()));
+  for (const p of params) p.grad = null;
+
+  const opt = new AdamW(params, { lr: 0.1 });
+  opt.zeroGrad();
+  flush();
+  startCapture();
+  scope(() => loss().backward());
+  const labels = stopCapture().map((d) => d.label);
+  assert.equal(labels.filter((l) => l === "grad_accumulate").length, 0, labels.join(", "));
+  for (const [i, p] of params.entries()) assert.deepEqual(await p.grad!.toArray(), alone[i]);
+  // without zeroGrad a second backward pass accumulates, as PyTorch's does
+  scope(() => loss().backward());
+  for (const [i, p] of params.entries()) {
+    assertClose(
+      await p.grad!.toArray(),
+      alone[i].map((v) => 2 * v),
+      { rtol: 1e-6, atol: 1e-6 },
+      `param ${i}`,
+    );
+  }
+});

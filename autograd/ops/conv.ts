@@ -13,7 +13,7 @@ import {
 import { gatherPatches, scatterPatches } from "../../kernels/patches.ts";
 import { normStatsFromParts } from "../../kernels/norm.ts";
 import { planConv } from "../../kernels/planner.ts";
-import { currentModule, empty, isGradEnabled, record, type Tensor } from "../tensor.ts";
+import { currentModule, empty, gradOutput, isGradEnabled, record, type Tensor } from "../tensor.ts";
 import { reshape } from "./shape.ts";
 
 export interface Conv2dOptions {
@@ -160,9 +160,9 @@ function convWith(
       gx = empty(x.shape);
       convBackwardInput(g.binding(), w.binding(), gx.binding(), s, inputGrad || undefined);
     }
-    if (bias?.requiresGrad) gb = empty(bias.shape);
+    if (bias?.requiresGrad) gb = gradOutput(bias);
     if (w.requiresGrad) {
-      gw = empty(w.shape);
+      gw = gradOutput(w);
       // the bias gradient with it (in the same kernel where the variant can)
       convBackwardWeight(g.binding(), x.binding(), gw.binding(), s, weightGrad || undefined, gb?.binding());
     } else if (gb) convBackwardBias(g.binding(), gb.binding(), s);

@@ -7,7 +7,7 @@ import {
   layerScaleResidualForward,
   type LayerScaleShape,
 } from "../../kernels/layerscale.ts";
-import { empty, record, sameShape, type Tensor } from "../tensor.ts";
+import { empty, gradOutput, record, sameShape, type Tensor } from "../tensor.ts";
 
 /** x + γ[c]·branch for x, branch [N, C, H, W] and γ [C]. */
 export function layerScaleResidual(x: Tensor, gamma: Tensor, branch: Tensor): Tensor {
@@ -28,7 +28,7 @@ export function layerScaleResidual(x: Tensor, gamma: Tensor, branch: Tensor): Te
     if (gamma.requiresGrad || branch.requiresGrad) {
       // one pass gives both; the one nobody needs is dropped by the tape
       dbranch = empty(branch.shape);
-      dgamma = empty(gamma.shape);
+      dgamma = gamma.requiresGrad ? gradOutput(gamma) : empty(gamma.shape);
       layerScaleResidualBackward(
         g.binding(),
         branch.binding(),

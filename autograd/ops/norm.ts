@@ -22,7 +22,7 @@ import {
   runningStatsUpdate,
   statShape,
 } from "../../kernels/norm.ts";
-import { empty, numel, record, type Tensor } from "../tensor.ts";
+import { empty, gradOutput, numel, record, type Tensor } from "../tensor.ts";
 import type { NormStatistics } from "./conv.ts";
 
 /** A normalisation's fusions (kernels/planner.ts FUSIONS), chosen by the caller; each is on unless false. */
@@ -81,8 +81,8 @@ function affineGrads(
   weight: Tensor | null,
   bias: Tensor | null,
 ): [Tensor | null, Tensor | null] {
-  const gw = weight?.requiresGrad ? empty(weight.shape) : null;
-  const gb = bias?.requiresGrad ? empty(bias.shape) : null;
+  const gw = weight?.requiresGrad ? gradOutput(weight) : null;
+  const gb = bias?.requiresGrad ? gradOutput(bias) : null;
   normAffineBackward(
     p,
     g.binding(),
@@ -121,8 +121,8 @@ function fusedBackward(
   bias: Tensor | null,
 ): (Tensor | null)[] {
   const dx = x.requiresGrad ? empty(x.shape) : null;
-  const dw = weight?.requiresGrad ? empty(weight.shape) : null;
-  const db = bias?.requiresGrad ? empty(bias.shape) : null;
+  const dw = weight?.requiresGrad ? gradOutput(weight) : null;
+  const db = bias?.requiresGrad ? gradOutput(bias) : null;
   const bind = (t: Tensor | null) => t?.binding() ?? null;
   normBackward(
     p,

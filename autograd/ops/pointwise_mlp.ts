@@ -16,7 +16,7 @@ import { geluBackward, geluForward } from "../../kernels/activation.ts";
 import { convBackwardBias, convBackwardInput, convBackwardWeight, convForward } from "../../kernels/conv.ts";
 import { conv1x1BackwardInputGeluGrad, conv1x1ForwardGelu } from "../../kernels/conv1x1.ts";
 import { planConv } from "../../kernels/planner.ts";
-import { currentModule, empty, isGradEnabled, record, type Tensor } from "../tensor.ts";
+import { currentModule, empty, gradOutput, isGradEnabled, record, type Tensor } from "../tensor.ts";
 import { conv2dShape } from "./conv.ts";
 
 export interface PointwiseMlpOptions {
@@ -89,9 +89,9 @@ export function pointwiseMlp(
       }
     }
     // each weight gradient with its bias gradient (in the same kernel where the variant can)
-    const gb2 = b2?.requiresGrad ? grads.set(b2, empty(b2.shape)).get(b2)!.binding() : null;
+    const gb2 = b2?.requiresGrad ? grads.set(b2, gradOutput(b2)).get(b2)!.binding() : null;
     if (w2.requiresGrad) {
-      const gw = grads.set(w2, empty(w2.shape)).get(w2)!;
+      const gw = grads.set(w2, gradOutput(w2)).get(w2)!;
       convBackwardWeight(g.binding(), h.binding(), gw.binding(), s2, wg2, gb2);
     } else if (gb2) convBackwardBias(g.binding(), gb2, s2);
     // expand conv: dx, dw1, db1 from dpre
@@ -100,9 +100,9 @@ export function pointwiseMlp(
         const gx = grads.set(x, empty(x.shape)).get(x)!;
         convBackwardInput(dpre.binding(), w1.binding(), gx.binding(), s1, ig1);
       }
-      const gb1 = b1?.requiresGrad ? grads.set(b1, empty(b1.shape)).get(b1)!.binding() : null;
+      const gb1 = b1?.requiresGrad ? grads.set(b1, gradOutput(b1)).get(b1)!.binding() : null;
       if (w1.requiresGrad) {
-        const gw = grads.set(w1, empty(w1.shape)).get(w1)!;
+        const gw = grads.set(w1, gradOutput(w1)).get(w1)!;
         convBackwardWeight(dpre.binding(), x.binding(), gw.binding(), s1, wg1, gb1);
       } else if (gb1) convBackwardBias(dpre.binding(), gb1, s1);
       dpre.dispose();
