@@ -162,7 +162,6 @@ function matmulTexture(
   rowBias?: Binding,
   ep?: GemmEpilogue,
 ): void {
-  if (isDryRun()) return;
   const tag = epilogueTag(ep);
   const { batch, m, n, k, transA, transB } = d;
   const R = t.rows, CV = t.colVecs, CW = 4 * CV;
@@ -177,9 +176,6 @@ function matmulTexture(
   const rowBlocks = Math.ceil(m / R), colBlocks = Math.ceil(width / CW);
   const { wgx, wgy } = textureWorkgroup(d, t);
   const aTexels = ((d.batchA ? batch : 1) * m * k) / 4, bTexels = ((d.batchB ? batch : 1) * k * n) / 4;
-  const ta = operandTexture("A", aTexels), tb = operandTexture("B", bTexels);
-  copyToTexture(a, ta, aTexels);
-  copyToTexture(b, tb, bTexels);
   const nAligned = n % 4 === 0;
   // operand offsets in texels (all multiples of 4 floats under the vec4 conditions)
   const sizes = params(
@@ -315,6 +311,10 @@ ${body.join("\n")}
 ${stores.join("\n")}
 }`;
   });
+  if (isDryRun()) return; // the pipeline is listed; a dry run has no operand textures
+  const ta = operandTexture("A", aTexels), tb = operandTexture("B", bTexels);
+  copyToTexture(a, ta, aTexels);
+  copyToTexture(b, tb, bTexels);
   const gx = Math.ceil(colBlocks / wgx), gy = Math.ceil(rowBlocks / wgy);
   const bindings = [
     viewOf(ta),

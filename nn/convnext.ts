@@ -6,12 +6,11 @@
 // its own name and type.
 
 import type { Rng } from "../autograd/random.ts";
-import { currentModule, isGradEnabled, type Tensor } from "../autograd/tensor.ts";
+import { currentModule, type Tensor } from "../autograd/tensor.ts";
 import { add } from "../autograd/ops/elementwise.ts";
 import { convGroupNorm, layerScaleResidual, pointwiseMlp } from "../autograd/ops/convnext_block.ts";
-import { isDryRun } from "../kernels/runtime.ts";
 import { Conv2d, GELU, GroupNorm, LayerScaler, Sequential, StochasticDepth } from "./layers.ts";
-import { forwardAs, Module } from "./module.ts";
+import { forwardAs, isLeafWalk, Module } from "./module.ts";
 import { planFusions } from "./fusions.ts";
 
 const handOn = (x: Tensor) => x;
@@ -48,7 +47,7 @@ export class ConvNextBlockBody extends Sequential {
   }
 
   override forward(x: Tensor): Tensor {
-    if (isDryRun() && !isGradEnabled()) return super.forward(x);
+    if (isLeafWalk()) return super.forward(x);
     const { dwconv: dw, norm, expand, gelu, project } = this;
     const f = planFusions();
     let h: Tensor;

@@ -51,6 +51,18 @@ export interface LayerInfo {
   flops: number;
 }
 
+// ---------------------------------------------------------------- leaf walks
+
+let leafWalks = 0;
+
+/**
+ * Whether a `summary()` is walking the model leaf by leaf: a module that runs its children's work in
+ * one fused op calls the children instead, so each leaf's shapes and FLOPs are seen.
+ */
+export function isLeafWalk(): boolean {
+  return leafWalks > 0;
+}
+
 // ---------------------------------------------------------------- meta mode and the default generator
 
 let metaDepth = 0;
@@ -381,6 +393,7 @@ export abstract class Module {
     const rows: LayerInfo[] = [];
     const modes = this.namedModules().map(([, m]) => [m, m.training] as const);
     this.eval();
+    leafWalks++;
     try {
       dryRun(() =>
         noGrad(() =>
@@ -402,6 +415,7 @@ export abstract class Module {
         )
       );
     } finally {
+      leafWalks--;
       for (const [m, mode] of modes) m.training = mode;
     }
     return rows;
