@@ -118,7 +118,7 @@ export interface TimerCheck {
   ok: boolean;
   /** Runs per sample. */
   reps: number;
-  /** Ms of `reps` runs and of `2·reps` runs (the timer's statistic over three samples of each). */
+  /** Ms of `reps` runs and of `2·reps` runs (the timer's statistic over five samples of each). */
   once: number;
   twice: number;
   /** twice / once: 2 where the timer measures the kernel. */
@@ -129,14 +129,14 @@ export interface TimerCheck {
 const CHECK_LO = 1.7, CHECK_HI = 2.3;
 
 /**
- * Checks `timer` on `run` (a kernel already compiled and warm): R runs and 2R runs, three samples of each
+ * Checks `timer` on `run` (a kernel already compiled and warm): R runs and 2R runs, five samples of each
  * interleaved, must read a ratio of 2 ± 15 % (R sized so a sample lasts the timer's target).
  */
 export async function calibrate(timer: KernelTimer, run: () => void, variant: string): Promise<TimerCheck> {
   const est = await timer.sample(run, 1, variant);
   const reps = repsFor(timer, est);
   const once: number[] = [], twice: number[] = [];
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < 5; i++) {
     once.push(await timer.sample(run, reps, variant));
     twice.push(await timer.sample(run, 2 * reps, variant));
   }
