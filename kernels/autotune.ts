@@ -206,7 +206,7 @@ async function chooseTimer(
   method: NonNullable<AutotuneOptions["method"]>,
 ): Promise<{ timer: KernelTimer; check: TimerCheck } | null> {
   const say = (t: KernelTimer, c: TimerCheck) =>
-    `${t.method}, checked on ${variant} ${what}: ${c.reps} run(s) ${c.once.toFixed(2)} ms, ${
+    `${t.method}, checked on ${variant} of ${what}: ${c.reps} run(s) ${c.once.toFixed(2)} ms, ${
       2 * c.reps
     } runs ${c.twice.toFixed(2)} ms (×${c.ratio.toFixed(2)}, 2 ± 0.3 passes)`;
   const ts = method === "wall-difference" ? null : timestampTimer();
