@@ -1,7 +1,9 @@
 // The benchmark driver behind `deno task bench` (bench/main.ts is its command line): settings, the
 // report structure (what `--json` prints) and the terminal tables.
 
-import { gpu } from "../kernels/runtime.ts";
+import { compilePipelines, gpu } from "../kernels/runtime.ts";
+import { stepPipelines } from "../models/plan.ts";
+import { Phase, Watchdog } from "../experiments/progress.ts";
 import { planOverride } from "../kernels/planner.ts";
 import { initEngine, type KernelSettings } from "../experiments/host.ts";
 import { type Ceilings, measureCeilings } from "./ceilings.ts";
@@ -71,11 +73,63 @@ function filterFn(pattern?: string): ((s: string) => boolean) | undefined {
   return (s) => re.test(s);
 }
 
+/** The bench's log: a line; `touch` when something else was written; `progress` writes a phase's text. */
+type Log = ((line: string) => void) & { touch?: () => void; progress?: (text: string) => void };
+
+/**
+ * Compiles the kernels of a training step of `c` (a dry run lists them) together, behind a phase
+ * "compiling N kernels k/N", before its warm-up step would compile them one by one in silence.
+ */
+async function compileStep(c: StepCase, log: Log): Promise<void> {
+  const requests = stepPipelines(c.stage, { seed: 1, ...c.model }, c.batch);
+  let phase: Phase | null = null;
+  await compilePipelines(requests, (done, total) => {
+    if (!phase && total > 0) {
+      phase = new Phase(`  ${c.name} batch ${c.batch}: compiling ${total} kernels`, total, {
+        unit: "kernels",
+        log,
+        quiet: !log.progress,
+        tty: Deno.stderr.isTerminal(),
+        write: (text) => {
+          log.touch?.();
+          log.progress?.(text);
+        },
+      });
+    }
+    phase?.update(done);
+  });
+  const p = phase as Phase | null;
+  p?.end(`  ${c.name} batch ${c.batch}: compiled ${p.total} kernels in ${p.seconds.toFixed(1)} s`);
+}
+
 export async function runBench(o: BenchOptions): Promise<BenchReport> {
+  // every section logs a line per measurement; when one takes long (compiling, a large kernel at
+  // --full), the watchdog says which section is still working every 5 s
+  let section = "starting";
+  const watchdog = o.log ? new Watchdog(() => `bench: ${section}`, { log: o.log }) : null;
+  const enc = new TextEncoder();
+  const log: Log = Object.assign((line: string) => {
+    watchdog?.touch();
+    o.log?.(line);
+  }, {
+    touch: () => watchdog?.touch(),
+    progress: o.log ? (text: string) => void Deno.stderr.writeSync(enc.encode(text)) : undefined,
+  });
+  try {
+    return await bench(o, (s) => section = s, log);
+  } finally {
+    watchdog?.stop();
+  }
+}
+
+async function bench(o: BenchOptions, setSection: (s: string) => void, log: Log): Promise<BenchReport> {
   const t0 = performance.now();
   const { autotuneCache } = await initEngine(o.kernelSettings);
   const ctx = gpu();
-  const log = o.log ?? (() => {});
+  const section = (name: string) => {
+    setSection(name);
+    log(`${name} ...`);
+  };
   const timing: MeasureOptions = { runs: o.runs, minSampleMs: o.minSampleMs, warmup: 1 };
   const filter = filterFn(o.filter);
   const errors: string[] = [];
@@ -89,13 +143,13 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       autotuneCache ? `on (cache ${autotuneCache})` : "off"
     }`,
   );
-  log("ceilings ...");
+  section("ceilings");
   const c = await measureCeilings({ ...o.ceiling, timing: { runs: o.runs } });
   log(`  FMA peak ${c.fmaGflops.toFixed(1)} GFLOP/s, copy ${c.copyGBs.toFixed(2)} GB/s`);
 
   let kernels: KernelRow[] = [];
   if (o.sections.includes("kernels")) {
-    log(`kernels (batch ${o.batch}) ...`);
+    section(`kernels (batch ${o.batch})`);
     kernels = await benchKernels(c, {
       batch: o.batch,
       stages: o.stages,
@@ -110,10 +164,11 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   }
   const steps: StepRow[] = [];
   if (o.sections.includes("steps")) {
-    log("training steps ...");
+    section("training steps");
     for (const s of o.steps) {
       if (filter && !filter(`step ${s.name}`) && !filter(s.name)) continue;
       try {
+        await compileStep(s, log);
         steps.push(await benchStep(s, { warmup: 1, runs: o.stepRuns, log }));
       } catch (e) {
         const msg = `step ${s.name}: ${e instanceof Error ? e.message : e}`;
@@ -126,7 +181,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   if (o.sections.includes("torch")) {
     // after our steps have finished (awaited above), so the two never share the cores
     const cases = o.steps.filter((s) => !filter || filter(`step ${s.name}`) || filter(s.name));
-    log(`PyTorch training steps (${cases.length} cases, ${navigator.hardwareConcurrency} threads) ...`);
+    section(`PyTorch training steps (${cases.length} cases, ${navigator.hardwareConcurrency} threads)`);
     // our steps again, interleaved with PyTorch's round by round (the autotune winners are kept)
     const timeOurs: OurSteps = async (c, warmup, runs) => {
       const p = prepareStep(c);
@@ -145,7 +200,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   }
   let tfjs: BenchReport["tfjs"] = null;
   if (o.sections.includes("tfjs")) {
-    log(`TensorFlow.js comparison (batch ${o.batch}) ...`);
+    section(`TensorFlow.js comparison (batch ${o.batch})`);
     try {
       // a dynamic import keeps TensorFlow.js out of every other import graph
       const { compareTfjs } = await import("./tfjs.ts");

@@ -9,6 +9,11 @@ import { checkpointConfig, loadCheckpointModel, readCheckpoint } from "./checkpo
 import { buildRunModel } from "../training/recipe.ts";
 import { evaluateAccuracy } from "../training/evaluate.ts";
 import { GpuMetrics } from "../training/metrics.ts";
+import { collectPipelines, compilePipelines } from "../kernels/runtime.ts";
+import { meta, noGrad } from "../autograd/tensor.ts";
+import { onMeta } from "../nn/module.ts";
+import type { TrainConfig } from "./config.ts";
+import { Phase } from "./progress.ts";
 
 const HELP =
   `deno task eval --checkpoint FILE [--data-dir DIR] [--eval-limit N] [--batch-size N] [--train-mode] [--json]
@@ -22,6 +27,25 @@ The checkpoint is verified first: the SHA-256 hashes stored in it must match (a 
 disk is refused, naming the tensor) and every value must be finite. A file without hashes (e.g.
 written by PyTorch) is evaluated with a note that it could not be verified.
 `;
+
+/**
+ * Compiles the kernels of the evaluation forward (listed by a dry run on a model built on meta) together,
+ * behind a phase "compiling N kernels k/N", before the first batch; says nothing when all are cached.
+ */
+async function compileEvaluation(cfg: TrainConfig, batchSize: number, mode: "train" | "eval"): Promise<void> {
+  const model = onMeta(() => buildRunModel(cfg, cfg.seed));
+  if (mode === "train") model.train();
+  else model.eval();
+  const x = () => meta([batchSize, model.config.inChannels, 32, 32]);
+  const requests = collectPipelines(() => noGrad(() => void model.forward(x())));
+  let phase: Phase | null = null;
+  await compilePipelines(requests, (done, total) => {
+    if (!phase && total > 0) phase = new Phase(`compiling ${total} kernels`, total, { unit: "kernels" });
+    phase?.update(done);
+  });
+  const c = phase as Phase | null;
+  c?.end(`compiled ${c.total} kernels in ${c.seconds.toFixed(1)} s`);
+}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -44,7 +68,9 @@ async function main(): Promise<void> {
   const data = await openCifar10({ dataDir: values["data-dir"], log: (m) => console.error(m) });
   const limit = values["eval-limit"] ? Number(values["eval-limit"]) : undefined;
   const split = makeSplits(data, { testLimit: limit }).test;
-  const loader = new CifarLoader(split, { batchSize: Number(values["batch-size"] ?? 100) });
+  const batchSize = Number(values["batch-size"] ?? 100);
+  const loader = new CifarLoader(split, { batchSize });
+  await compileEvaluation(cfg, batchSize, values["train-mode"] ? "train" : "eval");
   const model = buildRunModel(cfg, cfg.seed);
   loadCheckpointModel(file, model, values.checkpoint);
   if (values["train-mode"]) model.train();
@@ -52,6 +78,7 @@ async function main(): Promise<void> {
   const correct = new Array(10).fill(0), total = new Array(10).fill(0);
   const metrics = new GpuMetrics();
   // the accuracy is counted on the GPU (the trainer's evaluation); the predictions give the per-class table
+  const phase = new Phase("evaluating", loader.count, { unit: "images", quietMs: 1000 });
   const { correct: k, images: n } = await evaluateAccuracy(model, loader, metrics, {
     onBatch: async (batch, probs) => {
       const out = await probs.toArray();
@@ -62,8 +89,10 @@ async function main(): Promise<void> {
         total[label]++;
         if (best === label) correct[label]++;
       });
+      phase.tick(batch.size);
     },
   });
+  phase.end();
   metrics.dispose();
   const perClass = Object.fromEntries(
     CIFAR10_CLASSES.map((c, i) => [c, total[i] ? correct[i] / total[i] : NaN]),

@@ -18,10 +18,11 @@ import type { Model } from "../models/zoo.ts";
 import { GpuMetrics, type MetricSums } from "../training/metrics.ts";
 import { StepPacer, trainStep } from "../training/step.ts";
 import { tuneRunKernels } from "../training/tune.ts";
-import { type BatchSource, evaluate } from "../training/evaluate.ts";
+import { compileRunKernels } from "../training/compile.ts";
+import { type BatchSource, evaluate, evaluateAccuracy } from "../training/evaluate.ts";
 import { buildRunModel, evaluationMode, makeOptimizer, stochasticDepthModules } from "../training/recipe.ts";
 import type { TrainConfig } from "./config.ts";
-import { Progress } from "./progress.ts";
+import { heartbeat, Phase, type PhaseOptions, Progress } from "./progress.ts";
 import { csvText, type EpochRow, reportedAccuracy, runPaths, type RunSummary } from "./results.ts";
 import { removeStaleTemps, writeFileAtomic } from "./files.ts";
 import {
@@ -47,7 +48,10 @@ export interface RunOptions {
   /** Returns true once asked to stop (Ctrl-C, SIGTERM, SIGHUP): the run checkpoints and returns. */
   stopRequested?: () => boolean;
   log?: (line: string) => void;
-  /** Draw a progress bar (default true). */
+  /**
+   * Report the long phases (autotune, compile, training steps, evaluation, checkpoints) on stderr: a
+   * redrawn bar on a terminal, a line every 5 s otherwise (default true; false: silent).
+   */
   progress?: boolean;
 }
 
@@ -143,11 +147,66 @@ export async function trainRun(cfg: TrainConfig, opts: RunOptions): Promise<RunR
   return { summary: run.summary, rows: run.rows, complete: !stopped };
 }
 
-/** Builds the run's parts (after tuning the kernels of its step, when autotune is on). */
+/** Options of the run's phases: silent with `progress: false`; their summaries go to the run's log. */
+function phaseOptions(opts: RunOptions, log: (line: string) => void, more: PhaseOptions = {}): PhaseOptions {
+  return { quiet: opts.progress === false, log, ...more };
+}
+
+/** Autotune's "k/N shapes, about S s left" lines, which the phase's own bar or lines replace. */
+const TUNE_PROGRESS_LINE = /^autotune: \d+\/\d+ shapes in /;
+
+/**
+ * Tunes (when autotune is on), then compiles every kernel of the run's step and evaluation before the
+ * first step, each behind a phase: "autotune k/N shapes", "compiling k/N kernels". Says nothing of a
+ * phase with nothing to do.
+ */
+async function prepareKernels(
+  cfg: TrainConfig,
+  seed: number,
+  opts: RunOptions,
+  log: (line: string) => void,
+): Promise<void> {
+  let tune: Phase | null = null;
+  const tuneLog = (line: string) => {
+    if (tune && TUNE_PROGRESS_LINE.test(line)) return;
+    if (tune) tune.log(line);
+    else log(line);
+  };
+  try {
+    await tuneRunKernels(cfg, seed, tuneLog, (done, total) => {
+      if (!tune && total > 0) {
+        tune = new Phase("autotune", total, phaseOptions(opts, log, { unit: "shapes" }));
+      }
+      tune?.update(done);
+    });
+  } finally {
+    (tune as Phase | null)?.end();
+  }
+  let compile: Phase | null = null;
+  try {
+    await compileRunKernels(cfg, seed, (done, total) => {
+      if (!compile && total > 0) {
+        compile = new Phase(
+          `compiling ${total} kernels`,
+          total,
+          phaseOptions(opts, log, { unit: "kernels" }),
+        );
+      }
+      compile?.update(done);
+    });
+  } catch (e) {
+    (compile as Phase | null)?.end();
+    throw e;
+  }
+  const c = compile as Phase | null;
+  c?.end(`compiled ${c.total} kernels in ${c.seconds.toFixed(1)} s`);
+}
+
+/** Builds the run's parts (after tuning and compiling the kernels of its step). */
 async function openRun(cfg: TrainConfig, opts: RunOptions): Promise<Run> {
   const log = opts.log ?? ((s: string) => console.log(s));
   const seed = cfg.seed + opts.run;
-  await tuneRunKernels(cfg, seed, log);
+  await prepareKernels(cfg, seed, opts, log);
   const model = buildRunModel(cfg, seed);
   const { optimizer, scheduler } = makeOptimizer(model, cfg);
   return {
@@ -185,7 +244,11 @@ async function resume(run: Run): Promise<Position> {
   if (stale.length) {
     log(`removed ${stale.length} temporary file(s) left by an interrupted write: ${stale.join(", ")}`);
   }
-  const st = await loadTrainingCheckpoint(paths.checkpoint, run.model, run.optimizer, run.cfg, log);
+  const st = await heartbeat(
+    `reading the checkpoint ${paths.checkpoint}`,
+    () => loadTrainingCheckpoint(paths.checkpoint, run.model, run.optimizer, run.cfg, log),
+    phaseOptions(run.opts, log),
+  );
   if (!st) {
     log(`no checkpoint at ${paths.checkpoint}: starting run ${run.opts.run} from scratch`);
     return { epoch: 0, batch: 0, partial: NO_PARTIAL };
@@ -245,10 +308,13 @@ async function trainEpoch(run: Run, from: Position): Promise<Trained> {
   model.train();
   if (from.batch > 0) metrics.load(from.partial);
   else metrics.reset();
+  // the bar moves after every step (the step before it has finished); the loss is read back only every
+  // `progressEvery` steps
   const bar = opts.progress === false
     ? null
-    : new Progress(`epoch ${epoch + 1}/${cfg.epochs}`, train.batchesPerEpoch);
-  let steps = from.batch, images = 0, stopped = false;
+    : new Progress(`epoch ${epoch + 1}/${cfg.epochs}`, train.batchesPerEpoch, { log: run.log });
+  let steps = from.batch, images = 0, stopped = false, loss = "";
+  bar?.steps(steps, images);
   const pacer = new StepPacer();
   for (const batch of train.epoch(epoch, { startBatch: from.batch })) {
     trainStep({ model, optimizer, metrics }, batch);
@@ -261,15 +327,16 @@ async function trainEpoch(run: Run, from: Position): Promise<Trained> {
       const m = await metrics.read();
       const l = m.lossSum / Math.max(m.count, 1);
       if (!Number.isFinite(m.lossSum)) break;
-      bar.update(steps, images, `loss ${l.toFixed(4)}`);
+      loss = `loss ${l.toFixed(4)}`;
     }
+    bar?.steps(steps, images, loss);
     if (opts.stopRequested?.() && steps < train.batchesPerEpoch) {
       stopped = true;
       break;
     }
   }
   await pacer.drain();
-  bar?.done();
+  bar?.end();
   const sums = await metrics.read();
   const carriedSeconds = from.partial.seconds;
   const seconds = carriedSeconds + (performance.now() - t0) / 1000;
@@ -289,9 +356,11 @@ async function trainEpoch(run: Run, from: Position): Promise<Trained> {
 async function checkpointMidEpoch(run: Run, t: Trained): Promise<void> {
   const { paths } = run;
   const state = checkpointState(run, t.epoch, t.steps, { ...t.sums, seconds: t.seconds });
-  await saveTrainingCheckpoint(paths.checkpoint, run.model, run.optimizer, run.cfg, state, {
-    keepPrevious: true,
-  });
+  await heartbeat(`writing the checkpoint`, async () => {
+    await saveTrainingCheckpoint(paths.checkpoint, run.model, run.optimizer, run.cfg, state, {
+      keepPrevious: true,
+    });
+  }, phaseOptions(run.opts, run.log));
   run.log(
     `stopped at epoch ${
       t.epoch + 1
@@ -304,14 +373,17 @@ async function checkpointMidEpoch(run: Run, t: Trained): Promise<void> {
  * validation and test accuracy in the protocol's mode; then the schedule steps.
  */
 async function evaluateEpoch(run: Run, t: Trained): Promise<EpochRow> {
-  const { cfg, model, metrics } = run;
+  const { cfg, model } = run;
   const { train, validation, test } = run.opts.loaders;
   const { lossSum, correct, count } = t.sums;
   // notebook: evaluation in training mode (batch statistics); clean: eval mode
   evaluationMode(model, cfg.protocol);
-  const trainAcc = cfg.rescoreTrain ? await evaluate(model, train, metrics, t.epoch) : correct / count;
-  const valAcc = await evaluate(model, validation, metrics, t.epoch);
-  const testAcc = await evaluate(model, test, metrics, t.epoch);
+  const at = `epoch ${t.epoch + 1}/${cfg.epochs}`;
+  const trainAcc = cfg.rescoreTrain
+    ? await evaluatePhase(run, `${at}: scoring the training set`, train, t.epoch)
+    : correct / count;
+  const valAcc = await evaluatePhase(run, `${at}: validation`, validation, t.epoch);
+  const testAcc = await evaluatePhase(run, `${at}: test`, test, t.epoch);
   const seconds = (performance.now() - t.t0) / 1000 + t.carriedSeconds;
   run.scheduler.step();
   return {
@@ -323,6 +395,34 @@ async function evaluateEpoch(run: Run, t: Trained): Promise<EpochRow> {
     lr: t.lr,
     seconds,
   };
+}
+
+/**
+ * The accuracy of the run's model over `source` (as `evaluate`), behind a phase counting images (one
+ * batch kept queued behind the one running, so the count follows the GPU). Silent when it is quick.
+ */
+async function evaluatePhase(run: Run, label: string, source: BatchSource, epoch: number): Promise<number> {
+  const phase = new Phase(
+    label,
+    source.count,
+    phaseOptions(run.opts, run.log, { unit: "images", quietMs: 1000 }),
+  );
+  const pacer = new StepPacer();
+  let images = 0;
+  try {
+    const r = await evaluateAccuracy(run.model, source, run.metrics, {
+      epoch,
+      onBatch: async (batch) => {
+        await pacer.stepped();
+        images += batch.size;
+        phase.update(images);
+      },
+    });
+    await pacer.drain();
+    return r.accuracy;
+  } finally {
+    phase.end();
+  }
 }
 
 /**
@@ -344,11 +444,13 @@ async function recordEpoch(run: Run, row: EpochRow, imagesPerSecond: number): Pr
   const rep = reportedAccuracy(rows, cfg.protocol);
   await writeFileAtomic(paths.csv, csvText(rows));
   const endOfEpoch = checkpointState(run, row.epoch, 0, NO_PARTIAL);
-  await saveTrainingCheckpoint(paths.checkpoint, run.model, run.optimizer, cfg, endOfEpoch, {
-    keepPrevious: true,
-  });
-  run.saved = `end of epoch ${row.epoch}`;
-  if (rep.epoch === row.epoch) await saveTrainingCheckpoint(paths.best, run.model, null, cfg, endOfEpoch);
+  await heartbeat(`epoch ${row.epoch}/${cfg.epochs}: writing the checkpoints`, async () => {
+    await saveTrainingCheckpoint(paths.checkpoint, run.model, run.optimizer, cfg, endOfEpoch, {
+      keepPrevious: true,
+    });
+    run.saved = `end of epoch ${row.epoch}`;
+    if (rep.epoch === row.epoch) await saveTrainingCheckpoint(paths.best, run.model, null, cfg, endOfEpoch);
+  }, phaseOptions(run.opts, run.log));
   run.summary = runSummary(run, row.epoch === cfg.epochs, imagesPerSecond);
   await writeFileAtomic(paths.summary, JSON.stringify(run.summary, null, 2) + "\n");
 }
