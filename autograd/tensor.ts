@@ -494,7 +494,11 @@ export function backward(root: Tensor, grad?: Tensor): void {
               throw new Error(`backward of ${inp.describe()}: gradient has shape [${gi.shape.join(", ")}]`);
             }
             const prev = grads.get(inp);
-            if (prev) {
+            if (prev && prev !== g && prev !== grad && uses.get(prev) === 1 && prev.storage.refs === 1) {
+              // the tape's own tensor, seen by nothing else: add in place
+              accumulateInto(prev, gi);
+              if (!uses.has(gi) && gi !== g) gi.dispose();
+            } else if (prev) {
               const sum = clone(prev);
               accumulateInto(sum, gi);
               drop(prev);
