@@ -16,8 +16,9 @@
 //   2R runs) times each: a sample of one run sizes R so a sample is long against the timer's noise
 //   (and drops a candidate 6× slower than the best so far); the rest are sampled in rounds (3 to 7
 //   samples each; the first round drops those 4× slower than its best) until every rival's fastest
-//   sample is slower than the best's slowest. The timer is checked once per process on a known cost first: 2R runs must read
-//   twice R runs.
+//   sample is slower than the best's slowest. The timer is checked once per process on a known cost
+//   first: 2R runs must read twice R runs, and timestamps must agree with the host's clock within 1.5×
+//   where it sees the kernel.
 // * The fastest (by the timer's statistic: the fastest sample with timestamps, whose noise only adds;
 //   the median with the submit difference) is checked against the CPU reference (kernels/tune_check.ts)
 //   before it may win; one that fails is excluded (said in the log) and the next is checked. The
@@ -196,7 +197,8 @@ export function resetAutotuneTimer(): void {
 
 /**
  * Picks and checks the timer on `run` (a compiled, warm kernel): timestamps where they read the known
- * cost right, else the submit difference (its target doubled once if the first check fails).
+ * cost right (2R runs twice R runs) and agree with the host's clock (the submit difference, where that
+ * sees the kernel), else the submit difference (its target doubled once if the first check fails).
  */
 async function chooseTimer(
   run: () => void,
@@ -212,7 +214,24 @@ async function chooseTimer(
   const ts = method === "wall-difference" ? null : timestampTimer();
   if (ts) {
     const c = await calibrate(ts, run, variant);
-    if (c.ok) return { timer: ts, check: c };
+    if (c.ok && method === "gpu-timestamp") return { timer: ts, check: c };
+    if (c.ok) {
+      // The host's clock is the ground truth where it can see the kernel (a sample as long as its
+      // target): timestamps more than 1.5× off the submit difference measure something else (a software
+      // adapter may write them before its threads are done).
+      const wall = await wallDifferenceTimer();
+      const w = await calibrate(wall, run, variant);
+      const perTs = c.once / c.reps, perWall = w.once / w.reps;
+      const seen = w.ok && w.once >= wall.targetMs / 2;
+      const agree = !seen || (perTs <= 1.5 * perWall && perWall <= 1.5 * perTs);
+      log(
+        `autotune: timer gpu-timestamp reads ${perTs.toFixed(2)} ms per run of ${variant}, the submit ` +
+          `difference ${seen ? `${perWall.toFixed(2)} ms` : "too little to tell"}${
+            agree ? "" : ": they disagree, the submit difference decides"
+          }`,
+      );
+      return agree ? { timer: ts, check: c } : { timer: wall, check: w };
+    }
     log(`autotune: timer ${say(ts, c)}: timestamps fail, trying the submit difference`);
   }
   if (method === "gpu-timestamp") return null;
