@@ -354,6 +354,7 @@ export function trimPool(): void {
   }
   free.clear();
   bindGroups.clear();
+  resourcesChanged();
 }
 
 // ---------------------------------------------------------------- command batching
@@ -436,6 +437,10 @@ export function dispatch(
   if (passPerDispatch) currentEncoder();
   pendingDispatches++;
   captured?.push({ label: pipe.label, pipe, bindGroup, workgroups: [x, y, z] });
+  if (recording) {
+    recording.commands.push({ kind: "dispatch", pipe, bindGroup, x, y, z });
+    for (const b of bindings) if (!(b instanceof GPUTextureView)) recording.buffers.add(bufferOf(b));
+  }
 }
 
 // ---------------------------------------------------------------- dry runs
@@ -498,6 +503,7 @@ export function commandStats(): { submits: number; pendingDispatches: number } {
 /** Writes `data` into `buf` at `offset` bytes, after every command recorded so far. */
 export function upload(buf: GPUBuffer, data: ArrayBufferView, offset = 0): void {
   if (dryDepth > 0) return;
+  if (recording) recording.broken ??= "a queue write (upload) inside the step";
   flush(); // queue writes run before unsubmitted commands; submitting first keeps program order
   let bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
   if (bytes.byteLength % 4 !== 0) { // writeBuffer needs a multiple of 4 bytes
@@ -512,6 +518,10 @@ export function upload(buf: GPUBuffer, data: ArrayBufferView, offset = 0): void 
 export function clear(buf: GPUBuffer, offset = 0, bytes?: number): void {
   if (dryDepth > 0) return;
   currentEncoder().clearBuffer(buf, offset, bytes);
+  if (recording) {
+    recording.commands.push({ kind: "clear", buf, offset, bytes });
+    recording.buffers.add(buf);
+  }
 }
 
 /** Records a copy between storage buffers. */
@@ -524,11 +534,60 @@ export function copy(
 ): void {
   if (dryDepth > 0) return;
   currentEncoder().copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
+  if (recording) {
+    recording.commands.push({ kind: "copy", src, srcOffset, dst, dstOffset, bytes });
+    recording.buffers.add(src).add(dst);
+  }
+}
+
+/** Records a copy from a storage buffer into a texture (`copyBufferToTexture`). */
+export function copyToTextureCommand(
+  src: GPUTexelCopyBufferInfo,
+  dst: GPUTexelCopyTextureInfo,
+  size: number[],
+): void {
+  if (dryDepth > 0) return;
+  currentEncoder().copyBufferToTexture(src, dst, size);
+  if (recording) {
+    recording.commands.push({ kind: "texture", src, dst, size });
+    recording.buffers.add(src.buffer);
+  }
+}
+
+let stagingBuffers: { buffer: GPUBuffer; submit: number }[] = [];
+
+/**
+ * Writes `values` into `dst` at `offset` in command order (a staging buffer copied by a command of the
+ * pending encoder: no submit, no queue write), e.g. a step's scalars. In a recording it is a write the
+ * replay fills with that step's values.
+ */
+export function writeInOrder(dst: GPUBuffer, offset: number, values: Float32Array): void {
+  if (dryDepth > 0) return;
+  const { device } = gpu();
+  // staging buffers whose copy was submitted can go (wgpu keeps them alive until the GPU is done)
+  stagingBuffers = stagingBuffers.filter((st) => {
+    if (st.submit < submits) st.buffer.destroy();
+    return st.submit >= submits;
+  });
+  const staging = device.createBuffer({
+    size: values.byteLength,
+    usage: GPUBufferUsage.COPY_SRC,
+    mappedAtCreation: true,
+  });
+  new Float32Array(staging.getMappedRange()).set(values);
+  staging.unmap();
+  currentEncoder().copyBufferToBuffer(staging, 0, dst, offset, values.byteLength);
+  stagingBuffers.push({ buffer: staging, submit: submits });
+  if (recording) {
+    recording.commands.push({ kind: "write", dst, offset, floats: values.length });
+    recording.buffers.add(dst);
+  }
 }
 
 /** Submits everything pending and reads `bytes` bytes of `buf` back. The only call that waits on the GPU. */
 export async function readback(buf: GPUBuffer, offset: number, bytes: number): Promise<ArrayBuffer> {
   if (dryDepth > 0) throw new Error("readback: a dry run has no data to read");
+  if (recording) recording.broken ??= "a readback inside the step";
   const { device } = gpu();
   const size = Math.ceil(bytes / 4) * 4;
   const staging = device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
@@ -570,6 +629,114 @@ export async function checked<T>(label: string, fn: () => T | Promise<T>): Promi
   if (err) throw new Error(`WebGPU error in ${label}: ${err.message}`);
   if (thrown) throw thrown;
   return result as T;
+}
+
+// ---------------------------------------------------------------- recording and replay
+
+// A recording is the list of commands some code recorded (dispatches with their bind groups, clears,
+// copies, texture copies, and writes of per-call values), to be encoded again without running that
+// code: no tape, no planning, no bind-group lookups. The pooled buffers the commands use and that were
+// free when the recording stopped (the temporaries) are taken out of the pool and kept for it, so a
+// replay finds them unused; buffers held by live tensors (parameters, running statistics, inputs) are
+// the caller's to keep. The caller decides when a recording still describes the work (training/step.ts).
+
+type Command =
+  | { kind: "dispatch"; pipe: GPUComputePipeline; bindGroup: GPUBindGroup; x: number; y: number; z: number }
+  | { kind: "clear"; buf: GPUBuffer; offset: number; bytes?: number }
+  | { kind: "copy"; src: GPUBuffer; srcOffset: number; dst: GPUBuffer; dstOffset: number; bytes: number }
+  | { kind: "texture"; src: GPUTexelCopyBufferInfo; dst: GPUTexelCopyTextureInfo; size: number[] }
+  | { kind: "write"; dst: GPUBuffer; offset: number; floats: number };
+
+export interface Recording {
+  commands: Command[];
+  /** Every buffer the commands use. */
+  buffers: Set<GPUBuffer>;
+  /** The temporaries taken out of the pool for the recording (`releaseRecording` returns them). */
+  pinned: GPUBuffer[];
+  /** Why the recorded work cannot be replayed (a queue write or a readback inside it), or null. */
+  broken: string | null;
+  /** `resourcesEpoch()` when recorded: textures or pooled buffers destroyed since invalidate it. */
+  epoch: number;
+  dispatches: number;
+  /** Number of `writeInOrder` values a replay must supply, in order. */
+  writes: number;
+}
+
+let recording: Recording | null = null;
+let epoch = 0;
+
+/** Marks every recording made so far as stale (cached textures or buffers were destroyed). */
+export function resourcesChanged(): void {
+  epoch++;
+}
+
+/** The current resource epoch (see `Recording.epoch`). */
+export function resourcesEpoch(): number {
+  return epoch;
+}
+
+const bufferOf = (b: Binding): GPUBuffer => (b instanceof GPUBuffer ? b : b.buffer);
+
+/** Starts recording the commands issued from now on (they still run as usual). */
+export function startRecording(): void {
+  if (recording) throw new Error("startRecording: a recording is already in progress");
+  recording = { commands: [], buffers: new Set(), pinned: [], broken: null, epoch, dispatches: 0, writes: 0 };
+  if (passPerDispatch) recording.broken = "a pass per dispatch (profiling)";
+}
+
+/** Stops recording; pins the pooled temporaries the commands used (see above). */
+export function stopRecording(): Recording {
+  const rec = recording;
+  if (!rec) throw new Error("stopRecording: no recording in progress");
+  recording = null;
+  for (const buf of rec.buffers) {
+    const list = free.get(buf.size);
+    const i = list ? list.indexOf(buf) : -1;
+    if (i < 0) continue;
+    list!.splice(i, 1);
+    stats.bytesInUse += buf.size;
+    rec.pinned.push(buf);
+  }
+  rec.dispatches = rec.commands.filter((c) => c.kind === "dispatch").length;
+  rec.writes = rec.commands.filter((c) => c.kind === "write").length;
+  return rec;
+}
+
+/** Returns a recording's pinned temporaries to the pool; it cannot be replayed afterwards. */
+export function releaseRecording(rec: Recording): void {
+  for (const b of rec.pinned) releaseBuffer(b);
+  rec.pinned = [];
+  rec.broken ??= "released";
+}
+
+/**
+ * Encodes `rec`'s commands again into the pending encoder, after everything recorded so far, with
+ * `writes` as the values of its writes in order.
+ */
+export function replayRecording(rec: Recording, writes: Float32Array[]): void {
+  if (rec.broken) throw new Error(`replay: ${rec.broken}`);
+  if (rec.epoch !== epoch) throw new Error("replay: the recording's textures or buffers were destroyed");
+  if (writes.length !== rec.writes) {
+    throw new Error(`replay: ${rec.writes} writes expected, got ${writes.length}`);
+  }
+  if (lostError) throw lostError;
+  let w = 0, pipe: GPUComputePipeline | null = null;
+  for (const c of rec.commands) {
+    if (c.kind === "dispatch") {
+      if (!pass) {
+        pass = currentEncoder().beginComputePass();
+        pipe = null;
+      }
+      if (c.pipe !== pipe) pass.setPipeline(pipe = c.pipe);
+      pass.setBindGroup(0, c.bindGroup);
+      pass.dispatchWorkgroups(c.x, c.y, c.z);
+    } else if (c.kind === "clear") currentEncoder().clearBuffer(c.buf, c.offset, c.bytes);
+    else if (c.kind === "copy") {
+      currentEncoder().copyBufferToBuffer(c.src, c.srcOffset, c.dst, c.dstOffset, c.bytes);
+    } else if (c.kind === "texture") currentEncoder().copyBufferToTexture(c.src, c.dst, c.size);
+    else writeInOrder(c.dst, c.offset, writes[w++]);
+  }
+  pendingDispatches += rec.dispatches;
 }
 
 // ---------------------------------------------------------------- profiling

@@ -4,7 +4,14 @@
 // is a per-lane loop, so a GEMM that fetches its operands runs faster even after the copies
 // (kernels/conv1x1.ts, gemm1x1/vec4-texture). Used there and by kernels/matmul.ts (v3).
 
-import { type Binding, currentEncoder, gpu, isDryRun, type Resource } from "./runtime.ts";
+import {
+  type Binding,
+  copyToTextureCommand,
+  gpu,
+  isDryRun,
+  type Resource,
+  resourcesChanged,
+} from "./runtime.ts";
 import { adapterProfile } from "./profile.ts";
 
 /** Texels per row of the operand textures (a power of two; 32 KiB rows). */
@@ -67,6 +74,7 @@ export function operandTextureBytes(): number {
 export function trimOperandTextures(): void {
   for (const t of textures.values()) t.destroy();
   textures.clear();
+  resourcesChanged();
 }
 
 /** Records copies of `texels` vec4s of `src` (16-byte aligned) into `tex`, TW texels per row. */
@@ -75,17 +83,16 @@ export function copyToTexture(src: Binding, tex: GPUTexture, texels: number): vo
   const b = src instanceof GPUBuffer
     ? { buffer: src, offset: 0 }
     : { buffer: src.buffer, offset: src.offset ?? 0 };
-  const enc = currentEncoder();
   const full = Math.floor(texels / TW), rem = texels % TW;
   if (full > 0) {
-    enc.copyBufferToTexture(
+    copyToTextureCommand(
       { buffer: b.buffer, offset: b.offset, bytesPerRow: TW * 16, rowsPerImage: full },
       { texture: tex },
       [TW, full, 1],
     );
   }
   if (rem > 0) {
-    enc.copyBufferToTexture(
+    copyToTextureCommand(
       { buffer: b.buffer, offset: b.offset + full * TW * 16 },
       { texture: tex, origin: [0, full, 0] },
       [rem, 1, 1],

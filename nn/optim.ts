@@ -12,16 +12,7 @@
 
 import { Storage, Tensor } from "../autograd/tensor.ts";
 import { adamw, ADAMW_SCALARS, adamwScalars } from "../kernels/optim.ts";
-import {
-  clear,
-  commandStats,
-  copy,
-  currentEncoder,
-  flush,
-  gpu,
-  readback,
-  upload,
-} from "../kernels/runtime.ts";
+import { clear, copy, flush, gpu, readback, upload, writeInOrder } from "../kernels/runtime.ts";
 
 export interface AdamWOptions {
   lr?: number;
@@ -64,7 +55,6 @@ export class AdamW {
   readonly #v: GPUBuffer;
   readonly #hyper: GPUBuffer;
   readonly #gradViews: Tensor[] = [];
-  #staging: { buffer: GPUBuffer; submit: number }[] = [];
 
   constructor(params: Tensor[], opts: AdamWOptions = {}) {
     const { lr = 1e-3, betas = [0.9, 0.999], eps = 1e-8, weightDecay = 1e-2 } = opts;
@@ -150,8 +140,17 @@ export class AdamW {
   /** One AdamW update of every parameter: a single dispatch, recorded without waiting. */
   step(): void {
     this.#attachGrads();
+    writeInOrder(this.#hyper, 0, this.nextStepScalars());
+    adamw(this.#total, this.#grads, this.#hyper, this.#arena, this.#m, this.#v);
+  }
+
+  /**
+   * The host side of a step: the step count moves on and the step's scalars are returned (a replayed
+   * step, training/step.ts, writes them where the recorded step wrote its own).
+   */
+  nextStepScalars(): Float32Array {
     this.stepCount++;
-    const values = adamwScalars({
+    return adamwScalars({
       lr: this.#lr,
       beta1: this.beta1,
       beta2: this.beta2,
@@ -159,28 +158,6 @@ export class AdamW {
       weightDecay: this.weightDecay,
       step: this.stepCount,
     });
-    this.#writeHyper(values);
-    adamw(this.#total, this.#grads, this.#hyper, this.#arena, this.#m, this.#v);
-  }
-
-  /** Copies the step's scalars into the hyper buffer in command order (no submit, no queue write). */
-  #writeHyper(values: Float32Array): void {
-    const { device } = gpu();
-    const submits = commandStats().submits;
-    // staging buffers whose copy was submitted can go (wgpu keeps them alive until the GPU is done)
-    this.#staging = this.#staging.filter((s) => {
-      if (s.submit < submits) s.buffer.destroy();
-      return s.submit >= submits;
-    });
-    const staging = device.createBuffer({
-      size: values.byteLength,
-      usage: GPUBufferUsage.COPY_SRC,
-      mappedAtCreation: true,
-    });
-    new Float32Array(staging.getMappedRange()).set(values);
-    staging.unmap();
-    currentEncoder().copyBufferToBuffer(staging, 0, this.#hyper, 0, values.byteLength);
-    this.#staging.push({ buffer: staging, submit: submits });
   }
 
   /**
@@ -191,8 +168,6 @@ export class AdamW {
     flush(); // commands already recorded still see the buffers
     for (const p of this.params) p.dispose();
     for (const b of [this.#arena, this.#grads, this.#m, this.#v, this.#hyper]) b.destroy();
-    for (const s of this.#staging) s.buffer.destroy();
-    this.#staging = [];
   }
 
   /** The moments and the step count, for a checkpoint (reads the GPU back). */
