@@ -13,10 +13,10 @@
 //   same class takes the tuned winner without timing anything.
 // * The candidates' pipelines are compiled together (createComputePipelineAsync), then a timer of the
 //   device's time (kernels/tune_timer.ts: GPU timestamps, else the difference of two submits of R and
-//   2R runs) times each: a sample of one run sizes R so a sample is long against the timer's noise
-//   (and drops a candidate 6× slower than the best so far); the rest are sampled in rounds (3 to 7
-//   samples each; the first round drops those 4× slower than its best) until every rival's fastest
-//   sample is slower than the best's slowest. The timer is checked once per process on a known cost
+//   2R runs) times each: a sample of one warm run sizes R so a sample is long against the timer's
+//   noise (and drops a candidate 6× slower than the best so far; 30× on its cold first run); the rest
+//   are sampled in rounds (3 to 7 samples each; the first round drops those 4× slower than its best)
+//   until every rival's fastest sample is slower than the best's slowest. The timer is checked once per process on a known cost
 //   first: 2R runs must read twice R runs, and timestamps must agree with the host's clock within 1.5×
 //   where it sees the kernel.
 // * The fastest (by the timer's statistic: the fastest sample with timestamps, whose noise only adds;
@@ -255,8 +255,9 @@ export function describeResult(r: TuneResult): string {
     }`
   );
   const by = r.runnerUp ? `by ${pct(r.margin)} over ${r.runnerUp}` : "no rival left";
-  const def = r.winner === r.fallback ? "the default" : `default ${r.fallback}`;
-  return `autotune ${r.key}: ${r.winner} ${by} (${def}) [${times.join(", ")}]`;
+  const def = r.winner === r.fallback ? ", the default," : "";
+  const other = r.winner === r.fallback ? "" : ` (default ${r.fallback})`;
+  return `autotune ${r.key}: ${r.winner}${def} ${by}${other} [${times.join(", ")}]`;
 }
 
 /**
@@ -391,17 +392,19 @@ async function decide(
   const stat = timer.statistic === "min" ? (xs: number[]) => Math.min(...xs) : median;
   const samples: Record<string, number[]> = {}, reps: Record<string, number> = {};
   let live = candidates;
-  // A sample of one run (but for the first candidate, warmed already, its first run: it warms it) sizes
-  // each candidate's samples. One run may be below the timer's noise, so it drops only a candidate 6×
-  // slower than the best so far (and than the noise); the first round of sized samples drops one 4×
-  // slower than the best there.
+  // A sample of one warm run sizes each candidate's samples. One run may be below the timer's noise, so
+  // it drops only a candidate 6× slower than the best so far (and than the noise); the first round of
+  // sized samples drops one 4× slower than the best there. A candidate's very first run (the first
+  // candidate's was in the warm-up) is cold (a software adapter compiles the shader at its first
+  // dispatch): it drops only one 30× slower, else a warm run follows.
   let best = Infinity;
   const timed: string[] = [], alive: string[] = [];
   for (const v of live) {
     try {
       const bar = 6 * Math.max(best, timer.noiseMs);
       const first = await timer.sample(() => runner.run(v), 1, v);
-      const est = first > bar || v === live[0] ? first : await timer.sample(() => runner.run(v), 1, v);
+      const cold = v !== live[0] && first <= 5 * bar;
+      const est = cold ? await timer.sample(() => runner.run(v), 1, v) : first;
       samples[v] = [est];
       timed.push(v);
       if (est <= bar) alive.push(v);
