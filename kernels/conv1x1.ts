@@ -33,7 +33,7 @@ import {
 import { matmul } from "./matmul.ts";
 import { gemmSplitK, matmulTiled } from "./gemm_tiled.ts";
 import { divU, modU, paramsDecl, storageDecls } from "./wgsl.ts";
-import { sumAxes } from "./reduce.ts";
+import { sumChunks } from "./reduce.ts";
 import { convGrid, type ConvShape, specKey, splitReduction, wgc, withPartials } from "./conv_common.ts";
 import {
   conv1x1Dims,
@@ -486,18 +486,18 @@ ${
   );
   const dyr = operandResource("A", dy, n * o * p4 * 4, tex),
     xr = operandResource("B", x, n * c * p4 * 4, tex);
-  // the bias partials (one row of O per chunk) are summed like the weight's
-  const bPart = db && chunks > 1 ? acquireBuffer(chunks * o * 4) : null;
-  withPartials(
-    chunks,
-    o * c,
-    dw,
-    (dst) => dispatch(pipe, [dyr, xr, dst, ...(db ? [bPart ?? db] : []), params(len, steps)], groups),
-  );
-  if (bPart) {
-    sumAxes(bPart, [chunks, o], [0], db!);
-    releaseBuffer(bPart);
-  }
+  const run = (w: Binding, b: Binding | null) =>
+    dispatch(pipe, [dyr, xr, w, ...(b ? [b] : []), params(len, steps)], groups);
+  if (!db || chunks === 1) return withPartials(chunks, o * c, dw, (dst) => run(dst, db));
+  // the weight's partials ([chunks, O·C]) and the bias's (one row of O per chunk) summed over the chunks
+  // by one dispatch, in the order of the weight-only path's sum
+  const wBuf = acquireBuffer(chunks * o * c * 4), bBuf = acquireBuffer(chunks * o * 4);
+  const wPart = { buffer: wBuf, offset: 0, size: chunks * o * c * 4 };
+  const bPart = { buffer: bBuf, offset: 0, size: chunks * o * 4 };
+  run(wPart, bPart);
+  sumChunks(chunks, [{ src: wPart, n: o * c, dst: dw }, { src: bPart, n: o, dst: db }]);
+  releaseBuffer(wBuf); // later users of the pooled buffers are recorded after this pass
+  releaseBuffer(bBuf);
 }
 
 /**

@@ -466,3 +466,66 @@ export function reduceGroups(name: string, s: ReduceGroupsSpec): void {
     loop ? grid1D(total) : grid1D(total, 1),
   );
 }
+
+// ---------------------------------------------------------------- split reductions' partials, one dispatch
+
+/** One block of partials for `sumChunks`: [chunks, n] floats in `src`, summed over the chunks into `dst`. */
+export interface ChunkPartials {
+  src: Binding;
+  /** Sums (floats per chunk). */
+  n: number;
+  /** Where the n sums go (n floats). */
+  dst: Binding;
+}
+
+/**
+ * dst_k[i] = Σ_r src_k[r · n_k + i] over r = 0..chunks−1, for every block k, in one dispatch (e.g. a
+ * weight gradient's and its bias gradient's partials from one split GEMM). Each sum adds the chunks in
+ * order from 0.0, as `sumAxes(src, [chunks, n], [0], dst)` does, so the results are the same bits. A
+ * block whose n is a multiple of 4 is read and written as vec4 (four sums per invocation). The source
+ * depends only on which blocks are vec4: the chunks (they follow the batch) and the sizes are read from
+ * `P`, so one pipeline serves every shape and batch.
+ */
+export function sumChunks(chunks: number, parts: ChunkPartials[]): void {
+  const vec = parts.map((p) => p.n % 4 === 0);
+  const widths = parts.map((p, k) => vec[k] ? p.n / 4 : p.n);
+  const total = widths.reduce((a, b) => a + b, 0);
+  if (total === 0) return;
+  const K = parts.length;
+  let end = 0;
+  const ends = widths.map((w) => (end += w)); // group k's invocations end at ends[k]
+  const names = ["chunks", ...parts.flatMap((_, k) => [`e${k}`, `n${k}`])];
+  const type = (k: number) => vec[k] ? "vec4<f32>" : "f32";
+  const pipe = kernel(`sum_chunks:${vec.map((v) => v ? 4 : 1).join(",")}`, "sum_chunks", () => {
+    const decls = [
+      ...parts.map((_, k) => `@group(0) @binding(${k}) var<storage, read> in${k}: array<${type(k)}>;`),
+      ...parts.map((_, k) =>
+        `@group(0) @binding(${K + k}) var<storage, read_write> out${k}: array<${type(k)}>;`
+      ),
+    ];
+    const bodies = parts.map((_, k) =>
+      `if (t < P.e${k}) {
+    let o = t - ${k === 0 ? "0u" : `P.e${k - 1}`};
+    var acc = ${type(k)}(0.0);
+    for (var r = 0u; r < P.chunks; r++) { acc += in${k}[r * P.n${k} + o]; }
+    out${k}[o] = acc;
+  }`
+    );
+    return `${decls.join("\n")}
+${paramsDecl(2 * K, names)}
+@compute @workgroup_size(${WG})
+fn main(${FLAT_ARGS}) {
+  let t = ${flatIndex()};
+  ${bodies.join(" else ")}
+}`;
+  });
+  dispatch(
+    pipe,
+    [
+      ...parts.map((p) => p.src),
+      ...parts.map((p) => p.dst),
+      params(chunks, ...ends.flatMap((e, k) => [e, widths[k]])),
+    ],
+    grid1D(total),
+  );
+}

@@ -12,7 +12,15 @@ import { planFusions } from "../nn/fusions.ts";
 import { trainingStepPlan } from "../models/plan.ts";
 import { pointwiseMlpBackwardRef, pointwiseMlpRef } from "../kernels/reference/pointwise_mlp.ts";
 import { convVariants, startPlanLog, stopPlanLog, withPlanOverride } from "../kernels/planner.ts";
-import { commandStats, flush, pipelineKeys, poolStats, sync } from "../kernels/runtime.ts";
+import {
+  commandStats,
+  flush,
+  pipelineKeys,
+  poolStats,
+  startCapture,
+  stopCapture,
+  sync,
+} from "../kernels/runtime.ts";
 import {
   conv1x1BackwardInputGeluGrad,
   conv1x1BackwardWeight,
@@ -335,4 +343,39 @@ Deno.test("conv 1×1 kernels: batch 2 and 5 match the reference, the second batc
   await round(5);
   const fresh = ours(pipelineKeys().filter((k) => !before.has(k)));
   assert.deepEqual(fresh, [], "pipelines created for batch 5");
+});
+
+// ---------------------------------------------------------------- the weight gradient's reduction
+
+Deno.test("conv 1×1 weight gradient with bias: one reduction dispatch after the split GEMM writes dw and db", async () => {
+  // 8 images of 16×16: the pixels are split into chunks (grid z), each writing partial dw and db
+  const s = convShape([8, 8, 16, 16], 12, 1);
+  const p = s.h * s.w;
+  const rng = new Rng(11);
+  const x = randomArray(rng, s.n * s.c * p), dy = randomArray(rng, s.n * s.o * p);
+  const [tx, tdy] = [x, dy].map((a) => tensor(Float32Array.from(a)));
+  const tol = { rtol: 1e-4, atol: 1e-4 };
+  for (const variant of ["gemm1x1/vec4-texture", "gemm1x1/vec4-texture-half", "gemm1x1/vec4"]) {
+    const [dw, db, dwAlone] = [s.o * s.c, s.o, s.o * s.c].map((len) => tensor(new Float32Array(len)));
+    flush();
+    startCapture();
+    conv1x1BackwardWeight(tdy.binding(), tx.binding(), dw.binding(), s, variant, db.binding());
+    const captured = stopCapture();
+    const gemm = captured.findIndex((d) => d.label === variant);
+    const labels = captured.map((d) => d.label);
+    assert.ok(gemm >= 0, `${variant}: ${labels}`);
+    assert.ok(
+      captured[gemm].workgroups[2] > 1,
+      `${variant}: the pixels are split (grid ${captured[gemm].workgroups})`,
+    );
+    assert.deepEqual(labels.slice(gemm + 1), ["sum_chunks"], `${variant}: ${labels}`);
+    // without the bias the weight's partials are summed by sumAxes: the same sums, the same bits
+    conv1x1BackwardWeight(tdy.binding(), tx.binding(), dwAlone.binding(), s, variant);
+    const [w, b, wAlone] = await Promise.all([dw, db, dwAlone].map((t) => t.toArray()));
+    assert.deepEqual(w, wAlone, `${variant}: dw with the bias as without`);
+    assertClose(w, conv2dBackwardWeightRef(dy, x, s), tol, `${variant}: dw`);
+    assertClose(b, conv2dBackwardBiasRef(dy, s), tol, `${variant}: db`);
+    [dw, db, dwAlone].forEach((t) => t.dispose());
+  }
+  [tx, tdy].forEach((t) => t.dispose());
 });

@@ -1,6 +1,6 @@
 import { mean, noGrad, Rng, sum, sumTo, tensor } from "../mod.ts";
 import { empty } from "../autograd/tensor.ts";
-import { reduceGroups } from "../kernels/reduce.ts";
+import { reduceGroups, sumAxes, sumChunks } from "../kernels/reduce.ts";
 import { pipelineKeys } from "../kernels/runtime.ts";
 import { readMany } from "../nn/module.ts";
 import { assertClose, checkOp, randomArray, setup } from "./helpers.ts";
@@ -124,4 +124,34 @@ Deno.test("reduceGroups at two batch sizes: one pipeline serves both", async () 
   };
   await run(2);
   assert.deepEqual(await createdBy(() => run(5)), []);
+});
+
+/**
+ * sumChunks over blocks of partials [chunks, n] (n = 12: vec4; n = 7: scalar) against sumAxes over the
+ * chunks, bit for bit (the same sums in the same order), writing into slices of one buffer.
+ */
+async function chunksAt(chunks: number): Promise<void> {
+  const rng = new Rng(chunks);
+  const sizes = [12, 7, 8];
+  const srcs = sizes.map((n) => tensor(Float32Array.from(randomArray(rng, chunks * n)), [chunks, n]));
+  // the outputs: slices at 256-byte offsets of one buffer (as gradients in an optimizer's arena)
+  const arena = empty([3 * 64]), alone = sizes.map((n) => empty([n]));
+  const base = arena.binding() as { buffer: GPUBuffer; offset?: number };
+  const slice = (k: number) => ({
+    buffer: base.buffer,
+    offset: (base.offset ?? 0) + k * 256,
+    size: sizes[k] * 4,
+  });
+  sumChunks(chunks, sizes.map((n, k) => ({ src: srcs[k].binding(), n, dst: slice(k) })));
+  sizes.forEach((n, k) => sumAxes(srcs[k].binding(), [chunks, n], [0], alone[k].binding()));
+  const [a, ...ref] = await readMany([arena, ...alone]);
+  sizes.forEach((n, k) =>
+    assert.deepEqual(a.slice(64 * k, 64 * k + n), ref[k], `block ${k} at ${chunks} chunks`)
+  );
+  [...srcs, arena, ...alone].forEach((t) => t.dispose());
+}
+
+Deno.test("sumChunks: the same bits as sumAxes over the chunks, one pipeline for every chunk count", async () => {
+  await chunksAt(3);
+  assert.deepEqual(await createdBy(() => chunksAt(17)), []);
 });
