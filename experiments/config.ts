@@ -91,6 +91,9 @@ Trains the study's models on CIFAR-10 with the notebook's recipe and writes resu
                        CONVNEXT_AUTOTUNE_BUDGET; default 60 on a software adapter, 30 on a GPU);
                        shapes go largest first, and those left run the default kernels and are
                        tuned on later runs; 0 uses the cached winners only
+  --no-replay          run every training step eagerly (also CONVNEXT_REPLAY=0); by default the
+                       first step of each batch shape is recorded and later ones replay its
+                       commands (bit for bit the same results, far less host work per step)
   -h, --help           this help
 
 Each run writes run<k>.csv and run<k>.json after every epoch, and checkpoints run<k>.last.safetensors
@@ -108,8 +111,8 @@ export interface TrainCli {
   /** The run indices to train: 0..runs-1, or only --run K. */
   runIndices: number[];
   resume: boolean;
-  /** Kernel plan override (--plan) and autotune switch (--no-autotune: false). */
-  kernels: { plan?: string; autotune?: boolean };
+  /** Kernel plan override (--plan), autotune switch (--no-autotune: false), replay (--no-replay: false). */
+  kernels: { plan?: string; autotune?: boolean; replay?: boolean };
   help: boolean;
 }
 
@@ -167,6 +170,7 @@ export function parseTrainArgs(args: string[]): TrainCli {
       "progress-every": { type: "string" },
       plan: { type: "string" },
       "no-autotune": { type: "boolean" },
+      "no-replay": { type: "boolean" },
       "autotune-budget": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -216,7 +220,11 @@ export function parseTrainArgs(args: string[]): TrainCli {
     runs,
     runIndices: one !== undefined ? [one] : Array.from({ length: runs }, (_, i) => i),
     resume: v.resume ?? false,
-    kernels: { plan: v.plan, autotune: v["no-autotune"] ? false : undefined },
+    kernels: {
+      plan: v.plan,
+      autotune: v["no-autotune"] ? false : undefined,
+      replay: v["no-replay"] ? false : undefined,
+    },
     help: v.help ?? false,
   };
 }

@@ -12,6 +12,7 @@ import { type GPUContext, initGPU as initRuntime, NO_ADAPTER_HELP } from "../ker
 import { setPlanOverride } from "../kernels/planner.ts";
 import { setBackendHint, setProfileTuning, setTestProfileTuning } from "../kernels/profile.ts";
 import { type AutotuneStore, disableAutotune, enableAutotune } from "../kernels/autotune.ts";
+import { setReplay } from "../training/step.ts";
 
 /**
  * Unless DENO_WEBGPU_BACKEND is set, limits Deno's wgpu to its primary backends (Vulkan, Metal, D3D12).
@@ -66,6 +67,8 @@ export interface KernelSettings {
   plan?: string;
   /** false: no autotune (a flag); falls back to CONVNEXT_AUTOTUNE. */
   autotune?: boolean;
+  /** false: every training step eager, no replay (a flag); falls back to CONVNEXT_REPLAY. */
+  replay?: boolean;
 }
 
 /** The autotune cache file of this adapter, backend and Deno version. */
@@ -99,8 +102,8 @@ export function fileStore(path: string): AutotuneStore {
 /** Applies the plan override and the autotune switch (after `initGPU`). Returns the cache path or null. */
 export function applyKernelSettings(ctx: GPUContext, s: KernelSettings = {}): string | null {
   setPlanOverride(s.plan ?? envVar("CONVNEXT_PLAN") ?? null);
-  const env = envVar("CONVNEXT_AUTOTUNE");
-  const on = s.autotune ?? !(env !== undefined && /^(0|false|no|off)$/i.test(env));
+  setReplay(s.replay ?? !isOff(envVar("CONVNEXT_REPLAY")));
+  const on = s.autotune ?? !isOff(envVar("CONVNEXT_AUTOTUNE"));
   if (!on) {
     disableAutotune();
     return null;
@@ -109,6 +112,9 @@ export function applyKernelSettings(ctx: GPUContext, s: KernelSettings = {}): st
   enableAutotune(fileStore(path));
   return path;
 }
+
+/** Whether an environment switch says off. */
+const isOff = (v: string | undefined): boolean => v !== undefined && /^(0|false|no|off)$/i.test(v);
 
 /** `initGPU()` followed by `applyKernelSettings`. */
 export async function initEngine(
