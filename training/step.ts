@@ -121,8 +121,7 @@ function replayable(p: StepParts): boolean {
     lastMode = "eager";
     return false;
   }
-  const drawing = p.model.training &&
-    p.model.namedModules().some(([, m]) => m instanceof StochasticDepth && m.p > 0);
+  const drawing = p.model.training && partsOf(p.model).drawing.some((m) => m.training && m.p > 0);
   if (drawing) lastMode = "eager";
   return !drawing;
 }
@@ -133,16 +132,40 @@ function signatureOf(p: StepParts, b: StepBatch): string {
   return `${b.x.shape}|${b.y.shape}|${p.model.training}|${rules}|${ctx.winners.size}|${ctx.autotune}|${resourcesEpoch()}`;
 }
 
-const storagesOf = (m: Module): Storage[] => [
-  ...m.parameters().map((t) => t.storage),
-  ...m.namedBuffers().map(([, t]) => t.storage),
-];
+/** What a step's signature and host effects read of a model, found once per model (its tree is fixed). */
+interface ModelParts {
+  /** Parameters and buffers (running statistics): their storage must be what the recording binds. */
+  tensors: Tensor[];
+  /** Stochastic depth modules: a draw on the host per step. */
+  drawing: StochasticDepth[];
+  /** Modules with a host-side step counter (BatchNorm's num_batches_tracked). */
+  counting: { numBatchesTracked: number }[];
+}
+
+const parts = new WeakMap<Module, ModelParts>();
+
+function partsOf(model: Module): ModelParts {
+  let found = parts.get(model);
+  if (found) return found;
+  const modules = model.namedModules().map(([, m]) => m);
+  found = {
+    tensors: [...model.parameters(), ...model.namedBuffers().map(([, t]) => t)],
+    drawing: modules.filter((m): m is StochasticDepth => m instanceof StochasticDepth),
+    counting: modules.filter((m): m is Module & { numBatchesTracked: number } =>
+      typeof (m as { numBatchesTracked?: unknown }).numBatchesTracked === "number"
+    ),
+  };
+  parts.set(model, found);
+  return found;
+}
+
+const storagesOf = (m: Module): Storage[] => partsOf(m).tensors.map((t) => t.storage);
 
 function stillValid(r: Recorded, p: StepParts, signature: string): boolean {
   if (r.signature !== signature || r.model !== p.model || r.metrics !== (p.metrics ?? null)) return false;
   if (r.planner !== plannerContext() || r.rec.broken) return false;
-  const now = storagesOf(p.model);
-  return now.length === r.storages.length && now.every((s, i) => s === r.storages[i]);
+  const now = partsOf(p.model).tensors;
+  return now.length === r.storages.length && now.every((t, i) => t.storage === r.storages[i]);
 }
 
 function dropRecording(opt: AdamW): void {
@@ -158,12 +181,6 @@ function dropRecording(opt: AdamW): void {
 function copyInto(src: Tensor, dst: Tensor): void {
   if (src.storage.buffer === dst.storage.buffer && src.storage.offset === dst.storage.offset) return;
   copy(src.storage.buffer, src.storage.offset, dst.storage.buffer, dst.storage.offset, src.size * 4);
-}
-
-function counterModules(m: Module): { numBatchesTracked: number }[] {
-  return m.namedModules().map(([, c]) => c).filter((c): c is Module & { numBatchesTracked: number } =>
-    typeof (c as { numBatchesTracked?: unknown }).numBatchesTracked === "number"
-  );
 }
 
 /**
@@ -185,7 +202,7 @@ function stepReplayed(p: StepParts, b: StepBatch): { loss: Tensor; owned: boolea
   const x = keep(empty(b.x.shape)), y = keep(empty(b.y.shape));
   copyInto(b.x, x);
   copyInto(b.y, y);
-  const counters = counterModules(p.model);
+  const counters = partsOf(p.model).counting;
   const before = counters.map((m) => m.numBatchesTracked);
   startRecording();
   let rec: Recording, loss: Tensor;
