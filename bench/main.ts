@@ -19,10 +19,15 @@ Measures, on the WebGPU adapter Deno finds (lavapipe on a machine without a GPU)
     dense 3×3 convolutions, forward and both backward passes) and the speed-up ours/theirs;
   * with --compare torch, PyTorch on the CPU running the same training steps (the notebook's models
     from scripts/golden/models.py, parameter counts checked equal to ours; AdamW lr 0.004, weight
-    decay 0.05; torch.set_num_threads = the cores), never beside ours: per case, 3 rounds of our
-    steps then PyTorch's, interleaved so both meet the same machine; the ratio ours/theirs. Needs a
-    Python with torch: $CONVNEXT_TORCH_PYTHON, else /usr/bin/python3 (Debian's python3-torch), else
-    python3 on PATH; without one the section is skipped with the reason (not an error).
+    decay 0.05; torch.set_num_threads = the cores). Each side runs alone in its own child process,
+    one at a time (a fresh one per round: 2 warm-up steps, then the timed steps): per case 5 rounds
+    of ours, PyTorch, ours, PyTorch… ($CONVNEXT_TORCH_ROUNDS), so both meet the same machine; min
+    and median of each side, the ratio ours/theirs min to min (and of the medians), the spread, and
+    per round the load average, the child's CPU time and preemptions, and this process's CPU time
+    meanwhile. PyTorch's threads wait for each other in every op: on a busy machine its spread is
+    large, so compare on an idle one. Needs a Python with torch: $CONVNEXT_TORCH_PYTHON, else
+    /usr/bin/python3 (Debian's python3-torch), else python3 on PATH; without one the section is
+    skipped with the reason (not an error).
 Timing uses GPU timestamp queries when the adapter has 'timestamp-query', else wall time around a
 batch of calls with one onSubmittedWorkDone.
 

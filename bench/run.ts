@@ -8,9 +8,9 @@ import { planOverride } from "../kernels/planner.ts";
 import { initEngine, type KernelSettings } from "../experiments/host.ts";
 import { type Ceilings, measureCeilings } from "./ceilings.ts";
 import { benchKernels, isTimed, type KernelRow, type TimedRow, validationText } from "./kernels.ts";
-import { benchStep, NARROW, prepareStep, type StepCase, type StepRow, timeSteps } from "./steps.ts";
+import { benchStep, NARROW, type StepCase, type StepRow } from "./steps.ts";
 import type { CompareRow, TfjsInfo } from "./tfjs.ts";
-import { compareTorch, type OurSteps, type TorchSection } from "./torch.ts";
+import { compareTorch, formatTorchSection, type TorchSection } from "./torch.ts";
 import type { MeasureOptions } from "./timing.ts";
 import type { ModelOptions } from "../models/zoo.ts";
 
@@ -57,7 +57,8 @@ export interface BenchReport {
   kernels: KernelRow[];
   steps: StepRow[];
   tfjs: { info: TfjsInfo | null; rows: CompareRow[]; error: string | null } | null;
-  /** PyTorch CPU on the same training steps (`--compare torch`), interleaved with ours. */
+  /** PyTorch CPU on the same training steps (`--compare torch`): rounds of child processes, ours and
+   * theirs alternately, one alive at a time (bench/torch.ts). */
   torch: TorchSection | null;
   /** Issue targets, evaluated on the rows above. */
   targets: { name: string; value: number | null; goal: string; met: boolean | null; detail: string }[];
@@ -179,20 +180,11 @@ async function bench(o: BenchOptions, setSection: (s: string) => void, log: Log)
   }
   let torch: TorchSection | null = null;
   if (o.sections.includes("torch")) {
-    // after our steps have finished (awaited above), so the two never share the cores
+    // after our steps have finished (awaited above); each side in its own child processes, one at a time
     const cases = o.steps.filter((s) => !filter || filter(`step ${s.name}`) || filter(s.name));
     section(`PyTorch training steps (${cases.length} cases, ${navigator.hardwareConcurrency} threads)`);
-    // our steps again, interleaved with PyTorch's round by round (the autotune winners are kept)
-    const timeOurs: OurSteps = async (c, warmup, runs) => {
-      const p = prepareStep(c);
-      try {
-        const st = await timeSteps(p, warmup, runs);
-        return st.samplesMs ?? [st.medianMs];
-      } finally {
-        p.dispose();
-      }
-    };
-    torch = await compareTorch(cases, { warmup: 1, runs: o.stepRuns, ours: steps, timeOurs, rounds: 3, log });
+    const ours = o.sections.includes("steps");
+    torch = await compareTorch(cases, { runs: o.stepRuns, ours, kernelSettings: o.kernelSettings, log });
     if (torch.skipped) log(`  PyTorch skipped: ${torch.skipped}`);
     if (torch.error) errors.push(`PyTorch: ${torch.error}`);
     for (const r of torch.rows) if (r.error) errors.push(`PyTorch step ${r.name}: ${r.error}`);
@@ -321,9 +313,9 @@ export function evaluateTargets(
       goal: "≤ 3×",
       met: v === null ? null : v <= 3,
       detail: v !== null
-        ? `${t!.oursMs!.toFixed(1)} ms vs ${t!.torchMs!.toFixed(1)} ms (PyTorch ${torch!.info!.version}, ${
-          torch!.info!.threads
-        } threads)`
+        ? `${t!.oursMinMs!.toFixed(1)} ms vs ${t!.torchMinMs!.toFixed(1)} ms min to min (medians ${
+          t!.oursMs!.toFixed(1)
+        } vs ${t!.torchMs!.toFixed(1)}; PyTorch ${torch!.info!.version}, ${torch!.info!.threads} threads)`
         : !torch
         ? "not measured (run with --compare torch)"
         : torch.skipped ?? torch.error ?? t?.error ??
@@ -356,46 +348,8 @@ const ms = (
 ) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x >= 1 ? x.toFixed(2) : x.toFixed(3));
 const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)}`;
 
-/** The "PyTorch side by side" section. */
-export function formatTorch(t: TorchSection): string[] {
-  const out = ["## PyTorch side by side (training steps, CPU)"];
-  if (t.skipped) out.push(`PyTorch skipped: ${t.skipped}`);
-  if (t.error) out.push(`PyTorch could not run: ${t.error}`);
-  if (t.info) {
-    out.push(
-      `PyTorch ${t.info.version} (${t.info.python}), ${t.info.threads} threads, oneDNN ${
-        t.info.mkldnn ? "on" : "off"
-      }; never beside ours: 3 rounds of our steps then PyTorch's per case (interleaved, so both see the same ` +
-        "machine); wall clock, medians over the rounds; ratio = ours ms / PyTorch ms",
-    );
-  }
-  if (t.rows.length) {
-    out.push(table(
-      [
-        "model",
-        "batch",
-        "params ours",
-        "params torch",
-        "ours ms/step",
-        "torch ms/step",
-        "torch range",
-        "ratio",
-      ],
-      t.rows.map((r) => [
-        r.name,
-        `${r.batch}`,
-        `${r.oursParams}`,
-        r.torchParams === null ? "-" : `${r.torchParams}`,
-        r.oursMs === null ? "-" : ms(r.oursMs),
-        r.torchMs === null ? "-" : ms(r.torchMs),
-        r.torchMinMs === null ? "-" : `${ms(r.torchMinMs)}–${ms(r.torchMaxMs!)}`,
-        r.ratio === null ? (r.error ? `ERROR: ${r.error}` : "-") : `×${r.ratio.toFixed(2)}`,
-      ]),
-      [false, true, true, true, true, true, true, false],
-    ));
-  }
-  return out;
-}
+/** The "PyTorch side by side" section (bench/torch.ts). */
+export const formatTorch: (t: TorchSection) => string[] = formatTorchSection;
 
 /** The report as terminal tables. */
 export function formatReport(r: BenchReport): string {

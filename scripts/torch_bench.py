@@ -14,14 +14,18 @@ Input, a JSON object as the first argument or on stdin ("-" or no argument):
 "error". With "measure": false the models are only built and counted.
 
 Output, one JSON object on stdout:
-  {"torch": "1.13.0", "python": "/usr/bin/python3", "threads": 2, "mkldnn": true,
+  {"torch": "1.13.0", "python": "/usr/bin/python3", "pid": 1234, "load1": 0.05, "threads": 2, "mkldnn": true,
    "results": [{"name", "stage", "batch", "params", "warmup", "runs", "samplesMs": [...],
-                "medianMs", "minMs", "maxMs", "error": null}]}
+                "medianMs", "minMs", "maxMs", "cpuMs", "nivcsw", "error": null}]}
+"cpuMs" is the process's CPU time over the timed steps (all threads), "nivcsw" its involuntary context
+switches meanwhile (preemptions: another runnable thread took a core; PyTorch's threads meet at a
+barrier in every op, so one preempted thread stalls the others).
 Exit status 3 (with {"unavailable": reason}) when torch cannot be imported; 2 on bad input.
 """
 
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -60,7 +64,7 @@ def run_case(c, measure, device):
     name = c.get("name", c.get("stage"))
     out = {"name": name, "stage": c.get("stage"), "batch": c.get("batch"), "params": None,
            "warmup": int(c.get("warmup", 1)), "runs": int(c.get("runs", 2)), "samplesMs": [],
-           "medianMs": None, "minMs": None, "maxMs": None, "error": None}
+           "medianMs": None, "minMs": None, "maxMs": None, "cpuMs": None, "nivcsw": None, "error": None}
     try:
         stage = c["stage"]
         if stage not in models.STAGES:
@@ -93,12 +97,17 @@ def run_case(c, measure, device):
 
         for _ in range(out["warmup"]):
             step()
+        r0, c0 = resource.getrusage(resource.RUSAGE_SELF), time.process_time()
         for _ in range(max(1, out["runs"])):
             sync()
             t0 = time.perf_counter()
             step()
             sync()
             out["samplesMs"].append((time.perf_counter() - t0) * 1e3)
+        # the process's CPU time (all threads) and how often the kernel preempted it: on an idle machine
+        # about threads x wall time and few preemptions
+        out["cpuMs"] = (time.process_time() - c0) * 1e3
+        out["nivcsw"] = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - r0.ru_nivcsw
         s = out["samplesMs"]
         out.update(medianMs=statistics.median(s), minMs=min(s), maxMs=max(s))
     except Exception as e:  # one bad case is reported, the others still run
@@ -107,6 +116,7 @@ def run_case(c, measure, device):
 
 
 def main():
+    load1 = os.getloadavg()[0]  # before this process adds its own threads
     req = read_request()
     threads = int(req.get("threads") or os.cpu_count() or 1)
     torch.set_num_threads(threads)  # models.py pins 1 thread for the golden fixtures; undo that here
@@ -120,7 +130,8 @@ def main():
         r = results[-1]
         note = r["error"] or (f"{r['medianMs']:.1f} ms/step" if measure else f"{r['params']} parameters")
         print(f"  torch {r['name']} batch {r['batch']}: {note}", file=sys.stderr, flush=True)
-    print(json.dumps({"torch": torch.__version__, "python": sys.executable, "threads": torch.get_num_threads(),
+    print(json.dumps({"torch": torch.__version__, "python": sys.executable, "pid": os.getpid(), "load1": load1,
+                      "threads": torch.get_num_threads(),
                       "mkldnn": torch.backends.mkldnn.is_available(), "device": str(device),
                       "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                       "results": results}))

@@ -4,11 +4,21 @@
 
 import assert from "node:assert/strict";
 import { parseBenchArgs } from "../bench/main.ts";
-import { evaluateTargets, formatReport, formatTorch, runBench } from "../bench/run.ts";
+import { evaluateTargets, formatReport, runBench } from "../bench/run.ts";
 import { benchKernels, isTimed } from "../bench/kernels.ts";
 import type { Ceilings } from "../bench/ceilings.ts";
-import { NARROW, type StepRow } from "../bench/steps.ts";
-import { runTorchScript, torchCase, torchRows } from "../bench/torch.ts";
+import { NARROW } from "../bench/steps.ts";
+import {
+  compareSamples,
+  compareTorch,
+  formatTorchSection,
+  roundSchedule,
+  runTorchScript,
+  sampleStats,
+  torchCase,
+  torchRows,
+  type TorchSection,
+} from "../bench/torch.ts";
 import { setup } from "./helpers.ts";
 
 await setup();
@@ -42,7 +52,8 @@ Deno.test("bench CLI: defaults, --quick, --compare tfjs, --filter and bad argume
 
 Deno.test("bench harness on a tiny shape: finite, positive numbers in the documented structure", async () => {
   const report = await runBench({
-    sections: ["kernels", "steps", "torch"],
+    // (the PyTorch section, child processes that compile their own kernels, has its own test below)
+    sections: ["kernels", "steps"],
     batch: 1,
     stages: ["final"],
     extraStages: ["base"],
@@ -97,18 +108,11 @@ Deno.test("bench harness on a tiny shape: finite, positive numbers in the docume
     finitePositive(s.kernelMs!, "sum of kernel times");
     assert.ok(s.passes! > 10 && s.topKernels.length > 0);
   }
-  // PyTorch ran the same case in rounds interleaved with ours (or was skipped, saying why, without
-  // failing the run); ours/theirs come from those rounds
-  const t = report.torch!;
-  if (t.skipped) console.log(`PyTorch skipped: ${t.skipped}`);
-  else {
-    assert.equal(t.rows.length, 1);
-    assert.equal(t.rows[0].torchParams, 305690);
-    finitePositive(t.rows[0].oursMs!, "our interleaved ms/step");
-    assert.ok(t.rows[0].runs >= 3, `PyTorch samples over 3 rounds, got ${t.rows[0].runs}`);
-    finitePositive(t.rows[0].ratio!, "ours / PyTorch");
-  }
-  assert.ok(report.targets.some((x) => /final narrow step \(batch 2\): ours \/ PyTorch CPU/.test(x.name)));
+  assert.equal(report.torch, null);
+  const vsTorch = report.targets.find((x) =>
+    /final narrow step \(batch 2\): ours \/ PyTorch CPU/.test(x.name)
+  );
+  assert.equal(vsTorch?.detail, "not measured (run with --compare torch)");
   assert.ok(report.targets.length >= 5);
   assert.deepEqual(report.errors, []);
   const json = JSON.parse(JSON.stringify(report));
@@ -116,7 +120,7 @@ Deno.test("bench harness on a tiny shape: finite, positive numbers in the docume
   assert.ok(json.kernels.every((k: { validation: { status: string } }) => k.validation.status === "passed"));
   const text = formatReport(report);
   for (
-    const h of ["## Ceilings", "## Kernels", "## Training steps", "## PyTorch side by side", "## Targets"]
+    const h of ["## Ceilings", "## Kernels", "## Training steps", "## Targets"]
   ) {
     assert.ok(text.includes(h), h);
   }
@@ -213,54 +217,198 @@ Deno.test("PyTorch peer: scripts/torch_bench.py builds the narrow final with our
   assert.equal(out.threads >= 1, true);
 });
 
-Deno.test("PyTorch peer: the report's section, ratio and target from a given result", () => {
+Deno.test("PyTorch peer: the round schedule alternates the sides, case by case", () => {
+  const sched = roundSchedule([true, false, true], 3);
+  const text = sched.map((x) => `${x.caseIndex}${x.side === "ours" ? "o" : "t"}${x.round}`).join(" ");
+  // per case: ours, theirs, ours, theirs, …; a case without our side has PyTorch's rounds only
+  assert.equal(text, "0o0 0t0 0o1 0t1 0o2 0t2 1t0 1t1 1t2 2o0 2t0 2o1 2t1 2o2 2t2");
+  assert.deepEqual(roundSchedule([true], 1).map((x) => x.side), ["ours", "torch"]);
+  assert.deepEqual(roundSchedule([], 5), []);
+});
+
+Deno.test("PyTorch peer: min, median, spread and the min-to-min ratio of given samples", () => {
+  assert.deepEqual(sampleStats([30, 10, 20, 50]), {
+    n: 4,
+    minMs: 10,
+    medianMs: 25,
+    maxMs: 50,
+    spreadPct: 160,
+  });
+  assert.deepEqual(sampleStats([7]), { n: 1, minMs: 7, medianMs: 7, maxMs: 7, spreadPct: 0 });
+  assert.equal(sampleStats([]), null);
+  // ours 600..900 (min 600, median 700), theirs 200..400 (min 200, median 300)
+  const c = compareSamples([700, 900, 600], [300, 200, 400, 250, 350]);
+  assert.equal(c.ours!.minMs, 600);
+  assert.equal(c.torch!.medianMs, 300);
+  assert.equal(c.ratio, 3, "min to min");
+  assert.equal(c.medianRatio, 700 / 300);
+  assert.equal(compareSamples([], [1, 2]).ratio, null, "no ratio without our side");
+  assert.equal(compareSamples([1], []).medianRatio, null);
+});
+
+Deno.test("PyTorch peer: the report's section, ratio and target from given rounds", () => {
   const cases = [
-    torchCase({ name: "final narrow", stage: "final", batch: 64, model: NARROW }, 1, 2),
-    torchCase({ name: "final", stage: "final", batch: 64 }, 1, 2),
+    torchCase({ name: "final narrow", stage: "final", batch: 64, model: NARROW }, 2, 2),
+    torchCase({ name: "final", stage: "final", batch: 64 }, 2, 2),
   ];
-  const result = (name: string, params: number, medianMs: number) => ({
+  const result = (name: string, params: number, samplesMs: number[]) => ({
     name,
     stage: "final",
     batch: 64,
     params,
-    warmup: 1,
-    runs: 2,
-    samplesMs: [medianMs - 10, medianMs + 10],
-    medianMs,
-    minMs: medianMs - 10,
-    maxMs: medianMs + 10,
+    warmup: 2,
+    runs: samplesMs.length,
+    samplesMs,
+    medianMs: null,
+    minMs: null,
+    maxMs: null,
     error: null,
   });
-  // our rows: only what the join reads
-  const ours = [{
-    name: "final narrow",
-    batch: 64,
-    stage: "final",
-    timing: { medianMs: 600 },
-    overheadPct: null,
-  }] as StepRow[];
-  const rows = torchRows(cases, [result("final narrow", 305690, 200), result("final", 8531977, 2000)], ours);
-  assert.equal(rows[0].ratio, 3);
+  // two rounds of two steps a side (our samples per case; the full model's PyTorch count differs)
+  const rows = torchRows(
+    cases,
+    [result("final narrow", 305690, [200, 260, 210, 300]), result("final", 8531977, [2000, 2100])],
+    [[620, 600, 700, 640], [5000, 5100]],
+    2,
+  );
+  assert.equal(rows[0].ratio, 3, "600 / 200, min to min");
+  assert.equal(rows[0].medianRatio, 630 / 235);
+  assert.deepEqual([rows[0].oursMinMs, rows[0].oursMs, rows[0].torchMinMs, rows[0].torchMs], [
+    600,
+    630,
+    200,
+    235,
+  ]);
+  assert.deepEqual([rows[0].oursRuns, rows[0].runs, rows[0].rounds], [4, 4, 2]);
+  assert.equal(rows[0].torchSpreadPct, (100 / 235) * 100);
   assert.equal(rows[1].ratio, null);
   assert.match(rows[1].error!, /parameter counts differ: PyTorch 8531977, ours 8531978/);
-  const section = {
+  const round = (side: "ours" | "torch", r: number, samplesMs: number[], startS: number) => ({
+    name: "final narrow",
+    batch: 64,
+    round: r,
+    side,
+    pid: 100 + startS,
+    startS,
+    wallMs: 900,
+    samplesMs,
+    cpuMs: 1,
+    nivcsw: 0,
+    parentCpuMs: 3,
+    load1: 0.1 + startS / 100,
+    error: null,
+  });
+  const section: TorchSection = {
     info: { version: "1.13.0", python: "python3", threads: 2, mkldnn: true },
     rows,
+    rounds: [
+      round("ours", 0, [620, 600], 0),
+      round("torch", 0, [200, 260], 1),
+      round("ours", 1, [700, 640], 2),
+      round("torch", 1, [210, 300], 3),
+    ],
+    roundsPerCase: 2,
+    warmup: 2,
+    runs: 2,
+    parentHoldsDevice: false,
+    parentRssMiB: 40,
     skipped: null,
     error: null,
   };
-  const text = formatTorch(section).join("\n");
+  const text = formatTorchSection(section).join("\n");
   assert.match(text, /## PyTorch side by side/);
   assert.match(text, /PyTorch 1\.13\.0 \(python3\), 2 threads/);
-  assert.match(text, /final narrow\s+64\s+305690\s+305690\s+600\s+200\s+190–210\s+×3\.00/);
+  assert.match(
+    text,
+    /2 rounds of ours, PyTorch, ours, PyTorch…, each a fresh process \(2 warm-up steps, then 2 timed\)/,
+  );
+  assert.match(text, /holding no WebGPU device, 40 MiB resident\) only waited: ≤ 3 ms of CPU/);
+  assert.match(
+    text,
+    /final narrow\s+64\s+305690\s+305690\s+600\s+630\s+16%\s+200\s+235\s+43%\s+×3\.00\s+×2\.68/,
+  );
+  assert.match(
+    text,
+    /final narrow batch 64, min of each round: ours 600 640; PyTorch 200 210; load average 0\.10–0\.13/,
+  );
   assert.match(text, /ERROR: parameter counts differ/);
-  const targets = evaluateTargets({ fmaGflops: 1 } as Ceilings, [], ours, [], section);
+  const targets = evaluateTargets({ fmaGflops: 1 } as Ceilings, [], [], [], section);
   const narrow = targets.find((t) => t.name === "final narrow step (batch 64): ours / PyTorch CPU")!;
   assert.deepEqual([narrow.value, narrow.goal, narrow.met], [3, "≤ 3×", true]);
+  assert.match(narrow.detail, /600\.0 ms vs 200\.0 ms min to min/);
   const full = targets.find((t) => t.name === "final step (batch 64): ours / PyTorch CPU")!;
   assert.equal(full.met, null);
-  const skipped = { info: null, rows: [], skipped: "no Python with PyTorch", error: null };
-  assert.match(formatTorch(skipped).join("\n"), /PyTorch skipped: no Python with PyTorch/);
-  const none = evaluateTargets({ fmaGflops: 1 } as Ceilings, [], ours, [], skipped);
-  assert.equal(none.find((t) => /final narrow.*PyTorch/.test(t.name))!.detail, "no Python with PyTorch");
+  const skipped: TorchSection = {
+    ...section,
+    info: null,
+    rows: [],
+    rounds: [],
+    skipped: "no Python with PyTorch",
+  };
+  assert.match(formatTorchSection(skipped).join("\n"), /PyTorch skipped: no Python with PyTorch/);
+  const none = evaluateTargets({ fmaGflops: 1 } as Ceilings, [], [], [], skipped);
+  assert.equal(none.find((t) => /PyTorch CPU/.test(t.name))!.detail, "no Python with PyTorch");
+  // the report prints this section
+  assert.match(
+    formatReport(
+      {
+        date: "",
+        adapter: { name: "test", fallback: false, timestampQuery: false },
+        deno: "",
+        settings: { batch: 1, runs: 1 },
+        ceilings: { fmaGflops: 1, copyGBs: 1, ridge: 1, detail: [] },
+        kernels: [],
+        steps: [],
+        tfjs: null,
+        torch: section,
+        targets,
+        notes: [],
+        errors: [],
+        seconds: 0,
+      } as unknown as Parameters<typeof formatReport>[0],
+    ),
+    /ratio min\/min/,
+  );
+});
+
+Deno.test("PyTorch peer: rounds alternate child processes, one alive at a time", async () => {
+  // the smallest real comparison: narrow final at batch 2, one timed step a child, two rounds a side
+  const log: string[] = [];
+  const t = await compareTorch([{ name: "final narrow", stage: "final", batch: 2, model: NARROW }], {
+    runs: 1,
+    rounds: 2,
+    ours: true,
+    log: (l) => log.push(l),
+  });
+  if (t.skipped) {
+    console.log(`skipped, PyTorch is not installed here: ${t.skipped}`);
+    return;
+  }
+  assert.equal(t.error, null);
+  console.log(formatTorchSection(t).join("\n"));
+  assert.deepEqual(t.rounds.map((r) => `${r.side}${r.round}`), ["ours0", "torch0", "ours1", "torch1"]);
+  assert.equal(new Set(t.rounds.map((r) => r.pid)).size, 4, "a fresh process every round");
+  for (const [i, r] of t.rounds.entries()) {
+    assert.equal(r.error, null, `${r.side} round ${r.round}: ${r.error}`);
+    assert.equal(r.samplesMs.length, 1);
+    finitePositive(r.samplesMs[0], `${r.side} round ${r.round} ms`);
+    assert.ok(r.parentCpuMs >= 0);
+    // the next child starts after this one has exited
+    if (i + 1 < t.rounds.length) assert.ok(r.startS * 1e3 + r.wallMs <= t.rounds[i + 1].startS * 1e3 + 1);
+  }
+  assert.equal(t.parentHoldsDevice, true, "this test process has its WebGPU device (setup())");
+  assert.deepEqual([t.roundsPerCase, t.warmup, t.runs], [2, 2, 1]);
+  const row = t.rows[0];
+  assert.equal(row.error, null);
+  assert.deepEqual([row.torchParams, row.oursRuns, row.runs], [305690, 2, 2]);
+  finitePositive(row.ratio!, "ours min / PyTorch min");
+  assert.equal(row.ratio, row.oursMinMs! / row.torchMinMs!);
+  assert.ok(
+    log.some((l) => /round 2\/2 final narrow batch 2: PyTorch alone \(pid \d+/.test(l)),
+    log.join("\n"),
+  );
+  // the JSON carries the same figures
+  const json = JSON.parse(JSON.stringify(t));
+  assert.equal(json.rows[0].ratio, row.ratio);
+  assert.equal(json.rounds.length, 4);
 });
