@@ -5,6 +5,7 @@ import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { allFiles, CIFAR10, openCifar10 } from "../data/cifar10.ts";
+import { heartbeat } from "./progress.ts";
 
 export const DEMO_HELP = `deno task demo [--port P] [--host H] [--data-dir DIR] [--no-build]
 
@@ -48,7 +49,8 @@ export async function buildBundle(log: (m: string) => void = console.log): Promi
     stdout: "piped",
     stderr: "piped",
   });
-  const r = await cmd.output();
+  // a few seconds on a cold cache: said once it lasts 2 s, then every 5 s
+  const r = await heartbeat("demo: bundling web/app.ts", () => cmd.output(), { log, quietMs: 2000 });
   if (!r.success) {
     throw new Error(`deno bundle web/app.ts failed:\n${new TextDecoder().decode(r.stderr)}`);
   }

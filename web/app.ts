@@ -6,7 +6,7 @@
 import * as E from "./engine.ts";
 import { loadData } from "./data.ts";
 import { LiveChart } from "./charts.ts";
-import { type Evaluation, type PageConfig, Session, type Status } from "./session.ts";
+import { type Evaluation, type PageConfig, phaseText, Session, type Status } from "./session.ts";
 import { checks } from "./checks.ts";
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -129,7 +129,8 @@ async function ensureGpu(): Promise<E.GPUContext> {
 
 // ---------------------------------------------------------------- data
 
-const data = (trainImages: number) => loadData(trainImages, (m) => showMessage(m, "info"));
+const data = (trainImages: number, progress?: (file: string, done: number, total: number) => void) =>
+  loadData(trainImages, progress);
 
 // ---------------------------------------------------------------- charts and evaluation
 
@@ -145,13 +146,18 @@ function renderStatus(s: Status): void {
   $("s-train").textContent = pct(s.trainAccuracy);
   $("s-test").textContent = pct(s.testAccuracy);
   $("s-speed").textContent = s.imagesPerSec === null ? "–" : `${s.imagesPerSec.toFixed(1)} images/s`;
-  const busy = s.state === "loading" || s.state === "training" || s.state === "paused";
+  $("s-first").textContent = s.firstStepSeconds === null ? "–" : `${s.firstStepSeconds.toFixed(1)} s`;
+  // the banner is the status's own text: it moves with the state (loading, compiling, training, …)
+  const banner = phaseText(s);
+  $("phase").textContent = banner;
+  $("phase").hidden = !banner;
+  const running = ["loading", "compiling", "training", "evaluating"].includes(s.state);
+  const busy = running || s.state === "paused";
   $<HTMLButtonElement>("start").disabled = busy;
   $<HTMLButtonElement>("pause").disabled = !(s.state === "training" || s.state === "paused");
   $("pause").textContent = s.state === "paused" ? "Resume" : "Pause";
-  $<HTMLButtonElement>("evaluate").disabled = s.state === "loading" || s.state === "training";
-  $<HTMLButtonElement>("download").disabled = !session.model || s.state === "loading" ||
-    s.state === "training";
+  $<HTMLButtonElement>("evaluate").disabled = running;
+  $<HTMLButtonElement>("download").disabled = !session.model || running;
   $<HTMLInputElement>("checkpoint").disabled = busy;
 }
 
@@ -235,13 +241,14 @@ async function guarded(what: string, fn: () => Promise<unknown>): Promise<void> 
 }
 
 async function start(): Promise<void> {
+  const startedAt = performance.now(); // the page reports the time from here to the first step
   await guarded("training stopped", async () => {
     const c = readForm();
     const ctx = await ensureGpu();
     stepLosses.length = 0;
     await lossChart.clear();
     await accChart.clear();
-    await session.train(c, ctx);
+    await session.train(c, ctx, startedAt);
     showMessage("training done: evaluate, download the model, or start again", "info");
   });
 }
@@ -304,6 +311,8 @@ function init(): void {
     get status(): Status {
       return { ...session.status };
     },
+    /** The banner's text (what the page says it is doing). */
+    banner: () => $("phase").textContent ?? "",
     losses: stepLosses,
     start,
     pause: () => session.pause(),

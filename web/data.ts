@@ -1,13 +1,12 @@
 // CIFAR-10 in the page: the server (experiments/demo.ts) serves the official binary files it found
 // and verified exactly as `deno task train` does; the page fetches only the files a run needs and
-// parses the records (1 label byte + 3072 planar pixel bytes) into a CifarSet.
+// parses the records (1 label byte + 3072 planar pixel bytes) into a CifarSet, saying how many files are in.
 
 import { CIFAR10, type CifarSet, IMAGE_BYTES, RECORD_BYTES } from "./engine.ts";
 
 type FileSpec = { name: string; records: number };
 
-async function fetchFile(f: FileSpec, log: (m: string) => void): Promise<Uint8Array> {
-  log(`loading CIFAR-10 ${f.name}…`);
+async function fetchFile(f: FileSpec): Promise<Uint8Array> {
   const r = await fetch(`data/${f.name}`);
   if (!r.ok) {
     throw new Error(
@@ -45,21 +44,26 @@ const cache = new Map<string, Promise<Uint8Array>>();
  */
 export async function loadData(
   trainImages: number,
-  log: (msg: string) => void,
+  progress: (file: string, done: number, total: number) => void = () => {},
 ): Promise<{ train: CifarSet; test: CifarSet }> {
   const all = CIFAR10.trainFiles;
   const total = all.reduce((a, f) => a + f.records, 0);
   const need = trainImages > 0 ? Math.min(total, 5000 + trainImages) : total;
   const files: FileSpec[] = [];
   for (let have = 0; have < need; have += all[files.length].records) files.push(all[files.length]);
-  const get = (f: FileSpec) => {
+  const wanted = [CIFAR10.testFile, ...files];
+  let done = 0;
+  progress(wanted[0].name, 0, wanted.length);
+  const get = async (f: FileSpec) => {
     if (!cache.has(f.name)) {
-      const p = fetchFile(f, log);
+      const p = fetchFile(f);
       p.catch(() => cache.delete(f.name));
       cache.set(f.name, p);
     }
-    return cache.get(f.name)!;
+    const bytes = await cache.get(f.name)!;
+    progress(f.name, ++done, wanted.length);
+    return bytes;
   };
-  const [test, ...train] = await Promise.all([CIFAR10.testFile, ...files].map(get));
+  const [test, ...train] = await Promise.all(wanted.map(get));
   return { train: parse(train, files.map((f) => f.name)), test: parse([test], [CIFAR10.testFile.name]) };
 }

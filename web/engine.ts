@@ -26,6 +26,7 @@ export { GpuMetrics, type MetricSums } from "../training/metrics.ts";
 export { trainStep } from "../training/step.ts";
 export { evaluateAccuracy } from "../training/evaluate.ts";
 export { buildRunModel, evaluationMode, makeOptimizer } from "../training/recipe.ts";
+export { compileRunKernels } from "../training/compile.ts";
 export {
   type CheckpointParts,
   decodeCheckpoint,

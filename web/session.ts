@@ -7,11 +7,31 @@
 import * as E from "./engine.ts";
 import type { TrainConfig } from "../experiments/config.ts";
 
-export type State = "idle" | "loading" | "training" | "paused" | "done" | "error";
+export type State =
+  | "idle"
+  | "loading"
+  | "compiling"
+  | "training"
+  | "evaluating"
+  | "paused"
+  | "done"
+  | "error";
+
+/** What a long phase has done so far: `done` of `total` `unit`, and what it is on (a file name). */
+export interface PhaseProgress {
+  done: number;
+  total: number;
+  unit: string;
+  detail?: string;
+}
 
 /** `globalThis.demo.status`: what automation reads. Unknown numbers are null. */
 export interface Status {
   state: State;
+  /** How far the state's phase is (loading, compiling, training, evaluating), or null. */
+  progress: PhaseProgress | null;
+  /** Seconds from Start to the end of the first training step of the last run, or null before it. */
+  firstStepSeconds: number | null;
   epoch: number;
   step: number;
   loss: number | null;
@@ -53,6 +73,36 @@ export interface Events {
 }
 
 type Data = { train: E.CifarSet; test: E.CifarSet };
+
+/**
+ * The page's banner: what the run is doing and how far it is, from the status alone (one state
+ * machine: the banner cannot lag behind the state).
+ */
+export function phaseText(s: Status): string {
+  const p = s.progress;
+  const of = p ? ` ${p.done}/${p.total} ${p.unit}` : "";
+  switch (s.state) {
+    case "loading":
+      return `loading CIFAR-10${p ? `${of}${p.detail ? ` (${p.detail})` : ""}` : ""}…`;
+    case "compiling":
+      return `compiling ${p?.total ?? ""} kernels${p ? ` ${p.done}/${p.total}` : ""}…`.replace("  ", " ");
+    case "training":
+      return `training: epoch ${s.epoch},${of}` +
+        (s.firstStepSeconds === null ? "" : ` (first step ${s.firstStepSeconds.toFixed(1)} s after Start)`);
+    case "evaluating":
+      return `evaluating on the test set:${of}`;
+    case "paused":
+      return `paused at step ${s.step}: Resume continues`;
+    case "done":
+      return s.firstStepSeconds === null
+        ? "done"
+        : `done (first step ${s.firstStepSeconds.toFixed(1)} s after Start)`;
+    case "error":
+      return "stopped by an error";
+    default:
+      return "";
+  }
+}
 
 /** The trainer's configuration for a page run (what a checkpoint's metadata carries). */
 export function trainConfig(c: PageConfig): TrainConfig {
@@ -113,6 +163,8 @@ interface Loaded {
 export class Session {
   status: Status = {
     state: "idle",
+    progress: null,
+    firstStepSeconds: null,
     epoch: 0,
     step: 0,
     loss: null,
@@ -127,10 +179,17 @@ export class Session {
   private resumeGate: (() => void) | null = null;
   private pauseRequested = false;
   private epochsDone = 0;
+  /** When the last Start was pressed (performance.now()). */
+  private startedAt = 0;
+  /** The training phase's progress (steps of the run), restored after an evaluation or a pause. */
+  private training: PhaseProgress | null = null;
 
   constructor(
     private readonly ev: Events,
-    private readonly data: (trainImages: number) => Promise<Data>,
+    private readonly data: (
+      trainImages: number,
+      log?: (file: string, done: number, total: number) => void,
+    ) => Promise<Data>,
   ) {}
 
   private set(patch: Partial<Status>): void {
@@ -139,8 +198,7 @@ export class Session {
   }
 
   get busy(): boolean {
-    return this.status.state === "loading" || this.status.state === "training" ||
-      this.status.state === "paused";
+    return ["loading", "compiling", "training", "evaluating", "paused"].includes(this.status.state);
   }
 
   pause(): void {
@@ -149,18 +207,36 @@ export class Session {
 
   resume(): void {
     if (this.status.state !== "paused") return;
-    this.set({ state: "training" });
+    this.set({ state: "training", progress: this.training });
     this.resumeGate?.();
   }
 
   /** Trains with `c` (from a loaded checkpoint's weights when one was loaded) until done or error. */
-  async train(c: PageConfig, ctx: E.GPUContext): Promise<void> {
+  async train(c: PageConfig, ctx: E.GPUContext, startedAt = performance.now()): Promise<void> {
     if (this.busy) throw new Error("a run is already in progress");
-    this.set({ state: "loading", epoch: 0, step: 0, loss: null, trainAccuracy: null, testAccuracy: null });
+    this.startedAt = startedAt;
+    this.set({
+      state: "loading",
+      progress: null,
+      firstStepSeconds: null,
+      epoch: 0,
+      step: 0,
+      loss: null,
+      trainAccuracy: null,
+      testAccuracy: null,
+    });
     this.pauseRequested = false;
     try {
       checkLimits(c, ctx.limits);
-      const data = await this.data(c.trainImages);
+      const data = await this.data(
+        c.trainImages,
+        (file, done, total) =>
+          this.set({ state: "loading", progress: { done, total, unit: "files", detail: file } }),
+      );
+      // every kernel of a step and of the evaluation, compiled together before the first step
+      await E.compileRunKernels(trainConfig(c), c.seed, (done, total) => {
+        if (total > 0) this.set({ state: "compiling", progress: { done, total, unit: "kernels" } });
+      });
       this.replaceModel(c);
       const model = this.model!;
       const { optimizer: opt, scheduler: sched } = E.makeOptimizer(model, trainConfig(c));
@@ -176,9 +252,9 @@ export class Session {
       this.opt = opt;
       await this.loop(c, model, opt, sched, data, startEpoch);
       this.loaded = null;
-      this.set({ state: "done" });
+      this.set({ state: "done", progress: null });
     } catch (e) {
-      this.set({ state: "error" });
+      this.set({ state: "error", progress: null });
       throw e;
     }
   }
@@ -224,13 +300,15 @@ export class Session {
     // evaluation batches of the training batch size, as the trainer's (batch statistics in notebook mode)
     const test = new E.CifarLoader(splits.test, { batchSize: c.batchSize });
     let step = startEpoch * train.batchesPerEpoch;
+    const totalSteps = c.epochs * train.batchesPerEpoch;
     // the metric sums of one step at a time: each step's loss and accuracy are read back while the
     // next step runs, and summed here for the epoch
     const metrics = new E.GpuMetrics();
     try {
       for (let epoch = startEpoch; epoch < c.epochs; epoch++) {
         model.train();
-        this.set({ state: "training", epoch: epoch + 1 });
+        this.training = { done: step, total: totalSteps, unit: "steps" };
+        this.set({ state: "training", epoch: epoch + 1, progress: this.training });
         let lossSum = 0, correct = 0, count = 0, busyMs = 0, mark = performance.now();
         const handle = async (read: Promise<E.MetricSums>) => {
           const m = await read;
@@ -244,7 +322,16 @@ export class Session {
           const now = performance.now();
           busyMs += now - mark;
           mark = now;
-          this.set({ step, loss, trainAccuracy: correct / count, imagesPerSec: count / (busyMs / 1000) });
+          this.training = { done: step, total: totalSteps, unit: "steps" };
+          const first = this.status.firstStepSeconds ?? (now - this.startedAt) / 1000;
+          this.set({
+            step,
+            loss,
+            trainAccuracy: correct / count,
+            imagesPerSec: count / (busyMs / 1000),
+            progress: this.training,
+            firstStepSeconds: first,
+          });
           this.ev.stepDone(step, loss, right / n);
         };
         let pending: Promise<E.MetricSums> | null = null;
@@ -281,7 +368,7 @@ export class Session {
 
   private paused(): Promise<void> {
     this.pauseRequested = false;
-    this.set({ state: "paused" });
+    this.set({ state: "paused", progress: null });
     return new Promise((resolve) => this.resumeGate = resolve);
   }
 
@@ -302,6 +389,9 @@ export class Session {
     const split = loader.split, batchSize = loader.batchSize;
     const metrics = new E.GpuMetrics();
     let counted: { accuracy: number; images: number };
+    const before = this.status.state;
+    let seen = 0;
+    this.set({ state: "evaluating", progress: { done: 0, total: split.count, unit: "images" } });
     try {
       // the accuracy is counted on the GPU; the predictions read back give the per-class counts and samples
       counted = await E.evaluateAccuracy(model, loader, metrics, {
@@ -317,10 +407,15 @@ export class Session {
               samples.push({ image: split.images.subarray(k * 3072, (k + 1) * 3072), label, predicted: p });
             }
           });
+          seen += batch.size;
+          this.set({ progress: { done: seen, total: split.count, unit: "images" } });
         },
       });
     } finally {
       metrics.dispose();
+      // back to the training phase when a run evaluates between epochs; else to where it was
+      if (before === "training") this.set({ state: "training", progress: this.training });
+      else this.set({ state: before === "evaluating" ? "idle" : before, progress: null });
     }
     const { accuracy, images } = counted;
     const result = { accuracy, images, perClass, samples };

@@ -3,7 +3,8 @@
 //   1. the PyTorch golden fixtures replayed in the page pass the tolerances they pass in Deno;
 //   2. three training steps of the narrow model give the same losses in Chromium as in Deno (≤ 1e-4);
 //   3. ?plan= adds plan rules after the page's own, and a bad rule is a clear error;
-//   4. `/?autostart` trains 30 steps, the loss falls, a screenshot is written;
+//   4. `/?autostart` trains 30 steps, the loss falls, the banner follows the phases (loading, compiling,
+//      training, evaluating, done), the time from Start to the first step is printed, a screenshot is written;
 //   5. the model downloaded from the page loads in `deno task eval` (same test accuracy);
 //   6. a checkpoint written by `deno task train` loads in the page (same test accuracy).
 // Outputs (screenshot, downloads, the train run) go under $BROWSER_TEST_OUT (default results/browser/).
@@ -205,15 +206,38 @@ Deno.test(
     });
     (trained as Session & { downloads?: string }).downloads = downloads;
     const { page } = trained;
+    // the banner and the state, sampled together while the run goes: the banner follows the phase
+    const seen: { state: string; banner: string }[] = [];
     const status = await waitFor(
       page,
       () => {
-        const s = (globalThis as PageGlobal).demo?.status as Status | undefined;
+        const d = (globalThis as PageGlobal).demo;
+        const s = d?.status as Status | undefined;
+        if (s) d.samples = [...(d.samples ?? []), { state: s.state, banner: d.banner() }];
         return s && (s.state === "done" || s.state === "error") ? s : null;
       },
       "the autostarted run to finish",
-      420_000,
+      900_000, // ~3 min on an idle 2-core machine; a loaded one (load 8) takes 5 s or more a step
       1000,
+    );
+    seen.push(...await page.evaluate(() => (globalThis as PageGlobal).demo.samples ?? []));
+    const expected: Record<string, RegExp> = {
+      loading: /^loading CIFAR-10/,
+      compiling: /^compiling \d+ kernels \d+\/\d+…$/,
+      training: /^training: epoch \d+, \d+\/30 steps/,
+      evaluating: /^evaluating on the test set: \d+\/200 images$/,
+      done: /^done \(first step [\d.]+ s after Start\)$/,
+    };
+    for (const { state, banner } of seen) {
+      if (expected[state]) assert.match(banner, expected[state], `state ${state}, banner "${banner}"`);
+    }
+    console.log(`phases seen: ${[...new Set(seen.map((x) => x.state))].join(" → ")}`);
+    // the time from Start to the end of the first step (loading, compiling and the step itself)
+    const firstStep = status.firstStepSeconds;
+    console.log(`Start → first step: ${firstStep?.toFixed(1)} s`);
+    assert.ok(
+      firstStep !== null && Number.isFinite(firstStep) && firstStep > 0,
+      `firstStepSeconds ${firstStep}`,
     );
     const message = await page.$eval("#message", (e) => e.textContent);
     assert.equal(status.state, "done", `the run ended in "${status.state}": ${message}`);
