@@ -208,7 +208,7 @@ export function collectPipelines(fn: () => void): PipelineRequest[] {
 }
 
 /** Pipelines issued together by `compilePipelines` before it waits for them. */
-const COMPILE_WAVE = 8;
+const COMPILE_WAVE = 4;
 
 /**
  * Compiles the pipelines `requests` lists (those not cached by now) with createComputePipelineAsync, in
