@@ -32,6 +32,8 @@ export interface TorchInfo {
   version: string;
   python: string;
   threads: number;
+  /** CPUs the script's process may run on (its affinity), when it says. */
+  cpus?: number;
   mkldnn: boolean;
 }
 
@@ -140,6 +142,7 @@ export interface TorchOutput {
   torch: string;
   python: string;
   threads: number;
+  cpus?: number;
   mkldnn: boolean;
   pid?: number;
   /** 1-minute load average when the script started (newer script). */
@@ -422,12 +425,18 @@ async function oursChildMain(): Promise<void> {
     // imported here: the driving process never loads WebGPU through this file
     const { initEngine } = await import("../experiments/host.ts");
     const { prepareStep, timeSteps } = await import("./steps.ts");
-    const { sync } = await import("../kernels/runtime.ts");
+    const { compilePipelines, sync } = await import("../kernels/runtime.ts");
+    const { stepPipelines } = await import("../models/plan.ts");
     const { autotune } = await import("../kernels/autotune.ts");
     const { autotuneEnabled } = await import("../kernels/planner.ts");
     const { ctx } = await initEngine(req.settings ?? {});
     out.adapter = ctx.adapterName;
     say(`WebGPU ready (${ctx.adapterName})`);
+    // the step's kernels compiled up front (as the bench's steps section does), so the log says so
+    const kernels = stepPipelines(req.case.stage, { seed: 1, ...req.case.model }, req.case.batch);
+    say(`compiling ${kernels.length} kernels`);
+    await compilePipelines(kernels);
+    say("kernels compiled");
     const p = prepareStep(req.case);
     if (autotuneEnabled()) {
       // as bench/steps.ts: meet every shape, then time the competing variants (cached winners: quick)
@@ -438,7 +447,7 @@ async function oursChildMain(): Promise<void> {
     for (let i = 0; i < req.warmup; i++) {
       p.step();
       await sync();
-      if (i === 0) say("first step (its kernels compiled)");
+      if (i === 0) say("first step");
     }
     const u0 = processUsage();
     const st = await timeSteps(p, 0, Math.max(1, req.runs));
@@ -676,7 +685,14 @@ function rowSummary(r: TorchRow): string {
 }
 
 function infoOf(out: TorchOutput): TorchInfo {
-  return { version: out.torch, python: out.python, threads: out.threads, mkldnn: out.mkldnn };
+  const info: TorchInfo = {
+    version: out.torch,
+    python: out.python,
+    threads: out.threads,
+    mkldnn: out.mkldnn,
+  };
+  if (out.cpus !== undefined) info.cpus = out.cpus;
+  return info;
 }
 
 /** One result from several rounds of the same case: all samples, their median and range. */
@@ -708,7 +724,9 @@ export function formatTorchSection(t: TorchSection): string[] {
   if (t.error) out.push(`PyTorch could not run: ${t.error}`);
   if (t.info) {
     out.push(
-      `PyTorch ${t.info.version} (${t.info.python}), ${t.info.threads} threads, oneDNN ${
+      `PyTorch ${t.info.version} (${t.info.python}), ${t.info.threads} threads${
+        t.info.cpus === undefined ? "" : ` on ${t.info.cpus} usable CPUs`
+      }, oneDNN ${
         t.info.mkldnn ? "on" : "off"
       }. Each side alone in its own child process, one at a time: per case ${t.roundsPerCase} rounds of ` +
         `ours, PyTorch, ours, PyTorch…, each a fresh process (${t.warmup} warm-up steps, then ${t.runs} timed); ` +

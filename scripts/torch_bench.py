@@ -14,7 +14,8 @@ Input, a JSON object as the first argument or on stdin ("-" or no argument):
 "error". With "measure": false the models are only built and counted.
 
 Output, one JSON object on stdout:
-  {"torch": "1.13.0", "python": "/usr/bin/python3", "pid": 1234, "load1": 0.05, "threads": 2, "mkldnn": true,
+  {"torch": "1.13.0", "python": "/usr/bin/python3", "pid": 1234, "load1": 0.05, "threads": 2, "cpus": 2,
+   "mkldnn": true,
    "results": [{"name", "stage", "batch", "params", "warmup", "runs", "samplesMs": [...],
                 "medianMs", "minMs", "maxMs", "cpuMs", "nivcsw", "error": null}]}
 "cpuMs" is the process's CPU time over the timed steps (all threads), "nivcsw" its involuntary context
@@ -118,7 +119,8 @@ def run_case(c, measure, device):
 def main():
     load1 = os.getloadavg()[0]  # before this process adds its own threads
     req = read_request()
-    threads = int(req.get("threads") or os.cpu_count() or 1)
+    cpus = len(os.sched_getaffinity(0))  # the CPUs this process may run on if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = int(req.get("threads") or cpus or 1)
     torch.set_num_threads(threads)  # models.py pins 1 thread for the golden fixtures; undo that here
     measure = bool(req.get("measure", True))
     device = torch.device(req.get("device", "cpu"))
@@ -131,7 +133,7 @@ def main():
         note = r["error"] or (f"{r['medianMs']:.1f} ms/step" if measure else f"{r['params']} parameters")
         print(f"  torch {r['name']} batch {r['batch']}: {note}", file=sys.stderr, flush=True)
     print(json.dumps({"torch": torch.__version__, "python": sys.executable, "pid": os.getpid(), "load1": load1,
-                      "threads": torch.get_num_threads(),
+                      "threads": torch.get_num_threads(), "cpus": cpus,
                       "mkldnn": torch.backends.mkldnn.is_available(), "device": str(device),
                       "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                       "results": results}))
