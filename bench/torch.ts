@@ -26,7 +26,7 @@ import { buildModel, resolveConfig } from "../models/zoo.ts";
 import { onMeta } from "../nn/module.ts";
 import { gpu, sync, trimPool } from "../kernels/runtime.ts";
 import type { KernelSettings } from "../experiments/host.ts";
-import type { StepCase, StepRow } from "./steps.ts";
+import type { StepCase } from "./steps.ts";
 
 export interface TorchInfo {
   version: string;
@@ -470,17 +470,12 @@ async function oursChildMain(): Promise<void> {
 export function torchRows(
   cases: ReturnType<typeof torchCase>[],
   results: TorchResult[],
-  ours: (number[] | null)[] | StepRow[],
+  ours: (number[] | null)[],
   rounds = 1,
 ): TorchRow[] {
   return cases.map((c, i) => {
     const r = results[i];
-    let mine: number[] | null;
-    if (ours.length && !Array.isArray(ours[0]) && ours[0] !== null) {
-      // our step rows of the same name and batch (their samples, else their median)
-      const row = (ours as StepRow[]).find((s) => s.name === c.name && s.batch === c.batch);
-      mine = row ? row.timing.samplesMs ?? [row.timing.medianMs] : null;
-    } else mine = (ours as (number[] | null)[])[i] ?? null;
+    const mine = ours[i] ?? null;
     const torchParams = r?.params ?? null;
     let error = r ? r.error : "no result from the PyTorch script";
     if (!error && torchParams !== c.expectParams) {
@@ -512,9 +507,6 @@ export function torchRows(
   });
 }
 
-/** Kept for bench/run.ts's signature: our side is now a child process, this is not called. */
-export type OurSteps = (c: StepCase, warmup: number, runs: number) => Promise<number[]>;
-
 function holdsDevice(): boolean {
   try {
     gpu();
@@ -525,9 +517,9 @@ function holdsDevice(): boolean {
 }
 
 /**
- * The PyTorch section: per case, `rounds` rounds of our child process then PyTorch's (our side only
- * where `ours` says so: `true`, or a step row of that case), each alone, after a first PyTorch child
- * that only builds the models and checks the parameter counts.
+ * The PyTorch section: per case, `rounds` rounds of our child process then PyTorch's (PyTorch's only
+ * with `ours: false`), each alone, after a first PyTorch child that only builds the models and checks
+ * the parameter counts.
  */
 export async function compareTorch(
   cases: StepCase[],
@@ -535,10 +527,8 @@ export async function compareTorch(
     /** Warm-up steps per child (at least COMPARE_WARMUP) and timed steps per child. */
     warmup?: number;
     runs: number;
-    /** Whether our side runs: true/false, or our step rows (a case runs ours when it has one). */
-    ours?: boolean | StepRow[];
-    /** Ignored (kept for the old call site): our side runs in its own process. */
-    timeOurs?: OurSteps;
+    /** Whether our side runs (default true); false: PyTorch's rounds only (`--only torch`). */
+    ours?: boolean;
     rounds?: number;
     kernelSettings?: KernelSettings;
     log?: (line: string) => void;
@@ -572,11 +562,7 @@ export async function compareTorch(
   };
   const log = opts.log ?? (() => {});
   const req = cases.map((c) => torchCase(c, warmup, runs));
-  const withOurs = cases.map((c) =>
-    Array.isArray(opts.ours)
-      ? opts.ours.some((s) => s.name === c.name && s.batch === c.batch)
-      : opts.ours ?? true
-  );
+  const withOurs = cases.map(() => opts.ours ?? true);
   const threads = navigator.hardwareConcurrency || 1;
   const torchRun = (cs: typeof req, measure = true, onRun?: (r: ChildRun) => void) =>
     runTorchScript({ threads, measure, cases: cs }, { pythons: opts.pythons, log, onRun });
