@@ -12,7 +12,7 @@ import { commandStats, poolStats, setPassPerDispatch, sync, trimPool } from "../
 import { AdamW } from "../nn/optim.ts";
 import { autotune } from "../kernels/autotune.ts";
 import { autotuneEnabled } from "../kernels/planner.ts";
-import { trainStep } from "../training/step.ts";
+import { replayEnabled, setReplay, trainStep } from "../training/step.ts";
 import { measureAsync, type PassProfile, PassProfiler, type Stats } from "./timing.ts";
 
 export interface StepCase {
@@ -47,8 +47,12 @@ export interface StepRow {
   /** (profiled step wall − kernels) / kernels, percent: recording, dispatch, allocation, sync. */
   overheadPct: number | null;
   passes: number | null;
-  /** Median host time to record one step (forward to the end of opt.step(), nothing submitted), ms. */
+  /** Median host time to issue one replayed step (training/step.ts replay; nothing submitted), ms. */
   hostMs: number;
+  /** Median host time to record one step eagerly (forward to the end of opt.step()), ms. */
+  hostEagerMs: number;
+  /** Wall time per step with every step eager (`setReplay(false)`), beside `timing` (replayed). */
+  eagerTiming: Stats;
   /** Dispatches recorded per step. */
   dispatches: number;
   /** The slowest kernels of the profiled step. */
@@ -94,6 +98,28 @@ export function prepareStep(c: StepCase): PreparedStep {
   };
 }
 
+/**
+ * Host time to record (or replay) one step, nothing submitted: the median of `runs`, and the dispatches
+ * of a step.
+ */
+async function hostTimes(p: PreparedStep, name: string, runs: number) {
+  const host: number[] = [];
+  let dispatches = 0;
+  for (let r = 0; r < runs; r++) {
+    await sync();
+    const before = commandStats().submits;
+    const t0 = performance.now();
+    p.step();
+    host.push(performance.now() - t0);
+    const after = commandStats();
+    if (after.submits !== before) throw new Error(`bench ${name}: recording a step submitted work`);
+    dispatches = after.pendingDispatches;
+  }
+  await sync();
+  host.sort((a, b) => a - b);
+  return { medianMs: host[Math.floor(host.length / 2)], dispatches };
+}
+
 /** Wall time of `runs` training steps of a prepared case (each submitted and waited for). */
 export function timeSteps(p: PreparedStep, warmup: number, runs: number): Promise<Stats> {
   return measureAsync(async () => {
@@ -112,22 +138,17 @@ export async function benchStep(c: StepCase, opts: StepBenchOptions): Promise<St
     await sync();
     await autotune({ log: opts.log });
   }
+  // eager steps, then replayed ones (the trainer's), alternately measured the same way
+  const replay = replayEnabled();
+  setReplay(false);
+  const eagerTiming = await timeSteps(prepared, opts.warmup, opts.runs);
+  const eagerHost = await hostTimes(prepared, c.name, Math.max(3, opts.runs));
+  setReplay(replay);
   const timing = await timeSteps(prepared, opts.warmup, opts.runs);
   const pool = poolStats();
-  const host: number[] = [];
-  let dispatches = 0;
-  for (let r = 0; r < Math.max(3, opts.runs); r++) {
-    await sync();
-    const before = commandStats().submits;
-    const t0 = performance.now();
-    step();
-    host.push(performance.now() - t0);
-    const after = commandStats();
-    if (after.submits !== before) throw new Error(`bench ${c.name}: recording a step submitted work`);
-    dispatches = after.pendingDispatches;
-  }
-  host.sort((a, b) => a - b);
-  const hostMs = host[Math.floor(host.length / 2)];
+  const replayedHost = await hostTimes(prepared, c.name, Math.max(3, opts.runs));
+  const dispatches = eagerHost.dispatches;
+  const hostMs = replayedHost.medianMs, hostEagerMs = eagerHost.medianMs;
   let profiledWallMs: number | null = null;
   let kernelMs: number | null = null, overheadPct: number | null = null, passes: number | null = null;
   let top: PassProfile["byKernel"] = [];
@@ -166,16 +187,19 @@ export async function benchStep(c: StepCase, opts: StepBenchOptions): Promise<St
     overheadPct,
     passes,
     hostMs,
+    hostEagerMs,
+    eagerTiming,
     dispatches,
     topKernels: top,
   };
+  const us = (ms: number) => ((ms * 1e3) / dispatches).toFixed(1);
   opts.log?.(
-    `  ${c.name} batch ${c.batch}: ${timing.medianMs.toFixed(1)} ms/step, ${
-      row.imagesPerSec.toFixed(1)
-    } img/s` +
-      `, host ${hostMs.toFixed(1)} ms for ${dispatches} dispatches (${
-        ((hostMs * 1e3) / dispatches).toFixed(1)
-      } µs each)` +
+    `  ${c.name} batch ${c.batch}: ${timing.medianMs.toFixed(1)} ms/step replayed, ${
+      eagerTiming.medianMs.toFixed(1)
+    } eager, ${row.imagesPerSec.toFixed(1)} img/s` +
+      `, host ${hostEagerMs.toFixed(2)} ms eager / ${
+        hostMs.toFixed(2)
+      } ms replayed for ${dispatches} dispatches (${us(hostEagerMs)} / ${us(hostMs)} µs each)` +
       (kernelMs !== null ? `, kernels ${kernelMs.toFixed(1)} ms (${passes} passes)` : ""),
   );
   return row;

@@ -387,6 +387,11 @@ export function setPassPerDispatch(on: boolean): void {
   passPerDispatch = on;
 }
 
+/** Whether every dispatch gets a compute pass of its own (profiling). */
+export function passPerDispatchOn(): boolean {
+  return passPerDispatch;
+}
+
 /** A storage binding: a whole pooled buffer or a slice of one. */
 export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
 /** What a dispatch binds: storage buffers, or texture views for kernels that sample textures. */

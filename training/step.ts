@@ -8,8 +8,8 @@
 // the step keeps, and its commands are recorded (kernels/runtime.ts `startRecording`); later steps of the
 // same signature copy their batch into those buffers and encode the recorded commands again, with the
 // optimizer's scalars of that step, without running the tape or the planner. Any change of signature
-// records afresh; stochastic depth (a draw on the host that changes the commands) and `setReplay(false)`
-// run eagerly.
+// records afresh; stochastic depth (a draw on the host that changes the commands), a pass per dispatch
+// (profiling) and `setReplay(false)` run eagerly.
 
 import { crossEntropy } from "../autograd/ops/loss.ts";
 import { empty, keep, scope, type Storage, type Tensor } from "../autograd/tensor.ts";
@@ -18,6 +18,7 @@ import type { Module } from "../nn/module.ts";
 import { StochasticDepth } from "../nn/layers.ts";
 import {
   copy,
+  passPerDispatchOn,
   plannerContext,
   type Recording,
   releaseRecording,
@@ -116,7 +117,7 @@ interface Recorded {
 const recorded = new WeakMap<AdamW, Recorded>();
 
 function replayable(p: StepParts): boolean {
-  if (!replayOn) {
+  if (!replayOn || passPerDispatchOn()) {
     dropRecording(p.optimizer);
     lastMode = "eager";
     return false;
