@@ -212,7 +212,7 @@ const COMPILE_WAVE = 4;
 
 /**
  * Compiles the pipelines `requests` lists (those not cached by now) with createComputePipelineAsync, in
- * waves issued together (a browser compiles them on worker threads; Deno compiles each inside the call,
+ * waves issued together (a browser compiles them on worker threads; wgpu in a native runtime compiles each inside the call,
  * so there a wave is sequential); `progress(done, total)` is called after each wave.
  */
 export async function compilePipelines(

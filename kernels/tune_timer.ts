@@ -6,7 +6,7 @@
 //   declines.
 // * wall-difference: else `reps` runs and `2·reps` runs are each recorded first and then submitted as
 //   one command buffer and waited for; the difference of the two waits is the time of `reps` runs, since
-//   the wait's floor (10–14 ms here on lavapipe: Deno polls the device) is in both and cancels.
+//   the wait's floor (10–14 ms here on lavapipe: the runtime polls the device) is in both and cancels.
 //
 // Recording is never timed. `calibrate` checks a timer against a known cost (2R runs must read twice R
 // runs) before autotune decides by it.

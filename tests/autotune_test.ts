@@ -344,12 +344,13 @@ Deno.test("autotune file store: winners round-trip per adapter; unreadable files
   }
 });
 
-Deno.test("train flags: --plan, --no-autotune and --autotune-budget", () => {
-  assert.deepEqual(parseTrainArgs(["--plan", "conv=tiled", "--no-autotune"]).kernels, {
+Deno.test("train flags: --plan, --no-autotune, --autotune-budget and --no-replay", () => {
+  assert.deepEqual(parseTrainArgs(["--plan", "conv=tiled", "--no-autotune", "--no-replay"]).kernels, {
     plan: "conv=tiled",
     autotune: false,
+    replay: false,
   });
-  assert.deepEqual(parseTrainArgs([]).kernels, { plan: undefined, autotune: undefined });
+  assert.deepEqual(parseTrainArgs([]).kernels, { plan: undefined, autotune: undefined, replay: undefined });
   assert.equal(parseTrainArgs(["--autotune-budget", "12.5"]).config.autotuneBudget, 12.5);
   assert.equal(parseTrainArgs(["--autotune-budget", "0"]).config.autotuneBudget, 0);
   assert.throws(() => parseTrainArgs(["--autotune-budget=-1"]), /--autotune-budget needs a number ≥ 0/);
