@@ -23,3 +23,16 @@ if ! deno eval "$probe" 2>/dev/null; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mesa-vulkan-drivers >/dev/null
   deno eval "$probe" || { echo "setup: still no WebGPU adapter after installing lavapipe" >&2; exit 1; }
 fi
+
+# the npm packages deno.json imports (vega, puppeteer-core, tfjs, …): fetched here, saying so, rather than
+# silently at the first `deno task`
+echo "setup: fetching the npm packages the project imports (deno install; ~15 s the first time)"
+deno install --quiet &
+pid=$!
+seconds=0
+while kill -0 "$pid" 2>/dev/null; do
+  sleep 1
+  seconds=$((seconds + 1))
+  if [ $((seconds % 5)) -eq 0 ] && kill -0 "$pid" 2>/dev/null; then echo "setup: still fetching npm packages (${seconds} s)"; fi
+done
+wait "$pid"
