@@ -19,8 +19,7 @@
 //   until every rival's fastest sample is slower than the best's slowest. The timer is checked once per process on a known cost
 //   first: 2R runs must read twice R runs, and timestamps must agree with the host's clock within 1.5×
 //   where it sees the kernel.
-// * The fastest (by the timer's statistic: the fastest sample with timestamps, whose noise only adds;
-//   the median with the submit difference) is checked against the CPU reference (kernels/tune_check.ts)
+// * The fastest (by the timer's statistic, the median of its samples) is checked against the CPU reference (kernels/tune_check.ts)
 //   before it may win; one that fails is excluded (said in the log) and the next is checked. The
 //   decision's margin (second best / best − 1) is logged and stored beside the winner.
 
