@@ -7,7 +7,7 @@
 // (about a second of f64 JavaScript); a bigger convolution or GEMM is validated with fewer images, the
 // largest count within the budget for which the planner picks the same kernel variant as for the row
 // (one image at least: the models' biggest layer, a 1×1 conv of 16.8 M multiply-adds per image, takes
-// ~1 s). Tolerances: compare() below.
+// ~1 s). Tolerances: compareResult() in kernels/tune_check.ts.
 
 import { noGrad, numel, scope, type Tensor, tensor } from "../autograd/tensor.ts";
 import { Rng } from "../autograd/random.ts";
@@ -15,6 +15,7 @@ import { matmul, type MatmulDims } from "../kernels/matmul.ts";
 import { type ConvPass, planConv, planMatmul } from "../kernels/planner.ts";
 import { acquireBuffer, readback, releaseBuffer, upload } from "../kernels/runtime.ts";
 import type { ConvShape } from "../kernels/shapes.ts";
+import { compareResult } from "../kernels/tune_check.ts";
 import {
   conv2dBackwardBiasRef,
   conv2dBackwardInputRef,
@@ -72,32 +73,6 @@ function data(rng: Rng, n: number): Float64Array {
   return Float64Array.from(a);
 }
 
-/**
- * Compares one result; returns the worst error ratio and the first value out of tolerance. The test's
- * tolerance, with atol (which absorbs the rounding left where a sum cancels to near zero) taken relative
- * to the result's RMS where that exceeds 1: the tests' results are of order 1, the bench's sums up to
- * thousands of terms long (an f32 sum's rounding grows with the size of its terms, not of its result).
- */
-function compare(actual: Float32Array, expected: Float64Array, tol: Tol, what: string) {
-  const { rtol = 0 } = tol;
-  if (actual.length !== expected.length) {
-    return { worst: Infinity, bad: `${what}: length ${actual.length} != expected ${expected.length}` };
-  }
-  let sq = 0;
-  for (let i = 0; i < expected.length; i++) sq += expected[i] * expected[i];
-  const atol = (tol.atol ?? 0) * Math.max(1, Math.sqrt(sq / Math.max(1, expected.length)));
-  let worst = 0, bad: string | null = null;
-  for (let i = 0; i < actual.length; i++) {
-    const err = Math.abs(actual[i] - expected[i]);
-    const r = err / (atol + rtol * Math.abs(expected[i]));
-    if (!(r <= 1) && bad === null) {
-      bad = `${what}: element ${i} is ${actual[i]}, expected ${expected[i]} (|diff| ${err.toExponential(2)})`;
-    }
-    if (!(r <= worst)) worst = Number.isNaN(r) ? Infinity : r;
-  }
-  return { worst, bad };
-}
-
 /** Compares the results with the references; the hook sees the results first. */
 function verdict(
   base: Pick<Validation, "op" | "batch" | "reduced">,
@@ -111,7 +86,7 @@ function verdict(
   hook?.(row, results.map((r) => r[1]));
   let worst = 0, bad: string | null = null;
   for (const [what, a, e, tol] of results) {
-    const c = compare(a, e, tol, what);
+    const c = compareResult(a, e, tol, what);
     worst = Math.max(worst, c.worst);
     bad ??= c.bad;
   }

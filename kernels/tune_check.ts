@@ -29,21 +29,26 @@ function data(seed: number, n: number): Float64Array {
   return Float64Array.from(a);
 }
 
-/** The worst |actual − expected| / (atol + rtol·|expected|) and the first value out of tolerance. */
+/**
+ * Compares one result with its f64 reference; returns the worst |actual − expected| / (atol + rtol·|expected|)
+ * and the first value out of tolerance. atol (which absorbs the rounding left where a sum cancels to near
+ * zero) is taken relative to the result's RMS where that exceeds 1: the tests' results are of order 1, real
+ * layers' sums up to thousands of terms long (an f32 sum's rounding grows with its terms, not its result).
+ */
 export function compareResult(actual: Float32Array, expected: Float64Array, tol: Tol, what: string) {
   const { rtol = 0 } = tol;
   if (actual.length !== expected.length) {
-    return { worst: Infinity, bad: `${what}: length ${actual.length}, expected ${expected.length}` };
+    return { worst: Infinity, bad: `${what}: length ${actual.length} != expected ${expected.length}` };
   }
   let sq = 0;
-  for (const e of expected) sq += e * e;
+  for (let i = 0; i < expected.length; i++) sq += expected[i] * expected[i];
   const atol = (tol.atol ?? 0) * Math.max(1, Math.sqrt(sq / Math.max(1, expected.length)));
   let worst = 0, bad: string | null = null;
   for (let i = 0; i < actual.length; i++) {
     const err = Math.abs(actual[i] - expected[i]);
     const r = err / (atol + rtol * Math.abs(expected[i]));
     if (!(r <= 1) && bad === null) {
-      bad = `${what}[${i}] = ${actual[i]}, expected ${expected[i].toPrecision(6)}`;
+      bad = `${what}: element ${i} is ${actual[i]}, expected ${expected[i]} (|diff| ${err.toExponential(2)})`;
     }
     if (!(r <= worst)) worst = Number.isNaN(r) ? Infinity : r;
   }
