@@ -3,19 +3,9 @@
 // text (seen before: "loading CIFAR-10 data_batch_1.bin…" while the status said training, step 30).
 
 import assert from "node:assert/strict";
-import { phaseText, type Status } from "../web/session.ts";
+import { idleStatus, phaseText, type Status } from "../web/session.ts";
 
-const base: Status = {
-  state: "idle",
-  progress: null,
-  firstStepSeconds: null,
-  epoch: 0,
-  step: 0,
-  loss: null,
-  trainAccuracy: null,
-  testAccuracy: null,
-  imagesPerSec: null,
-};
+const base: Status = idleStatus();
 
 Deno.test("page banner: each state of a run says its phase and how far it is", () => {
   const run: [Partial<Status>, string][] = [

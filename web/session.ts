@@ -160,8 +160,9 @@ interface Loaded {
   schedulerLastEpoch: number;
 }
 
-export class Session {
-  status: Status = {
+/** The status of a page before any run (and what a new run starts from). */
+export function idleStatus(): Status {
+  return {
     state: "idle",
     progress: null,
     firstStepSeconds: null,
@@ -172,6 +173,10 @@ export class Session {
     testAccuracy: null,
     imagesPerSec: null,
   };
+}
+
+export class Session {
+  status: Status = idleStatus();
   model: E.Model | null = null;
   private opt: E.AdamW | null = null;
   config: PageConfig | null = null;
@@ -215,16 +220,7 @@ export class Session {
   async train(c: PageConfig, ctx: E.GPUContext, startedAt = performance.now()): Promise<void> {
     if (this.busy) throw new Error("a run is already in progress");
     this.startedAt = startedAt;
-    this.set({
-      state: "loading",
-      progress: null,
-      firstStepSeconds: null,
-      epoch: 0,
-      step: 0,
-      loss: null,
-      trainAccuracy: null,
-      testAccuracy: null,
-    });
+    this.set({ ...idleStatus(), state: "loading" });
     this.pauseRequested = false;
     try {
       checkLimits(c, ctx.limits);
