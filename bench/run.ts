@@ -475,27 +475,7 @@ export function formatReport(r: BenchReport): string {
         mib(s.paramBytes),
         mib(s.textureBytes),
       ]),
-      [
-        false,
-        true,
-        true,
-        true,
-        true,
-        true,
-        true,
-        true,
-        true,
-        true,
-        true,
-        true,
-        true,
-        true,
-        true,
-        true,
-        true,
-        true,
-        true,
-      ],
+      [false, ...Array<boolean>(18).fill(true)],
     ));
     for (const s of r.steps) {
       if (!s.topKernels.length) continue;
